@@ -1,0 +1,388 @@
+//! The Starlark builtins of a spec: `group`, `flavor`, `combo`, providers, health checks,
+//! update policies, `secret` and `project`.
+//!
+//! Each builtin checks its arguments where it is called, so an error points at the call.
+
+use starlark::environment::GlobalsBuilder;
+use starlark::eval::Evaluator;
+use starlark::starlark_module;
+use starlark::values::dict::{AllocDict, UnpackDictEntries};
+use starlark::values::list_or_tuple::UnpackListOrTuple;
+use starlark::values::none::NoneType;
+use starlark::values::structs::{AllocStruct, StructRef};
+use starlark::values::tuple::UnpackTuple;
+use starlark::values::{Heap, Value};
+
+use super::convert;
+use super::diagnostics::location;
+use super::recorder::SpecRecorder;
+use crate::spec::{validate, Group, SpecError};
+
+fn recorder<'a>(eval: &Evaluator<'_, 'a, '_>) -> anyhow::Result<&'a SpecRecorder> {
+    eval.extra
+        .and_then(|extra| extra.downcast_ref::<SpecRecorder>())
+        .ok_or_else(|| anyhow::anyhow!("internal error: builtin called outside a spec evaluation"))
+}
+
+fn alloc_struct<'v>(heap: Heap<'v>, fields: Vec<(&str, Value<'v>)>) -> Value<'v> {
+    heap.alloc(AllocStruct(fields))
+}
+
+fn opt_str<'v>(heap: Heap<'v>, value: Option<&str>) -> Value<'v> {
+    value.map_or_else(Value::new_none, |s| heap.alloc(s))
+}
+
+fn check_duration(param: &str, text: &str) -> anyhow::Result<()> {
+    convert::duration(text)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("`{param}`: {e}"))
+}
+
+/// A port argument: a number in range, or a template string.
+fn port_value<'v>(heap: Heap<'v>, port: Value<'v>) -> anyhow::Result<Value<'v>> {
+    if let Some(number) = port.unpack_i32() {
+        validate::port(i64::from(number))?;
+        Ok(heap.alloc(number))
+    } else if let Some(text) = port.unpack_str() {
+        Ok(heap.alloc(text))
+    } else {
+        anyhow::bail!(
+            "`port` must be a number or a template string, got {}",
+            port.get_type()
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn health_struct<'v>(
+    heap: Heap<'v>,
+    probe: Value<'v>,
+    grace_period: &str,
+    interval: &str,
+    timeout: &str,
+    failures: i32,
+) -> anyhow::Result<Value<'v>> {
+    check_duration("grace_period", grace_period)?;
+    check_duration("interval", interval)?;
+    check_duration("timeout", timeout)?;
+    if failures < 1 {
+        return Err(SpecError::ZeroFailures.into());
+    }
+    let value = alloc_struct(
+        heap,
+        vec![
+            ("kind", heap.alloc("health")),
+            ("probe", probe),
+            ("grace_period", heap.alloc(grace_period)),
+            ("interval", heap.alloc(interval)),
+            ("timeout", heap.alloc(timeout)),
+            ("failures", heap.alloc(failures)),
+        ],
+    );
+    convert::health(value.to_json_value()?)?;
+    Ok(value)
+}
+
+/// Names of the fields of a flavor struct, in the order `flavor()` writes them.
+const FLAVOR_FIELDS: [&str; 7] = [
+    "command", "env", "files", "labels", "workdir", "health", "drain",
+];
+
+#[starlark_module]
+pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
+    /// Declares a group of instances kept at an allocation (`size = N` or `ids = [...]`).
+    /// Returns a handle usable in `depends_on`.
+    fn group<'v>(
+        #[starlark(require = named)] name: &str,
+        #[starlark(require = named)] provider: Value<'v>,
+        #[starlark(require = named)] flavor: Value<'v>,
+        #[starlark(require = named)] size: Option<i32>,
+        #[starlark(require = named)] ids: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named)] depends_on: Option<UnpackListOrTuple<Value<'v>>>,
+        #[starlark(require = named)] update: Option<Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        validate::group_name(name)?;
+        let ids_vec = ids.map(|i| i.items);
+        let allocation = validate::allocation(name, size.map(i64::from), ids_vec)?;
+        let provider = convert::provider(provider.to_json_value()?)?;
+        let (flavor, templates) = convert::flavor(flavor.to_json_value()?)?;
+        let update = match update {
+            Some(u) if !u.is_none() => convert::update(u.to_json_value()?)?,
+            _ => Default::default(),
+        };
+        let mut deps = Vec::new();
+        for dep in depends_on.map(|d| d.items).unwrap_or_default() {
+            deps.push(dependency_name(dep)?);
+        }
+        let origin = eval.call_stack_top_location().map(|span| location(&span));
+        let handle_ids: Vec<String> = match &allocation {
+            crate::spec::Allocation::Ids(ids) => ids.clone(),
+            crate::spec::Allocation::Size(_) => Vec::new(),
+        };
+        let heap = eval.heap();
+        let handle = alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("group")),
+                ("name", heap.alloc(name)),
+                ("size", heap.alloc(allocation.len() as i32)),
+                ("ids", heap.alloc(handle_ids)),
+            ],
+        );
+        recorder(eval)?.add_group(Group {
+            name: name.to_owned(),
+            allocation,
+            provider,
+            flavor,
+            depends_on: deps,
+            reads_groups: templates.reads_groups.into_iter().collect(),
+            update,
+            origin,
+        })?;
+        Ok(handle)
+    }
+
+    /// What an instance runs and how to judge it. Strings are templates rendered per instance.
+    fn flavor<'v>(
+        #[starlark(require = named)] command: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named)] env: Option<UnpackDictEntries<String, Value<'v>>>,
+        #[starlark(require = named)] files: Option<UnpackDictEntries<String, String>>,
+        #[starlark(require = named)] labels: Option<UnpackDictEntries<String, String>>,
+        #[starlark(require = named)] workdir: Option<&str>,
+        #[starlark(require = named)] health: Option<Value<'v>>,
+        #[starlark(require = named)] drain_command: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named, default = "10s")] drain_timeout: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        check_duration("drain_timeout", drain_timeout)?;
+        let health = health.unwrap_or_else(Value::new_none);
+        let drain = alloc_struct(
+            heap,
+            vec![
+                (
+                    "command",
+                    drain_command.map_or_else(Value::new_none, |c| heap.alloc(c.items)),
+                ),
+                ("timeout", heap.alloc(drain_timeout)),
+            ],
+        );
+        let value = alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("flavor")),
+                ("command", heap.alloc(command.map(|c| c.items).unwrap_or_default())),
+                ("env", heap.alloc(AllocDict(env.map(|e| e.entries).unwrap_or_default()))),
+                ("files", heap.alloc(AllocDict(files.map(|f| f.entries).unwrap_or_default()))),
+                ("labels", heap.alloc(AllocDict(labels.map(|l| l.entries).unwrap_or_default()))),
+                ("workdir", opt_str(heap, workdir)),
+                ("health", health),
+                ("drain", drain),
+            ],
+        );
+        convert::flavor(value.to_json_value()?)?;
+        Ok(value)
+    }
+
+    /// Merges flavors left to right: later commands, health checks and drains win;
+    /// env, files and labels are merged key by key.
+    fn combo<'v>(
+        #[starlark(args)] flavors: UnpackTuple<Value<'v>>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let mut merged: Vec<(String, Value<'v>)> = Vec::new();
+        let mut dicts: [Vec<(Value<'v>, Value<'v>)>; 3] = Default::default();
+        for (position, flavor) in flavors.items.iter().enumerate() {
+            convert::flavor(flavor.to_json_value()?).map_err(|e| {
+                anyhow::anyhow!("argument {} of combo(): {e}", position + 1)
+            })?;
+            let Some(fields) = StructRef::from_value(*flavor) else {
+                anyhow::bail!("argument {} of combo() is not a flavor", position + 1);
+            };
+            for (key, value) in fields.iter() {
+                let key = key.as_str();
+                if let Some(slot) = ["env", "files", "labels"].iter().position(|k| *k == key) {
+                    let entries = starlark::values::dict::DictRef::from_value(value)
+                        .map(|d| d.iter().collect::<Vec<_>>())
+                        .unwrap_or_default();
+                    for (k, v) in entries {
+                        dicts[slot].retain(|(old, _)| old.equals(k).ok() != Some(true));
+                        dicts[slot].push((k, v));
+                    }
+                    continue;
+                }
+                let empty = value.is_none()
+                    || (key == "command" && value.length().ok() == Some(0));
+                if empty && merged.iter().any(|(k, _)| k == key) {
+                    continue;
+                }
+                merged.retain(|(k, _)| k != key);
+                merged.push((key.to_owned(), value));
+            }
+        }
+        let mut fields: Vec<(String, Value<'v>)> = vec![("kind".to_owned(), heap.alloc("flavor"))];
+        for name in FLAVOR_FIELDS {
+            let value = match ["env", "files", "labels"].iter().position(|k| *k == name) {
+                Some(slot) => heap.alloc(AllocDict(std::mem::take(&mut dicts[slot]))),
+                None => merged
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| *v)
+                    .unwrap_or_else(Value::new_none),
+            };
+            fields.push((name.to_owned(), value));
+        }
+        Ok(heap.alloc(AllocStruct(fields)))
+    }
+
+    /// Instances as local OS processes.
+    fn process<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
+        Ok(alloc_struct(
+            heap,
+            vec![("kind", heap.alloc("provider")), ("type", heap.alloc("process"))],
+        ))
+    }
+
+    /// Simulated instances, kept as JSON in the state folder: for spec tests and plans.
+    fn sim<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
+        Ok(alloc_struct(
+            heap,
+            vec![("kind", heap.alloc("provider")), ("type", heap.alloc("sim"))],
+        ))
+    }
+
+    /// Health check: an HTTP GET that must answer 2xx.
+    fn http<'v>(
+        #[starlark(require = named)] port: Value<'v>,
+        #[starlark(require = named, default = "/")] path: &str,
+        #[starlark(require = named, default = "5s")] grace_period: &str,
+        #[starlark(require = named, default = "2s")] interval: &str,
+        #[starlark(require = named, default = "1s")] timeout: &str,
+        #[starlark(require = named, default = 3)] failures: i32,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let probe = alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("http")),
+                ("port", port_value(heap, port)?),
+                ("path", heap.alloc(path)),
+            ],
+        );
+        health_struct(heap, probe, grace_period, interval, timeout, failures)
+    }
+
+    /// Health check: a TCP connection that must be accepted.
+    fn tcp<'v>(
+        #[starlark(require = named)] port: Value<'v>,
+        #[starlark(require = named, default = "5s")] grace_period: &str,
+        #[starlark(require = named, default = "2s")] interval: &str,
+        #[starlark(require = named, default = "1s")] timeout: &str,
+        #[starlark(require = named, default = 3)] failures: i32,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let probe = alloc_struct(
+            heap,
+            vec![("kind", heap.alloc("tcp")), ("port", port_value(heap, port)?)],
+        );
+        health_struct(heap, probe, grace_period, interval, timeout, failures)
+    }
+
+    /// Health check: a command that must exit 0.
+    fn exec<'v>(
+        #[starlark(require = named)] command: UnpackListOrTuple<String>,
+        #[starlark(require = named, default = "5s")] grace_period: &str,
+        #[starlark(require = named, default = "2s")] interval: &str,
+        #[starlark(require = named, default = "1s")] timeout: &str,
+        #[starlark(require = named, default = 3)] failures: i32,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        if command.items.is_empty() {
+            anyhow::bail!("exec() needs a command with at least a program");
+        }
+        let probe = alloc_struct(
+            heap,
+            vec![("kind", heap.alloc("exec")), ("command", heap.alloc(command.items))],
+        );
+        health_struct(heap, probe, grace_period, interval, timeout, failures)
+    }
+
+    /// Update policy: replace outdated instances in batches behind health gates.
+    fn rolling<'v>(
+        #[starlark(require = named, default = 1)] max_unavailable: i32,
+        #[starlark(require = named, default = 0)] max_surge: i32,
+        #[starlark(require = named, default = "0s")] min_ready: &str,
+        #[starlark(require = named, default = "5m")] health_timeout: &str,
+        #[starlark(require = named, default = "pause")] on_failure: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        if max_unavailable < 0 || max_surge < 0 {
+            anyhow::bail!("max_unavailable and max_surge must not be negative");
+        }
+        check_duration("min_ready", min_ready)?;
+        check_duration("health_timeout", health_timeout)?;
+        convert::on_failure(on_failure)?;
+        let value = alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("update")),
+                ("strategy", heap.alloc("rolling")),
+                ("max_unavailable", heap.alloc(max_unavailable)),
+                ("max_surge", heap.alloc(max_surge)),
+                ("min_ready", heap.alloc(min_ready)),
+                ("health_timeout", heap.alloc(health_timeout)),
+                ("on_failure", heap.alloc(on_failure)),
+            ],
+        );
+        convert::update(value.to_json_value()?)?;
+        Ok(value)
+    }
+
+    /// Update policy: destroy every outdated instance, then create the new ones.
+    fn recreate<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
+        Ok(alloc_struct(
+            heap,
+            vec![("kind", heap.alloc("update")), ("strategy", heap.alloc("recreate"))],
+        ))
+    }
+
+    /// A secret read from tend's environment variable `name` at apply time.
+    /// Only the name is ever stored or printed. Use it as an `env` value.
+    fn secret<'v>(#[starlark(require = pos)] name: &str, heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
+        validate::env_name(name)?;
+        Ok(alloc_struct(
+            heap,
+            vec![("kind", heap.alloc("secret")), ("secret", heap.alloc(name))],
+        ))
+    }
+
+    /// Names the project every instance is tagged with (default: the spec's folder name).
+    fn project(
+        #[starlark(require = named)] name: &str,
+        eval: &mut Evaluator<'_, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        validate::project_name(name)?;
+        let at = eval.call_stack_top_location().map(|span| location(&span));
+        recorder(eval)?.set_project(name.to_owned(), at)?;
+        Ok(NoneType)
+    }
+}
+
+/// A `depends_on` entry: a group handle or a group name.
+fn dependency_name(value: Value<'_>) -> anyhow::Result<String> {
+    if let Some(name) = value.unpack_str() {
+        return Ok(name.to_owned());
+    }
+    let json = value.to_json_value()?;
+    match json.get("kind").and_then(|k| k.as_str()) {
+        Some("group") => json
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("group handle has no name")),
+        _ => anyhow::bail!(
+            "`depends_on` takes groups or group names, got {}",
+            convert::describe_kind(&json)
+        ),
+    }
+}

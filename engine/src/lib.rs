@@ -1,0 +1,14 @@
+//! tend's engine: everything that is not a concrete provider.
+//!
+//! Data flows one way: [`lang`] evaluates a spec into the [`spec`] model; [`graph`] orders its
+//! groups; [`provider`] reads back what is really running; [`plan`] diffs the two into an
+//! action DAG. [`template`] checks and renders flavor templates.
+
+pub mod diagnostic;
+pub mod fault;
+pub mod graph;
+pub mod lang;
+pub mod plan;
+pub mod provider;
+pub mod spec;
+pub mod template;

@@ -1,0 +1,17 @@
+//! The planner: the difference between the spec and the observed state, as an ordered DAG
+//! of actions, each with a reason.
+//!
+//! Planning does no I/O and reads no clock: the same inputs give the same plan, byte for
+//! byte. `plan`, `apply`, `run` and `tend test` all call [`plan`].
+
+mod model;
+mod planner;
+mod render;
+mod saved;
+
+pub use model::{Action, ActionKind, Expectation, Expected, Plan, Summary};
+pub use planner::{plan, PlanInput};
+pub use saved::{SavedPlan, SavedPlanError, FORMAT as SAVED_PLAN_FORMAT};
+
+#[cfg(test)]
+mod tests;

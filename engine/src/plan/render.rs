@@ -1,0 +1,51 @@
+//! Plans as text for people and JSON for machines.
+
+use std::fmt::Write;
+
+use super::model::Plan;
+
+impl Plan {
+    /// One line per action (`+` create, `!` heal, `~` replace, `-` destroy), then the summary.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let width = self
+            .actions
+            .iter()
+            .map(|a| a.group.len() + 1 + a.slot.to_string().len())
+            .max()
+            .unwrap_or(0);
+        for action in &self.actions {
+            let target = format!("{}/{}", action.group, action.slot);
+            let _ = writeln!(
+                out,
+                "{} {:<7} {:<width$}  {}",
+                action.action.symbol(),
+                action.action.name(),
+                target,
+                action.reason,
+            );
+        }
+        if self.actions.is_empty() {
+            let _ = writeln!(
+                out,
+                "No changes: {} {} match the spec.",
+                self.unchanged,
+                if self.unchanged == 1 { "instance" } else { "instances" }
+            );
+        } else {
+            out.push('\n');
+        }
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "Plan: {} to create, {} to replace, {} to heal, {} to destroy.",
+            s.create, s.replace, s.heal, s.destroy
+        );
+        out
+    }
+
+    /// The plan as pretty JSON: `project`, `summary` (all four counts), `unchanged`, `actions`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}

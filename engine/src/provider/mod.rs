@@ -1,0 +1,89 @@
+//! The provider contract: how instances come to exist, and how they are observed.
+//!
+//! Providers keep no private truth: every instance carries its tags on the real resource,
+//! and observed state is rebuilt from those tags alone.
+
+mod observe;
+mod types;
+
+pub use observe::{observe, Observed, ProviderSet};
+pub use types::{
+    tags, InstanceState, ObservedInstance, ProviderEvent, ProvisionRequest, Selector, Tags,
+};
+
+use async_trait::async_trait;
+
+use crate::fault::Fault;
+
+/// Errors from a provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider settings in the spec are wrong.
+    #[error("invalid {provider} settings: {detail}")]
+    InvalidProps {
+        /// The provider.
+        provider: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The instance does not exist (any more).
+    #[error("{provider} instance {id} not found")]
+    NotFound {
+        /// The provider.
+        provider: String,
+        /// The instance id.
+        id: String,
+    },
+    /// The spec names a provider this build does not have.
+    #[error("provider {0:?} is not available in this build of tend")]
+    Unknown(String),
+    /// The provider's backend failed or is unreachable.
+    #[error("{provider}: {detail}")]
+    Backend {
+        /// The provider.
+        provider: String,
+        /// What failed.
+        detail: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl ProviderError {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProviderError::InvalidProps { .. } | ProviderError::Unknown(_) => Fault::Spec,
+            ProviderError::NotFound { .. } | ProviderError::Backend { .. } => Fault::Environment,
+        }
+    }
+}
+
+/// One way of making instances. Object-safe; one implementation per provider module.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The provider's name as used in specs (`process`, `docker`, `sim`).
+    fn name(&self) -> &str;
+
+    /// Checks a group's provider settings before anything runs.
+    fn validate(&self, props: &std::collections::BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError>;
+
+    /// Creates one instance with its tags set atomically; returns the instance id.
+    async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError>;
+
+    /// Removes the instance `id`.
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError>;
+
+    /// Every instance matching `selector`, read back from the provider.
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError>;
+
+    /// A stream of changes for instant detection of exits, when the provider has one.
+    /// Callers fall back to periodic `describe` when this is `None`.
+    async fn watch(
+        &self,
+        _selector: &Selector,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
+        Ok(None)
+    }
+}

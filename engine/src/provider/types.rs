@@ -1,0 +1,106 @@
+//! The data that crosses the provider boundary.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Slot;
+
+/// Key/value labels carried by every instance in its provider.
+pub type Tags = BTreeMap<String, String>;
+
+/// The tag keys every instance carries.
+pub mod tags {
+    /// The project the instance belongs to.
+    pub const PROJECT: &str = "tend.project";
+    /// Its group.
+    pub const GROUP: &str = "tend.group";
+    /// Its slot in the group's allocation.
+    pub const SLOT: &str = "tend.slot";
+    /// The spec hash it was created from.
+    pub const HASH: &str = "tend.hash";
+}
+
+/// Which instances to describe: those tagged with one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    /// The `tend.project` tag value.
+    pub project: String,
+}
+
+/// How an observed instance is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Running, and healthy or not yet judged.
+    Running,
+    /// Started, within its grace period.
+    Starting,
+    /// Running, but failed its health check past the failure threshold.
+    Unhealthy,
+    /// Exited or gone; only its record remains.
+    Dead,
+}
+
+impl InstanceState {
+    /// True when the instance still exists as a running thing.
+    pub fn is_live(self) -> bool {
+        !matches!(self, InstanceState::Dead)
+    }
+}
+
+/// One instance as a provider reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedInstance {
+    /// The provider's id for it.
+    pub id: String,
+    /// Its tags, including the `tend.*` ones.
+    pub tags: Tags,
+    /// Where it is reached, such as `127.0.0.1:8000`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// How it is doing.
+    pub state: InstanceState,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+impl ObservedInstance {
+    /// The value of tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+/// Everything a provider needs to create one instance, already rendered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    /// The group the instance belongs to.
+    pub group: String,
+    /// Its slot.
+    pub slot: Slot,
+    /// Tags to set atomically at creation.
+    pub tags: Tags,
+    /// The group's provider settings.
+    pub props: BTreeMap<String, serde_json::Value>,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Environment variables (secrets resolved; never persisted by tend).
+    pub env: BTreeMap<String, String>,
+    /// Files to write for the instance: path to content.
+    pub files: BTreeMap<String, String>,
+    /// The working folder, if any.
+    pub workdir: Option<String>,
+}
+
+/// A change a provider noticed on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderEvent {
+    /// The instance exited or was removed.
+    Gone {
+        /// Its id.
+        id: String,
+    },
+    /// Something changed; describe again.
+    Changed,
+}

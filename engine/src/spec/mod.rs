@@ -1,0 +1,372 @@
+//! The data model of a spec: groups, allocations, flavors, health checks and update policies.
+//!
+//! Everything here is plain serde data. Front ends (`lang`) build it; the graph, the planner
+//! and the providers read it. Per-field checks live in [`validate`], so every front end
+//! rejects the same things with the same words.
+
+mod duration;
+mod hash;
+mod slot;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::SourceLocation;
+
+pub use duration::Duration;
+pub use hash::{canonical_json, sha256_hex, SpecHash};
+pub use slot::Slot;
+
+/// Errors in the model itself: values that no spec may hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A duration string that does not parse.
+    #[error("invalid duration {0:?}: write a whole number and a unit, such as \"2s\", \"5m\", \"1m30s\" or \"250ms\"")]
+    BadDuration(String),
+    /// A group name that is not a DNS label.
+    #[error("invalid group name {0:?}: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'")]
+    BadGroupName(String),
+    /// A project name that is not a DNS label.
+    #[error("invalid project name {0:?}: use 1 to 63 lowercase letters, digits and '-', starting with a letter and not ending with '-'")]
+    BadProjectName(String),
+    /// Both or neither of `size` and `ids`.
+    #[error("group {0:?} needs exactly one of `size` or `ids`")]
+    AllocationChoice(String),
+    /// A negative size.
+    #[error("size must not be negative, got {0}")]
+    NegativeSize(i64),
+    /// A size beyond what tend manages in one group.
+    #[error("size {0} is too large: a group holds at most {max} instances", max = MAX_GROUP_SIZE)]
+    SizeTooLarge(i64),
+    /// An `ids` entry that repeats.
+    #[error("duplicate id {0:?} in `ids`")]
+    DuplicateId(String),
+    /// An `ids` entry that is not a usable identity.
+    #[error("invalid id {0:?}: use 1 to 63 letters, digits, '-' or '_'")]
+    BadId(String),
+    /// Two groups with one name.
+    #[error("duplicate group {0:?}: group names must be unique in a project")]
+    DuplicateGroup(String),
+    /// A `depends_on` entry naming no group.
+    #[error("group {group:?} depends on {missing:?}, which is not a group in this spec")]
+    UnknownDependency {
+        /// The group that has the dependency.
+        group: String,
+        /// The name it refers to.
+        missing: String,
+    },
+    /// A group that depends on itself.
+    #[error("group {0:?} depends on itself")]
+    SelfDependency(String),
+    /// A rolling policy that could never make progress.
+    #[error("rolling update needs max_unavailable or max_surge above 0")]
+    RollingStuck,
+    /// A port outside 1..=65535.
+    #[error("port {0} is out of range 1..65535")]
+    BadPort(i64),
+    /// A health failure threshold of zero.
+    #[error("health `failures` must be at least 1")]
+    ZeroFailures,
+    /// An `on_failure` value that is not known.
+    #[error("on_failure must be \"pause\" or \"rollback\", got {0:?}")]
+    BadOnFailure(String),
+    /// An environment variable name that is not one.
+    #[error("invalid environment variable name {0:?}")]
+    BadEnvName(String),
+    /// A command with no program.
+    #[error("command must not be empty")]
+    EmptyCommand,
+}
+
+/// The largest `size` of one group.
+pub const MAX_GROUP_SIZE: i64 = 100_000;
+
+/// A whole spec: one project and its groups, in the order they were declared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The project every instance is tagged with; projects never touch each other.
+    pub project: String,
+    /// The groups, in declaration order.
+    pub groups: Vec<Group>,
+}
+
+impl Spec {
+    /// The group called `name`, if any.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// A fingerprint of the whole spec (everything but source locations), used to bind
+    /// saved plans to the spec they were made from.
+    pub fn fingerprint(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        sha256_hex(canonical_json(&value).as_bytes())
+    }
+}
+
+/// A named set of instances kept at an allocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// The group's name, a DNS label unique in the project.
+    pub name: String,
+    /// How many instances, or which identities.
+    pub allocation: Allocation,
+    /// How an instance comes to exist.
+    pub provider: ProviderSpec,
+    /// What an instance runs and how it is judged.
+    pub flavor: Flavor,
+    /// Groups that must be healthy before this one's instances are created.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Groups whose addresses this group's templates read (`groups.X`): implicit dependencies.
+    #[serde(default)]
+    pub reads_groups: Vec<String>,
+    /// How outdated instances are replaced.
+    pub update: UpdatePolicy,
+    /// Where the group was declared, for error messages; not part of any hash.
+    #[serde(skip)]
+    pub origin: Option<SourceLocation>,
+}
+
+impl Group {
+    /// The slots this group's allocation asks for, in order.
+    pub fn slots(&self) -> Vec<Slot> {
+        self.allocation.slots()
+    }
+
+    /// Every group this one waits for: explicit `depends_on` and implicit `groups.X` reads.
+    pub fn dependencies(&self) -> impl Iterator<Item = &str> {
+        self.depends_on
+            .iter()
+            .chain(self.reads_groups.iter())
+            .map(String::as_str)
+    }
+}
+
+/// A group's allocation: interchangeable numbered slots, or fixed identities.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Allocation {
+    /// `size = N`: slots `0..N-1`.
+    Size(u32),
+    /// `ids = [...]`: one slot per identity, for quorum members.
+    Ids(Vec<String>),
+}
+
+impl Allocation {
+    /// The allocated slots, in order.
+    pub fn slots(&self) -> Vec<Slot> {
+        match self {
+            Allocation::Size(n) => (0..*n).map(Slot::Index).collect(),
+            Allocation::Ids(ids) => ids.iter().cloned().map(Slot::Id).collect(),
+        }
+    }
+
+    /// How many instances the allocation asks for.
+    pub fn len(&self) -> usize {
+        match self {
+            Allocation::Size(n) => *n as usize,
+            Allocation::Ids(ids) => ids.len(),
+        }
+    }
+
+    /// True when the allocation asks for no instance.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `slot` is one of the allocated slots.
+    pub fn contains(&self, slot: &Slot) -> bool {
+        match (self, slot) {
+            (Allocation::Size(n), Slot::Index(i)) => i < n,
+            (Allocation::Ids(ids), Slot::Id(id)) => ids.iter().any(|x| x == id),
+            _ => false,
+        }
+    }
+
+    /// Reads a slot as written in a `tend.slot` tag, in this allocation's kind.
+    pub fn parse_slot(&self, text: &str) -> Slot {
+        match self {
+            Allocation::Size(_) => text
+                .parse()
+                .map(Slot::Index)
+                .unwrap_or_else(|_| Slot::Id(text.to_owned())),
+            Allocation::Ids(_) => Slot::Id(text.to_owned()),
+        }
+    }
+}
+
+/// Which provider makes a group's instances, and its settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderSpec {
+    /// The provider's name: `process`, `docker`, `sim`, ...
+    pub kind: String,
+    /// Provider-specific settings, checked by the provider's `validate`.
+    #[serde(default)]
+    pub props: BTreeMap<String, serde_json::Value>,
+}
+
+/// What an instance runs and how to judge it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flavor {
+    /// The program and its arguments (templates).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment variables (templates, or secrets read at apply time).
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Files written for the instance: path to content (templates).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Extra labels carried by the instance in its provider.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The working folder (template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// How to tell a healthy instance from a sick one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// What to run before an instance is stopped, and how long to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// The value of an environment variable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// A template rendered per instance.
+    Plain(String),
+    /// A secret read from tend's own environment at apply time; only its name is stored.
+    Secret {
+        /// The environment variable that holds the secret.
+        secret: String,
+    },
+}
+
+/// A health check and its timing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// What is probed.
+    pub probe: Probe,
+    /// How long after start failures are not counted.
+    pub grace_period: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// Consecutive failures that make an instance unhealthy.
+    pub failures: u32,
+}
+
+/// One kind of health probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Probe {
+    /// An HTTP GET on 127.0.0.1 (or the instance's address) that must answer 2xx.
+    Http {
+        /// The port (a number or a template).
+        port: PortValue,
+        /// The path requested.
+        path: String,
+    },
+    /// A TCP connect that must succeed.
+    Tcp {
+        /// The port (a number or a template).
+        port: PortValue,
+    },
+    /// A command that must exit 0.
+    Exec {
+        /// The program and its arguments (templates).
+        command: Vec<String>,
+    },
+}
+
+/// A port: a number, or a template rendered per instance such as `"{{ 8000 + instance.index }}"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortValue {
+    /// A fixed port.
+    Number(u16),
+    /// A template that renders to a port.
+    Template(String),
+}
+
+/// How an instance is drained before it is stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Drain {
+    /// A command run before the stop signal, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// How long to wait after the stop signal before killing.
+    pub timeout: Duration,
+}
+
+/// How a group's outdated instances are replaced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UpdatePolicy {
+    /// Replace in batches, keeping most instances serving.
+    Rolling(Rolling),
+    /// Destroy every outdated instance, then create the new ones.
+    Recreate,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy::Rolling(Rolling::default())
+    }
+}
+
+/// Settings of a rolling update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rolling {
+    /// How many instances may be down at once during the update.
+    pub max_unavailable: u32,
+    /// How many extra instances may exist at once during the update.
+    pub max_surge: u32,
+    /// How long a new instance must stay healthy before the next batch starts.
+    pub min_ready: Duration,
+    /// How long a new instance may take to turn healthy before the batch fails.
+    pub health_timeout: Duration,
+    /// What a failed batch does: stop there, or put the old instances back.
+    pub on_failure: OnFailure,
+}
+
+impl Default for Rolling {
+    fn default() -> Self {
+        Rolling {
+            max_unavailable: 1,
+            max_surge: 0,
+            min_ready: Duration::from_secs(0),
+            health_timeout: Duration::from_secs(300),
+            on_failure: OnFailure::Pause,
+        }
+    }
+}
+
+/// What a rolling update does when a batch fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Stop the rollout where it is.
+    Pause,
+    /// Put the previous version back.
+    Rollback,
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = SpecError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "pause" => Ok(OnFailure::Pause),
+            "rollback" => Ok(OnFailure::Rollback),
+            other => Err(SpecError::BadOnFailure(other.to_owned())),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The `sim` provider: simulated instances kept as JSON under the state folder.
+//!
+//! It behaves like a real provider (ids, tags set at creation, describe by project) so
+//! `plan` and spec tests have a real observed state to diff against. Time is a logical
+//! counter, so runs are reproducible.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use engine::provider::{
+    tags, InstanceState, ObservedInstance, Provider, ProviderError, ProvisionRequest, Selector,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+const NAME: &str = "sim";
+
+/// What the sim keeps on disk.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SimState {
+    /// The next instance number (also the logical clock).
+    pub next: u64,
+    /// Every simulated instance, dead ones included until destroyed.
+    pub instances: Vec<ObservedInstance>,
+}
+
+/// Simulated instances in `<state_dir>/sim/instances.json`.
+pub struct SimProvider {
+    file: PathBuf,
+    lock: Mutex<()>,
+}
+
+fn backend(detail: String, source: Option<std::io::Error>) -> ProviderError {
+    ProviderError::Backend {
+        provider: NAME.to_owned(),
+        detail,
+        source: source.map(|e| Box::new(e) as _),
+    }
+}
+
+impl SimProvider {
+    /// A sim provider keeping its instances under `state_dir/sim/`.
+    pub fn new(state_dir: &Path) -> Self {
+        SimProvider {
+            file: state_dir.join("sim").join("instances.json"),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Reads the simulated world (empty when nothing was ever created).
+    pub fn load(&self) -> Result<SimState, ProviderError> {
+        match std::fs::read_to_string(&self.file) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                backend(format!("{} is not sim state: {e}", self.file.display()), None)
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SimState::default()),
+            Err(e) => Err(backend(format!("cannot read {}", self.file.display()), Some(e))),
+        }
+    }
+
+    /// Writes the simulated world atomically.
+    pub fn save(&self, state: &SimState) -> Result<(), ProviderError> {
+        let io = |e: std::io::Error| backend(format!("cannot write {}", self.file.display()), Some(e));
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
+        let temp = self.file.with_extension("json.tmp");
+        std::fs::write(&temp, text).map_err(io)?;
+        std::fs::rename(&temp, &self.file).map_err(io)
+    }
+
+    /// Sets the state of instance `id`: how tests and `tend test` inject deaths and sickness.
+    pub async fn set_state(&self, id: &str, state: InstanceState) -> Result<(), ProviderError> {
+        let _guard = self.lock.lock().await;
+        let mut world = self.load()?;
+        let instance = world
+            .instances
+            .iter_mut()
+            .find(|i| i.id == id)
+            .ok_or_else(|| not_found(id))?;
+        instance.state = state;
+        self.save(&world)
+    }
+
+    /// Adds an instance exactly as given (tags and all): for fixtures that need duplicates,
+    /// foreign instances or outdated hashes. Returns its id.
+    pub async fn insert(&self, mut instance: ObservedInstance) -> Result<String, ProviderError> {
+        let _guard = self.lock.lock().await;
+        let mut world = self.load()?;
+        world.next += 1;
+        if instance.id.is_empty() {
+            instance.id = format!("sim-{:06}", world.next);
+        }
+        if instance.started_at == 0 {
+            instance.started_at = world.next;
+        }
+        let id = instance.id.clone();
+        world.instances.push(instance);
+        self.save(&world)?;
+        Ok(id)
+    }
+}
+
+fn not_found(id: &str) -> ProviderError {
+    ProviderError::NotFound {
+        provider: NAME.to_owned(),
+        id: id.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Provider for SimProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
+        match props.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(ProviderError::InvalidProps {
+                provider: NAME.to_owned(),
+                detail: format!("sim takes no settings, got {key:?}"),
+            }),
+        }
+    }
+
+    async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
+        for key in [tags::PROJECT, tags::GROUP, tags::SLOT, tags::HASH] {
+            if !request.tags.contains_key(key) {
+                return Err(backend(format!("refusing to create an instance without tag {key}"), None));
+            }
+        }
+        let address = format!("{}-{}.sim:0", request.group, request.slot);
+        self.insert(ObservedInstance {
+            id: String::new(),
+            tags: request.tags,
+            address: Some(address),
+            state: InstanceState::Running,
+            started_at: 0,
+        })
+        .await
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        let _guard = self.lock.lock().await;
+        let mut world = self.load()?;
+        let before = world.instances.len();
+        world.instances.retain(|i| i.id != id);
+        if world.instances.len() == before {
+            return Err(not_found(id));
+        }
+        self.save(&world)
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let world = self.load()?;
+        Ok(world
+            .instances
+            .into_iter()
+            .filter(|i| i.tag(tags::PROJECT) == Some(selector.project.as_str()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(group: &str, slot: u32) -> ProvisionRequest {
+        let mut t = engine::provider::Tags::new();
+        t.insert(tags::PROJECT.into(), "p".into());
+        t.insert(tags::GROUP.into(), group.into());
+        t.insert(tags::SLOT.into(), slot.to_string());
+        t.insert(tags::HASH.into(), "abc".into());
+        ProvisionRequest {
+            group: group.into(),
+            slot: engine::spec::Slot::Index(slot),
+            tags: t,
+            props: BTreeMap::new(),
+            command: vec![],
+            env: BTreeMap::new(),
+            files: BTreeMap::new(),
+            workdir: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn instances_survive_a_new_provider_on_the_same_folder() -> Result<(), ProviderError> {
+        let dir = tempfile::tempdir().map_err(|e| backend("tempdir".into(), Some(e)))?;
+        let sim = SimProvider::new(dir.path());
+        let a = sim.provision(request("web", 0)).await?;
+        let b = sim.provision(request("web", 1)).await?;
+        assert_ne!(a, b);
+        sim.set_state(&a, InstanceState::Dead).await?;
+        let again = SimProvider::new(dir.path());
+        let seen = again.describe(&Selector { project: "p".into() }).await?;
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].state, InstanceState::Dead);
+        assert_eq!(seen[1].tag(tags::SLOT), Some("1"));
+        assert!(again.describe(&Selector { project: "other".into() }).await?.is_empty());
+        again.destroy(&a).await?;
+        assert!(matches!(again.destroy(&a).await, Err(ProviderError::NotFound { .. })));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn refuses_untagged_instances() {
+        let dir = tempfile::tempdir().ok();
+        let sim = SimProvider::new(dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent")));
+        let mut req = request("web", 0);
+        req.tags.remove(tags::HASH);
+        assert!(sim.provision(req).await.is_err());
+    }
+}

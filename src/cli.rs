@@ -1,0 +1,75 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Declarative, self-healing infrastructure written in Starlark.
+#[derive(Debug, Parser)]
+#[command(name = "tend", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command that reads a spec shares.
+#[derive(Debug, clap::Args)]
+pub struct SpecArgs {
+    /// The spec to read.
+    #[arg(default_value = "main.star")]
+    pub spec: PathBuf,
+    /// The folder no load() may leave (default: the spec's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// The most steps (calls and loop iterations) a spec module may take.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_steps: u64,
+}
+
+/// tend's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a spec: syntax, types, names, dependencies, templates and cycles.
+    Validate {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the evaluated model as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what would change to make the running instances match the spec.
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Save the plan, bound to this spec and observed state, for a later apply.
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        /// Exit 2 when the plan has changes, 0 when it has none.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Where tend keeps state (default: .tend beside the spec).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print the group dependency graph.
+    Graph {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+}
+
+/// Formats of `tend graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
