@@ -59,8 +59,14 @@ pub enum ConvertError {
 pub fn describe_kind(json: &Json) -> String {
     match json {
         Json::Object(map) => match map.get("kind").and_then(Json::as_str) {
-            Some(kind) => format!("a {kind}"),
-            None => "a struct with no kind".to_owned(),
+            Some("flavor") => "a flavor".to_owned(),
+            Some("health") => "a health check".to_owned(),
+            Some("provider") => "a provider".to_owned(),
+            Some("update") => "an update policy".to_owned(),
+            Some("group") => "a group".to_owned(),
+            Some("secret") => "a secret".to_owned(),
+            Some(other) => format!("a struct of kind {other:?}"),
+            None => "a struct".to_owned(),
         },
         Json::Null => "None".to_owned(),
         Json::String(s) => format!("the string {s:?}"),

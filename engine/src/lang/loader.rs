@@ -8,15 +8,23 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-use starlark::codemap::FileSpan;
+use starlark::codemap::{FileSpan, FileSpanRef};
 use starlark::environment::{FrozenModule, Globals, Module};
-use starlark::eval::{Evaluator, ReturnFileLoader};
+use starlark::eval::{BeforeStmtFunc, Evaluator, ReturnFileLoader};
 use starlark::syntax::{AstModule, Dialect};
 
 use super::diagnostics::{from_starlark, location};
 use super::recorder::SpecRecorder;
 use super::stdlib;
 use crate::diagnostic::Diagnostic;
+
+/// Why running a module failed.
+enum RunError {
+    /// The step limit was hit (Starlark gives no location for it).
+    StepLimit,
+    /// Any other error, already a diagnostic.
+    Failed(Diagnostic),
+}
 
 /// Where a module comes from; also its cache key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -45,10 +53,11 @@ pub struct Loader<'a> {
     pub loading: RefCell<Vec<(ModuleKey, String)>>,
 }
 
-/// The Starlark dialect of specs: standard Starlark with f-strings.
+/// The Starlark dialect of specs: standard Starlark with f-strings and top-level `if`/`for`.
 fn dialect() -> Dialect {
     Dialect {
         enable_f_strings: true,
+        enable_top_level_stmt: true,
         ..Dialect::Standard
     }
 }
@@ -59,8 +68,11 @@ fn normalize(path: &Path) -> PathBuf {
     for part in path.components() {
         match part {
             Component::ParentDir => {
-                if !out.pop() {
+                let at_top = out.as_os_str().is_empty() || out.ends_with("..");
+                if at_top {
                     out.push("..");
+                } else {
+                    out.pop();
                 }
             }
             Component::CurDir => {}
@@ -81,14 +93,15 @@ impl Loader<'_> {
         if let Some(module) = self.cache.borrow().get(&key) {
             return Ok(module.clone());
         }
-        let ast = AstModule::parse(&display, source, &dialect()).map_err(|e| from_starlark(&e))?;
+        let ast = AstModule::parse(&display, source.clone(), &dialect())
+            .map_err(|e| from_starlark(&e))?;
         let loads: Vec<(String, FileSpan)> = ast
             .loads()
             .into_iter()
             .map(|l| (l.module_id.to_owned(), l.span.clone()))
             .collect();
         self.loading.borrow_mut().push((key.clone(), display.clone()));
-        let result = self.eval_with_loads(ast, &key, &loads);
+        let result = self.eval_with_loads(ast, &key, &loads, (&display, &source));
         self.loading.borrow_mut().pop();
         let module = result?;
         self.cache.borrow_mut().insert(key, module.clone());
@@ -100,6 +113,7 @@ impl Loader<'_> {
         ast: AstModule,
         key: &ModuleKey,
         loads: &[(String, FileSpan)],
+        (display, source): (&str, &str),
     ) -> Result<FrozenModule, Diagnostic> {
         let mut loaded = Vec::new();
         for (module_id, span) in loads {
@@ -115,28 +129,65 @@ impl Loader<'_> {
         }
         let modules: HashMap<&str, &FrozenModule> =
             loaded.iter().map(|(id, m)| (id.as_str(), m)).collect();
-        let file_loader = ReturnFileLoader { modules: &modules };
+        let evaluated = self.run(ast, &modules, self.recorder, None);
+        match evaluated {
+            Err(RunError::StepLimit) => {
+                let last = RefCell::new(None);
+                if let Ok(again) = AstModule::parse(display, source.to_owned(), &dialect()) {
+                    let scratch = SpecRecorder::default();
+                    let _ = self.run(again, &modules, &scratch, Some(&last));
+                }
+                Err(Diagnostic::new(
+                    format!(
+                        "the spec took more than {} steps and was stopped here: is a loop running away?",
+                        self.max_steps
+                    ),
+                    last.into_inner().map(|span| location(&span)),
+                )
+                .with_note("help: raise the limit with --max-steps if the spec really needs it"))
+            }
+            Err(RunError::Failed(d)) => Err(d),
+            Ok(module) => Ok(module),
+        }
+    }
+
+    /// Runs one parsed module. With `trace`, remembers the span of the last statement run,
+    /// to say where a runaway spec was stopped.
+    fn run(
+        &self,
+        ast: AstModule,
+        modules: &HashMap<&str, &FrozenModule>,
+        recorder: &SpecRecorder,
+        trace: Option<&RefCell<Option<FileSpan>>>,
+    ) -> Result<FrozenModule, RunError> {
+        let file_loader = ReturnFileLoader { modules };
+        let remember = |span: FileSpanRef, _: bool, _: &mut Evaluator<'_, '_, '_>| {
+            if let Some(cell) = trace {
+                *cell.borrow_mut() = Some(span.to_file_span());
+            }
+        };
+        let internal = |e: String| RunError::Failed(Diagnostic::new(format!("internal error: {e}"), None));
         Module::with_temp_heap(|module| {
             {
                 let mut eval = Evaluator::new(&module);
                 eval.set_loader(&file_loader);
-                eval.extra = Some(self.recorder);
+                eval.extra = Some(recorder);
+                if trace.is_some() {
+                    eval.before_stmt_for_dap(BeforeStmtFunc::Fn(&remember));
+                }
                 eval.set_max_tick_count(self.max_steps)
-                    .map_err(|e| Diagnostic::new(format!("internal error: {e}"), None))?;
+                    .map_err(|e| internal(e.to_string()))?;
                 eval.eval_module(ast, self.globals).map_err(|e| {
-                    let mut d = from_starlark(&e);
-                    if d.message.contains("tick limit") {
-                        d.message = format!(
-                            "the spec ran more than {} steps and was stopped: is there a runaway loop?",
-                            self.max_steps
-                        );
+                    if e.to_string().contains("ticks has been exceeded") {
+                        RunError::StepLimit
+                    } else {
+                        RunError::Failed(from_starlark(&e))
                     }
-                    d
                 })?;
             }
             module
                 .freeze()
-                .map_err(|e| Diagnostic::new(format!("internal error: cannot freeze module: {e:?}"), None))
+                .map_err(|e| internal(format!("cannot freeze module: {e:?}")))
         })
     }
 

@@ -61,7 +61,7 @@ pub struct Action {
     /// The spec hash of the instance to create, for create, heal and replace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<SpecHash>,
-    /// The rolling batch of a replace (0-based).
+    /// The rolling batch of a replace, counted from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<u32>,
     /// A replace that creates the new instance before destroying the old one.

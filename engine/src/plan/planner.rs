@@ -193,7 +193,7 @@ impl Builder {
                             &group.name,
                             slot.clone(),
                             provider,
-                            format!("instance {} is dead", last.instance.id),
+                            "instance is dead".to_owned(),
                         );
                         a.instance = Some(last.instance.id.clone());
                         a
@@ -210,7 +210,7 @@ impl Builder {
                 action.after = dependency_builds.clone();
                 unavailable.push(self.push(action));
                 for extra in dead.iter().skip(1) {
-                    let reason = format!("dead instance left in slot (healed by replacing {})", dead[0].instance.id);
+                    let reason = "dead instance left in slot".to_owned();
                     self.destroy(&group.name, slot.clone(), extra, reason);
                 }
                 continue;
@@ -229,7 +229,7 @@ impl Builder {
                     &group.name,
                     slot.clone(),
                     keep.provider,
-                    format!("instance {} is unhealthy", keep.instance.id),
+                    "instance is unhealthy past its failure threshold".to_owned(),
                 );
                 action.instance = Some(keep.instance.id.clone());
                 action.hash = Some(hash.clone());
@@ -249,7 +249,7 @@ impl Builder {
         for (slot, instances) in extra {
             let reason = match (&group.allocation, &slot) {
                 (Allocation::Size(n), Slot::Index(_)) => format!("scale down: slot {slot} is beyond size {n}"),
-                (Allocation::Ids(_), _) => format!("id {slot:?} is no longer in ids"),
+                (Allocation::Ids(_), _) => format!("id {:?} is no longer in ids", slot.to_string()),
                 (Allocation::Size(_), Slot::Id(text)) => format!("slot {text:?} is not a slot of a sized group"),
             };
             let mut instances = instances;
@@ -299,7 +299,7 @@ impl Builder {
                 );
                 action.instance = Some(seen.instance.id.clone());
                 action.hash = Some(hash.clone());
-                action.batch = Some(number as u32);
+                action.batch = Some(number as u32 + 1);
                 action.surge = position < surge_per_batch;
                 action.after = if number == 0 {
                     dependency_builds.iter().chain(unavailable).copied().collect()

@@ -8,14 +8,9 @@ impl Plan {
     /// One line per action (`+` create, `!` heal, `~` replace, `-` destroy), then the summary.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let width = self
-            .actions
-            .iter()
-            .map(|a| a.group.len() + 1 + a.slot.to_string().len())
-            .max()
-            .unwrap_or(0);
-        for action in &self.actions {
-            let target = format!("{}/{}", action.group, action.slot);
+        let targets: Vec<String> = self.actions.iter().map(target).collect();
+        let width = targets.iter().map(String::len).max().unwrap_or(0);
+        for (action, target) in self.actions.iter().zip(targets) {
             let _ = writeln!(
                 out,
                 "{} {:<7} {:<width$}  {}",
@@ -47,5 +42,13 @@ impl Plan {
     /// The plan as pretty JSON: `project`, `summary` (all four counts), `unchanged`, `actions`.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+/// `group/slot`, and the instance acted on when there is one: `web/0 (sim-000002)`.
+fn target(action: &super::model::Action) -> String {
+    match &action.instance {
+        Some(id) => format!("{}/{} ({id})", action.group, action.slot),
+        None => format!("{}/{}", action.group, action.slot),
     }
 }

@@ -57,6 +57,14 @@ pub enum SpecError {
         /// The name it refers to.
         missing: String,
     },
+    /// A template that reads `groups.X` when there is no group X.
+    #[error("group {group:?} reads groups.{missing} in a template, but there is no group {missing:?}")]
+    UnknownGroupRead {
+        /// The group whose template reads it.
+        group: String,
+        /// The name read.
+        missing: String,
+    },
     /// A group that depends on itself.
     #[error("group {0:?} depends on itself")]
     SelfDependency(String),
@@ -75,9 +83,6 @@ pub enum SpecError {
     /// An environment variable name that is not one.
     #[error("invalid environment variable name {0:?}")]
     BadEnvName(String),
-    /// A command with no program.
-    #[error("command must not be empty")]
-    EmptyCommand,
 }
 
 /// The largest `size` of one group.

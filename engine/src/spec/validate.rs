@@ -138,8 +138,21 @@ pub fn spec(spec: &Spec) -> Vec<GroupProblem> {
         }
     }
     for (index, group) in spec.groups.iter().enumerate() {
-        for dep in group.dependencies() {
-            let error = dependency(group, dep, &seen);
+        for dep in &group.depends_on {
+            if let Some(error) = dependency(group, dep, &seen) {
+                problems.push(GroupProblem {
+                    group_index: index,
+                    error,
+                });
+            }
+        }
+        for read in &group.reads_groups {
+            let error = match dependency(group, read, &seen) {
+                Some(SpecError::UnknownDependency { group, missing }) => {
+                    Some(SpecError::UnknownGroupRead { group, missing })
+                }
+                other => other,
+            };
             if let Some(error) = error {
                 problems.push(GroupProblem {
                     group_index: index,

@@ -37,20 +37,22 @@ pub fn analyze(text: &str) -> Result<TemplateInfo, TemplateError> {
     Ok(info)
 }
 
-/// Tera's parse errors carry a pest report in their source; keep its position and expectation.
+/// Tera's parse errors carry a pest report in their source: keep its position and its
+/// expectation, on one line.
 fn syntax_message(error: &tera::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(source) = std::error::Error::source(error) {
-        text = source.to_string();
-    }
-    text.lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty() && !l.starts_with("* Failed to parse"))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let report = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| error.to_string());
+    let position = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("--> "))
+        .map(|p| format!("at {p}: "))
+        .unwrap_or_default();
+    let expectation = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("= "))
+        .unwrap_or(report.trim());
+    format!("{position}{expectation}")
 }
 
 struct Walker<'a> {

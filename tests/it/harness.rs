@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests: running the binary, paths, insta settings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the built `tend` binary in `cwd` with `args`.
+pub fn tend(cwd: &Path, args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run tend: {e}"),
+    }
+}
+
+/// Text of a process stream.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Insta settings that keep snapshots in `dir`, named without the module prefix.
+pub fn snapshots_in(dir: &Path) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(dir);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings
+}
+
+/// Files with extension `ext` directly in `dir`, sorted.
+pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}

@@ -1,0 +1,8 @@
+//! The one integration test binary: real `tend` processes, the real sim provider, golden
+//! files under `testdata/`.
+
+mod cli;
+mod errors;
+mod harness;
+mod plans;
+mod planner_props;
