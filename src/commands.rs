@@ -39,7 +39,10 @@ fn load(args: &SpecArgs) -> Result<(Spec, GroupGraph), Failure> {
 fn validate(args: &SpecArgs, json: bool) -> Result<i32, Failure> {
     let (spec, graph) = load(args)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&spec).unwrap_or_default()
+        );
     } else {
         let instances: usize = spec.groups.iter().map(|g| g.allocation.len()).sum();
         println!(
@@ -111,7 +114,11 @@ fn plan_command(
             println!("Saved the plan to {}.", path.display());
         }
     }
-    Ok(if detailed_exitcode && !planned.is_empty() { 2 } else { 0 })
+    Ok(if detailed_exitcode && !planned.is_empty() {
+        2
+    } else {
+        0
+    })
 }
 
 fn graph(args: &SpecArgs, format: GraphFormat) -> Result<i32, Failure> {

@@ -52,16 +52,23 @@ impl SimProvider {
     pub fn load(&self) -> Result<SimState, ProviderError> {
         match std::fs::read_to_string(&self.file) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                backend(format!("{} is not sim state: {e}", self.file.display()), None)
+                backend(
+                    format!("{} is not sim state: {e}", self.file.display()),
+                    None,
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SimState::default()),
-            Err(e) => Err(backend(format!("cannot read {}", self.file.display()), Some(e))),
+            Err(e) => Err(backend(
+                format!("cannot read {}", self.file.display()),
+                Some(e),
+            )),
         }
     }
 
     /// Writes the simulated world atomically.
     pub fn save(&self, state: &SimState) -> Result<(), ProviderError> {
-        let io = |e: std::io::Error| backend(format!("cannot write {}", self.file.display()), Some(e));
+        let io =
+            |e: std::io::Error| backend(format!("cannot write {}", self.file.display()), Some(e));
         if let Some(dir) = self.file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -129,7 +136,10 @@ impl Provider for SimProvider {
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
         for key in [tags::PROJECT, tags::GROUP, tags::SLOT, tags::HASH] {
             if !request.tags.contains_key(key) {
-                return Err(backend(format!("refusing to create an instance without tag {key}"), None));
+                return Err(backend(
+                    format!("refusing to create an instance without tag {key}"),
+                    None,
+                ));
             }
         }
         let address = format!("{}-{}.sim:0", request.group, request.slot);
@@ -195,20 +205,36 @@ mod tests {
         assert_ne!(a, b);
         sim.set_state(&a, InstanceState::Dead).await?;
         let again = SimProvider::new(dir.path());
-        let seen = again.describe(&Selector { project: "p".into() }).await?;
+        let seen = again
+            .describe(&Selector {
+                project: "p".into(),
+            })
+            .await?;
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].state, InstanceState::Dead);
         assert_eq!(seen[1].tag(tags::SLOT), Some("1"));
-        assert!(again.describe(&Selector { project: "other".into() }).await?.is_empty());
+        assert!(again
+            .describe(&Selector {
+                project: "other".into()
+            })
+            .await?
+            .is_empty());
         again.destroy(&a).await?;
-        assert!(matches!(again.destroy(&a).await, Err(ProviderError::NotFound { .. })));
+        assert!(matches!(
+            again.destroy(&a).await,
+            Err(ProviderError::NotFound { .. })
+        ));
         Ok(())
     }
 
     #[tokio::test]
     async fn refuses_untagged_instances() {
         let dir = tempfile::tempdir().ok();
-        let sim = SimProvider::new(dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent")));
+        let sim = SimProvider::new(
+            dir.as_ref()
+                .map(|d| d.path())
+                .unwrap_or(Path::new("/nonexistent")),
+        );
         let mut req = request("web", 0);
         req.tags.remove(tags::HASH);
         assert!(sim.provision(req).await.is_err());

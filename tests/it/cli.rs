@@ -39,7 +39,10 @@ fn plan_reads_main_star_by_default_and_orders_dependencies_first() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "+ create  db/a   no instance in slot");
     assert_eq!(lines[3], "+ create  web/1  no instance in slot");
-    assert_eq!(lines.last().copied(), Some("Plan: 4 to create, 0 to replace, 0 to heal, 0 to destroy."));
+    assert_eq!(
+        lines.last().copied(),
+        Some("Plan: 4 to create, 0 to replace, 0 to heal, 0 to destroy.")
+    );
 }
 
 #[test]
@@ -47,7 +50,8 @@ fn detailed_exitcode_is_two_only_when_there_are_changes() {
     let dir = project_with_spec();
     let out = tend(dir.path(), &["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2));
-    let empty = "group(name = \"web\", size = 0, provider = sim(), flavor = flavor(command = [\"w\"]))\n";
+    let empty =
+        "group(name = \"web\", size = 0, provider = sim(), flavor = flavor(command = [\"w\"]))\n";
     if let Err(e) = std::fs::write(dir.path().join("main.star"), empty) {
         panic!("{e}");
     }
@@ -63,7 +67,10 @@ fn json_plan_has_every_summary_key_and_dependency_edges() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let plan = json(&out.stdout);
     for key in ["create", "replace", "heal", "destroy"] {
-        assert!(plan["summary"][key].is_u64(), "summary.{key} missing: {plan}");
+        assert!(
+            plan["summary"][key].is_u64(),
+            "summary.{key} missing: {plan}"
+        );
     }
     assert_eq!(plan["summary"]["create"], 4);
     let actions = plan["actions"].as_array().cloned().unwrap_or_default();
@@ -89,7 +96,10 @@ fn saved_plan_is_bound_to_spec_and_observed_state() {
     assert_eq!(saved["format"], 1);
     assert_eq!(saved["spec_path"], "main.star");
     assert_eq!(saved["spec_fingerprint"].as_str().map(str::len), Some(64));
-    assert_eq!(saved["observed_fingerprint"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        saved["observed_fingerprint"].as_str().map(str::len),
+        Some(64)
+    );
     assert_eq!(saved["plan"]["summary"]["create"], 4);
     assert!(!dir.path().join("web.plan.tmp").exists());
 
@@ -128,8 +138,15 @@ fn validate_says_what_it_checked() {
     let dir = project_with_spec();
     let out = tend(dir.path(), &["validate"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let name = dir.path().file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let project: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name = dir
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let project: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     assert_eq!(
         text(&out.stdout).trim(),
         format!("main.star is valid: project {project:?}, 2 groups, 4 instances; order: db, web")

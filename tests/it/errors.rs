@@ -10,13 +10,19 @@ fn every_bad_spec_is_reported_with_its_location() {
     assert!(cases.len() >= 15, "only {} error cases", cases.len());
     let settings = snapshots_in(&dir.join("snapshots"));
     for case in cases {
-        let name = case.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = case
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let relative = format!("testdata/errors/{name}.star");
         let output = tend(&repo(), &["validate", &relative, "--max-steps", "100000"]);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.starts_with("error: "), "{name}: {stderr}");
-        assert!(stderr.contains(".star:"), "{name} has no file:line:col: {stderr}");
+        assert!(
+            stderr.contains(".star:"),
+            "{name} has no file:line:col: {stderr}"
+        );
         assert!(stderr.contains('^'), "{name} has no caret: {stderr}");
         assert!(!stderr.contains("panicked"), "{name} panicked: {stderr}");
         assert!(text(&output.stdout).is_empty(), "{name} printed to stdout");

@@ -4,5 +4,5 @@
 mod cli;
 mod errors;
 mod harness;
-mod plans;
 mod planner_props;
+mod plans;

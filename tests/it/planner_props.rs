@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use engine::graph::GroupGraph;
 use engine::lang::{evaluate_source, EvalOptions};
 use engine::plan::{plan, ActionKind, Plan, PlanInput};
-use engine::provider::{observe, tags, InstanceState, Observed, ObservedInstance, Provider, ProvisionRequest};
+use engine::provider::{
+    observe, tags, InstanceState, Observed, ObservedInstance, Provider, ProvisionRequest,
+};
 use engine::spec::Spec;
 use proptest::prelude::*;
 use providers::sim::SimProvider;
@@ -35,7 +37,10 @@ fn world() -> impl Strategy<Value = World> {
         0u32..5,
         proptest::sample::subsequence(vec!["x", "y", "z"], 0..=3),
         0u32..4,
-        proptest::collection::vec((0..GROUPS.len(), 0..SLOTS.len(), any::<bool>(), state), 0..14),
+        proptest::collection::vec(
+            (0..GROUPS.len(), 0..SLOTS.len(), any::<bool>(), state),
+            0..14,
+        ),
     )
         .prop_map(|(a_size, b_ids, c_size, observed)| World {
             a_size,
@@ -75,7 +80,11 @@ async fn apply(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), Str
             t.insert(tags::SLOT.to_owned(), action.slot.to_string());
             t.insert(
                 tags::HASH.to_owned(),
-                action.hash.as_ref().map(ToString::to_string).unwrap_or_default(),
+                action
+                    .hash
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             );
             ProvisionRequest {
                 group: action.group.clone(),
@@ -88,14 +97,19 @@ async fn apply(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), Str
                 workdir: None,
             }
         };
-        if action.action != ActionKind::Create && action.action != ActionKind::Destroy && action.instance.is_none() {
+        if action.action != ActionKind::Create
+            && action.action != ActionKind::Destroy
+            && action.instance.is_none()
+        {
             return Err(format!("{:?} without an instance", action));
         }
         if let Some(old) = &action.instance {
             sim.destroy(old).await.map_err(|e| e.to_string())?;
         }
         if action.action != ActionKind::Destroy {
-            sim.provision(provision()).await.map_err(|e| e.to_string())?;
+            sim.provision(provision())
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -117,8 +131,13 @@ fn live_per_slot(observed: &Observed) -> BTreeMap<(String, String), Vec<&Observe
 
 fn check_world(w: &World) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let spec = evaluate_source("main.star", &spec_text(w), dir.path(), &EvalOptions::default())
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let spec = evaluate_source(
+        "main.star",
+        &spec_text(w),
+        dir.path(),
+        &EvalOptions::default(),
+    )
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let graph = GroupGraph::build(&spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -133,7 +152,11 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
             t.insert(tags::PROJECT.to_owned(), "props".to_owned());
             t.insert(tags::GROUP.to_owned(), group.to_owned());
             t.insert(tags::SLOT.to_owned(), SLOTS[*s].to_owned());
-            let hash = if *current { hash_of(&spec, group) } else { "0ld0ld0ld0ld".to_owned() };
+            let hash = if *current {
+                hash_of(&spec, group)
+            } else {
+                "0ld0ld0ld0ld".to_owned()
+            };
             t.insert(tags::HASH.to_owned(), hash);
             sim.insert(ObservedInstance {
                 id: String::new(),
@@ -145,8 +168,16 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
-        let before = observe(&spec, &set).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let input = PlanInput { spec: &spec, graph: &graph, observed: &before, expectations: &[], previous: None };
+        let before = observe(&spec, &set)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let input = PlanInput {
+            spec: &spec,
+            graph: &graph,
+            observed: &before,
+            expectations: &[],
+            previous: None,
+        };
         let first = plan(input);
 
         // Nothing the spec still wants is destroyed: a destroy in an allocated slot only
@@ -158,28 +189,60 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
             .filter_map(|a| a.instance.as_deref())
             .collect();
         let before_live = live_per_slot(&before);
-        for action in first.actions.iter().filter(|a| a.action == ActionKind::Destroy) {
-            let Some(group) = spec.group(&action.group) else { continue };
+        for action in first
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::Destroy)
+        {
+            let Some(group) = spec.group(&action.group) else {
+                continue;
+            };
             if !group.allocation.contains(&action.slot) {
                 continue;
             }
             let id = action.instance.as_deref().unwrap_or("");
-            let was_dead = before.instances.iter().any(|(_, i)| i.id == id && !i.state.is_live());
+            let was_dead = before
+                .instances
+                .iter()
+                .any(|(_, i)| i.id == id && !i.state.is_live());
             let survivor = before_live
                 .get(&(action.group.clone(), action.slot.to_string()))
                 .is_some_and(|l| l.iter().any(|i| !destroyed.contains(i.id.as_str())));
-            prop_assert!(was_dead || survivor, "destroyed wanted instance {id} in {}/{}", action.group, action.slot);
+            prop_assert!(
+                was_dead || survivor,
+                "destroyed wanted instance {id} in {}/{}",
+                action.group,
+                action.slot
+            );
         }
 
-        apply(&sim, &spec, &first).await.map_err(TestCaseError::fail)?;
-        let after = observe(&spec, &set).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let again = plan(PlanInput { observed: &after, ..input });
-        prop_assert!(again.is_empty(), "second plan not empty:\n{}\nfirst:\n{}", again.to_text(), first.to_text());
+        apply(&sim, &spec, &first)
+            .await
+            .map_err(TestCaseError::fail)?;
+        let after = observe(&spec, &set)
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let again = plan(PlanInput {
+            observed: &after,
+            ..input
+        });
+        prop_assert!(
+            again.is_empty(),
+            "second plan not empty:\n{}\nfirst:\n{}",
+            again.to_text(),
+            first.to_text()
+        );
 
         // Every allocated slot has exactly one live, current instance; nothing else lives.
         let live = live_per_slot(&after);
         for (key, instances) in &live {
-            prop_assert_eq!(instances.len(), 1, "slot {:?} has {} live instances", key, instances.len());
+            prop_assert_eq!(
+                instances.len(),
+                1,
+                "slot {:?} has {} live instances",
+                key,
+                instances.len()
+            );
         }
         let wanted: usize = spec.groups.iter().map(|g| g.allocation.len()).sum();
         prop_assert_eq!(live.len(), wanted);
@@ -188,7 +251,8 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 let key = (group.name.clone(), slot.to_string());
                 let hash = hash_of(&spec, &group.name);
                 prop_assert!(
-                    live.get(&key).is_some_and(|l| l[0].tag(tags::HASH) == Some(hash.as_str())),
+                    live.get(&key)
+                        .is_some_and(|l| l[0].tag(tags::HASH) == Some(hash.as_str())),
                     "slot {key:?} is not served by a current instance"
                 );
             }

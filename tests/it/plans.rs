@@ -49,7 +49,10 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
                 (other, _) => other.to_owned(),
             };
             let mut t = BTreeMap::new();
-            t.insert(tags::PROJECT.to_owned(), f.project.unwrap_or_else(|| spec.project.clone()));
+            t.insert(
+                tags::PROJECT.to_owned(),
+                f.project.unwrap_or_else(|| spec.project.clone()),
+            );
             t.insert(tags::GROUP.to_owned(), f.group);
             t.insert(tags::SLOT.to_owned(), f.slot);
             t.insert(tags::HASH.to_owned(), hash);
@@ -69,12 +72,19 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
 fn golden_plans_match_their_snapshots() {
     let root = repo().join("testdata/plans");
     let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     cases.sort();
     assert!(cases.len() >= 12, "only {} plan cases", cases.len());
     for dir in cases {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let spec = spec_of(&dir.join("main.star"));
         let graph = GroupGraph::build(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));
         let observed = observed_of(&dir, &spec);

@@ -61,7 +61,10 @@ impl GroupGraph {
         for group in &spec.groups {
             let to = index[group.name.as_str()];
             let explicit = group.depends_on.iter().map(|d| (d, EdgeKind::DependsOn));
-            let implicit = group.reads_groups.iter().map(|d| (d, EdgeKind::ReadsAddresses));
+            let implicit = group
+                .reads_groups
+                .iter()
+                .map(|d| (d, EdgeKind::ReadsAddresses));
             let mut seen = BTreeSet::new();
             for (dep, kind) in explicit.chain(implicit) {
                 let from = *index.get(dep.as_str()).ok_or_else(|| GraphError::Unknown {
@@ -116,7 +119,11 @@ impl GroupGraph {
             .edge_indices()
             .filter_map(|e| {
                 let (from, to) = self.graph.edge_endpoints(e)?;
-                Some((self.graph[from].as_str(), self.graph[to].as_str(), self.graph[e]))
+                Some((
+                    self.graph[from].as_str(),
+                    self.graph[to].as_str(),
+                    self.graph[e],
+                ))
             })
             .collect();
         edges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));

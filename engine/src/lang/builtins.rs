@@ -3,6 +3,9 @@
 //!
 //! Each builtin checks its arguments where it is called, so an error points at the call.
 
+// Builtins mirror their Starlark signatures keyword for keyword, so some take many.
+#![allow(clippy::too_many_arguments)]
+
 use starlark::environment::GlobalsBuilder;
 use starlark::eval::Evaluator;
 use starlark::starlark_module;
@@ -53,7 +56,6 @@ fn port_value<'v>(heap: Heap<'v>, port: Value<'v>) -> anyhow::Result<Value<'v>> 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn health_struct<'v>(
     heap: Heap<'v>,
     probe: Value<'v>,
@@ -81,6 +83,27 @@ fn health_struct<'v>(
     );
     convert::health(value.to_json_value()?)?;
     Ok(value)
+}
+
+/// A list of strings such as a command; says which item is wrong, and that secrets
+/// belong in `env`.
+fn string_list(param: &str, items: UnpackListOrTuple<Value<'_>>) -> anyhow::Result<Vec<String>> {
+    items
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item.unpack_str() {
+            Some(text) => Ok(text.to_owned()),
+            None => {
+                let json = item.to_json_value().unwrap_or(serde_json::Value::Null);
+                let what = convert::describe_kind(&json);
+                if what == "a secret" {
+                    anyhow::bail!("`{param}[{i}]` is a secret: secrets can only be `env` values, so they never show in a process list")
+                }
+                anyhow::bail!("`{param}[{i}]` must be a string, got {}", item.get_type())
+            }
+        })
+        .collect()
 }
 
 /// Names of the fields of a flavor struct, in the order `flavor()` writes them.
@@ -145,24 +168,28 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
 
     /// What an instance runs and how to judge it. Strings are templates rendered per instance.
     fn flavor<'v>(
-        #[starlark(require = named)] command: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named)] command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named)] env: Option<UnpackDictEntries<String, Value<'v>>>,
         #[starlark(require = named)] files: Option<UnpackDictEntries<String, String>>,
         #[starlark(require = named)] labels: Option<UnpackDictEntries<String, String>>,
         #[starlark(require = named)] workdir: Option<&str>,
         #[starlark(require = named)] health: Option<Value<'v>>,
-        #[starlark(require = named)] drain_command: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named)] drain_command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named, default = "10s")] drain_timeout: &str,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         check_duration("drain_timeout", drain_timeout)?;
+        let command = command.map(|c| string_list("command", c)).transpose()?;
+        let drain_command = drain_command
+            .map(|c| string_list("drain_command", c))
+            .transpose()?;
         let health = health.unwrap_or_else(Value::new_none);
         let drain = alloc_struct(
             heap,
             vec![
                 (
                     "command",
-                    drain_command.map_or_else(Value::new_none, |c| heap.alloc(c.items)),
+                    drain_command.map_or_else(Value::new_none, |c| heap.alloc(c)),
                 ),
                 ("timeout", heap.alloc(drain_timeout)),
             ],
@@ -171,10 +198,19 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             heap,
             vec![
                 ("kind", heap.alloc("flavor")),
-                ("command", heap.alloc(command.map(|c| c.items).unwrap_or_default())),
-                ("env", heap.alloc(AllocDict(env.map(|e| e.entries).unwrap_or_default()))),
-                ("files", heap.alloc(AllocDict(files.map(|f| f.entries).unwrap_or_default()))),
-                ("labels", heap.alloc(AllocDict(labels.map(|l| l.entries).unwrap_or_default()))),
+                ("command", heap.alloc(command.unwrap_or_default())),
+                (
+                    "env",
+                    heap.alloc(AllocDict(env.map(|e| e.entries).unwrap_or_default())),
+                ),
+                (
+                    "files",
+                    heap.alloc(AllocDict(files.map(|f| f.entries).unwrap_or_default())),
+                ),
+                (
+                    "labels",
+                    heap.alloc(AllocDict(labels.map(|l| l.entries).unwrap_or_default())),
+                ),
                 ("workdir", opt_str(heap, workdir)),
                 ("health", health),
                 ("drain", drain),
@@ -193,9 +229,8 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         let mut merged: Vec<(String, Value<'v>)> = Vec::new();
         let mut dicts: [Vec<(Value<'v>, Value<'v>)>; 3] = Default::default();
         for (position, flavor) in flavors.items.iter().enumerate() {
-            convert::flavor(flavor.to_json_value()?).map_err(|e| {
-                anyhow::anyhow!("argument {} of combo(): {e}", position + 1)
-            })?;
+            convert::flavor(flavor.to_json_value()?)
+                .map_err(|e| anyhow::anyhow!("argument {} of combo(): {e}", position + 1))?;
             let Some(fields) = StructRef::from_value(*flavor) else {
                 anyhow::bail!("argument {} of combo() is not a flavor", position + 1);
             };
@@ -211,8 +246,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                     }
                     continue;
                 }
-                let empty = value.is_none()
-                    || (key == "command" && value.length().ok() == Some(0));
+                let empty = value.is_none() || (key == "command" && value.length().ok() == Some(0));
                 if empty && merged.iter().any(|(k, _)| k == key) {
                     continue;
                 }
@@ -239,7 +273,10 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     fn process<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
         Ok(alloc_struct(
             heap,
-            vec![("kind", heap.alloc("provider")), ("type", heap.alloc("process"))],
+            vec![
+                ("kind", heap.alloc("provider")),
+                ("type", heap.alloc("process")),
+            ],
         ))
     }
 
@@ -247,7 +284,10 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     fn sim<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
         Ok(alloc_struct(
             heap,
-            vec![("kind", heap.alloc("provider")), ("type", heap.alloc("sim"))],
+            vec![
+                ("kind", heap.alloc("provider")),
+                ("type", heap.alloc("sim")),
+            ],
         ))
     }
 
@@ -283,26 +323,33 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<Value<'v>> {
         let probe = alloc_struct(
             heap,
-            vec![("kind", heap.alloc("tcp")), ("port", port_value(heap, port)?)],
+            vec![
+                ("kind", heap.alloc("tcp")),
+                ("port", port_value(heap, port)?),
+            ],
         );
         health_struct(heap, probe, grace_period, interval, timeout, failures)
     }
 
     /// Health check: a command that must exit 0.
     fn exec<'v>(
-        #[starlark(require = named)] command: UnpackListOrTuple<String>,
+        #[starlark(require = named)] command: UnpackListOrTuple<Value<'v>>,
         #[starlark(require = named, default = "5s")] grace_period: &str,
         #[starlark(require = named, default = "2s")] interval: &str,
         #[starlark(require = named, default = "1s")] timeout: &str,
         #[starlark(require = named, default = 3)] failures: i32,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        if command.items.is_empty() {
+        let command = string_list("command", command)?;
+        if command.is_empty() {
             anyhow::bail!("exec() needs a command with at least a program");
         }
         let probe = alloc_struct(
             heap,
-            vec![("kind", heap.alloc("exec")), ("command", heap.alloc(command.items))],
+            vec![
+                ("kind", heap.alloc("exec")),
+                ("command", heap.alloc(command)),
+            ],
         );
         health_struct(heap, probe, grace_period, interval, timeout, failures)
     }
@@ -342,13 +389,19 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     fn recreate<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
         Ok(alloc_struct(
             heap,
-            vec![("kind", heap.alloc("update")), ("strategy", heap.alloc("recreate"))],
+            vec![
+                ("kind", heap.alloc("update")),
+                ("strategy", heap.alloc("recreate")),
+            ],
         ))
     }
 
     /// A secret read from tend's environment variable `name` at apply time.
     /// Only the name is ever stored or printed. Use it as an `env` value.
-    fn secret<'v>(#[starlark(require = pos)] name: &str, heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
+    fn secret<'v>(
+        #[starlark(require = pos)] name: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
         validate::env_name(name)?;
         Ok(alloc_struct(
             heap,

@@ -77,7 +77,12 @@ pub fn describe_kind(json: &Json) -> String {
 }
 
 /// Takes the object of a struct with the given `kind`, or says what was given instead.
-fn expect_kind(json: Json, kind: &str, param: &str, expected: &str) -> Result<Map<String, Json>, ConvertError> {
+fn expect_kind(
+    json: Json,
+    kind: &str,
+    param: &str,
+    expected: &str,
+) -> Result<Map<String, Json>, ConvertError> {
     match json {
         Json::Object(map) if map.get("kind").and_then(Json::as_str) == Some(kind) => Ok(map),
         other => Err(ConvertError::WrongKind {
@@ -88,7 +93,10 @@ fn expect_kind(json: Json, kind: &str, param: &str, expected: &str) -> Result<Ma
     }
 }
 
-fn shape<T: serde::de::DeserializeOwned>(what: &str, map: Map<String, Json>) -> Result<T, ConvertError> {
+fn shape<T: serde::de::DeserializeOwned>(
+    what: &str,
+    map: Map<String, Json>,
+) -> Result<T, ConvertError> {
     let cleaned: Map<String, Json> = map
         .into_iter()
         .filter(|(k, v)| k != "kind" && !v.is_null())
@@ -102,7 +110,12 @@ fn shape<T: serde::de::DeserializeOwned>(what: &str, map: Map<String, Json>) -> 
 /// Converts a `flavor()` struct and checks every template in it. Returns the flavor and the
 /// groups its templates read.
 pub fn flavor(json: Json) -> Result<(Flavor, TemplateInfo), ConvertError> {
-    let map = expect_kind(json, "flavor", "flavor", "a flavor (from flavor() or combo())")?;
+    let map = expect_kind(
+        json,
+        "flavor",
+        "flavor",
+        "a flavor (from flavor() or combo())",
+    )?;
     let flavor: Flavor = shape("flavor", map)?;
     for name in flavor.env.keys() {
         validate::env_name(name)?;
@@ -174,7 +187,12 @@ fn probe_fields<'a>(probe: &'a Probe, prefix: &str, fields: &mut Vec<(String, &'
 
 /// Converts a health check struct (`http()`, `tcp()`, `exec()`).
 pub fn health(json: Json) -> Result<Health, ConvertError> {
-    let map = expect_kind(json, "health", "health", "a health check (http(), tcp() or exec())")?;
+    let map = expect_kind(
+        json,
+        "health",
+        "health",
+        "a health check (http(), tcp() or exec())",
+    )?;
     let health: Health = shape("health check", map)?;
     if health.failures == 0 {
         return Err(SpecError::ZeroFailures.into());
@@ -192,13 +210,21 @@ pub fn health(json: Json) -> Result<Health, ConvertError> {
 
 /// Converts a provider struct (`process()`, `sim()`).
 pub fn provider(json: Json) -> Result<ProviderSpec, ConvertError> {
-    let mut map = expect_kind(json, "provider", "provider", "a provider (process() or sim())")?;
+    let mut map = expect_kind(
+        json,
+        "provider",
+        "provider",
+        "a provider (process() or sim())",
+    )?;
     let kind = match map.remove("type") {
         Some(Json::String(kind)) => kind,
         other => {
             return Err(ConvertError::Shape {
                 what: "provider".to_owned(),
-                detail: format!("`type` must be a string, got {}", describe_kind(&other.unwrap_or(Json::Null))),
+                detail: format!(
+                    "`type` must be a string, got {}",
+                    describe_kind(&other.unwrap_or(Json::Null))
+                ),
             })
         }
     };
@@ -212,7 +238,12 @@ pub fn provider(json: Json) -> Result<ProviderSpec, ConvertError> {
 
 /// Converts an update policy struct (`rolling()`, `recreate()`).
 pub fn update(json: Json) -> Result<UpdatePolicy, ConvertError> {
-    let mut map = expect_kind(json, "update", "update", "an update policy (rolling() or recreate())")?;
+    let mut map = expect_kind(
+        json,
+        "update",
+        "update",
+        "an update policy (rolling() or recreate())",
+    )?;
     match map.remove("strategy").as_ref().and_then(Json::as_str) {
         Some("recreate") => Ok(UpdatePolicy::Recreate),
         Some("rolling") => {

@@ -36,7 +36,8 @@ pub fn from_starlark(error: &starlark::Error) -> Diagnostic {
     let frames = &error.call_stack().frames;
     for frame in frames.iter().rev().skip(1) {
         if let Some(loc) = &frame.location {
-            diagnostic = diagnostic.with_note(format!("in {} called at {}", frame.name, location(loc)));
+            diagnostic =
+                diagnostic.with_note(format!("in {} called at {}", frame.name, location(loc)));
         }
     }
     diagnostic

@@ -100,7 +100,9 @@ impl Loader<'_> {
             .into_iter()
             .map(|l| (l.module_id.to_owned(), l.span.clone()))
             .collect();
-        self.loading.borrow_mut().push((key.clone(), display.clone()));
+        self.loading
+            .borrow_mut()
+            .push((key.clone(), display.clone()));
         let result = self.eval_with_loads(ast, &key, &loads, (&display, &source));
         self.loading.borrow_mut().pop();
         let module = result?;
@@ -166,7 +168,8 @@ impl Loader<'_> {
                 *cell.borrow_mut() = Some(span.to_file_span());
             }
         };
-        let internal = |e: String| RunError::Failed(Diagnostic::new(format!("internal error: {e}"), None));
+        let internal =
+            |e: String| RunError::Failed(Diagnostic::new(format!("internal error: {e}"), None));
         Module::with_temp_heap(|module| {
             {
                 let mut eval = Evaluator::new(&module);
@@ -201,10 +204,18 @@ impl Loader<'_> {
     }
 
     /// Finds the module a `load()` in `from` names: its key, display name and source.
-    fn resolve(&self, from: &ModuleKey, module_id: &str) -> Result<(ModuleKey, String, String), String> {
+    fn resolve(
+        &self,
+        from: &ModuleKey,
+        module_id: &str,
+    ) -> Result<(ModuleKey, String, String), String> {
         if let Some(name) = module_id.strip_prefix("@tend//") {
             return match stdlib::source(name) {
-                Some(source) => Ok((ModuleKey::Stdlib(name.to_owned()), module_id.to_owned(), source.to_owned())),
+                Some(source) => Ok((
+                    ModuleKey::Stdlib(name.to_owned()),
+                    module_id.to_owned(),
+                    source.to_owned(),
+                )),
                 None => Err(format!(
                     "no stdlib module {module_id:?}: the stdlib has {}",
                     stdlib::names().join(", ")
@@ -219,7 +230,9 @@ impl Loader<'_> {
         let relative = match (module_id.strip_prefix("//"), from) {
             (Some(rooted), _) => normalize(Path::new(rooted)),
             (None, ModuleKey::Stdlib(_)) => {
-                return Err(format!("stdlib modules can only load @tend// modules, not {module_id:?}"))
+                return Err(format!(
+                    "stdlib modules can only load @tend// modules, not {module_id:?}"
+                ))
             }
             (None, ModuleKey::File(path)) => {
                 let dir = path.parent().unwrap_or(&self.root);

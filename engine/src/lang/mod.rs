@@ -201,7 +201,12 @@ fn evaluate(
 fn check(spec: &Spec) -> Result<(), LangError> {
     let problems: Vec<Diagnostic> = validate::spec(spec)
         .into_iter()
-        .map(|p| Diagnostic::new(p.error.to_string(), spec.groups[p.group_index].origin.clone()))
+        .map(|p| {
+            Diagnostic::new(
+                p.error.to_string(),
+                spec.groups[p.group_index].origin.clone(),
+            )
+        })
         .collect();
     if !problems.is_empty() {
         return Err(LangError::Spec(Diagnostics(problems)));
@@ -226,3 +231,6 @@ fn check(spec: &Spec) -> Result<(), LangError> {
         Err(other) => Err(Diagnostic::new(other.to_string(), None).into()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,10 @@
 /// Every stdlib module: its name (as in `@tend//name`) and its source.
 pub const MODULES: [(&str, &str); 2] = [
     ("flavors.star", include_str!("../../../stdlib/flavors.star")),
-    ("policies.star", include_str!("../../../stdlib/policies.star")),
+    (
+        "policies.star",
+        include_str!("../../../stdlib/policies.star"),
+    ),
 ];
 
 /// The source of stdlib module `name`, if there is one.

@@ -12,6 +12,3 @@ mod saved;
 pub use model::{Action, ActionKind, Expectation, Expected, Plan, Summary};
 pub use planner::{plan, PlanInput};
 pub use saved::{SavedPlan, SavedPlanError, FORMAT as SAVED_PLAN_FORMAT};
-
-#[cfg(test)]
-mod tests;

@@ -65,7 +65,10 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             continue;
         }
         let group = instance.tag(tags::GROUP).unwrap_or("");
-        by_group.entry(group).or_default().push(Seen { provider, instance });
+        by_group
+            .entry(group)
+            .or_default()
+            .push(Seen { provider, instance });
     }
 
     let mut builder = Builder::default();
@@ -179,11 +182,13 @@ impl Builder {
                 self.unchanged += instances.len();
                 continue;
             }
-            let (mut live, mut dead): (Vec<_>, Vec<_>) =
-                instances.into_iter().partition(|s| s.instance.state.is_live());
+            let (mut live, mut dead): (Vec<_>, Vec<_>) = instances
+                .into_iter()
+                .partition(|s| s.instance.state.is_live());
             live.sort_by_cached_key(|s| keep_rank(s, &hash));
             dead.sort_by(|a, b| {
-                (b.instance.started_at, &b.instance.id).cmp(&(a.instance.started_at, &a.instance.id))
+                (b.instance.started_at, &b.instance.id)
+                    .cmp(&(a.instance.started_at, &a.instance.id))
             });
             let Some(keep) = live.first().copied() else {
                 let mut action = match dead.first() {
@@ -248,9 +253,13 @@ impl Builder {
         extra.reverse();
         for (slot, instances) in extra {
             let reason = match (&group.allocation, &slot) {
-                (Allocation::Size(n), Slot::Index(_)) => format!("scale down: slot {slot} is beyond size {n}"),
+                (Allocation::Size(n), Slot::Index(_)) => {
+                    format!("scale down: slot {slot} is beyond size {n}")
+                }
                 (Allocation::Ids(_), _) => format!("id {:?} is no longer in ids", slot.to_string()),
-                (Allocation::Size(_), Slot::Id(text)) => format!("slot {text:?} is not a slot of a sized group"),
+                (Allocation::Size(_), Slot::Id(text)) => {
+                    format!("slot {text:?} is not a slot of a sized group")
+                }
             };
             let mut instances = instances;
             instances.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
@@ -288,21 +297,30 @@ impl Builder {
             for (position, (slot, seen)) in chunk.iter().enumerate() {
                 let policy = match group.update {
                     UpdatePolicy::Recreate => "recreate".to_owned(),
-                    UpdatePolicy::Rolling(_) => format!("rolling batch {} of {batches}", number + 1),
+                    UpdatePolicy::Rolling(_) => {
+                        format!("rolling batch {} of {batches}", number + 1)
+                    }
                 };
                 let mut action = Self::action(
                     ActionKind::Replace,
                     &group.name,
                     slot.clone(),
                     seen.provider,
-                    format!("outdated: hash {} -> {hash} ({policy})", display_hash(seen.hash())),
+                    format!(
+                        "outdated: hash {} -> {hash} ({policy})",
+                        display_hash(seen.hash())
+                    ),
                 );
                 action.instance = Some(seen.instance.id.clone());
                 action.hash = Some(hash.clone());
                 action.batch = Some(number as u32 + 1);
                 action.surge = position < surge_per_batch;
                 action.after = if number == 0 {
-                    dependency_builds.iter().chain(unavailable).copied().collect()
+                    dependency_builds
+                        .iter()
+                        .chain(unavailable)
+                        .copied()
+                        .collect()
                 } else {
                     previous_batch.clone()
                 };
@@ -320,7 +338,9 @@ impl Builder {
         };
         let mut seen = seen;
         seen.sort_by(|a, b| {
-            let slot = |s: &Seen<'_>| Allocation::Size(0).parse_slot(s.instance.tag(tags::SLOT).unwrap_or(""));
+            let slot = |s: &Seen<'_>| {
+                Allocation::Size(0).parse_slot(s.instance.tag(tags::SLOT).unwrap_or(""))
+            };
             (slot(b), &b.instance.id).cmp(&(slot(a), &a.instance.id))
         });
         for s in &seen {

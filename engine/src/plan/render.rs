@@ -25,7 +25,11 @@ impl Plan {
                 out,
                 "No changes: {} {} match the spec.",
                 self.unchanged,
-                if self.unchanged == 1 { "instance" } else { "instances" }
+                if self.unchanged == 1 {
+                    "instance"
+                } else {
+                    "instances"
+                }
             );
         } else {
             out.push('\n');

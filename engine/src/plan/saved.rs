@@ -71,10 +71,11 @@ impl SavedPlan {
             path: shown.clone(),
             source,
         })?;
-        let saved: SavedPlan = serde_json::from_str(&text).map_err(|e| SavedPlanError::NotAPlan {
-            path: shown.clone(),
-            detail: e.to_string(),
-        })?;
+        let saved: SavedPlan =
+            serde_json::from_str(&text).map_err(|e| SavedPlanError::NotAPlan {
+                path: shown.clone(),
+                detail: e.to_string(),
+            })?;
         if saved.format != FORMAT {
             return Err(SavedPlanError::NotAPlan {
                 path: shown,

@@ -67,7 +67,10 @@ pub trait Provider: Send + Sync {
     fn name(&self) -> &str;
 
     /// Checks a group's provider settings before anything runs.
-    fn validate(&self, props: &std::collections::BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError>;
+    fn validate(
+        &self,
+        props: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), ProviderError>;
 
     /// Creates one instance with its tags set atomically; returns the instance id.
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError>;

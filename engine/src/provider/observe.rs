@@ -63,7 +63,9 @@ impl Observed {
 /// Providers the spec does not use are asked too, so instances of removed groups are found.
 pub async fn observe(spec: &Spec, providers: &ProviderSet) -> Result<Observed, ProviderError> {
     for group in &spec.groups {
-        providers.get(&group.provider.kind)?.validate(&group.provider.props)?;
+        providers
+            .get(&group.provider.kind)?
+            .validate(&group.provider.props)?;
     }
     let selector = Selector {
         project: spec.project.clone(),

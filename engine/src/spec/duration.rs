@@ -125,7 +125,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "2", "s", "-1s", "2 days", "1.5s", "2x", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "2",
+            "s",
+            "-1s",
+            "2 days",
+            "1.5s",
+            "2x",
+            "99999999999999999999h",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad:?} parsed");
         }
     }
@@ -134,6 +143,13 @@ mod tests {
     fn displays_in_canonical_form() {
         assert_eq!(Duration::from_millis(90_500).to_string(), "1m30s500ms");
         assert_eq!(Duration::from_secs(0).to_string(), "0s");
-        assert_eq!("120s".parse::<Duration>().map(|d| d.to_string()).ok().as_deref(), Some("2m"));
+        assert_eq!(
+            "120s"
+                .parse::<Duration>()
+                .map(|d| d.to_string())
+                .ok()
+                .as_deref(),
+            Some("2m")
+        );
     }
 }

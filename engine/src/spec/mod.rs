@@ -58,7 +58,9 @@ pub enum SpecError {
         missing: String,
     },
     /// A template that reads `groups.X` when there is no group X.
-    #[error("group {group:?} reads groups.{missing} in a template, but there is no group {missing:?}")]
+    #[error(
+        "group {group:?} reads groups.{missing} in a template, but there is no group {missing:?}"
+    )]
     UnknownGroupRead {
         /// The group whose template reads it.
         group: String,

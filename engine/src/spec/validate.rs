@@ -202,7 +202,10 @@ mod tests {
             allocation("g", Some(1), Some(vec![])),
             Err(SpecError::AllocationChoice("g".into()))
         );
-        assert_eq!(allocation("g", Some(-2), None), Err(SpecError::NegativeSize(-2)));
+        assert_eq!(
+            allocation("g", Some(-2), None),
+            Err(SpecError::NegativeSize(-2))
+        );
         assert_eq!(
             allocation("g", None, Some(vec!["a".into(), "a".into()])),
             Err(SpecError::DuplicateId("a".into()))

@@ -185,7 +185,9 @@ impl Walker<'_> {
                 match path.get(2).map(String::as_str) {
                     None => {}
                     Some(f) if PEER_FIELDS.contains(&f) => {}
-                    Some(_) => return Err(unknown("a group in groups has addresses and instances")),
+                    Some(_) => {
+                        return Err(unknown("a group in groups has addresses and instances"))
+                    }
                 }
                 self.info.reads_groups.insert(peer.to_owned());
                 Ok(())
