@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use engine::graph::GroupGraph;
 use engine::lang::{evaluate_source, EvalOptions};
 use engine::plan::{plan, PlanInput, Summary};
-use engine::provider::{tags, InstanceState, Observed, ObservedInstance};
+use engine::provider::{InstanceState, InstanceTags, Observed, ObservedInstance};
 use engine::spec::{Spec, SpecHash};
 
 const SLOTS: u32 = 100;
-const RUNS: usize = 7;
+const RUNS: usize = 11;
 
 /// A spec with `groups` literal group() calls; every tenth group starts a dependency chain.
 fn spec_source(groups: usize) -> String {
@@ -46,21 +46,22 @@ fn observed_for(spec: &Spec) -> Observed {
                 2 | 3 if slot < SLOTS => (InstanceState::Running, "0ld0ld0ld0ld".to_owned()),
                 _ => (InstanceState::Running, hash.clone()),
             };
-            let mut t = BTreeMap::new();
-            t.insert(tags::PROJECT.to_owned(), "bench".to_owned());
-            t.insert(tags::GROUP.to_owned(), group.name.clone());
-            t.insert(tags::SLOT.to_owned(), slot.to_string());
-            t.insert(tags::HASH.to_owned(), hash);
             instances.push(ObservedInstance {
                 id: format!("sim-{n:07}"),
-                tags: t,
+                tags: InstanceTags {
+                    project: "bench".to_owned(),
+                    group: group.name.clone(),
+                    slot: slot.to_string(),
+                    hash,
+                },
+                labels: BTreeMap::new(),
                 address: None,
                 state,
                 started_at: n,
             });
         }
     }
-    Observed::from_instances("sim", instances)
+    Observed::from_instances(&spec.project, "sim", instances)
 }
 
 struct Row {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use engine::provider::{
-    tags, InstanceState, ObservedInstance, Provider, ProviderError, ProvisionRequest, Selector,
+    InstanceState, ObservedInstance, Provider, ProviderError, ProvisionRequest, Selector,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -134,18 +134,17 @@ impl Provider for SimProvider {
     }
 
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
-        for key in [tags::PROJECT, tags::GROUP, tags::SLOT, tags::HASH] {
-            if !request.tags.contains_key(key) {
-                return Err(backend(
-                    format!("refusing to create an instance without tag {key}"),
-                    None,
-                ));
-            }
+        if let Some(key) = request.tags.missing() {
+            return Err(backend(
+                format!("refusing to create an instance without tag {key}"),
+                None,
+            ));
         }
         let address = format!("{}-{}.sim:0", request.group, request.slot);
         self.insert(ObservedInstance {
             id: String::new(),
             tags: request.tags,
+            labels: request.labels,
             address: Some(address),
             state: InstanceState::Running,
             started_at: 0,
@@ -169,7 +168,7 @@ impl Provider for SimProvider {
         Ok(world
             .instances
             .into_iter()
-            .filter(|i| i.tag(tags::PROJECT) == Some(selector.project.as_str()))
+            .filter(|i| i.tags.project == selector.project)
             .collect())
     }
 }
@@ -179,15 +178,17 @@ mod tests {
     use super::*;
 
     fn request(group: &str, slot: u32) -> ProvisionRequest {
-        let mut t = engine::provider::Tags::new();
-        t.insert(tags::PROJECT.into(), "p".into());
-        t.insert(tags::GROUP.into(), group.into());
-        t.insert(tags::SLOT.into(), slot.to_string());
-        t.insert(tags::HASH.into(), "abc".into());
+        let t = engine::provider::InstanceTags {
+            project: "p".into(),
+            group: group.into(),
+            slot: slot.to_string(),
+            hash: "abc".into(),
+        };
         ProvisionRequest {
             group: group.into(),
             slot: engine::spec::Slot::Index(slot),
             tags: t,
+            labels: BTreeMap::new(),
             props: BTreeMap::new(),
             command: vec![],
             env: BTreeMap::new(),
@@ -212,7 +213,7 @@ mod tests {
             .await?;
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].state, InstanceState::Dead);
-        assert_eq!(seen[1].tag(tags::SLOT), Some("1"));
+        assert_eq!(seen[1].tags.slot, "1");
         assert!(again
             .describe(&Selector {
                 project: "other".into()
@@ -236,7 +237,7 @@ mod tests {
                 .unwrap_or(Path::new("/nonexistent")),
         );
         let mut req = request("web", 0);
-        req.tags.remove(tags::HASH);
+        req.tags.hash.clear();
         assert!(sim.provision(req).await.is_err());
     }
 }

@@ -8,7 +8,7 @@ use engine::graph::GroupGraph;
 use engine::lang::{evaluate_source, EvalOptions};
 use engine::plan::{plan, ActionKind, Plan, PlanInput};
 use engine::provider::{
-    observe, tags, InstanceState, Observed, ObservedInstance, Provider, ProvisionRequest,
+    observe, InstanceState, InstanceTags, Observed, ObservedInstance, Provider, ProvisionRequest,
 };
 use engine::spec::Spec;
 use proptest::prelude::*;
@@ -74,22 +74,21 @@ fn hash_of(spec: &Spec, group: &str) -> String {
 async fn apply(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), String> {
     for action in &planned.actions {
         let provision = || {
-            let mut t = BTreeMap::new();
-            t.insert(tags::PROJECT.to_owned(), spec.project.clone());
-            t.insert(tags::GROUP.to_owned(), action.group.clone());
-            t.insert(tags::SLOT.to_owned(), action.slot.to_string());
-            t.insert(
-                tags::HASH.to_owned(),
-                action
+            let t = InstanceTags {
+                project: spec.project.clone(),
+                group: action.group.clone(),
+                slot: action.slot.to_string(),
+                hash: action
                     .hash
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default(),
-            );
+            };
             ProvisionRequest {
                 group: action.group.clone(),
                 slot: action.slot.clone(),
                 tags: t,
+                labels: BTreeMap::new(),
                 props: BTreeMap::new(),
                 command: vec![],
                 env: BTreeMap::new(),
@@ -117,12 +116,9 @@ async fn apply(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), Str
 
 fn live_per_slot(observed: &Observed) -> BTreeMap<(String, String), Vec<&ObservedInstance>> {
     let mut slots: BTreeMap<(String, String), Vec<&ObservedInstance>> = BTreeMap::new();
-    for (_, i) in &observed.instances {
+    for (_, i) in observed.iter() {
         if i.state.is_live() {
-            let key = (
-                i.tag(tags::GROUP).unwrap_or("").to_owned(),
-                i.tag(tags::SLOT).unwrap_or("").to_owned(),
-            );
+            let key = (i.tags.group.clone(), i.tags.slot.clone());
             slots.entry(key).or_default().push(i);
         }
     }
@@ -148,19 +144,21 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
     runtime.block_on(async {
         for (started_at, (g, s, current, state)) in w.observed.iter().enumerate() {
             let group = GROUPS[*g];
-            let mut t = BTreeMap::new();
-            t.insert(tags::PROJECT.to_owned(), "props".to_owned());
-            t.insert(tags::GROUP.to_owned(), group.to_owned());
-            t.insert(tags::SLOT.to_owned(), SLOTS[*s].to_owned());
             let hash = if *current {
                 hash_of(&spec, group)
             } else {
                 "0ld0ld0ld0ld".to_owned()
             };
-            t.insert(tags::HASH.to_owned(), hash);
+            let t = InstanceTags {
+                project: "props".to_owned(),
+                group: group.to_owned(),
+                slot: SLOTS[*s].to_owned(),
+                hash,
+            };
             sim.insert(ObservedInstance {
                 id: String::new(),
                 tags: t,
+                labels: BTreeMap::new(),
                 address: None,
                 state: *state,
                 started_at: started_at as u64 + 1,
@@ -201,10 +199,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 continue;
             }
             let id = action.instance.as_deref().unwrap_or("");
-            let was_dead = before
-                .instances
-                .iter()
-                .any(|(_, i)| i.id == id && !i.state.is_live());
+            let was_dead = before.iter().any(|(_, i)| i.id == id && !i.state.is_live());
             let survivor = before_live
                 .get(&(action.group.clone(), action.slot.to_string()))
                 .is_some_and(|l| l.iter().any(|i| !destroyed.contains(i.id.as_str())));
@@ -251,8 +246,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 let key = (group.name.clone(), slot.to_string());
                 let hash = hash_of(&spec, &group.name);
                 prop_assert!(
-                    live.get(&key)
-                        .is_some_and(|l| l[0].tag(tags::HASH) == Some(hash.as_str())),
+                    live.get(&key).is_some_and(|l| l[0].tags.hash == hash),
                     "slot {key:?} is not served by a current instance"
                 );
             }

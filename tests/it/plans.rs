@@ -11,7 +11,7 @@ use std::path::Path;
 use engine::graph::GroupGraph;
 use engine::lang::{evaluate_file, EvalOptions};
 use engine::plan::{plan, Expectation, PlanInput};
-use engine::provider::{tags, InstanceState, Observed, ObservedInstance};
+use engine::provider::{InstanceState, InstanceTags, Observed, ObservedInstance};
 use engine::spec::{Spec, SpecHash};
 use serde::Deserialize;
 
@@ -48,24 +48,22 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
                 ("current", Some(group)) => SpecHash::of(group).to_string(),
                 (other, _) => other.to_owned(),
             };
-            let mut t = BTreeMap::new();
-            t.insert(
-                tags::PROJECT.to_owned(),
-                f.project.unwrap_or_else(|| spec.project.clone()),
-            );
-            t.insert(tags::GROUP.to_owned(), f.group);
-            t.insert(tags::SLOT.to_owned(), f.slot);
-            t.insert(tags::HASH.to_owned(), hash);
             ObservedInstance {
                 id: f.id,
-                tags: t,
+                tags: InstanceTags {
+                    project: f.project.unwrap_or_else(|| spec.project.clone()),
+                    group: f.group,
+                    slot: f.slot,
+                    hash,
+                },
+                labels: BTreeMap::new(),
                 address: None,
                 state: f.state,
                 started_at: f.started_at,
             }
         })
         .collect();
-    Observed::from_instances("sim", instances)
+    Observed::from_instances(&spec.project, "sim", instances)
 }
 
 #[test]

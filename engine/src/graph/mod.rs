@@ -46,6 +46,7 @@ pub enum EdgeKind {
 #[derive(Debug, Clone)]
 pub struct GroupGraph {
     graph: DiGraph<String, EdgeKind>,
+    index: HashMap<String, NodeIndex>,
     order: Vec<String>,
 }
 
@@ -80,7 +81,12 @@ impl GroupGraph {
             return Err(GraphError::Cycle { groups: cycle });
         }
         let order = stable_topological_order(&graph);
-        Ok(GroupGraph { graph, order })
+        let index = index.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        Ok(GroupGraph {
+            graph,
+            index,
+            order,
+        })
     }
 
     /// Group names, dependencies before dependents, ties in declaration order.
@@ -99,7 +105,7 @@ impl GroupGraph {
     }
 
     fn neighbors(&self, name: &str, direction: Direction) -> Vec<&str> {
-        let Some(node) = self.graph.node_indices().find(|n| self.graph[*n] == name) else {
+        let Some(&node) = self.index.get(name) else {
             return Vec::new();
         };
         let mut names: Vec<&str> = self

@@ -1,10 +1,10 @@
 //! The planner rules of DESIGN.md, applied group by group in dependency order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use super::model::{Action, ActionKind, Expectation, Expected, Plan, Summary};
 use crate::graph::GroupGraph;
-use crate::provider::{tags, InstanceState, Observed, ObservedInstance};
+use crate::provider::{InstanceState, Observed, ObservedInstance};
 use crate::spec::{Allocation, Group, Slot, Spec, SpecHash, UpdatePolicy};
 
 /// Everything the planner reads.
@@ -22,16 +22,18 @@ pub struct PlanInput<'a> {
     pub previous: Option<&'a Spec>,
 }
 
-/// An observed instance with its provider, as the planner sees it.
+/// An observed instance with its provider and the tags the planner reads, looked up once.
 #[derive(Clone, Copy)]
 struct Seen<'a> {
     provider: &'a str,
     instance: &'a ObservedInstance,
+    slot: &'a str,
+    hash: &'a str,
 }
 
 impl Seen<'_> {
     fn hash(&self) -> &str {
-        self.instance.tag(tags::HASH).unwrap_or("")
+        self.hash
     }
 }
 
@@ -57,23 +59,28 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         .map(|e| (e.group.as_str(), &e.slot))
         .collect();
 
+    // An observed state holds one project's instances; only a state made for another
+    // project needs each instance checked, and then none of them is ours to touch.
+    let foreign = observed.project != spec.project;
     let mut by_group: HashMap<&str, Vec<Seen<'_>>> = HashMap::new();
-    for (provider, instance) in &observed.instances {
-        if instance.tag(tags::PROJECT) != Some(spec.project.as_str())
-            || being_destroyed.contains(instance.id.as_str())
-        {
+    for (provider, instance) in observed.iter() {
+        let not_ours = foreign && instance.tags.project != spec.project;
+        if not_ours || being_destroyed.contains(instance.id.as_str()) {
             continue;
         }
-        let group = instance.tag(tags::GROUP).unwrap_or("");
-        by_group
-            .entry(group)
-            .or_default()
-            .push(Seen { provider, instance });
+        let group = instance.tags.group.as_str();
+        by_group.entry(group).or_default().push(Seen {
+            provider,
+            instance,
+            slot: &instance.tags.slot,
+            hash: &instance.tags.hash,
+        });
     }
 
+    let groups: HashMap<&str, &Group> = spec.groups.iter().map(|g| (g.name.as_str(), g)).collect();
     let mut builder = Builder::default();
     for name in graph.order() {
-        let Some(group) = spec.group(name) else {
+        let Some(group) = groups.get(name.as_str()) else {
             continue;
         };
         let seen = by_group.remove(name.as_str()).unwrap_or_default();
@@ -103,7 +110,7 @@ struct Builder {
 }
 
 /// Orders live instances of one slot: the one to keep first.
-fn keep_rank(seen: &Seen<'_>, current: &SpecHash) -> (bool, u8, u64, String) {
+fn keep_rank<'a>(seen: &Seen<'a>, current: &SpecHash) -> (bool, u8, u64, &'a str) {
     let state_rank = match seen.instance.state {
         InstanceState::Running => 0,
         InstanceState::Starting => 1,
@@ -114,7 +121,7 @@ fn keep_rank(seen: &Seen<'_>, current: &SpecHash) -> (bool, u8, u64, String) {
         seen.hash() != current.as_str(),
         state_rank,
         seen.instance.started_at,
-        seen.instance.id.clone(),
+        seen.instance.id.as_str(),
     )
 }
 
@@ -160,13 +167,43 @@ impl Builder {
     ) {
         let hash = SpecHash::of(group);
         let provider = group.provider.kind.as_str();
-        let mut by_slot: BTreeMap<Slot, Vec<Seen<'_>>> = BTreeMap::new();
-        for s in seen {
-            let slot = group
-                .allocation
-                .parse_slot(s.instance.tag(tags::SLOT).unwrap_or(""));
-            by_slot.entry(slot).or_default().push(s);
+        // One sort puts each slot's instances together: live ones best first (the one to
+        // keep), then dead ones newest first. No allocation per slot.
+        let mut seen: Vec<(Slot, Seen<'_>)> = seen
+            .into_iter()
+            .map(|s| (group.allocation.parse_slot(s.slot), s))
+            .collect();
+        seen.sort_by(|(slot_a, a), (slot_b, b)| {
+            slot_a
+                .cmp(slot_b)
+                .then_with(|| {
+                    a.instance
+                        .state
+                        .is_live()
+                        .cmp(&b.instance.state.is_live())
+                        .reverse()
+                })
+                .then_with(|| {
+                    if a.instance.state.is_live() {
+                        keep_rank(a, &hash).cmp(&keep_rank(b, &hash))
+                    } else {
+                        (b.instance.started_at, &b.instance.id)
+                            .cmp(&(a.instance.started_at, &a.instance.id))
+                    }
+                })
+        });
+        let mut runs: HashMap<&Slot, (usize, usize)> = HashMap::with_capacity(seen.len());
+        let mut start = 0;
+        while start < seen.len() {
+            let end = start
+                + seen[start..]
+                    .iter()
+                    .take_while(|(s, _)| *s == seen[start].0)
+                    .count();
+            runs.insert(&seen[start].0, (start, end));
+            start = end;
         }
+        let mut claimed = vec![false; seen.len()];
 
         let dependency_builds: Vec<usize> = graph
             .dependencies(&group.name)
@@ -177,22 +214,21 @@ impl Builder {
         let mut outdated: Vec<(Slot, Seen<'_>)> = Vec::new();
 
         for slot in group.slots() {
-            let instances = by_slot.remove(&slot).unwrap_or_default();
+            let (from, to) = runs.get(&slot).copied().unwrap_or((0, 0));
+            claimed[from..to].iter_mut().for_each(|c| *c = true);
+            let instances = &seen[from..to];
             if in_flight(&slot) {
                 self.unchanged += instances.len();
                 continue;
             }
-            let (mut live, mut dead): (Vec<_>, Vec<_>) = instances
-                .into_iter()
-                .partition(|s| s.instance.state.is_live());
-            live.sort_by_cached_key(|s| keep_rank(s, &hash));
-            dead.sort_by(|a, b| {
-                (b.instance.started_at, &b.instance.id)
-                    .cmp(&(a.instance.started_at, &a.instance.id))
-            });
-            let Some(keep) = live.first().copied() else {
+            let live_count = instances
+                .iter()
+                .take_while(|(_, s)| s.instance.state.is_live())
+                .count();
+            let (live, dead) = instances.split_at(live_count);
+            let Some((_, keep)) = live.first() else {
                 let mut action = match dead.first() {
-                    Some(last) => {
+                    Some((_, last)) => {
                         let mut a = Self::action(
                             ActionKind::Heal,
                             &group.name,
@@ -214,17 +250,17 @@ impl Builder {
                 action.hash = Some(hash.clone());
                 action.after = dependency_builds.clone();
                 unavailable.push(self.push(action));
-                for extra in dead.iter().skip(1) {
+                for (_, extra) in dead.iter().skip(1) {
                     let reason = "dead instance left in slot".to_owned();
                     self.destroy(&group.name, slot.clone(), extra, reason);
                 }
                 continue;
             };
-            for duplicate in &live[1..] {
+            for (_, duplicate) in &live[1..] {
                 let reason = format!("duplicate in slot; keeping {}", keep.instance.id);
                 self.destroy(&group.name, slot.clone(), duplicate, reason);
             }
-            for gone in &dead {
+            for (_, gone) in dead {
                 let reason = format!("dead instance; slot is served by {}", keep.instance.id);
                 self.destroy(&group.name, slot.clone(), gone, reason);
             }
@@ -241,7 +277,7 @@ impl Builder {
                 action.after = dependency_builds.clone();
                 unavailable.push(self.push(action));
             } else if keep.hash() != hash.as_str() {
-                outdated.push((slot.clone(), keep));
+                outdated.push((slot.clone(), *keep));
             } else {
                 self.unchanged += 1;
             }
@@ -249,23 +285,31 @@ impl Builder {
 
         self.plan_replaces(group, &hash, outdated, &dependency_builds, &unavailable);
 
-        let mut extra: Vec<(Slot, Vec<Seen<'_>>)> = by_slot.into_iter().collect();
-        extra.reverse();
-        for (slot, instances) in extra {
-            let reason = match (&group.allocation, &slot) {
+        // Instances in slots the allocation no longer has: highest slot first.
+        let mut extra: Vec<&(Slot, Seen<'_>)> = seen
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, claimed)| !**claimed)
+            .map(|(entry, _)| entry)
+            .collect();
+        extra.sort_by(|(slot_a, a), (slot_b, b)| {
+            slot_b
+                .cmp(slot_a)
+                .then_with(|| a.instance.id.cmp(&b.instance.id))
+        });
+        for (slot, s) in extra {
+            let reason = match (&group.allocation, slot) {
                 (Allocation::Size(n), Slot::Index(_)) => {
                     format!("scale down: slot {slot} is beyond size {n}")
                 }
-                (Allocation::Ids(_), _) => format!("id {:?} is no longer in ids", slot.to_string()),
+                (Allocation::Ids(_), _) => {
+                    format!("id {:?} is no longer in ids", slot.to_string())
+                }
                 (Allocation::Size(_), Slot::Id(text)) => {
                     format!("slot {text:?} is not a slot of a sized group")
                 }
             };
-            let mut instances = instances;
-            instances.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
-            for s in &instances {
-                self.destroy(&group.name, slot.clone(), s, reason.clone());
-            }
+            self.destroy(&group.name, slot.clone(), s, reason);
         }
     }
 
@@ -338,13 +382,11 @@ impl Builder {
         };
         let mut seen = seen;
         seen.sort_by(|a, b| {
-            let slot = |s: &Seen<'_>| {
-                Allocation::Size(0).parse_slot(s.instance.tag(tags::SLOT).unwrap_or(""))
-            };
+            let slot = |s: &Seen<'_>| Allocation::Size(0).parse_slot(s.slot);
             (slot(b), &b.instance.id).cmp(&(slot(a), &a.instance.id))
         });
         for s in &seen {
-            let slot = Allocation::Size(0).parse_slot(s.instance.tag(tags::SLOT).unwrap_or(""));
+            let slot = Allocation::Size(0).parse_slot(s.slot);
             self.destroy(name, slot, s, reason.clone());
         }
     }
@@ -352,10 +394,11 @@ impl Builder {
     /// Destroys run dependents first: a group's destroys wait for the destroys of every
     /// group that depends on it (in the spec, or in the previous spec for removed groups).
     fn order_destroys(&mut self, graph: &GroupGraph, previous: Option<&GroupGraph>) {
+        let current: HashSet<&str> = graph.order().iter().map(String::as_str).collect();
         let groups: Vec<String> = self.destroys.keys().cloned().collect();
         for group in groups {
             let mut dependents: Vec<&str> = graph.dependents(&group);
-            if graph.order().iter().all(|g| *g != group) {
+            if !current.contains(group.as_str()) {
                 if let Some(prev) = previous {
                     dependents = prev.dependents(&group);
                 }
@@ -397,5 +440,58 @@ fn display_hash(hash: &str) -> &str {
         "(none)"
     } else {
         hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::InstanceTags;
+    use crate::spec::{Allocation, Flavor, ProviderSpec};
+
+    #[test]
+    fn instances_of_another_project_are_never_touched() {
+        let spec = Spec {
+            project: "mine".into(),
+            groups: vec![Group {
+                name: "web".into(),
+                allocation: Allocation::Size(1),
+                provider: ProviderSpec {
+                    kind: "sim".into(),
+                    props: Default::default(),
+                },
+                flavor: Flavor::default(),
+                depends_on: vec![],
+                reads_groups: vec![],
+                update: UpdatePolicy::default(),
+                origin: None,
+            }],
+        };
+        let theirs = ObservedInstance {
+            id: "sim-1".into(),
+            tags: InstanceTags {
+                project: "theirs".into(),
+                group: "cache".into(),
+                slot: "0".into(),
+                hash: "x".into(),
+            },
+            labels: Default::default(),
+            address: None,
+            state: InstanceState::Running,
+            started_at: 1,
+        };
+        // Built for the wrong project on purpose: the planner still checks every instance.
+        let mut observed = Observed::new("theirs");
+        observed.add("sim", vec![theirs]);
+        let graph = GroupGraph::build(&spec).unwrap_or_else(|e| panic!("{e}"));
+        let planned = plan(PlanInput {
+            spec: &spec,
+            graph: &graph,
+            observed: &observed,
+            expectations: &[],
+            previous: None,
+        });
+        assert_eq!(planned.summary.destroy, 0);
+        assert_eq!(planned.summary.create, 1);
     }
 }

@@ -8,7 +8,8 @@ mod types;
 
 pub use observe::{observe, Observed, ProviderSet};
 pub use types::{
-    tags, InstanceState, ObservedInstance, ProviderEvent, ProvisionRequest, Selector, Tags,
+    tags, InstanceState, InstanceTags, ObservedInstance, ProviderEvent, ProvisionRequest, Selector,
+    Tags,
 };
 
 use async_trait::async_trait;

@@ -33,29 +33,69 @@ impl ProviderSet {
     }
 }
 
-/// What is really there for one project: every instance, from every provider, with its
-/// provider's name.
+/// What is really there for one project: every instance tagged with it, from every
+/// provider, by provider name, each list sorted by id.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
-    /// Instances, sorted by provider and id.
-    pub instances: Vec<(String, ObservedInstance)>,
+    /// The project; instances of other projects are never added.
+    pub project: String,
+    /// Instances by provider name.
+    pub by_provider: BTreeMap<String, Vec<ObservedInstance>>,
 }
 
 impl Observed {
     /// A fingerprint of the observed state, used to refuse a stale saved plan.
     pub fn fingerprint(&self) -> String {
-        let value = serde_json::to_value(&self.instances).unwrap_or(serde_json::Value::Null);
+        let value = serde_json::to_value(&self.by_provider).unwrap_or(serde_json::Value::Null);
         sha256_hex(canonical_json(&value).as_bytes())
     }
 
-    /// Builds an observed state from instances of one provider.
-    pub fn from_instances(provider: &str, instances: Vec<ObservedInstance>) -> Observed {
-        let mut all: Vec<(String, ObservedInstance)> = instances
-            .into_iter()
-            .map(|i| (provider.to_owned(), i))
-            .collect();
-        all.sort_by(|a, b| (&a.0, &a.1.id).cmp(&(&b.0, &b.1.id)));
-        Observed { instances: all }
+    /// An empty observed state of `project`.
+    pub fn new(project: &str) -> Observed {
+        Observed {
+            project: project.to_owned(),
+            by_provider: BTreeMap::new(),
+        }
+    }
+
+    /// Builds the observed state of `project` from instances of one provider.
+    pub fn from_instances(
+        project: &str,
+        provider: &str,
+        instances: Vec<ObservedInstance>,
+    ) -> Observed {
+        let mut observed = Observed::new(project);
+        observed.add(provider, instances);
+        observed
+    }
+
+    /// Adds the instances of `provider` that are tagged with this project, keeping each list
+    /// sorted by id.
+    pub fn add(&mut self, provider: &str, instances: Vec<ObservedInstance>) {
+        let list = self.by_provider.entry(provider.to_owned()).or_default();
+        list.extend(
+            instances
+                .into_iter()
+                .filter(|i| i.tags.project == self.project),
+        );
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+
+    /// Every instance with its provider's name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ObservedInstance)> {
+        self.by_provider
+            .iter()
+            .flat_map(|(p, list)| list.iter().map(move |i| (p.as_str(), i)))
+    }
+
+    /// How many instances there are.
+    pub fn len(&self) -> usize {
+        self.by_provider.values().map(Vec::len).sum()
+    }
+
+    /// True when no provider reports an instance.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -70,12 +110,9 @@ pub async fn observe(spec: &Spec, providers: &ProviderSet) -> Result<Observed, P
     let selector = Selector {
         project: spec.project.clone(),
     };
-    let mut instances = Vec::new();
+    let mut observed = Observed::new(&spec.project);
     for (name, provider) in providers.iter() {
-        for instance in provider.describe(&selector).await? {
-            instances.push((name.to_owned(), instance));
-        }
+        observed.add(name, provider.describe(&selector).await?);
     }
-    instances.sort_by(|a, b| (&a.0, &a.1.id).cmp(&(&b.0, &b.1.id)));
-    Ok(Observed { instances })
+    Ok(observed)
 }

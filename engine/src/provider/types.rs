@@ -21,6 +21,59 @@ pub mod tags {
     pub const HASH: &str = "tend.hash";
 }
 
+/// The `tend.*` tags of an instance, typed. Every instance carries all four in its
+/// provider (docker labels, process environment, sim records).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstanceTags {
+    /// `tend.project`
+    pub project: String,
+    /// `tend.group`
+    pub group: String,
+    /// `tend.slot`
+    pub slot: String,
+    /// `tend.hash`
+    pub hash: String,
+}
+
+impl InstanceTags {
+    /// The tags as key/value pairs, for providers that store labels.
+    pub fn to_map(&self) -> Tags {
+        [
+            (tags::PROJECT, &self.project),
+            (tags::GROUP, &self.group),
+            (tags::SLOT, &self.slot),
+            (tags::HASH, &self.hash),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+
+    /// The first tag that is empty, if any: no instance may be created without all four.
+    pub fn missing(&self) -> Option<&'static str> {
+        [
+            (tags::PROJECT, &self.project),
+            (tags::GROUP, &self.group),
+            (tags::SLOT, &self.slot),
+            (tags::HASH, &self.hash),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.is_empty())
+        .map(|(k, _)| k)
+    }
+
+    /// Reads the tags back from key/value pairs; a missing tag reads as empty.
+    pub fn from_map(map: &Tags) -> InstanceTags {
+        let get = |key: &str| map.get(key).cloned().unwrap_or_default();
+        InstanceTags {
+            project: get(tags::PROJECT),
+            group: get(tags::GROUP),
+            slot: get(tags::SLOT),
+            hash: get(tags::HASH),
+        }
+    }
+}
+
 /// Which instances to describe: those tagged with one project.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selector {
@@ -54,8 +107,11 @@ impl InstanceState {
 pub struct ObservedInstance {
     /// The provider's id for it.
     pub id: String,
-    /// Its tags, including the `tend.*` ones.
-    pub tags: Tags,
+    /// Its `tend.*` tags.
+    pub tags: InstanceTags,
+    /// Any other labels it carries.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub labels: Tags,
     /// Where it is reached, such as `127.0.0.1:8000`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
@@ -63,13 +119,6 @@ pub struct ObservedInstance {
     pub state: InstanceState,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_at: u64,
-}
-
-impl ObservedInstance {
-    /// The value of tag `key`.
-    pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.get(key).map(String::as_str)
-    }
 }
 
 /// Everything a provider needs to create one instance, already rendered.
@@ -80,7 +129,9 @@ pub struct ProvisionRequest {
     /// Its slot.
     pub slot: Slot,
     /// Tags to set atomically at creation.
-    pub tags: Tags,
+    pub tags: InstanceTags,
+    /// Extra labels from the flavor.
+    pub labels: Tags,
     /// The group's provider settings.
     pub props: BTreeMap<String, serde_json::Value>,
     /// The program and its arguments.
