@@ -192,18 +192,8 @@ impl Builder {
                     }
                 })
         });
-        let mut runs: HashMap<&Slot, (usize, usize)> = HashMap::with_capacity(seen.len());
-        let mut start = 0;
-        while start < seen.len() {
-            let end = start
-                + seen[start..]
-                    .iter()
-                    .take_while(|(s, _)| *s == seen[start].0)
-                    .count();
-            runs.insert(&seen[start].0, (start, end));
-            start = end;
-        }
         let mut claimed = vec![false; seen.len()];
+        let mut cursor = 0;
 
         let dependency_builds: Vec<usize> = graph
             .dependencies(&group.name)
@@ -213,10 +203,19 @@ impl Builder {
         let mut unavailable: Vec<usize> = Vec::new();
         let mut outdated: Vec<(Slot, Seen<'_>)> = Vec::new();
 
-        for slot in group.slots() {
-            let (from, to) = runs.get(&slot).copied().unwrap_or((0, 0));
-            claimed[from..to].iter_mut().for_each(|c| *c = true);
-            let instances = &seen[from..to];
+        // Allocated slots in order, merged with the sorted instances.
+        let mut slots = group.slots();
+        slots.sort();
+        for slot in slots {
+            while cursor < seen.len() && seen[cursor].0 < slot {
+                cursor += 1;
+            }
+            let from = cursor;
+            while cursor < seen.len() && seen[cursor].0 == slot {
+                claimed[cursor] = true;
+                cursor += 1;
+            }
+            let instances = &seen[from..cursor];
             if in_flight(&slot) {
                 self.unchanged += instances.len();
                 continue;
