@@ -55,6 +55,21 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Make the running instances match the spec (or a saved plan).
+    Apply(ApplyArgs),
+    /// Remove every instance tagged with the project, dependents first.
+    Destroy(ApplyArgs),
+    /// Show groups, slots, instances, health, outdated hashes and orphans.
+    Status {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where tend keeps state (default: .tend beside the spec).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the group dependency graph.
     Graph {
         #[command(flatten)]
@@ -63,6 +78,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+}
+
+/// Options of `tend apply` and `tend destroy`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The spec (or, for apply, a plan saved by `tend plan -o`).
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Actions in flight at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Where tend keeps state (default: .tend beside the spec).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Formats of `tend graph`.

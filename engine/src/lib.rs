@@ -5,10 +5,14 @@
 //! action DAG. [`template`] checks and renders flavor templates.
 
 pub mod diagnostic;
+pub mod exec;
 pub mod fault;
 pub mod graph;
+pub mod health;
 pub mod lang;
 pub mod plan;
+pub mod procfs;
 pub mod provider;
 pub mod spec;
+pub mod store;
 pub mod template;

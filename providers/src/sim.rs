@@ -140,7 +140,9 @@ impl Provider for SimProvider {
                 None,
             ));
         }
-        let address = format!("{}-{}.sim:0", request.group, request.slot);
+        let address = request
+            .address
+            .unwrap_or_else(|| format!("{}-{}.sim:0", request.group, request.slot));
         self.insert(ObservedInstance {
             id: String::new(),
             tags: request.tags,
@@ -194,6 +196,8 @@ mod tests {
             env: BTreeMap::new(),
             files: BTreeMap::new(),
             workdir: None,
+            address: None,
+            stop_timeout: engine::spec::Duration::from_secs(1),
         }
     }
 

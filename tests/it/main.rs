@@ -6,3 +6,4 @@ mod errors;
 mod harness;
 mod planner_props;
 mod plans;
+mod process;

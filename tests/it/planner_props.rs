@@ -94,6 +94,8 @@ async fn apply(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), Str
                 env: BTreeMap::new(),
                 files: BTreeMap::new(),
                 workdir: None,
+                address: None,
+                stop_timeout: engine::spec::Duration::from_secs(1),
             }
         };
         if action.action != ActionKind::Create

@@ -142,6 +142,10 @@ pub struct ProvisionRequest {
     pub files: BTreeMap<String, String>,
     /// The working folder, if any.
     pub workdir: Option<String>,
+    /// Where the instance will be reached, when the flavor says (from its health port).
+    pub address: Option<String>,
+    /// How long a stop may take before the instance is killed.
+    pub stop_timeout: crate::spec::Duration,
 }
 
 /// A change a provider noticed on its own.

@@ -274,7 +274,7 @@ pub struct Health {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Probe {
-    /// An HTTP GET on 127.0.0.1 (or the instance's address) that must answer 2xx.
+    /// An HTTP GET on 127.0.0.1 that must answer 2xx or 3xx.
     Http {
         /// The port (a number or a template).
         port: PortValue,

@@ -1,0 +1,122 @@
+//! Reading Linux `/proc`: process start times, states and environments.
+//!
+//! A process is identified by its pid *and* its start time, so a reused pid is never
+//! mistaken for the process that had it before.
+
+use std::path::Path;
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// The state letter: `R`, `S`, `D`, `Z` (zombie), `T`, ...
+    pub state: char,
+    /// Process group id.
+    pub pgrp: i32,
+    /// Start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+impl ProcStat {
+    /// True for a process that has exited but not been reaped.
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process does not exist.
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the name start at field 3 (state); starttime is field 22.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The environment of `pid` as key/value pairs; `None` when it cannot be read.
+pub fn environ(pid: u32) -> Option<Vec<(String, String)>> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        bytes
+            .split(|b| *b == 0)
+            .filter_map(|entry| {
+                let text = std::str::from_utf8(entry).ok()?;
+                let (k, v) = text.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// Every pid in `/proc`.
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir(Path::new("/proc"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when `pid` runs and started at `start_ticks` (so it is the same process).
+pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
+    stat(pid).is_some_and(|s| s.start_ticks == start_ticks && !s.is_zombie())
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`).
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions and only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
+
+/// When the machine booted, in milliseconds since the Unix epoch (`btime` in `/proc/stat`).
+pub fn boot_time_ms() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .map(|secs| secs * 1000)
+        .unwrap_or(0)
+}
+
+/// A process start time as milliseconds since the Unix epoch.
+pub fn start_time_ms(start_ticks: u64) -> u64 {
+    boot_time_ms() + start_ticks * 1000 / ticks_per_second()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        let s = stat(me).unwrap_or_else(|| panic!("no stat for {me}"));
+        assert!(!s.is_zombie());
+        assert!(is_alive(me, s.start_ticks));
+        assert!(!is_alive(me, s.start_ticks + 1));
+        assert!(pids().contains(&me));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let started = start_time_ms(s.start_ticks);
+        assert!(
+            started <= now_ms + 1000 && started + 3_600_000 > now_ms,
+            "{started} vs {now_ms}"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The local store: `.tend/` beside the spec holds the last applied spec (with a serial and a
+//! lineage id), the history of applied versions, and an exclusive lock.
+//!
+//! Every write goes to a temporary file and is renamed into place, so a crash never leaves a
+//! half-written file. The store is a record of intent; instances are never found from it.
+
+mod lock;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Spec;
+
+pub use lock::{LockGuard, LockHolder};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another tend holds the project.
+    #[error("the project is locked by {holder}: wait for it, or check it is still running")]
+    Locked {
+        /// Who holds it.
+        holder: LockHolder,
+    },
+    /// A file could not be read or written.
+    #[error("cannot use {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not what tend wrote.
+    #[error("{path} is damaged: {detail}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// One applied version of the spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Identifies this store's history; a new store gets a new lineage.
+    pub lineage: String,
+    /// Counts applied versions, from 1.
+    pub serial: u64,
+    /// When it was applied, in milliseconds since the Unix epoch.
+    pub applied_at: u64,
+    /// The spec (secrets appear by name only).
+    pub spec: Spec,
+}
+
+/// The state folder of one spec.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, bytes).map_err(io)?;
+    std::fs::rename(&temp, path).map_err(io)
+}
+
+impl Store {
+    /// The store in `dir` (created on first write).
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Takes the exclusive lock for `command`, or says who holds it. A lock left by a
+    /// process that no longer runs is taken over.
+    pub fn lock(&self, command: &str) -> Result<LockGuard, StoreError> {
+        lock::acquire(&self.dir.join("lock"), command)
+    }
+
+    /// The last applied version, if any.
+    pub fn last_applied(&self) -> Result<Option<Applied>, StoreError> {
+        let path = self.state_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Damaged {
+                    path,
+                    detail: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    /// Records `spec` as applied: the next serial, same lineage, and a copy in history.
+    pub fn commit(&self, spec: &Spec) -> Result<Applied, StoreError> {
+        let previous = self.last_applied()?;
+        let applied = Applied {
+            lineage: previous
+                .as_ref()
+                .map(|p| p.lineage.clone())
+                .unwrap_or_else(new_lineage),
+            serial: previous.as_ref().map_or(1, |p| p.serial + 1),
+            applied_at: now_ms(),
+            spec: spec.clone(),
+        };
+        let text = serde_json::to_string_pretty(&applied).map_err(|e| StoreError::Damaged {
+            path: self.state_file(),
+            detail: e.to_string(),
+        })?;
+        let history = self
+            .dir
+            .join("history")
+            .join(format!("{:06}.json", applied.serial));
+        write_atomic(&history, text.as_bytes())?;
+        write_atomic(&self.state_file(), text.as_bytes())?;
+        Ok(applied)
+    }
+
+    /// Serials in the history, oldest first.
+    pub fn history(&self) -> Vec<u64> {
+        let mut serials: Vec<u64> = std::fs::read_dir(self.dir.join("history"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.path().file_stem()?.to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        serials.sort_unstable();
+        serials
+    }
+}
+
+/// A lineage id: unique enough to tell two stores apart (time in nanoseconds and pid).
+fn new_lineage() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = format!("{nanos}-{}", std::process::id());
+    crate::spec::sha256_hex(seed.as_bytes())[..16].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(project: &str) -> Spec {
+        Spec {
+            project: project.to_owned(),
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn commits_count_up_in_one_lineage_and_keep_history() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(&dir.path().join(".tend"));
+        assert_eq!(store.last_applied().ok().flatten(), None);
+        let first = store.commit(&spec("a")).unwrap_or_else(|e| panic!("{e}"));
+        let second = store.commit(&spec("b")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((first.serial, second.serial), (1, 2));
+        assert_eq!(first.lineage, second.lineage);
+        assert_eq!(
+            store.last_applied().ok().flatten().map(|a| a.spec.project),
+            Some("b".into())
+        );
+        assert_eq!(store.history(), [1, 2]);
+        let leftovers: Vec<_> = std::fs::read_dir(store.dir())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            leftovers
+                .iter()
+                .all(|n| !n.to_string_lossy().ends_with(".tmp")),
+            "{leftovers:?}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("state.json"), "{ not json")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = Store::new(dir.path())
+            .last_applied()
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("state.json is damaged")));
+    }
+}

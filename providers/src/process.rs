@@ -1,0 +1,389 @@
+//! The `process` provider: each instance is a local process in its own session.
+//!
+//! Tags travel in the process environment (`TEND_PROJECT`, `TEND_GROUP`, `TEND_SLOT`,
+//! `TEND_HASH`), set atomically by `exec`, so observed state is rebuilt from `/proc` alone:
+//! deleting the state folder loses no instance. An instance id is `<pid>-<start ticks>`, so
+//! a reused pid is never mistaken for an old instance. A small record file remembers
+//! instances that died, so a plan can say "heal" rather than "create"; it is never the only
+//! copy of anything that runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use engine::procfs;
+use engine::provider::{
+    InstanceState, InstanceTags, ObservedInstance, Provider, ProviderError, ProvisionRequest,
+    Selector,
+};
+use serde::{Deserialize, Serialize};
+
+const NAME: &str = "process";
+const ENV_PROJECT: &str = "TEND_PROJECT";
+const ENV_GROUP: &str = "TEND_GROUP";
+const ENV_SLOT: &str = "TEND_SLOT";
+const ENV_HASH: &str = "TEND_HASH";
+const ENV_ADDRESS: &str = "TEND_ADDRESS";
+const ENV_STOP_TIMEOUT: &str = "TEND_STOP_TIMEOUT_MS";
+/// Variables passed through from tend's own environment; nothing else is inherited, so a
+/// secret given to tend reaches only the instances whose flavor asks for it.
+const PASS_THROUGH: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
+
+fn backend(detail: String) -> ProviderError {
+    ProviderError::Backend {
+        provider: NAME.to_owned(),
+        detail,
+        source: None,
+    }
+}
+
+/// What the record file keeps of an instance: enough to report it dead.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    tags: InstanceTags,
+    address: Option<String>,
+    started_at: u64,
+    log: PathBuf,
+}
+
+/// Local processes, with logs and records under `<state_dir>/process/`.
+pub struct ProcessProvider {
+    dir: PathBuf,
+    /// Children this tend started, kept so their exits are reaped (no zombies).
+    children: Mutex<HashMap<u32, Child>>,
+    records: Mutex<()>,
+}
+
+/// Splits an instance id into pid and start ticks.
+fn parse_id(id: &str) -> Option<(u32, u64)> {
+    let (pid, ticks) = id.split_once('-')?;
+    Some((pid.parse().ok()?, ticks.parse().ok()?))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A relative path that stays inside its folder.
+fn safe_relative(path: &str) -> Option<&Path> {
+    let p = Path::new(path);
+    let inside = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    (inside && !path.is_empty()).then_some(p)
+}
+
+impl ProcessProvider {
+    /// A process provider keeping logs and records under `state_dir/process/`.
+    pub fn new(state_dir: &Path) -> Self {
+        ProcessProvider {
+            dir: state_dir.join("process"),
+            children: Mutex::new(HashMap::new()),
+            records: Mutex::new(()),
+        }
+    }
+
+    fn records_file(&self) -> PathBuf {
+        self.dir.join("instances.json")
+    }
+
+    fn load_records(&self) -> Vec<Record> {
+        std::fs::read_to_string(self.records_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_records(&self, records: &[Record]) -> Result<(), ProviderError> {
+        let io = |e: std::io::Error| {
+            backend(format!(
+                "cannot write {}: {e}",
+                self.records_file().display()
+            ))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let text =
+            serde_json::to_string_pretty(records).map_err(|e| io(std::io::Error::other(e)))?;
+        let temp = self.records_file().with_extension("json.tmp");
+        std::fs::write(&temp, text).map_err(io)?;
+        std::fs::rename(&temp, self.records_file()).map_err(io)
+    }
+
+    fn update_records(&self, change: impl FnOnce(&mut Vec<Record>)) -> Result<(), ProviderError> {
+        let _guard = self
+            .records
+            .lock()
+            .map_err(|_| backend("record lock poisoned".into()))?;
+        let mut records = self.load_records();
+        change(&mut records);
+        self.save_records(&records)
+    }
+
+    /// Reaps children that exited, so they do not linger as zombies.
+    fn reap(&self) {
+        if let Ok(mut children) = self.children.lock() {
+            children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        }
+    }
+
+    /// The working folder of an instance: its `workdir`, or one under the state folder.
+    fn workdir(&self, request: &ProvisionRequest) -> PathBuf {
+        match &request.workdir {
+            Some(dir) => PathBuf::from(dir),
+            None => self
+                .dir
+                .join("run")
+                .join(format!("{}-{}", request.group, request.slot)),
+        }
+    }
+
+    fn spawn(&self, request: &ProvisionRequest, log: &Path) -> Result<Child, ProviderError> {
+        let Some((program, args)) = request.command.split_first() else {
+            return Err(ProviderError::InvalidProps {
+                provider: NAME.to_owned(),
+                detail: format!("group {:?} has no command to run", request.group),
+            });
+        };
+        let workdir = self.workdir(request);
+        std::fs::create_dir_all(&workdir).map_err(|e| {
+            backend(format!(
+                "cannot create working folder {}: {e}",
+                workdir.display()
+            ))
+        })?;
+        for (path, content) in &request.files {
+            let relative = safe_relative(path).ok_or_else(|| ProviderError::InvalidProps {
+                provider: NAME.to_owned(),
+                detail: format!(
+                    "file path {path:?} must be relative and stay in the working folder"
+                ),
+            })?;
+            let full = workdir.join(relative);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            std::fs::write(&full, content)
+                .map_err(|e| backend(format!("cannot write {}: {e}", full.display())))?;
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| backend(format!("cannot open log {}: {e}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| backend(format!("cannot open log {}: {e}", log.display())))?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(
+                PASS_THROUGH
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .envs(&request.env)
+            .env(ENV_PROJECT, &request.tags.project)
+            .env(ENV_GROUP, &request.tags.group)
+            .env(ENV_SLOT, &request.tags.slot)
+            .env(ENV_HASH, &request.tags.hash)
+            .env(
+                ENV_STOP_TIMEOUT,
+                request.stop_timeout.as_millis().to_string(),
+            )
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        if let Some(address) = &request.address {
+            command.env(ENV_ADDRESS, address);
+        }
+        // SAFETY: setsid is async-signal-safe and touches only the child being set up.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.spawn().map_err(|e| ProviderError::Backend {
+            provider: NAME.to_owned(),
+            detail: format!(
+                "cannot start {program:?} for {}/{}",
+                request.group, request.slot
+            ),
+            source: Some(Box::new(e)),
+        })
+    }
+
+    /// Waits until `pid` is gone (or a zombie), up to `limit`.
+    async fn wait_gone(&self, pid: u32, ticks: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.reap();
+            if !procfs::is_alive(pid, ticks) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Reads one process as an instance of `project`, if it is one.
+fn observe_pid(pid: u32, project: &str) -> Option<ObservedInstance> {
+    let stat = procfs::stat(pid)?;
+    if stat.is_zombie() {
+        return None;
+    }
+    let env: BTreeMap<String, String> = procfs::environ(pid)?.into_iter().collect();
+    if env.get(ENV_PROJECT).map(String::as_str) != Some(project) {
+        return None;
+    }
+    let tag = |k: &str| env.get(k).cloned().unwrap_or_default();
+    Some(ObservedInstance {
+        id: format!("{pid}-{}", stat.start_ticks),
+        tags: InstanceTags {
+            project: tag(ENV_PROJECT),
+            group: tag(ENV_GROUP),
+            slot: tag(ENV_SLOT),
+            hash: tag(ENV_HASH),
+        },
+        labels: BTreeMap::new(),
+        address: env.get(ENV_ADDRESS).cloned(),
+        state: InstanceState::Running,
+        started_at: procfs::start_time_ms(stat.start_ticks),
+    })
+}
+
+#[async_trait]
+impl Provider for ProcessProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
+        match props.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(ProviderError::InvalidProps {
+                provider: NAME.to_owned(),
+                detail: format!("process takes no settings, got {key:?}"),
+            }),
+        }
+    }
+
+    async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
+        if let Some(key) = request.tags.missing() {
+            return Err(backend(format!(
+                "refusing to create an instance without tag {key}"
+            )));
+        }
+        let logs = self.dir.join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;
+        let log = logs.join(format!("{}-{}.log", request.group, request.slot));
+        let child = self.spawn(&request, &log)?;
+        let pid = child.id();
+        let stat =
+            procfs::stat(pid).ok_or_else(|| backend(format!("process {pid} vanished at start")))?;
+        let id = format!("{pid}-{}", stat.start_ticks);
+        if let Ok(mut children) = self.children.lock() {
+            children.insert(pid, child);
+        }
+        let record = Record {
+            id: id.clone(),
+            tags: request.tags.clone(),
+            address: request.address.clone(),
+            started_at: now_ms(),
+            log,
+        };
+        self.update_records(|records| records.push(record))?;
+        Ok(id)
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        let (pid, ticks) = parse_id(id).ok_or_else(|| ProviderError::NotFound {
+            provider: NAME.to_owned(),
+            id: id.to_owned(),
+        })?;
+        let known = self.load_records().iter().any(|r| r.id == id);
+        let alive = procfs::is_alive(pid, ticks);
+        if alive {
+            let stop_timeout = procfs::environ(pid)
+                .and_then(|env| env.into_iter().find(|(k, _)| k == ENV_STOP_TIMEOUT))
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(10_000);
+            // The instance leads its own session and process group: signal the whole group.
+            let pgid = pid as libc::pid_t;
+            // SAFETY: kill only sends a signal; the pid/start pair was checked just above.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            if !self
+                .wait_gone(pid, ticks, Duration::from_millis(stop_timeout))
+                .await
+            {
+                // SAFETY: as above.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                if !self.wait_gone(pid, ticks, Duration::from_secs(5)).await {
+                    return Err(backend(format!("process {pid} survived SIGKILL")));
+                }
+            }
+        }
+        if !alive && !known {
+            return Err(ProviderError::NotFound {
+                provider: NAME.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        self.update_records(|records| records.retain(|r| r.id != id))
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        self.reap();
+        let mut live: Vec<ObservedInstance> = procfs::pids()
+            .into_iter()
+            .filter_map(|pid| observe_pid(pid, &selector.project))
+            .collect();
+        let mut dead: Vec<ObservedInstance> = self
+            .load_records()
+            .into_iter()
+            .filter(|r| r.tags.project == selector.project && !live.iter().any(|l| l.id == r.id))
+            .map(|r| ObservedInstance {
+                id: r.id,
+                tags: r.tags,
+                labels: BTreeMap::new(),
+                address: r.address,
+                state: InstanceState::Dead,
+                started_at: r.started_at,
+            })
+            .collect();
+        live.append(&mut dead);
+        Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_paths() {
+        assert_eq!(parse_id("123-456"), Some((123, 456)));
+        assert_eq!(parse_id("sim-1"), None);
+        assert!(safe_relative("conf/app.ini").is_some());
+        assert!(safe_relative("../etc/passwd").is_none());
+        assert!(safe_relative("/etc/passwd").is_none());
+        assert!(safe_relative("").is_none());
+    }
+}

@@ -1,0 +1,123 @@
+//! `tend apply [SPEC | PLANFILE]`
+
+use engine::exec::{ExecOptions, Executor};
+use engine::fault::Fault;
+use engine::plan::{plan, Plan, PlanInput, SavedPlan};
+use engine::provider::{observe, ProviderSet};
+use engine::spec::Spec;
+use engine::store::Store;
+
+use crate::cli::ApplyArgs;
+use crate::failure::Failure;
+use crate::progress::{confirm, run_plan};
+
+use super::setup::{load, runtime, secrets, state_dir_for};
+
+fn stale(why: &str) -> Failure {
+    Failure::Other {
+        fault: Fault::Spec,
+        message: format!("the saved plan is stale: {why}; run `tend plan -o` again"),
+    }
+}
+
+/// Plans (or reads a saved plan), confirms, executes, and records the applied spec.
+pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
+    let saved = SavedPlan::read(&args.spec.spec).ok();
+    let spec_args = match &saved {
+        Some(s) => crate::cli::SpecArgs {
+            spec: s.spec_path.clone().into(),
+            root: args.spec.root.clone(),
+            max_steps: args.spec.max_steps,
+        },
+        None => crate::cli::SpecArgs {
+            spec: args.spec.spec.clone(),
+            root: args.spec.root.clone(),
+            max_steps: args.spec.max_steps,
+        },
+    };
+    let (spec, graph) = load(&spec_args)?;
+    if let Some(s) = &saved {
+        if s.spec_fingerprint != spec.fingerprint() {
+            return Err(stale(&format!(
+                "{} changed since the plan was made",
+                s.spec_path
+            )));
+        }
+    }
+    let state_dir = state_dir_for(&spec_args.spec, args.state_dir.clone());
+    let store = Store::new(&state_dir);
+    let _lock = store.lock("apply")?;
+    let providers = providers::all(&state_dir);
+    let rt = runtime()?;
+    let observed = rt.block_on(observe(&spec, &providers))?;
+    let planned = match saved {
+        Some(s) => {
+            if s.observed_fingerprint != observed.fingerprint() {
+                return Err(stale(
+                    "the running instances changed since the plan was made",
+                ));
+            }
+            s.plan
+        }
+        None => {
+            let previous = store.last_applied()?.map(|a| a.spec);
+            plan(PlanInput {
+                spec: &spec,
+                graph: &graph,
+                observed: &observed,
+                expectations: &[],
+                previous: previous.as_ref(),
+            })
+        }
+    };
+    execute(&spec, &spec, &store, providers, planned, &args, "Apply")
+}
+
+/// Prints the plan, asks, runs it with `spec` (which knows drain hooks and templates), and
+/// commits `commit` when every action succeeded.
+pub fn execute(
+    spec: &Spec,
+    commit: &Spec,
+    store: &Store,
+    providers: ProviderSet,
+    planned: Plan,
+    args: &ApplyArgs,
+    verb: &str,
+) -> Result<i32, Failure> {
+    print!("{}", planned.to_text());
+    if planned.is_empty() {
+        store.commit(commit)?;
+        return Ok(0);
+    }
+    let question = format!(
+        "\n{verb} these {} actions to project {:?}?",
+        planned.actions.len(),
+        spec.project
+    );
+    match confirm(&question, args.yes) {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("{verb} cancelled.");
+            return Ok(1);
+        }
+        Err(message) => {
+            return Err(Failure::Other {
+                fault: Fault::Spec,
+                message,
+            })
+        }
+    }
+    println!();
+    let options = ExecOptions {
+        parallelism: args.parallelism.max(1),
+        ..ExecOptions::default()
+    };
+    let executor = Executor::new(spec.clone(), providers, options, secrets());
+    let report = runtime()?.block_on(run_plan(&executor, &planned, verb));
+    if report.succeeded() {
+        store.commit(commit)?;
+        Ok(0)
+    } else {
+        Ok(1)
+    }
+}

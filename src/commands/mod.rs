@@ -1,0 +1,34 @@
+//! One module per command: read the spec, call the engine, print.
+
+mod apply;
+mod destroy;
+mod graph;
+mod plan;
+mod setup;
+mod status;
+mod validate;
+
+use crate::cli::{Cli, Command};
+use crate::failure::Failure;
+
+/// Runs a command; returns the exit status.
+pub fn run(cli: Cli) -> Result<i32, Failure> {
+    match cli.command {
+        Command::Validate { spec, json } => validate::run(&spec, json),
+        Command::Plan {
+            spec,
+            json,
+            out,
+            detailed_exitcode,
+            state_dir,
+        } => plan::run(&spec, json, out.as_deref(), detailed_exitcode, state_dir),
+        Command::Graph { spec, format } => graph::run(&spec, format),
+        Command::Apply(args) => apply::run(args),
+        Command::Destroy(args) => destroy::run(args),
+        Command::Status {
+            spec,
+            json,
+            state_dir,
+        } => status::run(&spec, json, state_dir),
+    }
+}

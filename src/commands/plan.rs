@@ -1,0 +1,59 @@
+//! `tend plan`
+
+use std::path::{Path, PathBuf};
+
+use engine::plan::{plan, PlanInput, SavedPlan, SAVED_PLAN_FORMAT};
+use engine::provider::observe;
+use engine::store::Store;
+
+use crate::cli::SpecArgs;
+use crate::failure::Failure;
+
+use super::setup::{load, runtime, state_dir_for};
+
+/// Plans, prints, and optionally saves the plan.
+pub fn run(
+    args: &SpecArgs,
+    json: bool,
+    out: Option<&Path>,
+    detailed_exitcode: bool,
+    state_dir: Option<PathBuf>,
+) -> Result<i32, Failure> {
+    let (spec, graph) = load(args)?;
+    let state_dir = state_dir_for(&args.spec, state_dir);
+    let providers = providers::all(&state_dir);
+    let previous = Store::new(&state_dir).last_applied()?.map(|a| a.spec);
+    let observed = runtime()?.block_on(observe(&spec, &providers))?;
+    let planned = plan(PlanInput {
+        spec: &spec,
+        graph: &graph,
+        observed: &observed,
+        expectations: &[],
+        previous: previous.as_ref(),
+    });
+    if json {
+        println!("{}", planned.to_json());
+    } else {
+        print!("{}", planned.to_text());
+    }
+    if let Some(path) = out {
+        let saved = SavedPlan {
+            format: SAVED_PLAN_FORMAT,
+            tend_version: env!("CARGO_PKG_VERSION").to_owned(),
+            spec_path: args.spec.display().to_string(),
+            spec_fingerprint: spec.fingerprint(),
+            observed_fingerprint: observed.fingerprint(),
+            spec,
+            plan: planned.clone(),
+        };
+        saved.write(path)?;
+        if !json {
+            println!("Saved the plan to {}.", path.display());
+        }
+    }
+    Ok(if detailed_exitcode && !planned.is_empty() {
+        2
+    } else {
+        0
+    })
+}

@@ -1,0 +1,420 @@
+//! `apply`, `destroy`, `status` and saved plans with real local processes.
+//!
+//! Each test owns a project (a temp folder with its own name); its processes are found by
+//! their `TEND_PROJECT` tag and removed with `tend destroy`, then by tag if anything is left.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{tend, text};
+
+/// A live instance process: pid, slot, hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub pid: u32,
+    pub slot: String,
+    pub hash: String,
+}
+
+/// A project in a temp folder, cleaned up on drop.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Project {
+    /// A project named `name` whose spec is `spec`.
+    pub fn new(name: &str, spec: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let project = Project {
+            dir,
+            name: name.to_owned(),
+        };
+        project.write_spec(spec);
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write_spec(&self, spec: &str) {
+        let text = format!("project(name = {:?})\n{spec}", self.name);
+        std::fs::write(self.path().join("main.star"), text).unwrap_or_else(|e| panic!("spec: {e}"));
+    }
+
+    pub fn tend(&self, args: &[&str]) -> Output {
+        tend(self.path(), args)
+    }
+
+    /// Runs tend and insists on exit status 0.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.tend(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tend {args:?} failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Live processes tagged with this project, by slot.
+    pub fn live(&self) -> Vec<Live> {
+        live_tagged(&self.name)
+    }
+
+    pub fn state_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut stack = vec![self.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.tend(&["destroy", "--yes"]);
+        for live in self.live() {
+            // Only processes carrying this test's project tag are touched.
+            let _ = Command::new("kill")
+                .args(["-9", &live.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Processes whose environment carries `TEND_PROJECT=project` (zombies excluded).
+pub fn live_tagged(project: &str) -> Vec<Live> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .map(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if zombie {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let env: BTreeMap<String, String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|e| {
+                std::str::from_utf8(e)
+                    .ok()?
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        if env.get("TEND_PROJECT").map(String::as_str) == Some(project) {
+            found.push(Live {
+                pid,
+                slot: env.get("TEND_SLOT").cloned().unwrap_or_default(),
+                hash: env.get("TEND_HASH").cloned().unwrap_or_default(),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.slot.cmp(&b.slot).then(a.pid.cmp(&b.pid)));
+    found
+}
+
+fn sleeper(size: u32, arg: &str, extra: &str) -> String {
+    format!(
+        r#"group(name = "work", size = {size}, provider = process(), flavor = flavor(command = ["sleep", "{arg}"]){extra})
+"#
+    )
+}
+
+fn slots(live: &[Live]) -> Vec<String> {
+    let mut s: Vec<String> = live.iter().map(|l| l.slot.clone()).collect();
+    s.sort_by_key(|x| x.parse::<u32>().unwrap_or(u32::MAX));
+    s
+}
+
+#[test]
+fn apply_converges_then_heals_a_killed_instance_and_destroy_leaves_nothing() {
+    let p = Project::new("it-heal", &sleeper(3, "1000", ""));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("Apply complete: 3 created"), "{out}");
+    let live = p.live();
+    assert_eq!(slots(&live), ["0", "1", "2"]);
+    assert!(p
+        .ok(&["plan"])
+        .starts_with("No changes: 3 instances match the spec."));
+
+    let victim = live[1].pid;
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    wait_for(|| !p.live().iter().any(|l| l.pid == victim));
+    let plan = p.ok(&["plan"]);
+    assert!(plan.starts_with("! heal    work/1 ("), "{plan}");
+    assert!(plan.contains("instance is dead"), "{plan}");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("1 healed"), "{out}");
+    assert_eq!(slots(&p.live()), ["0", "1", "2"]);
+
+    let out = p.ok(&["destroy", "--yes"]);
+    assert!(out.contains("3 destroyed"), "{out}");
+    assert!(p.live().is_empty());
+}
+
+#[test]
+fn deleting_the_state_folder_loses_no_instance() {
+    let p = Project::new("it-stateless", &sleeper(2, "1000", ""));
+    p.ok(&["apply", "--yes"]);
+    std::fs::remove_dir_all(p.path().join(".tend")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p
+        .ok(&["plan"])
+        .starts_with("No changes: 2 instances match the spec."));
+    let status = p.ok(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    assert_eq!(
+        status["groups"][0]["instances"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn scale_down_removes_the_highest_slots() {
+    let p = Project::new("it-scale", &sleeper(4, "1000", ""));
+    p.ok(&["apply", "--yes"]);
+    p.write_spec(&sleeper(2, "1000", ""));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("2 destroyed"), "{out}");
+    assert_eq!(slots(&p.live()), ["0", "1"]);
+}
+
+#[test]
+fn a_rolling_update_never_has_more_than_max_unavailable_down() {
+    let update = ", update = rolling(max_unavailable = 1)";
+    let p = Project::new("it-rolling", &sleeper(4, "1000", update));
+    p.ok(&["apply", "--yes"]);
+    let old_hash = p.live()[0].hash.clone();
+    p.write_spec(&sleeper(4, "1001", update));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes"])
+        .current_dir(p.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut fewest = usize::MAX;
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        let live = p.live().len();
+        fewest = fewest.min(live);
+        most = most.max(live);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("4 replaced"));
+    assert!(fewest >= 3, "{fewest} of 4 instances were up at one point");
+    assert!(most <= 4, "{most} instances at once with max_surge = 0");
+    let live = p.live();
+    assert_eq!(slots(&live), ["0", "1", "2", "3"]);
+    assert!(live.iter().all(|l| l.hash != old_hash));
+}
+
+#[test]
+fn sigkill_during_apply_then_apply_again_gives_exactly_the_allocation() {
+    // Each create waits for an exec health check that takes a while, one at a time.
+    let slow = r#", health = exec(command = ["sleep", "0.15"], grace_period = "0s")"#;
+    let spec = format!(
+        r#"group(name = "work", size = 20, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
+"#
+    );
+    let p = Project::new("it-crash", &spec);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes", "--parallelism", "2"])
+        .current_dir(p.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(|| p.live().len() >= 5);
+    let _ = child.kill();
+    let _ = child.wait();
+    let partial = p.live().len();
+    assert!(
+        (5..20).contains(&partial),
+        "killed after {partial} instances"
+    );
+
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains(&format!("{} created", 20 - partial)), "{out}");
+    let live = p.live();
+    assert_eq!(live.len(), 20, "{live:?}");
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(slots(&live), expected);
+    let status: serde_json::Value =
+        serde_json::from_str(&p.ok(&["status", "--json"])).unwrap_or_default();
+    assert_eq!(status["orphans"], serde_json::json!([]));
+}
+
+#[test]
+fn a_second_apply_is_refused_while_one_runs() {
+    let slow = r#", health = exec(command = ["sleep", "0.3"], grace_period = "0s")"#;
+    let spec = format!(
+        r#"group(name = "work", size = 6, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
+"#
+    );
+    let p = Project::new("it-lock", &spec);
+    let mut first = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes", "--parallelism", "1"])
+        .current_dir(p.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(|| !p.live().is_empty());
+    let second = p.tend(&["apply", "--yes"]);
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = text(&second.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: environment error: the project is locked by `tend apply` (pid {})",
+            first.id()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(p.live().len(), 6, "the refused apply changed something");
+}
+
+#[test]
+fn a_stale_saved_plan_is_refused() {
+    let p = Project::new("it-stale", &sleeper(2, "1000", ""));
+    p.ok(&["plan", "-o", "first.plan"]);
+    p.ok(&["apply", "--yes"]);
+    // The instances changed since first.plan was made.
+    let out = p.tend(&["apply", "first.plan", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the saved plan is stale: the running instances changed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    p.ok(&["plan", "-o", "second.plan"]);
+    p.write_spec(&sleeper(3, "1000", ""));
+    let out = p.tend(&["apply", "second.plan", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the saved plan is stale: main.star changed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(p.live().len(), 2);
+
+    // A fresh saved plan applies.
+    p.ok(&["plan", "-o", "third.plan"]);
+    let out = p.ok(&["apply", "third.plan", "--yes"]);
+    assert!(out.contains("1 created"), "{out}");
+}
+
+#[test]
+fn apply_needs_yes_when_not_on_a_terminal() {
+    let p = Project::new("it-confirm", &sleeper(1, "1000", ""));
+    let out = p.tend(&["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(p.live().is_empty());
+}
+
+#[test]
+fn a_secret_reaches_its_instance_and_nothing_else() {
+    let secret = format!("s3cr3t-{}", std::process::id());
+    let spec = r#"group(name = "api", size = 1, provider = process(), flavor = flavor(command = ["sleep", "1000"], env = {"TOKEN": secret("TEND_IT_SECRET")}))
+"#;
+    let p = Project::new("it-secret", spec);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tend"))
+            .args(args)
+            .current_dir(p.path())
+            .env("TEND_IT_SECRET", &secret)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut printed = String::new();
+    for args in [
+        vec!["plan", "-o", "saved.plan"],
+        vec!["apply", "--yes"],
+        vec!["status", "--json"],
+        vec!["plan", "--json"],
+        vec!["validate", "--json"],
+    ] {
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        printed.push_str(&text(&out.stdout));
+        printed.push_str(&text(&out.stderr));
+    }
+    assert!(!printed.contains(&secret), "the secret was printed");
+    for file in p.state_files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&secret),
+            "the secret is in {}",
+            file.display()
+        );
+    }
+    let live = p.live();
+    assert_eq!(live.len(), 1);
+    let environ = std::fs::read(format!("/proc/{}/environ", live[0].pid)).unwrap_or_default();
+    assert!(String::from_utf8_lossy(&environ).contains(&format!("TOKEN={secret}")));
+
+    // Without the variable, apply refuses to start the instance and says which secret.
+    p.write_spec(&spec.replace("size = 1", "size = 2"));
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("secret TEND_IT_SECRET is not set"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Waits up to 30 s for `condition`.
+pub fn wait_for(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
