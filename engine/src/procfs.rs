@@ -12,6 +12,8 @@ pub struct ProcStat {
     pub state: char,
     /// Process group id.
     pub pgrp: i32,
+    /// Session id: equal to the pid for a session leader.
+    pub session: i32,
     /// Start time in clock ticks since boot.
     pub start_ticks: u64,
 }
@@ -33,6 +35,7 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
         pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
     })
 }

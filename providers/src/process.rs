@@ -242,19 +242,33 @@ impl ProcessProvider {
     }
 }
 
-/// Reads one process as an instance of `project`, if it is one.
-fn observe_pid(pid: u32, project: &str) -> Option<ObservedInstance> {
+/// Reads one process as an instance of `project`, if it is one. A session leader whose
+/// environment cannot be read right now (it is in the middle of an `exec`) is taken from
+/// the records, where it was written when it started.
+fn observe_pid(pid: u32, project: &str, records: &[Record]) -> Option<ObservedInstance> {
     let stat = procfs::stat(pid)?;
-    if stat.is_zombie() {
+    // An instance leads its own session; its children inherit the tags in their environment
+    // but are part of the instance, not instances of their own.
+    if stat.is_zombie() || stat.session != pid as i32 {
         return None;
     }
-    let env: BTreeMap<String, String> = procfs::environ(pid)?.into_iter().collect();
+    let id = format!("{pid}-{}", stat.start_ticks);
+    let env: BTreeMap<String, String> = procfs::environ(pid).unwrap_or_default().into_iter().collect();
+    let started_at = procfs::start_time_ms(stat.start_ticks);
     if env.get(ENV_PROJECT).map(String::as_str) != Some(project) {
-        return None;
+        let record = records.iter().find(|r| r.id == id && r.tags.project == project)?;
+        return Some(ObservedInstance {
+            id,
+            tags: record.tags.clone(),
+            labels: BTreeMap::new(),
+            address: record.address.clone(),
+            state: InstanceState::Running,
+            started_at,
+        });
     }
     let tag = |k: &str| env.get(k).cloned().unwrap_or_default();
     Some(ObservedInstance {
-        id: format!("{pid}-{}", stat.start_ticks),
+        id,
         tags: InstanceTags {
             project: tag(ENV_PROJECT),
             group: tag(ENV_GROUP),
@@ -264,7 +278,7 @@ fn observe_pid(pid: u32, project: &str) -> Option<ObservedInstance> {
         labels: BTreeMap::new(),
         address: env.get(ENV_ADDRESS).cloned(),
         state: InstanceState::Running,
-        started_at: procfs::start_time_ms(stat.start_ticks),
+        started_at,
     })
 }
 
@@ -351,12 +365,12 @@ impl Provider for ProcessProvider {
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
         self.reap();
+        let records = self.load_records();
         let mut live: Vec<ObservedInstance> = procfs::pids()
             .into_iter()
-            .filter_map(|pid| observe_pid(pid, &selector.project))
+            .filter_map(|pid| observe_pid(pid, &selector.project, &records))
             .collect();
-        let mut dead: Vec<ObservedInstance> = self
-            .load_records()
+        let mut dead: Vec<ObservedInstance> = records
             .into_iter()
             .filter(|r| r.tags.project == selector.project && !live.iter().any(|l| l.id == r.id))
             .map(|r| ObservedInstance {

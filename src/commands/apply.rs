@@ -1,6 +1,7 @@
 //! `tend apply [SPEC | PLANFILE]`
 
-use engine::exec::{ExecOptions, Executor};
+use engine::exec::{groups_to_roll_back, spec_with_previous_templates, ExecOptions, Executor};
+use engine::graph::GroupGraph;
 use engine::fault::Fault;
 use engine::plan::{plan, Plan, PlanInput, SavedPlan};
 use engine::provider::{observe, ProviderSet};
@@ -73,6 +74,50 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     execute(&spec, &spec, &store, providers, planned, &args, "Apply")
 }
 
+/// After a failed rolling update with `on_failure = "rollback"`, puts the failed groups back
+/// to the last applied version. Returns true when it ran and succeeded.
+fn roll_back(
+    spec: &Spec,
+    store: &Store,
+    providers: &ProviderSet,
+    planned: &Plan,
+    report: &engine::exec::ExecReport,
+    options: &ExecOptions,
+) -> Result<bool, Failure> {
+    let previous = store.last_applied()?.map(|a| a.spec);
+    let groups = groups_to_roll_back(spec, previous.as_ref(), planned, report);
+    let Some(previous) = previous.filter(|_| !groups.is_empty()) else {
+        return Ok(false);
+    };
+    println!("
+Rolling back {} to the last applied version.", groups.join(", "));
+    let rolled = spec_with_previous_templates(spec, &previous, &groups);
+    let graph = GroupGraph::build(&rolled).map_err(|e| Failure::Spec(format!("error: {e}")))?;
+    let rt = runtime()?;
+    let observed = rt.block_on(observe(&rolled, providers))?;
+    let mut back = plan(PlanInput {
+        spec: &rolled,
+        graph: &graph,
+        observed: &observed,
+        expectations: &[],
+        previous: None,
+    });
+    // Only the failed groups move; indexes in `after` are remapped to the kept actions.
+    let keep: Vec<usize> = (0..back.actions.len()).filter(|i| groups.contains(&back.actions[*i].group)).collect();
+    let actions = keep
+        .iter()
+        .map(|&i| {
+            let mut a = back.actions[i].clone();
+            a.after = a.after.iter().filter_map(|d| keep.iter().position(|k| k == d)).collect();
+            a
+        })
+        .collect();
+    back.actions = actions;
+    let executor = Executor::new(rolled, providers.clone(), options.clone(), secrets());
+    let report = rt.block_on(run_plan(&executor, &back, "Rollback"));
+    Ok(report.succeeded())
+}
+
 /// Prints the plan, asks, runs it with `spec` (which knows drain hooks and templates), and
 /// commits `commit` when every action succeeded.
 pub fn execute(
@@ -112,12 +157,13 @@ pub fn execute(
         parallelism: args.parallelism.max(1),
         ..ExecOptions::default()
     };
-    let executor = Executor::new(spec.clone(), providers, options, secrets());
+    let executor = Executor::new(spec.clone(), providers.clone(), options.clone(), secrets());
     let report = runtime()?.block_on(run_plan(&executor, &planned, verb));
     if report.succeeded() {
         store.commit(commit)?;
         Ok(0)
     } else {
+        roll_back(spec, store, &providers, &planned, &report, &options)?;
         Ok(1)
     }
 }

@@ -418,3 +418,49 @@ pub fn wait_for(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+fn versioned(arg: &str, health: &str, on_failure: &str) -> String {
+    format!(
+        r#"group(
+    name = "work",
+    size = 3,
+    provider = process(),
+    flavor = flavor(command = ["sleep", "{arg}"]{health}),
+    update = rolling(max_unavailable = 1, health_timeout = "20s", on_failure = "{on_failure}"),
+)
+"#
+    )
+}
+
+const NEVER_HEALTHY: &str = r#", health = exec(command = ["false"], grace_period = "0s", interval = "100ms", failures = 1)"#;
+
+#[test]
+fn a_failed_rollout_pauses_at_the_failed_batch() {
+    let p = Project::new("it-pause", &versioned("1000", "", "pause"));
+    p.ok(&["apply", "--yes"]);
+    let old = p.live()[0].hash.clone();
+    p.write_spec(&versioned("1001", NEVER_HEALTHY, "pause"));
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("x failed    work/0 (replace)"), "{stdout}");
+    assert!(stdout.contains("Apply incomplete: 0 done, 1 failed, 2 skipped"), "{stdout}");
+    let live = p.live();
+    assert_eq!(live.iter().filter(|l| l.hash == old).count(), 2, "{live:?}");
+}
+
+#[test]
+fn a_failed_rollout_with_rollback_returns_to_the_last_applied_version() {
+    let p = Project::new("it-rollback", &versioned("1000", "", "rollback"));
+    p.ok(&["apply", "--yes"]);
+    let old = p.live()[0].hash.clone();
+    p.write_spec(&versioned("1001", NEVER_HEALTHY, "rollback"));
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Rolling back work to the last applied version."), "{stdout}");
+    assert!(stdout.contains("Rollback complete: 0 created, 1 replaced"), "{stdout}");
+    let live = p.live();
+    assert_eq!(slots(&live), ["0", "1", "2"]);
+    assert!(live.iter().all(|l| l.hash == old), "{live:?}");
+}

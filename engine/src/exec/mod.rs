@@ -8,6 +8,7 @@
 
 mod perform;
 mod render;
+mod rollback;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use crate::provider::ProviderSet;
 use crate::spec::Spec;
 
 pub use render::{context, render_instance, RenderError, RenderedInstance};
+pub use rollback::{groups_to_roll_back, spec_with_previous_templates};
 
 /// How the executor runs.
 #[derive(Clone, Debug)]
