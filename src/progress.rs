@@ -38,13 +38,17 @@ pub async fn run_plan(executor: &Executor, plan: &Plan, verb: &str) -> ExecRepor
             finished += 1;
             let target = format!("{}/{}", action.group, action.slot);
             let line = match &outcome {
-                Outcome::Done { instance } => {
+                Outcome::Done { instance, checked } => {
                     let made = instance
                         .as_deref()
                         .map(|i| format!(" ({i})"))
                         .unwrap_or_default();
+                    let checked = checked
+                        .as_deref()
+                        .map(|c| format!(", {c}"))
+                        .unwrap_or_default();
                     format!(
-                        "{} {:<9} {target}{made} in {:.1}s",
+                        "{} {:<9} {target}{made} in {:.1}s{checked}",
                         action.action.symbol(),
                         past(action.action),
                         elapsed.as_secs_f64()

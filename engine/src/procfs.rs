@@ -83,7 +83,13 @@ pub fn ticks_per_second() -> u64 {
 }
 
 /// When the machine booted, in milliseconds since the Unix epoch (`btime` in `/proc/stat`).
+/// Read once: `/proc/stat` is costly and boot time does not change.
 pub fn boot_time_ms() -> u64 {
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(read_boot_time_ms)
+}
+
+fn read_boot_time_ms() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {

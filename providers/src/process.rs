@@ -51,11 +51,25 @@ struct Record {
     log: PathBuf,
 }
 
+/// One line of the record log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LogLine {
+    /// An instance was started.
+    Start(Record),
+    /// An instance was destroyed.
+    Gone {
+        /// Its id.
+        id: String,
+    },
+}
+
 /// Local processes, with logs and records under `<state_dir>/process/`.
 pub struct ProcessProvider {
     dir: PathBuf,
     /// Children this tend started, kept so their exits are reaped (no zombies).
     children: Mutex<HashMap<u32, Child>>,
+    /// Held while the record log is appended to or rewritten.
     records: Mutex<()>,
 }
 
@@ -92,17 +106,31 @@ impl ProcessProvider {
     }
 
     fn records_file(&self) -> PathBuf {
-        self.dir.join("instances.json")
+        self.dir.join("instances.jsonl")
     }
 
+    /// Folds the record log: `start` lines add an instance, `gone` lines remove it.
     fn load_records(&self) -> Vec<Record> {
-        std::fs::read_to_string(self.records_file())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.records_file()).unwrap_or_default();
+        let mut records: Vec<Record> = Vec::new();
+        for line in text.lines() {
+            match serde_json::from_str::<LogLine>(line) {
+                Ok(LogLine::Start(record)) => records.push(record),
+                Ok(LogLine::Gone { id }) => records.retain(|r| r.id != id),
+                // A torn last line (a crash mid-write) is skipped, never fatal.
+                Err(_) => {}
+            }
+        }
+        records
     }
 
-    fn save_records(&self, records: &[Record]) -> Result<(), ProviderError> {
+    /// Appends one line to the record log with a single write.
+    fn append(&self, line: &LogLine) -> Result<(), ProviderError> {
+        use std::io::Write;
+        let _guard = self
+            .records
+            .lock()
+            .map_err(|_| backend("record lock poisoned".into()))?;
         let io = |e: std::io::Error| {
             backend(format!(
                 "cannot write {}: {e}",
@@ -110,128 +138,75 @@ impl ProcessProvider {
             ))
         };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let text =
-            serde_json::to_string_pretty(records).map_err(|e| io(std::io::Error::other(e)))?;
-        let temp = self.records_file().with_extension("json.tmp");
-        std::fs::write(&temp, text).map_err(io)?;
-        std::fs::rename(&temp, self.records_file()).map_err(io)
+        let mut text = serde_json::to_string(line).map_err(|e| io(std::io::Error::other(e)))?;
+        text.push('\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.records_file())
+            .map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)
     }
 
-    fn update_records(&self, change: impl FnOnce(&mut Vec<Record>)) -> Result<(), ProviderError> {
+    /// Rewrites the log with only the records still wanted, when gone lines pile up.
+    fn compact(&self) -> Result<(), ProviderError> {
         let _guard = self
             .records
             .lock()
             .map_err(|_| backend("record lock poisoned".into()))?;
-        let mut records = self.load_records();
-        change(&mut records);
-        self.save_records(&records)
-    }
-
-    /// Reaps children that exited, so they do not linger as zombies.
-    fn reap(&self) {
-        if let Ok(mut children) = self.children.lock() {
-            children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        let text = std::fs::read_to_string(self.records_file()).unwrap_or_default();
+        let lines = text.lines().count();
+        let records = self.load_records();
+        if lines < 64 || lines < records.len() * 2 {
+            return Ok(());
         }
-    }
-
-    /// The working folder of an instance: its `workdir`, or one under the state folder.
-    fn workdir(&self, request: &ProvisionRequest) -> PathBuf {
-        match &request.workdir {
-            Some(dir) => PathBuf::from(dir),
-            None => self
-                .dir
-                .join("run")
-                .join(format!("{}-{}", request.group, request.slot)),
-        }
-    }
-
-    fn spawn(&self, request: &ProvisionRequest, log: &Path) -> Result<Child, ProviderError> {
-        let Some((program, args)) = request.command.split_first() else {
-            return Err(ProviderError::InvalidProps {
-                provider: NAME.to_owned(),
-                detail: format!("group {:?} has no command to run", request.group),
-            });
-        };
-        let workdir = self.workdir(request);
-        std::fs::create_dir_all(&workdir).map_err(|e| {
+        let io = |e: std::io::Error| {
             backend(format!(
-                "cannot create working folder {}: {e}",
-                workdir.display()
+                "cannot write {}: {e}",
+                self.records_file().display()
             ))
-        })?;
-        for (path, content) in &request.files {
-            let relative = safe_relative(path).ok_or_else(|| ProviderError::InvalidProps {
-                provider: NAME.to_owned(),
-                detail: format!(
-                    "file path {path:?} must be relative and stay in the working folder"
-                ),
-            })?;
-            let full = workdir.join(relative);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
-            }
-            std::fs::write(&full, content)
-                .map_err(|e| backend(format!("cannot write {}: {e}", full.display())))?;
+        };
+        let mut out = String::new();
+        for record in records {
+            let line = serde_json::to_string(&LogLine::Start(record))
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            out.push_str(&line);
+            out.push('\n');
         }
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| backend(format!("cannot open log {}: {e}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| backend(format!("cannot open log {}: {e}", log.display())))?;
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .envs(
-                PASS_THROUGH
-                    .iter()
-                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-            )
-            .envs(&request.env)
-            .env(ENV_PROJECT, &request.tags.project)
-            .env(ENV_GROUP, &request.tags.group)
-            .env(ENV_SLOT, &request.tags.slot)
-            .env(ENV_HASH, &request.tags.hash)
-            .env(
-                ENV_STOP_TIMEOUT,
-                request.stop_timeout.as_millis().to_string(),
-            )
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        if let Some(address) = &request.address {
-            command.env(ENV_ADDRESS, address);
-        }
-        // SAFETY: setsid is async-signal-safe and touches only the child being set up.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+        let temp = self.records_file().with_extension("jsonl.tmp");
+        std::fs::write(&temp, out).map_err(io)?;
+        std::fs::rename(&temp, self.records_file()).map_err(io)
+    }
+
+    /// Reaps children that exited, so they do not linger as zombies. Only children that
+    /// `/proc` shows as exited are waited for: `waitpid` on a live pid scans every child, and
+    /// doing that for each of hundreds of children would cost more than the whole apply.
+    fn reap_exited(&self) {
+        if let Ok(mut children) = self.children.lock() {
+            children.retain(|pid, child| {
+                let running = procfs::stat(*pid).is_some_and(|s| !s.is_zombie());
+                running || matches!(child.try_wait(), Ok(None))
             });
         }
-        command.spawn().map_err(|e| ProviderError::Backend {
-            provider: NAME.to_owned(),
-            detail: format!(
-                "cannot start {program:?} for {}/{}",
-                request.group, request.slot
-            ),
-            source: Some(Box::new(e)),
-        })
+    }
+
+    /// Reaps child `pid` once it has exited.
+    fn reap_one(&self, pid: u32) {
+        if let Ok(mut children) = self.children.lock() {
+            if let Some(mut child) = children.remove(&pid) {
+                if !matches!(child.try_wait(), Ok(Some(_))) {
+                    children.insert(pid, child);
+                }
+            }
+        }
     }
 
     /// Waits until `pid` is gone (or a zombie), up to `limit`.
     async fn wait_gone(&self, pid: u32, ticks: u64, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            self.reap();
             if !procfs::is_alive(pid, ticks) {
+                self.reap_one(pid);
                 return true;
             }
             if Instant::now() >= deadline {
@@ -240,6 +215,97 @@ impl ProcessProvider {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// The working folder of an instance: its `workdir`, or one under the state folder.
+fn workdir(dir: &Path, request: &ProvisionRequest) -> PathBuf {
+    match &request.workdir {
+        Some(dir) => PathBuf::from(dir),
+        None => dir
+            .join("run")
+            .join(format!("{}-{}", request.group, request.slot)),
+    }
+}
+
+/// Starts the instance's process in a session of its own, with its files, environment and
+/// log. Blocking: runs on the blocking pool.
+fn spawn(dir: &Path, request: &ProvisionRequest, log: &Path) -> Result<Child, ProviderError> {
+    let Some((program, args)) = request.command.split_first() else {
+        return Err(ProviderError::InvalidProps {
+            provider: NAME.to_owned(),
+            detail: format!("group {:?} has no command to run", request.group),
+        });
+    };
+    let workdir = workdir(dir, request);
+    std::fs::create_dir_all(&workdir).map_err(|e| {
+        backend(format!(
+            "cannot create working folder {}: {e}",
+            workdir.display()
+        ))
+    })?;
+    for (path, content) in &request.files {
+        let relative = safe_relative(path).ok_or_else(|| ProviderError::InvalidProps {
+            provider: NAME.to_owned(),
+            detail: format!("file path {path:?} must be relative and stay in the working folder"),
+        })?;
+        let full = workdir.join(relative);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        std::fs::write(&full, content)
+            .map_err(|e| backend(format!("cannot write {}: {e}", full.display())))?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| backend(format!("cannot open log {}: {e}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| backend(format!("cannot open log {}: {e}", log.display())))?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(
+            PASS_THROUGH
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+        )
+        .envs(&request.env)
+        .env(ENV_PROJECT, &request.tags.project)
+        .env(ENV_GROUP, &request.tags.group)
+        .env(ENV_SLOT, &request.tags.slot)
+        .env(ENV_HASH, &request.tags.hash)
+        .env(
+            ENV_STOP_TIMEOUT,
+            request.stop_timeout.as_millis().to_string(),
+        )
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    if let Some(address) = &request.address {
+        command.env(ENV_ADDRESS, address);
+    }
+    // SAFETY: setsid is async-signal-safe and touches only the child being set up.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| ProviderError::Backend {
+        provider: NAME.to_owned(),
+        detail: format!(
+            "cannot start {program:?} for {}/{}",
+            request.group, request.slot
+        ),
+        source: Some(Box::new(e)),
+    })
 }
 
 /// Reads one process as an instance of `project`, if it is one. A session leader whose
@@ -253,10 +319,15 @@ fn observe_pid(pid: u32, project: &str, records: &[Record]) -> Option<ObservedIn
         return None;
     }
     let id = format!("{pid}-{}", stat.start_ticks);
-    let env: BTreeMap<String, String> = procfs::environ(pid).unwrap_or_default().into_iter().collect();
+    let env: BTreeMap<String, String> = procfs::environ(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let started_at = procfs::start_time_ms(stat.start_ticks);
     if env.get(ENV_PROJECT).map(String::as_str) != Some(project) {
-        let record = records.iter().find(|r| r.id == id && r.tags.project == project)?;
+        let record = records
+            .iter()
+            .find(|r| r.id == id && r.tags.project == project)?;
         return Some(ObservedInstance {
             id,
             tags: record.tags.clone(),
@@ -308,7 +379,10 @@ impl Provider for ProcessProvider {
         std::fs::create_dir_all(&logs)
             .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;
         let log = logs.join(format!("{}-{}.log", request.group, request.slot));
-        let child = self.spawn(&request, &log)?;
+        let (dir, log_path, req) = (self.dir.clone(), log.clone(), request.clone());
+        let child = tokio::task::spawn_blocking(move || spawn(&dir, &req, &log_path))
+            .await
+            .map_err(|e| backend(format!("starting the process failed: {e}")))??;
         let pid = child.id();
         let stat =
             procfs::stat(pid).ok_or_else(|| backend(format!("process {pid} vanished at start")))?;
@@ -323,7 +397,7 @@ impl Provider for ProcessProvider {
             started_at: now_ms(),
             log,
         };
-        self.update_records(|records| records.push(record))?;
+        self.append(&LogLine::Start(record))?;
         Ok(id)
     }
 
@@ -360,11 +434,16 @@ impl Provider for ProcessProvider {
                 id: id.to_owned(),
             });
         }
-        self.update_records(|records| records.retain(|r| r.id != id))
+        self.append(&LogLine::Gone { id: id.to_owned() })?;
+        self.compact()
+    }
+
+    async fn alive(&self, id: &str, _selector: &Selector) -> Result<bool, ProviderError> {
+        Ok(parse_id(id).is_some_and(|(pid, ticks)| procfs::is_alive(pid, ticks)))
     }
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
-        self.reap();
+        self.reap_exited();
         let records = self.load_records();
         let mut live: Vec<ObservedInstance> = procfs::pids()
             .into_iter()

@@ -1,8 +1,8 @@
 //! `tend apply [SPEC | PLANFILE]`
 
 use engine::exec::{groups_to_roll_back, spec_with_previous_templates, ExecOptions, Executor};
-use engine::graph::GroupGraph;
 use engine::fault::Fault;
+use engine::graph::GroupGraph;
 use engine::plan::{plan, Plan, PlanInput, SavedPlan};
 use engine::provider::{observe, ProviderSet};
 use engine::spec::Spec;
@@ -89,8 +89,11 @@ fn roll_back(
     let Some(previous) = previous.filter(|_| !groups.is_empty()) else {
         return Ok(false);
     };
-    println!("
-Rolling back {} to the last applied version.", groups.join(", "));
+    println!(
+        "
+Rolling back {} to the last applied version.",
+        groups.join(", ")
+    );
     let rolled = spec_with_previous_templates(spec, &previous, &groups);
     let graph = GroupGraph::build(&rolled).map_err(|e| Failure::Spec(format!("error: {e}")))?;
     let rt = runtime()?;
@@ -103,12 +106,18 @@ Rolling back {} to the last applied version.", groups.join(", "));
         previous: None,
     });
     // Only the failed groups move; indexes in `after` are remapped to the kept actions.
-    let keep: Vec<usize> = (0..back.actions.len()).filter(|i| groups.contains(&back.actions[*i].group)).collect();
+    let keep: Vec<usize> = (0..back.actions.len())
+        .filter(|i| groups.contains(&back.actions[*i].group))
+        .collect();
     let actions = keep
         .iter()
         .map(|&i| {
             let mut a = back.actions[i].clone();
-            a.after = a.after.iter().filter_map(|d| keep.iter().position(|k| k == d)).collect();
+            a.after = a
+                .after
+                .iter()
+                .filter_map(|d| keep.iter().position(|k| k == d))
+                .collect();
             a
         })
         .collect();

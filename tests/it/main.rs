@@ -3,6 +3,7 @@
 
 mod cli;
 mod errors;
+mod examples;
 mod harness;
 mod planner_props;
 mod plans;

@@ -444,7 +444,10 @@ fn a_failed_rollout_pauses_at_the_failed_batch() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("x failed    work/0 (replace)"), "{stdout}");
-    assert!(stdout.contains("Apply incomplete: 0 done, 1 failed, 2 skipped"), "{stdout}");
+    assert!(
+        stdout.contains("Apply incomplete: 0 done, 1 failed, 2 skipped"),
+        "{stdout}"
+    );
     let live = p.live();
     assert_eq!(live.iter().filter(|l| l.hash == old).count(), 2, "{live:?}");
 }
@@ -458,8 +461,14 @@ fn a_failed_rollout_with_rollback_returns_to_the_last_applied_version() {
     let out = p.tend(&["apply", "--yes"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("Rolling back work to the last applied version."), "{stdout}");
-    assert!(stdout.contains("Rollback complete: 0 created, 1 replaced"), "{stdout}");
+    assert!(
+        stdout.contains("Rolling back work to the last applied version."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Rollback complete: 0 created, 1 replaced"),
+        "{stdout}"
+    );
     let live = p.live();
     assert_eq!(slots(&live), ["0", "1", "2"]);
     assert!(live.iter().all(|l| l.hash == old), "{live:?}");

@@ -52,6 +52,8 @@ pub enum Outcome {
     Done {
         /// The instance created, if any.
         instance: Option<String>,
+        /// What its health check showed, such as `answers http://127.0.0.1:8001/`.
+        checked: Option<String>,
     },
     /// It failed; the message says why.
     Failed {

@@ -12,12 +12,21 @@ use crate::spec::{Group, SpecHash, UpdatePolicy};
 
 pub(super) async fn perform(shared: &Shared, action: &Action) -> Outcome {
     match run(shared, action).await {
-        Ok(instance) => Outcome::Done { instance },
+        Ok(made) => Outcome::Done {
+            instance: made.as_ref().map(|m| m.id.clone()),
+            checked: made.and_then(|m| m.checked),
+        },
         Err(error) => Outcome::Failed { error },
     }
 }
 
-async fn run(shared: &Shared, action: &Action) -> Result<Option<String>, String> {
+/// A new instance and what its health check showed.
+struct Made {
+    id: String,
+    checked: Option<String>,
+}
+
+async fn run(shared: &Shared, action: &Action) -> Result<Option<Made>, String> {
     let provider = shared
         .providers
         .get(&action.provider)
@@ -162,16 +171,24 @@ fn settle(shared: &Shared, action: &Action) {
     }
 }
 
-/// True while the provider still shows `id` as live.
+/// True while the provider still shows `id` as live. An instance is called gone only when
+/// two looks 20 ms apart both miss it, so one passing through `exec` is not.
 async fn is_live(provider: &dyn Provider, project: &str, id: &str) -> bool {
     let selector = Selector {
         project: project.to_owned(),
     };
-    match provider.describe(&selector).await {
-        Ok(list) => list.iter().any(|i| i.id == id && i.state.is_live()),
-        // If the provider cannot answer, do not call the instance dead on that alone.
-        Err(_) => true,
+    for look in 0..2 {
+        if look > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match provider.alive(id, &selector).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            // If the provider cannot answer, do not call the instance dead on that alone.
+            Err(_) => return true,
+        }
     }
+    false
 }
 
 /// Creates the slot's instance and waits for it to be healthy (and ready for `min_ready`
@@ -181,7 +198,7 @@ async fn create_healthy(
     provider: &dyn Provider,
     group: &Group,
     action: &Action,
-) -> Result<String, String> {
+) -> Result<Made, String> {
     let project = &shared.spec.project;
     let observed = if group.reads_groups.is_empty() {
         Observed::new(project)
@@ -241,7 +258,12 @@ async fn create_healthy(
         }
         return Err(format!("new instance {id} {why}"));
     }
-    Ok(id)
+    let checked = rendered.probe.as_ref().map(|p| match p {
+        RenderedProbe::Http { address, path } => format!("answers http://{address}{path}"),
+        RenderedProbe::Tcp { address } => format!("accepts TCP on {address}"),
+        RenderedProbe::Exec { .. } => "passes its exec check".to_owned(),
+    });
+    Ok(Made { id, checked })
 }
 
 async fn wait_until_healthy(

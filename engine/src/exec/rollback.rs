@@ -8,7 +8,12 @@ use crate::spec::{OnFailure, Spec, SpecHash, UpdatePolicy};
 
 /// Groups whose rolling update failed and asked to be rolled back, and that `previous`
 /// knows in another version.
-pub fn groups_to_roll_back(spec: &Spec, previous: Option<&Spec>, plan: &Plan, report: &ExecReport) -> Vec<String> {
+pub fn groups_to_roll_back(
+    spec: &Spec,
+    previous: Option<&Spec>,
+    plan: &Plan,
+    report: &ExecReport,
+) -> Vec<String> {
     let Some(previous) = previous else {
         return Vec::new();
     };
@@ -39,7 +44,11 @@ pub fn groups_to_roll_back(spec: &Spec, previous: Option<&Spec>, plan: &Plan, re
 /// `previous`: planning it replaces the new instances with the previous version.
 pub fn spec_with_previous_templates(spec: &Spec, previous: &Spec, groups: &[String]) -> Spec {
     let mut rolled = spec.clone();
-    for group in rolled.groups.iter_mut().filter(|g| groups.contains(&g.name)) {
+    for group in rolled
+        .groups
+        .iter_mut()
+        .filter(|g| groups.contains(&g.name))
+    {
         if let Some(before) = previous.group(&group.name) {
             group.provider = before.provider.clone();
             group.flavor = before.flavor.clone();

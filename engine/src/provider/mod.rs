@@ -82,6 +82,16 @@ pub trait Provider: Send + Sync {
     /// Every instance matching `selector`, read back from the provider.
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError>;
 
+    /// Whether instance `id` still runs. The default asks `describe`; providers that can
+    /// look one instance up directly override it.
+    async fn alive(&self, id: &str, selector: &Selector) -> Result<bool, ProviderError> {
+        Ok(self
+            .describe(selector)
+            .await?
+            .iter()
+            .any(|i| i.id == id && i.state.is_live()))
+    }
+
     /// A stream of changes for instant detection of exits, when the provider has one.
     /// Callers fall back to periodic `describe` when this is `None`.
     async fn watch(

@@ -1,0 +1,112 @@
+//! Every example under `examples/` that runs real processes is applied, checked and
+//! destroyed here, under a project name of its own.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::repo;
+use crate::process::{wait_for, Project};
+
+/// The body of `GET path` on 127.0.0.1:`port`, or the error.
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if !answer.starts_with("HTTP/1.0 200") && !answer.starts_with("HTTP/1.1 200") {
+        return Err(answer.lines().next().unwrap_or("").to_owned());
+    }
+    Ok(answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+/// The example's spec under a test project name.
+fn example(name: &str) -> Project {
+    let path = repo().join("examples").join(name).join("main.star");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let original = format!("project(name = {name:?})\n");
+    assert!(text.contains(&original), "{name} does not name its project");
+    let renamed = format!("it-example-{name}");
+    Project::new(&renamed, &text.replace(&original, ""))
+}
+
+/// True when `program` can be run; in CI a missing program fails the test.
+fn have(program: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{program} is required in CI (.ci/run installs it)"
+        );
+        eprintln!("skipping: {program} is not installed");
+    }
+    found
+}
+
+#[test]
+fn hello_serves_three_pages() {
+    let p = example("hello");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("3 created"), "{out}");
+    for port in [8001, 8002, 8003] {
+        let page = http_get(port, "/").unwrap_or_else(|e| panic!("port {port}: {e}"));
+        assert!(page.contains("Directory listing"), "{page}");
+    }
+}
+
+#[test]
+fn multi_tier_renders_the_db_addresses_into_the_api() {
+    let p = example("multi-tier");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("5 created"), "{out}");
+    for (port, index) in [(7201, 0), (7202, 1)] {
+        let page = http_get(port, "/").unwrap_or_else(|e| panic!("port {port}: {e}"));
+        assert_eq!(
+            page,
+            format!("api {index} uses db at 127.0.0.1:7101,127.0.0.1:7102\n")
+        );
+    }
+    assert!(http_get(7301, "/").is_ok());
+    let graph = p.ok(&["graph"]);
+    assert!(
+        graph.contains("\"db\" -> \"api\" [style=dashed, label=\"reads\"];"),
+        "{graph}"
+    );
+    assert!(graph.contains("\"api\" -> \"web\";"), "{graph}");
+}
+
+#[test]
+fn etcd_cluster_forms_and_heals_a_member() {
+    if !have("etcd") {
+        return;
+    }
+    let p = example("etcd-cluster");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("3 created"), "{out}");
+    for port in [12379, 12389, 12399] {
+        let health = http_get(port, "/health").unwrap_or_else(|e| panic!("port {port}: {e}"));
+        assert!(health.contains("\"health\":\"true\""), "{health}");
+    }
+    let member_b = p
+        .live()
+        .into_iter()
+        .find(|l| l.slot == "b")
+        .map(|l| l.pid)
+        .unwrap_or_default();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &member_b.to_string()])
+        .status();
+    wait_for(|| !p.live().iter().any(|l| l.pid == member_b));
+    let plan = p.ok(&["plan"]);
+    assert!(plan.starts_with("! heal    etcd/b ("), "{plan}");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("1 healed"), "{out}");
+    let health = http_get(12389, "/health").unwrap_or_else(|e| panic!("{e}"));
+    assert!(health.contains("\"health\":\"true\""), "{health}");
+}
