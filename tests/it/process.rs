@@ -473,3 +473,79 @@ fn a_failed_rollout_with_rollback_returns_to_the_last_applied_version() {
     assert_eq!(slots(&live), ["0", "1", "2"]);
     assert!(live.iter().all(|l| l.hash == old), "{live:?}");
 }
+
+#[test]
+fn ctrl_c_stops_new_actions_and_leaves_only_tagged_instances() {
+    let slow = r#", health = exec(command = ["sleep", "0.2"], grace_period = "0s")"#;
+    let spec = format!(
+        r#"group(name = "work", size = 12, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
+"#
+    );
+    let p = Project::new("it-interrupt", &spec);
+    let child = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes", "--parallelism", "2"])
+        .current_dir(p.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(|| p.live().len() >= 3);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Stopping: no new actions start; running ones finish."));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Apply incomplete (stopped)"), "{stdout}");
+    let created = stdout
+        .lines()
+        .filter(|l| l.starts_with("+ created"))
+        .count();
+    // Every process that exists is a finished, tagged instance: none was left half made.
+    assert_eq!(p.live().len(), created, "{stdout}");
+    assert!(created < 12);
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains(&format!("{} created", 12 - created)), "{out}");
+}
+
+#[test]
+fn status_shows_outdated_instances_and_orphans() {
+    let p = Project::new("it-status", &sleeper(2, "1000", ""));
+    p.ok(&["apply", "--yes"]);
+    let two = format!(
+        "{}{}",
+        sleeper(2, "1001", ""),
+        r#"group(name = "extra", size = 1, provider = process(), flavor = flavor(command = ["sleep", "1000"]))
+"#
+    );
+    p.write_spec(&two);
+    p.ok(&["apply", "--yes"]);
+    // Back to one group whose template changed: "extra" is now an orphan, "work" outdated.
+    p.write_spec(&sleeper(2, "1002", ""));
+    let status: serde_json::Value =
+        serde_json::from_str(&p.ok(&["status", "--json"])).unwrap_or_default();
+    let instances = status["groups"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(instances.len(), 2);
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["outdated"] == true && i["health"] == "no check"),
+        "{status}"
+    );
+    assert_eq!(
+        status["orphans"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(status["serial"], 2);
+    let text = p.ok(&["status"]);
+    assert!(text.contains("(outdated)"), "{text}");
+    assert!(
+        text.contains("orphans (tagged with the project, owned by no group):"),
+        "{text}"
+    );
+}
