@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use engine::procfs;
 use engine::provider::{
-    InstanceState, InstanceTags, ObservedInstance, Provider, ProviderError, ProvisionRequest,
-    Selector,
+    no_settings, require_tags, InstanceState, InstanceTags, ObservedInstance, Provider,
+    ProviderError, ProvisionRequest, Selector,
 };
 use serde::{Deserialize, Serialize};
 
@@ -360,21 +360,11 @@ impl Provider for ProcessProvider {
     }
 
     fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
-        match props.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(ProviderError::InvalidProps {
-                provider: NAME.to_owned(),
-                detail: format!("process takes no settings, got {key:?}"),
-            }),
-        }
+        no_settings(NAME, props)
     }
 
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
-        if let Some(key) = request.tags.missing() {
-            return Err(backend(format!(
-                "refusing to create an instance without tag {key}"
-            )));
-        }
+        require_tags(NAME, &request)?;
         let logs = self.dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;

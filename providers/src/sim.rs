@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use engine::provider::{
-    InstanceState, ObservedInstance, Provider, ProviderError, ProvisionRequest, Selector,
+    no_settings, require_tags, InstanceState, ObservedInstance, Provider, ProviderError,
+    ProvisionRequest, Selector,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -124,22 +125,11 @@ impl Provider for SimProvider {
     }
 
     fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
-        match props.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(ProviderError::InvalidProps {
-                provider: NAME.to_owned(),
-                detail: format!("sim takes no settings, got {key:?}"),
-            }),
-        }
+        no_settings(NAME, props)
     }
 
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
-        if let Some(key) = request.tags.missing() {
-            return Err(backend(
-                format!("refusing to create an instance without tag {key}"),
-                None,
-            ));
-        }
+        require_tags(NAME, &request)?;
         let address = request
             .address
             .unwrap_or_else(|| format!("{}-{}.sim:0", request.group, request.slot));

@@ -31,6 +31,15 @@ fn alloc_struct<'v>(heap: Heap<'v>, fields: Vec<(&str, Value<'v>)>) -> Value<'v>
     heap.alloc(AllocStruct(fields))
 }
 
+/// A struct with just its `kind` and one field naming which one: `process()`, `sim()`,
+/// `recreate()`.
+fn marker<'v>(heap: Heap<'v>, kind: &str, key: &str, value: &str) -> Value<'v> {
+    alloc_struct(
+        heap,
+        vec![("kind", heap.alloc(kind)), (key, heap.alloc(value))],
+    )
+}
+
 fn opt_str<'v>(heap: Heap<'v>, value: Option<&str>) -> Value<'v> {
     value.map_or_else(Value::new_none, |s| heap.alloc(s))
 }
@@ -271,24 +280,12 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
 
     /// Instances as local OS processes.
     fn process<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
-        Ok(alloc_struct(
-            heap,
-            vec![
-                ("kind", heap.alloc("provider")),
-                ("type", heap.alloc("process")),
-            ],
-        ))
+        Ok(marker(heap, "provider", "type", "process"))
     }
 
     /// Simulated instances, kept as JSON in the state folder: for spec tests and plans.
     fn sim<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
-        Ok(alloc_struct(
-            heap,
-            vec![
-                ("kind", heap.alloc("provider")),
-                ("type", heap.alloc("sim")),
-            ],
-        ))
+        Ok(marker(heap, "provider", "type", "sim"))
     }
 
     /// Health check: an HTTP GET that must answer 2xx.
@@ -387,13 +384,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
 
     /// Update policy: destroy every outdated instance, then create the new ones.
     fn recreate<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
-        Ok(alloc_struct(
-            heap,
-            vec![
-                ("kind", heap.alloc("update")),
-                ("strategy", heap.alloc("recreate")),
-            ],
-        ))
+        Ok(marker(heap, "update", "strategy", "recreate"))
     }
 
     /// A secret read from tend's environment variable `name` at apply time.

@@ -61,6 +61,33 @@ impl ProviderError {
     }
 }
 
+/// Checks that a provider that takes no settings got none.
+pub fn no_settings(
+    provider: &str,
+    props: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<(), ProviderError> {
+    match props.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(ProviderError::InvalidProps {
+            provider: provider.to_owned(),
+            detail: format!("{provider} takes no settings, got {key:?}"),
+        }),
+    }
+}
+
+/// Refuses a request that lacks one of the four `tend.*` tags: no instance is ever made
+/// that tend could not find again.
+pub fn require_tags(provider: &str, request: &ProvisionRequest) -> Result<(), ProviderError> {
+    match request.tags.missing() {
+        None => Ok(()),
+        Some(key) => Err(ProviderError::Backend {
+            provider: provider.to_owned(),
+            detail: format!("refusing to create an instance without tag {key}"),
+            source: None,
+        }),
+    }
+}
+
 /// One way of making instances. Object-safe; one implementation per provider module.
 #[async_trait]
 pub trait Provider: Send + Sync {
