@@ -59,6 +59,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Remove every instance tagged with the project, dependents first.
     Destroy(ApplyArgs),
+    /// Keep the project matching the spec: heal dead, unhealthy and drifted instances.
+    Run(RunArgs),
     /// Show groups, slots, instances, health, outdated hashes and orphans.
     Status {
         #[command(flatten)]
@@ -89,6 +91,29 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Actions in flight at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Where tend keeps state (default: .tend beside the spec).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Options of `tend run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The spec to keep.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// The longest time between two looks at the instances (events wake it sooner).
+    #[arg(long, default_value = "10s")]
+    pub resync: String,
+    /// Where to serve /healthz, /status, /metrics and /events.
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    pub listen: String,
+    /// Evaluate the spec again when its files change.
+    #[arg(long)]
+    pub watch: bool,
     /// Actions in flight at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,

@@ -4,6 +4,7 @@
 //! groups; [`provider`] reads back what is really running; [`plan`] diffs the two into an
 //! action DAG. [`template`] checks and renders flavor templates.
 
+pub mod controller;
 pub mod diagnostic;
 pub mod exec;
 pub mod fault;
@@ -14,5 +15,6 @@ pub mod plan;
 pub mod procfs;
 pub mod provider;
 pub mod spec;
+pub mod status;
 pub mod store;
 pub mod template;

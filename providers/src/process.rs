@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use engine::procfs;
 use engine::provider::{
     no_settings, require_tags, InstanceState, InstanceTags, ObservedInstance, Provider,
-    ProviderError, ProvisionRequest, Selector,
+    ProviderError, ProviderEvent, ProvisionRequest, Selector,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,8 @@ pub struct ProcessProvider {
     children: Mutex<HashMap<u32, Child>>,
     /// Held while the record log is appended to or rewritten.
     records: Mutex<()>,
+    /// Where new instances are announced to a running `watch`.
+    watched: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, u32, u64)>>>,
 }
 
 /// Splits an instance id into pid and start ticks.
@@ -102,6 +104,7 @@ impl ProcessProvider {
             dir: state_dir.join("process"),
             children: Mutex::new(HashMap::new()),
             records: Mutex::new(()),
+            watched: Mutex::new(None),
         }
     }
 
@@ -308,6 +311,30 @@ fn spawn(dir: &Path, request: &ProvisionRequest, log: &Path) -> Result<Child, Pr
     })
 }
 
+/// Returns when process `pid` (started at `ticks`) has exited: its pidfd turns readable.
+/// Without pidfd support it falls back to polling `/proc`.
+async fn wait_for_exit(pid: u32, ticks: u64) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd >= 0 {
+        // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // The pid might have been reused before the pidfd was opened: check it is ours.
+        if !procfs::is_alive(pid, ticks) {
+            return;
+        }
+        // SAFETY: the AsyncFd owns the descriptor for its whole life; nothing else uses it.
+        if let Ok(async_fd) = unsafe { tokio::io::unix::AsyncFd::register(owned) } {
+            let _ = async_fd.readable().await;
+            return;
+        }
+    }
+    while procfs::is_alive(pid, ticks) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reads one process as an instance of `project`, if it is one. A session leader whose
 /// environment cannot be read right now (it is in the middle of an `exec`) is taken from
 /// the records, where it was written when it started.
@@ -380,6 +407,9 @@ impl Provider for ProcessProvider {
         if let Ok(mut children) = self.children.lock() {
             children.insert(pid, child);
         }
+        if let Some(watch) = self.watched.lock().ok().and_then(|w| w.clone()) {
+            let _ = watch.send((id.clone(), pid, stat.start_ticks));
+        }
         let record = Record {
             id: id.clone(),
             tags: request.tags.clone(),
@@ -430,6 +460,43 @@ impl Provider for ProcessProvider {
 
     async fn alive(&self, id: &str, _selector: &Selector) -> Result<bool, ProviderError> {
         Ok(parse_id(id).is_some_and(|(pid, ticks)| procfs::is_alive(pid, ticks)))
+    }
+
+    /// Exits are noticed at once: one pidfd per instance, readable when the process ends.
+    async fn watch(
+        &self,
+        selector: &Selector,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
+        let (events, receiver) = tokio::sync::mpsc::channel(1024);
+        let (announce, mut announced) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(mut watched) = self.watched.lock() {
+            *watched = Some(announce.clone());
+        }
+        for instance in self.describe(selector).await? {
+            if let (true, Some((pid, ticks))) = (instance.state.is_live(), parse_id(&instance.id)) {
+                let _ = announce.send((instance.id.clone(), pid, ticks));
+            }
+        }
+        tokio::spawn(async move {
+            let mut exits = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    next = announced.recv() => {
+                        let Some((id, pid, ticks)) = next else { break };
+                        exits.spawn(async move {
+                            wait_for_exit(pid, ticks).await;
+                            id
+                        });
+                    }
+                    Some(Ok(id)) = exits.join_next() => {
+                        if events.send(ProviderEvent::Gone { id }).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(receiver))
     }
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {

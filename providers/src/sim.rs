@@ -24,6 +24,31 @@ pub struct SimState {
     pub next: u64,
     /// Every simulated instance, dead ones included until destroyed.
     pub instances: Vec<ObservedInstance>,
+    /// Instances that `describe` does not show yet, until the given time (ms since epoch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hidden_until: BTreeMap<String, u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The `visible_after` setting, in milliseconds (0 when not set).
+fn visible_after_ms(props: &BTreeMap<String, serde_json::Value>) -> Result<u64, ProviderError> {
+    match props.get("visible_after") {
+        None => Ok(0),
+        Some(value) => value
+            .as_str()
+            .and_then(|t| t.parse::<engine::spec::Duration>().ok())
+            .map(|d| d.as_millis())
+            .ok_or_else(|| ProviderError::InvalidProps {
+                provider: NAME.to_owned(),
+                detail: format!("visible_after must be a duration, got {value}"),
+            }),
+    }
 }
 
 /// Simulated instances in `<state_dir>/sim/instances.json`.
@@ -125,23 +150,35 @@ impl Provider for SimProvider {
     }
 
     fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
-        no_settings(NAME, props)
+        visible_after_ms(props)?;
+        let mut others = props.clone();
+        others.remove("visible_after");
+        no_settings(NAME, &others)
     }
 
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
         require_tags(NAME, &request)?;
+        let hidden_for = visible_after_ms(&request.props)?;
         let address = request
             .address
             .unwrap_or_else(|| format!("{}-{}.sim:0", request.group, request.slot));
-        self.insert(ObservedInstance {
-            id: String::new(),
-            tags: request.tags,
-            labels: request.labels,
-            address: Some(address),
-            state: InstanceState::Running,
-            started_at: 0,
-        })
-        .await
+        let id = self
+            .insert(ObservedInstance {
+                id: String::new(),
+                tags: request.tags,
+                labels: request.labels,
+                address: Some(address),
+                state: InstanceState::Running,
+                started_at: 0,
+            })
+            .await?;
+        if hidden_for > 0 {
+            let _guard = self.lock.lock().await;
+            let mut world = self.load()?;
+            world.hidden_until.insert(id.clone(), now_ms() + hidden_for);
+            self.save(&world)?;
+        }
+        Ok(id)
     }
 
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
@@ -155,12 +192,24 @@ impl Provider for SimProvider {
         self.save(&world)
     }
 
-    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+    /// Looking one instance up by id sees it at once, even while listing does not yet.
+    async fn alive(&self, id: &str, _selector: &Selector) -> Result<bool, ProviderError> {
         let world = self.load()?;
         Ok(world
             .instances
-            .into_iter()
-            .filter(|i| i.tags.project == selector.project)
+            .iter()
+            .any(|i| i.id == id && i.state.is_live()))
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let world = self.load()?;
+        let now = now_ms();
+        let hidden = |id: &str| world.hidden_until.get(id).is_some_and(|t| *t > now);
+        Ok(world
+            .instances
+            .iter()
+            .filter(|i| i.tags.project == selector.project && !hidden(&i.id))
+            .cloned()
             .collect())
     }
 }

@@ -1,12 +1,13 @@
 //! `tend apply [SPEC | PLANFILE]`
 
+use engine::controller::report::{self, Phase};
 use engine::exec::{groups_to_roll_back, spec_with_previous_templates, ExecOptions, Executor};
 use engine::fault::Fault;
 use engine::graph::GroupGraph;
 use engine::plan::{plan, Plan, PlanInput, SavedPlan};
 use engine::provider::{observe, ProviderSet};
 use engine::spec::Spec;
-use engine::store::Store;
+use engine::store::{Store, StoreError};
 
 use crate::cli::ApplyArgs;
 use crate::failure::Failure;
@@ -47,7 +48,22 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     }
     let state_dir = state_dir_for(&spec_args.spec, args.state_dir.clone());
     let store = Store::new(&state_dir);
-    let _lock = store.lock("apply")?;
+    let _lock = match store.lock("apply") {
+        Ok(lock) => lock,
+        Err(StoreError::Locked { holder }) if holder.command == "run" => {
+            if saved.is_some() {
+                return Err(Failure::Other {
+                    fault: Fault::Spec,
+                    message: format!(
+                        "`tend run` (pid {}) keeps this project: apply the spec, not a saved plan",
+                        holder.pid
+                    ),
+                });
+            }
+            return hand_over(&spec, &store, &state_dir, holder.pid);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let providers = providers::all(&state_dir);
     let rt = runtime()?;
     let observed = rt.block_on(observe(&spec, &providers))?;
@@ -72,6 +88,51 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         }
     };
     execute(&spec, &spec, &store, providers, planned, &args, "Apply")
+}
+
+/// While `tend run` keeps the project, apply never acts beside it: it commits the spec to
+/// the store and waits until the controller reports that serial converged or failing.
+fn hand_over(
+    spec: &Spec,
+    store: &Store,
+    state_dir: &std::path::Path,
+    pid: u32,
+) -> Result<i32, Failure> {
+    let applied = store.commit(spec)?;
+    println!(
+        "`tend run` (pid {pid}) keeps this project: handed it serial {}; waiting for it to converge.",
+        applied.serial
+    );
+    let mut last = None;
+    loop {
+        let Some(report) = report::read(state_dir) else {
+            return Err(Failure::Other {
+                fault: Fault::Environment,
+                message: "`tend run` stopped before it converged; run `tend apply` again"
+                    .to_owned(),
+            });
+        };
+        if report.serial >= applied.serial {
+            if last != Some(report.phase) {
+                println!("controller: {:?}", report.phase);
+                last = Some(report.phase);
+            }
+            match report.phase {
+                Phase::Converged => {
+                    println!("Serial {} converged.", applied.serial);
+                    return Ok(0);
+                }
+                Phase::Failing => {
+                    for (group, why) in &report.failing {
+                        println!("group {group} is failing: {why}");
+                    }
+                    return Ok(1);
+                }
+                Phase::Working => {}
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// After a failed rolling update with `on_failure = "rollback"`, puts the failed groups back
@@ -105,23 +166,8 @@ Rolling back {} to the last applied version.",
         expectations: &[],
         previous: None,
     });
-    // Only the failed groups move; indexes in `after` are remapped to the kept actions.
-    let keep: Vec<usize> = (0..back.actions.len())
-        .filter(|i| groups.contains(&back.actions[*i].group))
-        .collect();
-    let actions = keep
-        .iter()
-        .map(|&i| {
-            let mut a = back.actions[i].clone();
-            a.after = a
-                .after
-                .iter()
-                .filter_map(|d| keep.iter().position(|k| k == d))
-                .collect();
-            a
-        })
-        .collect();
-    back.actions = actions;
+    // Only the failed groups move.
+    back.retain(|a| groups.contains(&a.group));
     let executor = Executor::new(rolled, providers.clone(), options.clone(), secrets());
     let report = rt.block_on(run_plan(&executor, &back, "Rollback"));
     Ok(report.succeeded())

@@ -4,6 +4,7 @@ mod apply;
 mod destroy;
 mod graph;
 mod plan;
+mod run;
 mod setup;
 mod status;
 mod validate;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Graph { spec, format } => graph::run(&spec, format),
         Command::Apply(args) => apply::run(args),
         Command::Destroy(args) => destroy::run(args),
+        Command::Run(args) => run::run(args),
         Command::Status {
             spec,
             json,

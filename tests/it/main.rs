@@ -8,3 +8,4 @@ mod harness;
 mod planner_props;
 mod plans;
 mod process;
+mod run;

@@ -284,8 +284,26 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// Simulated instances, kept as JSON in the state folder: for spec tests and plans.
-    fn sim<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
-        Ok(marker(heap, "provider", "type", "sim"))
+    /// `visible_after` makes a new instance show only that long after it was created, as a
+    /// slow cloud API would.
+    fn sim<'v>(
+        #[starlark(require = named)] visible_after: Option<&str>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        match visible_after {
+            None => Ok(marker(heap, "provider", "type", "sim")),
+            Some(delay) => {
+                check_duration("visible_after", delay)?;
+                Ok(alloc_struct(
+                    heap,
+                    vec![
+                        ("kind", heap.alloc("provider")),
+                        ("type", heap.alloc("sim")),
+                        ("visible_after", heap.alloc(delay)),
+                    ],
+                ))
+            }
+        }
     }
 
     /// Health check: an HTTP GET that must answer 2xx.

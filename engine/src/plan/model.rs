@@ -107,6 +107,110 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
+
+    /// Keeps the actions `keep` accepts, and everything they need to wait for stays
+    /// consistent: `after` indexes are renumbered, and an action that waited for a dropped
+    /// action is dropped too (it must not run early). The summary is recounted.
+    pub fn retain(&mut self, keep: impl Fn(&Action) -> bool) {
+        let mut kept: Vec<bool> = self.actions.iter().map(&keep).collect();
+        // Actions are not in dependency order, so repeat until nothing changes.
+        loop {
+            let mut changed = false;
+            for i in 0..self.actions.len() {
+                if kept[i]
+                    && self.actions[i]
+                        .after
+                        .iter()
+                        .any(|d| !kept.get(*d).copied().unwrap_or(true))
+                {
+                    kept[i] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut new_index = vec![usize::MAX; self.actions.len()];
+        let mut next = 0;
+        for (i, k) in kept.iter().enumerate() {
+            if *k {
+                new_index[i] = next;
+                next += 1;
+            }
+        }
+        let actions = std::mem::take(&mut self.actions);
+        self.actions = actions
+            .into_iter()
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .map(|(mut a, _)| {
+                a.after = a
+                    .after
+                    .iter()
+                    .filter_map(|d| new_index.get(*d).copied().filter(|n| *n != usize::MAX))
+                    .collect();
+                a
+            })
+            .collect();
+        let mut summary = Summary::default();
+        for a in &self.actions {
+            match a.action {
+                ActionKind::Create => summary.create += 1,
+                ActionKind::Heal => summary.heal += 1,
+                ActionKind::Replace => summary.replace += 1,
+                ActionKind::Destroy => summary.destroy += 1,
+            }
+        }
+        self.summary = summary;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(kind: ActionKind, slot: u32, after: Vec<usize>) -> Action {
+        Action {
+            action: kind,
+            group: "g".into(),
+            slot: Slot::Index(slot),
+            reason: String::new(),
+            after,
+            provider: "sim".into(),
+            instance: None,
+            hash: None,
+            batch: None,
+            surge: false,
+        }
+    }
+
+    #[test]
+    fn retain_drops_what_waits_for_a_dropped_action_and_renumbers() {
+        let mut plan = Plan {
+            project: "p".into(),
+            summary: Summary::default(),
+            unchanged: 0,
+            actions: vec![
+                action(ActionKind::Create, 0, vec![]),
+                action(ActionKind::Create, 1, vec![]),
+                action(ActionKind::Replace, 2, vec![1]),
+                action(ActionKind::Destroy, 3, vec![0]),
+            ],
+        };
+        plan.retain(|a| a.slot != Slot::Index(1));
+        let slots: Vec<String> = plan.actions.iter().map(|a| a.slot.to_string()).collect();
+        assert_eq!(slots, ["0", "3"]);
+        assert_eq!(plan.actions[1].after, [0]);
+        assert_eq!(
+            (
+                plan.summary.create,
+                plan.summary.destroy,
+                plan.summary.replace
+            ),
+            (1, 1, 0)
+        );
+    }
 }
 
 /// Work the executor has issued but the provider may not show yet. The planner counts it

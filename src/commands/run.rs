@@ -1,0 +1,127 @@
+//! `tend run`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::controller::{http, Controller, Options, Reload};
+use engine::fault::Fault;
+use engine::lang::{evaluate_file, EvalOptions};
+use engine::spec::Duration;
+use engine::store::Store;
+
+use crate::cli::RunArgs;
+use crate::failure::Failure;
+
+use super::setup::{load, runtime, secrets, state_dir_for};
+
+fn environment(message: String) -> Failure {
+    Failure::Other {
+        fault: Fault::Environment,
+        message,
+    }
+}
+
+/// Every `.star` file under `root` (the spec's own files), at most 1,000.
+fn spec_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "star") && found.len() < 1000 {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Commits the spec, takes the project, and reconciles until SIGTERM or Ctrl-C.
+pub fn run(args: RunArgs) -> Result<i32, Failure> {
+    let (spec, _) = load(&args.spec)?;
+    let resync: Duration = args.resync.parse().map_err(|e| Failure::Other {
+        fault: Fault::Spec,
+        message: format!("--resync: {e}"),
+    })?;
+    let state_dir = state_dir_for(&args.spec.spec, args.state_dir.clone());
+    let store = Store::new(&state_dir);
+    let lock = store.lock("run")?;
+    let applied = store.commit(&spec)?;
+    let providers = providers::all(&state_dir);
+    let reload = args.watch.then(|| {
+        let root = args
+            .spec
+            .root
+            .clone()
+            .or_else(|| args.spec.spec.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let root = if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root
+        };
+        let path = args.spec.spec.clone();
+        let options = EvalOptions {
+            root: args.spec.root.clone(),
+            max_steps: args.spec.max_steps,
+        };
+        Reload {
+            files: spec_files(&root),
+            evaluate: Box::new(move || evaluate_file(&path, &options).map_err(|e| e.to_string())),
+        }
+    });
+    let options = Options {
+        resync: resync.to_std(),
+        parallelism: args.parallelism.max(1),
+        state_dir: state_dir.clone(),
+        reload,
+    };
+    let project = spec.project.clone();
+    let controller = Controller::new(spec, applied.serial, store, providers, secrets(), options);
+    let endpoint = Arc::new(controller.endpoint());
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| environment(format!("cannot listen on {}: {e}", args.listen)))?;
+        tokio::spawn(http::serve(listener, endpoint));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            let _ = stop_tx.send(true);
+        });
+        eprintln!(
+            "tend run: keeping project {project:?} at serial {}; http://{}/status",
+            applied.serial, args.listen
+        );
+        controller
+            .run(stop_rx)
+            .await
+            .map_err(|e| environment(e.to_string()))
+    });
+    drop(lock);
+    result.map(|()| 0)
+}

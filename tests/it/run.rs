@@ -1,0 +1,288 @@
+//! `tend run` with real processes: healing deaths and failed health checks, backing off a
+//! crash loop, rolling a changed spec, resuming after a SIGKILL, and its HTTP endpoint.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::examples::http_get;
+use crate::harness::text;
+use crate::process::{wait_for, Project};
+
+/// A running `tend run`, stopped with SIGTERM when dropped.
+struct Running {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Running {
+    fn start(p: &Project, port: u16, extra: &[&str]) -> Running {
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["run", "--listen", listen.as_str(), "--resync", "2s"];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_tend"))
+            .args(&args)
+            .current_dir(p.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let running = Running {
+            child: Some(child),
+            port,
+        };
+        wait_for(|| http_get(port, "/healthz").is_ok());
+        running
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn get(&self, path: &str) -> String {
+        http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status")).unwrap_or_default()
+    }
+
+    fn events(&self, kind: &str) -> usize {
+        self.get("/events")
+            .lines()
+            .filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
+            .count()
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn converged(p: &Project) -> bool {
+    std::fs::read_to_string(p.path().join(".tend/controller.json"))
+        .is_ok_and(|t| t.contains("\"phase\": \"converged\""))
+}
+
+#[test]
+fn a_killed_instance_is_replaced_and_stopping_leaves_instances_running() {
+    let spec = r#"group(name = "work", size = 3, provider = process(), flavor = flavor(command = ["sleep", "1000"]))
+"#;
+    let p = Project::new("it-run-heal", spec);
+    let run = Running::start(&p, 19281, &[]);
+    wait_for(|| p.live().len() == 3 && converged(&p));
+    let victim = p.live()[1].clone();
+    let _ = Command::new("kill")
+        .args(["-9", &victim.pid.to_string()])
+        .status();
+    wait_for(|| {
+        let live = p.live();
+        live.len() == 3 && !live.iter().any(|l| l.pid == victim.pid)
+    });
+    assert!(p.live().iter().any(|l| l.slot == victim.slot));
+    wait_for(|| run.events("healed") == 1);
+    wait_for(|| {
+        run.get("/metrics")
+            .contains("tend_instances{group=\"work\",state=\"running\"} 3\n")
+    });
+    let metrics = run.get("/metrics");
+    assert!(metrics.contains("tend_heals_total 1\n"), "{metrics}");
+    assert!(!metrics.contains("state=\"dead\""), "{metrics}");
+    let pid = run.pid();
+    drop(run);
+    // Stopped cleanly: instances run on, the lock and the report are gone.
+    assert_eq!(p.live().len(), 3);
+    assert!(!p.path().join(".tend/lock").exists());
+    assert!(!p.path().join(".tend/controller.json").exists());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid));
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+use std::path::Path;
+
+#[test]
+fn an_instance_failing_its_health_check_is_replaced_after_its_threshold() {
+    let spec = r#"group(
+    name = "web",
+    size = 1,
+    provider = process(),
+    flavor = flavor(
+        command = ["python3", "-m", "http.server", "17401", "--bind", "127.0.0.1"],
+        files = {"ok": "yes"},
+        health = http(port = 17401, path = "/ok", grace_period = "0s", interval = "200ms", failures = 2),
+    ),
+)
+"#;
+    let p = Project::new("it-run-health", spec);
+    let run = Running::start(&p, 19282, &[]);
+    wait_for(|| converged(&p) && http_get(17401, "/ok").is_ok());
+    let first = p.live()[0].pid;
+    std::fs::remove_file(p.path().join(".tend/process/run/web-0/ok"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(|| p.live().first().is_some_and(|l| l.pid != first) && http_get(17401, "/ok").is_ok());
+    wait_for(|| run.events("healed") >= 1);
+    assert_eq!(run.events("unhealthy"), 1);
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_the_group_is_marked_failing() {
+    let spec = r#"group(name = "broken", size = 1, provider = process(), flavor = flavor(command = ["false"]))
+"#;
+    let p = Project::new("it-run-crashloop", spec);
+    let run = Running::start(&p, 19283, &[]);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let attempts = run.events("failed");
+    // Retries after 1, 2, 4 and 8 s, then the group is failing and waits 5 minutes.
+    assert!(
+        (4..=6).contains(&attempts),
+        "{attempts} attempts in {:?}",
+        started.elapsed()
+    );
+    let status = run.status();
+    let failing = status["groups"][0]["failing"].as_str().unwrap_or("");
+    assert!(
+        failing.contains("failures in a row; retrying every 300s"),
+        "{status}"
+    );
+    assert!(
+        status["groups"][0]["backoff"]["0"]
+            .as_str()
+            .is_some_and(|b| b.contains("exited right after it started")),
+        "{status}"
+    );
+    let shown = p.ok(&["status"]);
+    assert!(shown.contains("FAILING:"), "{shown}");
+}
+
+fn rolling_spec(arg: &str) -> String {
+    format!(
+        r#"group(
+    name = "work",
+    size = 4,
+    provider = process(),
+    flavor = flavor(command = ["sleep", "{arg}"], health = exec(command = ["sleep", "0.3"], grace_period = "0s")),
+    update = rolling(max_unavailable = 1),
+)
+"#
+    )
+}
+
+#[test]
+fn apply_hands_a_new_spec_to_the_controller_and_waits_for_it() {
+    let p = Project::new("it-run-apply", &rolling_spec("1000"));
+    let _run = Running::start(&p, 19284, &[]);
+    wait_for(|| p.live().len() == 4 && converged(&p));
+    let old = p.live()[0].hash.clone();
+    p.write_spec(&rolling_spec("1001"));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(
+        out.contains("keeps this project: handed it serial 2; waiting for it to converge."),
+        "{out}"
+    );
+    assert!(out.contains("Serial 2 converged."), "{out}");
+    let live = p.live();
+    assert_eq!(live.len(), 4);
+    assert!(live.iter().all(|l| l.hash != old), "{live:?}");
+}
+
+#[test]
+fn a_controller_killed_mid_rollout_resumes_it_when_restarted() {
+    let p = Project::new("it-run-resume", &rolling_spec("1000"));
+    let run = Running::start(&p, 19285, &[]);
+    wait_for(|| p.live().len() == 4 && converged(&p));
+    let old = p.live()[0].hash.clone();
+    p.write_spec(&rolling_spec("1001"));
+    let apply = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes"])
+        .current_dir(p.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(|| p.live().iter().filter(|l| l.hash != old).count() >= 1);
+    run.kill();
+    let updated = p.live().iter().filter(|l| l.hash != old).count();
+    assert!(updated < 4, "the rollout finished before the kill");
+    let _ = apply.wait_with_output();
+    // The new controller reads progress from the tags: it finishes the rollout.
+    let restarted = Running::start(&p, 19286, &[]);
+    wait_for(|| {
+        let live = p.live();
+        live.len() == 4 && live.iter().all(|l| l.hash != old)
+    });
+    assert!(restarted.events("replaced") <= 4 - updated + 1);
+}
+
+#[test]
+fn a_slow_provider_is_never_asked_twice_for_the_same_slot() {
+    let spec = r#"group(name = "cloud", size = 3, provider = sim(visible_after = "1500ms"), flavor = flavor(command = ["vm"]))
+"#;
+    let p = Project::new("it-run-slow", spec);
+    let run = Running::start(&p, 19287, &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    let world: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join(".tend/sim/instances.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        world["instances"].as_array().map(Vec::len),
+        Some(3),
+        "{world}"
+    );
+    assert_eq!(run.events("created"), 3);
+    wait_for(|| converged(&p));
+}
+
+#[test]
+fn events_stream_live() {
+    let spec = r#"group(name = "work", size = 1, provider = process(), flavor = flavor(command = ["sleep", "1000"]))
+"#;
+    let p = Project::new("it-run-events", spec);
+    let run = Running::start(&p, 19288, &[]);
+    wait_for(|| converged(&p));
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", run.port)).unwrap_or_else(|e| panic!("{e}"));
+    use std::io::{BufRead, BufReader, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+    let _ = write!(stream, "GET /events?follow HTTP/1.0\r\n\r\n");
+    let victim = p.live()[0].pid;
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    let mut reader = BufReader::new(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("\"kind\":\"exited\"") {
+            return;
+        }
+    }
+    panic!("no exited event streamed: {}", text(seen.as_bytes()));
+}
