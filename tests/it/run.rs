@@ -286,3 +286,32 @@ fn events_stream_live() {
     }
     panic!("no exited event streamed: {}", text(seen.as_bytes()));
 }
+
+#[test]
+fn watch_reevaluates_a_changed_spec_and_keeps_running_on_a_broken_one() {
+    let spec = |n: u32| {
+        format!(
+            r#"group(name = "work", size = {n}, provider = process(), flavor = flavor(command = ["sleep", "1000"]))
+"#
+        )
+    };
+    let p = Project::new("it-run-watch", &spec(1));
+    let run = Running::start(&p, 19289, &["--watch"]);
+    wait_for(|| p.live().len() == 1 && converged(&p));
+    // A broken spec is reported and ignored.
+    std::fs::write(p.path().join("main.star"), "group(name = \n").unwrap_or_else(|e| panic!("{e}"));
+    wait_for(|| {
+        run.get("/events")
+            .contains("the changed spec is not valid; keeping the running one")
+    });
+    assert_eq!(p.live().len(), 1);
+    // Mtime granularity: make sure the next write is seen as a change.
+    std::thread::sleep(Duration::from_millis(20));
+    p.write_spec(&spec(3));
+    wait_for(|| p.live().len() == 3 && converged(&p));
+    let applied: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join(".tend/state.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(applied["serial"], 2);
+}
