@@ -72,6 +72,19 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Run the `def test_*()` functions of `*_test.star` files.
+    Test {
+        /// Files or folders to search (default: the current folder).
+        paths: Vec<PathBuf>,
+        /// Rewrite snapshots that changed.
+        #[arg(long)]
+        update: bool,
+        /// The most steps (calls and loop iterations) one test may take.
+        #[arg(long, default_value_t = 10_000_000)]
+        max_steps: u64,
+    },
+    /// List the stdlib modules (`@tend//...`) and their functions.
+    Stdlib,
     /// Print the group dependency graph.
     Graph {
         #[command(flatten)]

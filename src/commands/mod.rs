@@ -7,6 +7,8 @@ mod plan;
 mod run;
 mod setup;
 mod status;
+mod stdlib;
+mod test;
 mod validate;
 
 use crate::cli::{Cli, Command};
@@ -27,6 +29,12 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Command::Apply(args) => apply::run(args),
         Command::Destroy(args) => destroy::run(args),
         Command::Run(args) => run::run(args),
+        Command::Test {
+            paths,
+            update,
+            max_steps,
+        } => test::run(paths, update, max_steps),
+        Command::Stdlib => stdlib::run(),
         Command::Status {
             spec,
             json,

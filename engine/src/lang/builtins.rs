@@ -18,12 +18,13 @@ use starlark::values::{Heap, Value};
 
 use super::convert;
 use super::diagnostics::location;
-use super::recorder::SpecRecorder;
+use super::recorder::{EvalContext, SpecRecorder};
 use crate::spec::{validate, Group, SpecError};
 
 fn recorder<'a>(eval: &Evaluator<'_, 'a, '_>) -> anyhow::Result<&'a SpecRecorder> {
     eval.extra
-        .and_then(|extra| extra.downcast_ref::<SpecRecorder>())
+        .and_then(|extra| extra.downcast_ref::<EvalContext>())
+        .map(|context| &context.recorder)
         .ok_or_else(|| anyhow::anyhow!("internal error: builtin called outside a spec evaluation"))
 }
 

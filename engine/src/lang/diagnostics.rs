@@ -43,15 +43,15 @@ pub fn from_starlark(error: &starlark::Error) -> Diagnostic {
     diagnostic
 }
 
-/// Starlark's own messages are capitalised and sometimes spread over lines; tend prints one
-/// lowercase sentence.
+/// Starlark's own messages are capitalised; tend's start lowercase. Lines are kept (a test
+/// failure carries a diff), without trailing spaces or blank lines.
 fn tidy_message(message: &str) -> String {
     let joined = message
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
-        .join(": ");
+        .join("\n");
     let mut chars = joined.chars();
     match chars.next() {
         Some(first) if chars.clone().next().is_some_and(|c| c.is_lowercase()) => {

@@ -14,7 +14,7 @@ use starlark::eval::{BeforeStmtFunc, Evaluator, ReturnFileLoader};
 use starlark::syntax::{AstModule, Dialect};
 
 use super::diagnostics::{from_starlark, location};
-use super::recorder::SpecRecorder;
+use super::recorder::EvalContext;
 use super::stdlib;
 use crate::diagnostic::Diagnostic;
 
@@ -43,8 +43,8 @@ pub struct Loader<'a> {
     pub root_display: PathBuf,
     /// Builtins and the standard Starlark library.
     pub globals: &'a Globals,
-    /// Where builtins record groups.
-    pub recorder: &'a SpecRecorder,
+    /// What builtins reach: the group recorder, and test settings in a test module.
+    pub context: &'a EvalContext,
     /// Step limit per module (function calls and loop iterations).
     pub max_steps: u64,
     /// Modules already evaluated.
@@ -131,12 +131,12 @@ impl Loader<'_> {
         }
         let modules: HashMap<&str, &FrozenModule> =
             loaded.iter().map(|(id, m)| (id.as_str(), m)).collect();
-        let evaluated = self.run(ast, &modules, self.recorder, None);
+        let evaluated = self.run(ast, &modules, self.context, None);
         match evaluated {
             Err(RunError::StepLimit) => {
                 let last = RefCell::new(None);
                 if let Ok(again) = AstModule::parse(display, source.to_owned(), &dialect()) {
-                    let scratch = SpecRecorder::default();
+                    let scratch = EvalContext::default();
                     let _ = self.run(again, &modules, &scratch, Some(&last));
                 }
                 Err(Diagnostic::new(
@@ -159,7 +159,7 @@ impl Loader<'_> {
         &self,
         ast: AstModule,
         modules: &HashMap<&str, &FrozenModule>,
-        recorder: &SpecRecorder,
+        context: &EvalContext,
         trace: Option<&RefCell<Option<FileSpan>>>,
     ) -> Result<FrozenModule, RunError> {
         let file_loader = ReturnFileLoader { modules };
@@ -174,7 +174,7 @@ impl Loader<'_> {
             {
                 let mut eval = Evaluator::new(&module);
                 eval.set_loader(&file_loader);
-                eval.extra = Some(recorder);
+                eval.extra = Some(context);
                 if trace.is_some() {
                     eval.before_stmt_for_dap(BeforeStmtFunc::Fn(&remember));
                 }

@@ -9,6 +9,7 @@ mod diagnostics;
 mod loader;
 mod recorder;
 pub mod stdlib;
+mod testing;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use crate::diagnostic::Diagnostic;
 use crate::graph::{GraphError, GroupGraph};
 use crate::spec::{validate, Spec};
 use loader::{Loader, ModuleKey};
-use recorder::SpecRecorder;
+use recorder::EvalContext;
+pub use testing::{run_test_file, TestRun, TestSettings};
 
 /// How a spec is evaluated.
 #[derive(Clone, Debug)]
@@ -172,19 +174,19 @@ fn evaluate(
     options: &EvalOptions,
 ) -> Result<Spec, LangError> {
     let globals = globals();
-    let recorder = SpecRecorder::default();
+    let context = EvalContext::default();
     let loader = Loader {
         root,
         root_display,
         globals: &globals,
-        recorder: &recorder,
+        context: &context,
         max_steps: options.max_steps,
         cache: RefCell::new(HashMap::new()),
         loading: RefCell::new(Vec::new()),
     };
     loader.eval_module(key, display, source)?;
     drop(loader);
-    let recorded = recorder.into_recorded();
+    let recorded = context.recorder.into_recorded();
     let project = match recorded.project {
         Some((name, _)) => name,
         None => validate::project_name_from_folder(folder),

@@ -7,8 +7,17 @@ use starlark::any::ProvidesStaticType;
 use crate::diagnostic::SourceLocation;
 use crate::spec::Group;
 
-/// Collects what builtins declare while a spec evaluates. Lives in the evaluator's `extra`.
-#[derive(Debug, Default, ProvidesStaticType)]
+/// What builtins can reach while a module evaluates; lives in the evaluator's `extra`.
+#[derive(Default, ProvidesStaticType)]
+pub struct EvalContext {
+    /// Where `group()` and `project()` record.
+    pub recorder: SpecRecorder,
+    /// Set when the module is a `*_test.star`: what the test builtins need.
+    pub test: Option<super::testing::TestSettings>,
+}
+
+/// Collects what builtins declare while a spec evaluates.
+#[derive(Debug, Default)]
 pub struct SpecRecorder {
     inner: RefCell<Recorded>,
 }

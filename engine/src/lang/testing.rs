@@ -1,0 +1,388 @@
+//! `*_test.star` files: the test builtins (`assert_eq`, `spec`, `plan`, `simulate`, `render`,
+//! `snapshot`, ...) and running every top-level `def test_*()` in isolation: each test gets
+//! a fresh evaluation of its file, so no test sees another's state.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use starlark::environment::{Globals, GlobalsBuilder, LibraryExtension, Module};
+use starlark::eval::Evaluator;
+use starlark::starlark_module;
+use starlark::values::list_or_tuple::UnpackListOrTuple;
+use starlark::values::none::NoneType;
+use starlark::values::{Heap, Value};
+
+use super::diagnostics::from_starlark;
+use super::loader::{Loader, ModuleKey};
+use super::recorder::EvalContext;
+use super::{builtins, evaluate_file, EvalOptions};
+use crate::graph::GroupGraph;
+use crate::plan::{plan, PlanInput};
+use crate::provider::Observed;
+use crate::spec::{EnvValue, Spec};
+use crate::testing::{
+    diff, observed_from_json, observed_to_json, simulate, Snapshots, TestOutcome,
+};
+
+/// What the test builtins of one test file need.
+pub struct TestSettings {
+    /// The test file's folder: `spec()` paths are relative to it.
+    pub dir: PathBuf,
+    /// The test file's name without `.star`, for snapshot names.
+    pub stem: String,
+    /// Where snapshots live and whether they may be written.
+    pub snapshots: Snapshots,
+    /// How specs are evaluated.
+    pub options: EvalOptions,
+}
+
+fn settings<'a>(eval: &Evaluator<'_, 'a, '_>) -> anyhow::Result<&'a TestSettings> {
+    eval.extra
+        .and_then(|e| e.downcast_ref::<EvalContext>())
+        .and_then(|c| c.test.as_ref())
+        .ok_or_else(|| {
+            anyhow::anyhow!("test builtins only work in *_test.star files run by `tend test`")
+        })
+}
+
+/// A value as text for messages and snapshots: strings as they are, the rest as pretty JSON
+/// (sorted keys), or Starlark's repr when it has no JSON form.
+fn show(value: Value<'_>) -> String {
+    if let Some(s) = value.unpack_str() {
+        return s.to_owned();
+    }
+    match value.to_json_value() {
+        Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_else(|_| value.to_repr()),
+        Err(_) => value.to_repr(),
+    }
+}
+
+fn spec_of(value: Value<'_>) -> anyhow::Result<Spec> {
+    let json = value.to_json_value()?;
+    serde_json::from_value(json).map_err(|e| anyhow::anyhow!("not a spec from spec(): {e}"))
+}
+
+fn strings(list: Option<UnpackListOrTuple<String>>) -> Vec<String> {
+    list.map(|l| l.items).unwrap_or_default()
+}
+
+#[starlark_module]
+fn test_builtins(builder: &mut GlobalsBuilder) {
+    /// Fails unless `actual == expected`, showing a diff.
+    fn assert_eq<'v>(
+        #[starlark(require = pos)] expected: Value<'v>,
+        #[starlark(require = pos)] actual: Value<'v>,
+        #[starlark(require = named)] msg: Option<&str>,
+    ) -> anyhow::Result<NoneType> {
+        if expected
+            .equals(actual)
+            .map_err(starlark::Error::into_anyhow)?
+        {
+            return Ok(NoneType);
+        }
+        let prefix = msg.map(|m| format!("{m}: ")).unwrap_or_default();
+        anyhow::bail!(
+            "{prefix}values differ (- expected, + actual):\n{}",
+            diff(&show(expected), &show(actual))
+        )
+    }
+
+    /// Fails when `actual == unexpected`.
+    fn assert_ne<'v>(
+        #[starlark(require = pos)] unexpected: Value<'v>,
+        #[starlark(require = pos)] actual: Value<'v>,
+        #[starlark(require = named)] msg: Option<&str>,
+    ) -> anyhow::Result<NoneType> {
+        if !unexpected
+            .equals(actual)
+            .map_err(starlark::Error::into_anyhow)?
+        {
+            return Ok(NoneType);
+        }
+        let prefix = msg.map(|m| format!("{m}: ")).unwrap_or_default();
+        anyhow::bail!("{prefix}both values are {}", show(actual))
+    }
+
+    /// Fails unless `condition` is true.
+    fn assert_true<'v>(
+        #[starlark(require = pos)] condition: Value<'v>,
+        #[starlark(require = named)] msg: Option<&str>,
+    ) -> anyhow::Result<NoneType> {
+        if condition.to_bool() {
+            return Ok(NoneType);
+        }
+        anyhow::bail!(
+            "{}",
+            msg.unwrap_or("assertion failed: the value is not true")
+        )
+    }
+
+    /// Calls `function` and fails unless it fails with a message containing `pattern`.
+    fn assert_fails<'v>(
+        #[starlark(require = pos)] function: Value<'v>,
+        #[starlark(require = pos)] pattern: &str,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        match eval.eval_function(function, &[], &[]) {
+            Ok(_) => {
+                anyhow::bail!("expected a failure containing {pattern:?}, but the call succeeded")
+            }
+            Err(e) => {
+                let message = e.without_diagnostic().to_string();
+                if message.contains(pattern) {
+                    Ok(NoneType)
+                } else {
+                    anyhow::bail!(
+                        "the call failed with {message:?}, which does not contain {pattern:?}"
+                    )
+                }
+            }
+        }
+    }
+
+    /// Evaluates the spec at `path` (relative to the test file) into a value.
+    fn spec<'v>(
+        #[starlark(require = pos)] path: &str,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<Value<'v>> {
+        let settings = settings(eval)?;
+        let options = EvalOptions {
+            root: None,
+            max_steps: settings.options.max_steps,
+        };
+        let spec = evaluate_file(&settings.dir.join(path), &options)
+            .map_err(|e| anyhow::anyhow!("spec({path:?}):\n{e}"))?;
+        Ok(eval.heap().alloc(serde_json::to_value(&spec)?))
+    }
+
+    /// The plan for `spec` against `observed` (default: nothing runs): `summary`, `actions`,
+    /// `unchanged` and `text` (as `tend plan` prints it).
+    fn plan<'v>(
+        #[starlark(require = pos)] spec: Value<'v>,
+        #[starlark(require = named)] observed: Option<Value<'v>>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let spec = spec_of(spec)?;
+        let observed = match observed {
+            Some(v) if !v.is_none() => observed_from_json(&spec.project, &v.to_json_value()?)
+                .map_err(anyhow::Error::msg)?,
+            _ => Observed::new(&spec.project),
+        };
+        let graph = GroupGraph::build(&spec)?;
+        let planned = plan(PlanInput {
+            spec: &spec,
+            graph: &graph,
+            observed: &observed,
+            expectations: &[],
+            previous: None,
+        });
+        let mut json = serde_json::to_value(&planned)?;
+        json["text"] = serde_json::Value::String(planned.to_text());
+        Ok(heap.alloc(json))
+    }
+
+    /// The observed state of `spec` converged, with failures injected: slots (`"web/2"`)
+    /// that are dead, unhealthy, or on an old hash.
+    fn simulate<'v>(
+        #[starlark(require = pos)] spec: Value<'v>,
+        #[starlark(require = named)] kill: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named)] unhealthy: Option<UnpackListOrTuple<String>>,
+        #[starlark(require = named)] outdated: Option<UnpackListOrTuple<String>>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let spec = spec_of(spec)?;
+        let observed = simulate(
+            &spec,
+            &strings(kill),
+            &strings(unhealthy),
+            &strings(outdated),
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(heap.alloc(observed_to_json(&observed)))
+    }
+
+    /// What the instance in slot `target` (`"web/2"`) would run: `command`, `env` (secrets
+    /// shown by name only), `files`, `workdir`, `address`.
+    fn render<'v>(
+        #[starlark(require = pos)] spec: Value<'v>,
+        #[starlark(require = pos)] target: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let spec = spec_of(spec)?;
+        let (group_name, slot_text) = target
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("{target:?} is not a slot: write \"group/slot\""))?;
+        let group = spec
+            .group(group_name)
+            .ok_or_else(|| anyhow::anyhow!("no group {group_name:?}"))?;
+        let slot = group.allocation.parse_slot(slot_text);
+        if !group.allocation.contains(&slot) {
+            anyhow::bail!("{target:?} is not a slot of group {group_name:?}");
+        }
+        let observed = simulate(&spec, &[], &[], &[]).map_err(anyhow::Error::msg)?;
+        let secrets: HashMap<String, String> = group
+            .flavor
+            .env
+            .values()
+            .filter_map(|v| match v {
+                EnvValue::Secret { secret } => Some((secret.clone(), format!("<secret {secret}>"))),
+                EnvValue::Plain(_) => None,
+            })
+            .collect();
+        let rendered =
+            crate::exec::render_instance(&spec.project, group, &slot, &observed, &|name: &str| {
+                secrets.get(name).cloned()
+            })?;
+        let r = rendered.request;
+        Ok(heap.alloc(serde_json::json!({
+            "command": r.command, "env": r.env, "files": r.files,
+            "workdir": r.workdir, "address": r.address,
+        })))
+    }
+
+    /// Compares `value` with snapshot `name` under `__snapshots__/` beside the test: written
+    /// on the first run, rewritten with `--update`, and a failure when missing or changed
+    /// under `CI=true`.
+    fn snapshot<'v>(
+        #[starlark(require = pos)] name: &str,
+        #[starlark(require = pos)] value: Value<'v>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        let settings = settings(eval)?;
+        settings
+            .snapshots
+            .check(&settings.stem, name, &show(value))
+            .map_err(anyhow::Error::msg)?;
+        Ok(NoneType)
+    }
+}
+
+fn test_globals() -> Globals {
+    GlobalsBuilder::extended_by(&[
+        LibraryExtension::StructType,
+        LibraryExtension::Json,
+        LibraryExtension::Print,
+    ])
+    .with(builtins::tend_builtins)
+    .with(test_builtins)
+    .build()
+}
+
+/// How `tend test` runs files.
+#[derive(Clone, Debug)]
+pub struct TestRun {
+    /// `--update`: rewrite changed snapshots.
+    pub update: bool,
+    /// `CI=true`: never write snapshots.
+    pub ci: bool,
+    /// Evaluation limits.
+    pub options: EvalOptions,
+}
+
+/// Runs every `def test_*()` of the test file at `path`, each in a fresh evaluation.
+/// A file that does not load is one failed test named `<load>`.
+pub fn run_test_file(path: &Path, run: &TestRun) -> Vec<TestOutcome> {
+    let display = path.display().to_string();
+    let failed = |name: &str, why: String| TestOutcome {
+        file: display.clone(),
+        name: name.to_owned(),
+        failure: Some(why),
+    };
+    let Ok(source) = std::fs::read_to_string(path) else {
+        return vec![failed("<load>", format!("cannot read {display}"))];
+    };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let root_dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.clone()
+    };
+    let (Ok(root), Ok(canonical)) = (root_dir.canonicalize(), path.canonicalize()) else {
+        return vec![failed("<load>", format!("cannot resolve {display}"))];
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let globals = test_globals();
+    let context = || EvalContext {
+        recorder: Default::default(),
+        test: Some(TestSettings {
+            dir: dir.clone(),
+            stem: stem.clone(),
+            snapshots: Snapshots::beside(path, run.update, run.ci),
+            options: run.options.clone(),
+        }),
+    };
+    let evaluate = |context: &EvalContext| {
+        let loader = Loader {
+            root: root.clone(),
+            root_display: dir.clone(),
+            globals: &globals,
+            context,
+            max_steps: run.options.max_steps,
+            cache: RefCell::new(HashMap::new()),
+            loading: RefCell::new(Vec::new()),
+        };
+        loader.eval_module(
+            ModuleKey::File(canonical.clone()),
+            display.clone(),
+            source.clone(),
+        )
+    };
+    let first = context();
+    let module = match evaluate(&first) {
+        Ok(m) => m,
+        Err(d) => return vec![failed("<load>", d.to_string())],
+    };
+    let mut names: Vec<String> = module
+        .names()
+        .map(|n| n.as_str().to_owned())
+        .filter(|n| n.starts_with("test_"))
+        .filter(|n| {
+            module
+                .get(n)
+                .is_ok_and(|v| v.value().get_type() == "function")
+        })
+        .collect();
+    names.sort();
+    let mut outcomes = Vec::new();
+    for name in names {
+        let context = context();
+        let result = evaluate(&context).and_then(|module| {
+            let function = module.get(&name).map_err(|e| {
+                crate::diagnostic::Diagnostic::new(format!("internal error: {e}"), None)
+            })?;
+            Module::with_temp_heap(|m| {
+                // SAFETY: the module's frozen heap now references the test module's heap, so
+                // the function stays alive as long as `m`, which outlives every use below.
+                let f = unsafe { function.owned_frozen_value(m.frozen_heap()) }.to_value();
+                let mut eval = Evaluator::new(&m);
+                eval.extra = Some(&context);
+                eval.set_max_tick_count(run.options.max_steps)
+                    .map_err(|e| {
+                        crate::diagnostic::Diagnostic::new(format!("internal error: {e}"), None)
+                    })?;
+                let result = eval.eval_function(f, &[], &[]).map(|_| ()).map_err(|e| {
+                    let mut d = from_starlark(&e);
+                    if d.message.contains("ticks has been exceeded") {
+                        d.message = format!(
+                            "the test took more than {} steps and was stopped",
+                            run.options.max_steps
+                        );
+                    }
+                    d
+                });
+                drop(eval);
+                result
+            })
+        });
+        outcomes.push(TestOutcome {
+            file: display.clone(),
+            name,
+            failure: result.err().map(|d| d.to_string()),
+        });
+    }
+    outcomes
+}
