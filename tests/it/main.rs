@@ -9,3 +9,4 @@ mod planner_props;
 mod plans;
 mod process;
 mod run;
+mod tend_test;

@@ -73,7 +73,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
     fn assert_eq<'v>(
         #[starlark(require = pos)] expected: Value<'v>,
         #[starlark(require = pos)] actual: Value<'v>,
-        #[starlark(require = named)] msg: Option<&str>,
+        msg: Option<&str>,
     ) -> anyhow::Result<NoneType> {
         if expected
             .equals(actual)
@@ -92,7 +92,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
     fn assert_ne<'v>(
         #[starlark(require = pos)] unexpected: Value<'v>,
         #[starlark(require = pos)] actual: Value<'v>,
-        #[starlark(require = named)] msg: Option<&str>,
+        msg: Option<&str>,
     ) -> anyhow::Result<NoneType> {
         if !unexpected
             .equals(actual)
@@ -107,7 +107,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
     /// Fails unless `condition` is true.
     fn assert_true<'v>(
         #[starlark(require = pos)] condition: Value<'v>,
-        #[starlark(require = named)] msg: Option<&str>,
+        msg: Option<&str>,
     ) -> anyhow::Result<NoneType> {
         if condition.to_bool() {
             return Ok(NoneType);
