@@ -239,7 +239,7 @@ pub fn diff(expected: &str, actual: &str) -> String {
             out.push(format!("  {}", a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
             out.push(format!("+ {}", b[j]));
             j += 1;
         } else {
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn diff_marks_removed_and_added_lines() {
-        assert_eq!(diff("a\nb\nc", "a\nx\nc"), "  a\n+ x\n- b\n  c");
+        assert_eq!(diff("a\nb\nc", "a\nx\nc"), "  a\n- b\n+ x\n  c");
     }
 
     #[test]
