@@ -398,7 +398,9 @@ impl Controller {
                     };
                     self.backoff.succeeded(&action.group, &slot, stable, now);
                 }
-                Outcome::Failed { error } if action.action != ActionKind::Destroy => {
+                // Failed destroys back off too, so a provider that keeps refusing one is not
+                // asked again in a tight loop.
+                Outcome::Failed { error } => {
                     let wait = self.backoff.failed(&action.group, &slot, error, now);
                     self.journal.event(
                         "backoff",
