@@ -110,3 +110,19 @@ fn etcd_cluster_forms_and_heals_a_member() {
     let health = http_get(12389, "/health").unwrap_or_else(|e| panic!("{e}"));
     assert!(health.contains("\"health\":\"true\""), "{health}");
 }
+
+#[test]
+fn docker_web_serves_a_page_per_container() {
+    let _engine = crate::docker::ENGINE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if !crate::docker::have_engine() {
+        return;
+    }
+    let p = example("docker-web");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("3 created"), "{out}");
+    for (port, id) in [(18301, "web-0"), (18302, "web-1"), (18303, "web-2")] {
+        assert_eq!(http_get(port, "/").ok(), Some(format!("<h1>{id}</h1>\n")));
+    }
+}

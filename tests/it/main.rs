@@ -2,6 +2,7 @@
 //! files under `testdata/`.
 
 mod cli;
+mod docker;
 mod errors;
 mod examples;
 mod harness;

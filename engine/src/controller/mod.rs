@@ -80,6 +80,8 @@ pub struct Controller {
     pending: Vec<Pending>,
     /// When each slot last got a new instance, to count quick deaths as failures.
     started: BTreeMap<(String, String), Instant>,
+    /// Instances a provider event reported gone, trusted over a listing that lags behind.
+    gone: BTreeMap<String, Instant>,
 }
 
 /// Why the controller stopped.
@@ -117,6 +119,7 @@ impl Controller {
             monitor: Monitor::default(),
             pending: Vec::new(),
             started: BTreeMap::new(),
+            gone: BTreeMap::new(),
         }
     }
 
@@ -149,7 +152,17 @@ impl Controller {
             project: project.clone(),
         };
         let (events_tx, mut events) = mpsc::channel::<(String, ProviderEvent)>(1024);
-        for (name, provider) in self.providers.iter() {
+        let used: Vec<String> = self
+            .spec()
+            .groups
+            .iter()
+            .map(|g| g.provider.kind.clone())
+            .collect();
+        for (name, provider) in self
+            .providers
+            .iter()
+            .filter(|(n, _)| used.iter().any(|u| u == n))
+        {
             match provider.watch(&selector).await {
                 Ok(Some(mut rx)) => {
                     let tx = events_tx.clone();
@@ -211,6 +224,8 @@ impl Controller {
             };
             self.monitor.sync(&spec, &observed, &self.secret);
             mark_unhealthy(&mut observed, &self.monitor.unhealthy());
+            self.gone.retain(|_, at| at.elapsed() < EXPECT_FOR);
+            mark_gone(&mut observed, &self.gone);
             self.settle_pending(&observed);
             let live: HashSet<(String, String)> = observed
                 .iter()
@@ -560,6 +575,19 @@ fn mark_unhealthy(observed: &mut Observed, unhealthy: &HashSet<String>) {
     }
 }
 
+/// Marks instances that a provider event reported gone as dead, even while the provider's
+/// listing still shows them running (Docker's list lags its event stream).
+fn mark_gone(observed: &mut Observed, gone: &BTreeMap<String, Instant>) {
+    if gone.is_empty() {
+        return;
+    }
+    for list in observed.by_provider.values_mut() {
+        for i in list.iter_mut().filter(|i| gone.contains_key(&i.id)) {
+            i.state = InstanceState::Dead;
+        }
+    }
+}
+
 /// Sleeps up to `wait`; true when a stop request arrived.
 async fn wait_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, wait: Duration) -> bool {
     tokio::select! {
@@ -603,6 +631,7 @@ async fn continue_or_wait(
             event = events.recv() => {
                 if let Some((provider, ProviderEvent::Gone { id })) = event {
                     ctl.journal.event("exited", "", "", format!("{provider} instance {id} is gone"));
+                    ctl.gone.insert(id, Instant::now());
                 }
                 return;
             }

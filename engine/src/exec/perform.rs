@@ -48,12 +48,28 @@ async fn run(shared: &Shared, action: &Action) -> Result<Option<Made>, String> {
                 .map(Some)
         }
         ActionKind::Heal => {
-            if let Some(old) = &action.instance {
-                stop(shared, provider.as_ref(), group, action, old).await?;
+            let group = need(group, action)?;
+            let selector = Selector {
+                project: shared.spec.project.clone(),
+            };
+            match &action.instance {
+                // A dead instance holds no port: its replacement starts first, and the remains
+                // are removed after, so the slot is served again as soon as possible.
+                Some(old) if !provider.alive(old, &selector).await.unwrap_or(true) => {
+                    let made = create_healthy(shared, provider.as_ref(), group, action).await?;
+                    stop(shared, provider.as_ref(), Some(group), action, old).await?;
+                    Ok(Some(made))
+                }
+                Some(old) => {
+                    stop(shared, provider.as_ref(), Some(group), action, old).await?;
+                    create_healthy(shared, provider.as_ref(), group, action)
+                        .await
+                        .map(Some)
+                }
+                None => create_healthy(shared, provider.as_ref(), group, action)
+                    .await
+                    .map(Some),
             }
-            create_healthy(shared, provider.as_ref(), need(group, action)?, action)
-                .await
-                .map(Some)
         }
         ActionKind::Replace => {
             let group = need(group, action)?;

@@ -109,6 +109,38 @@ pub fn context(group: &Group, slot: &Slot, observed: &Observed) -> TemplateConte
     }
 }
 
+/// Provider settings with every template string rendered for the instance.
+fn render_props(
+    props: &BTreeMap<String, serde_json::Value>,
+    fill: &dyn Fn(&str, &str) -> Result<String, RenderError>,
+) -> Result<BTreeMap<String, serde_json::Value>, RenderError> {
+    fn walk(
+        field: &str,
+        value: &serde_json::Value,
+        fill: &dyn Fn(&str, &str) -> Result<String, RenderError>,
+    ) -> Result<serde_json::Value, RenderError> {
+        Ok(match value {
+            serde_json::Value::String(text) => serde_json::Value::String(fill(field, text)?),
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|v| walk(field, v, fill))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), walk(&format!("{field}.{k}"), v, fill)?)))
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+    props
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), walk(&format!("provider.{k}"), v, fill)?)))
+        .collect()
+}
+
 /// Renders the instance of `group` for `slot` in `project`.
 pub fn render_instance(
     project: &str,
@@ -218,7 +250,7 @@ pub fn render_instance(
                 hash: SpecHash::of(group).to_string(),
             },
             labels,
-            props: group.provider.props.clone(),
+            props: render_props(&group.provider.props, &fill)?,
             command,
             env,
             files,

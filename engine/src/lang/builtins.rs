@@ -307,6 +307,70 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         }
     }
 
+    /// Instances as containers on a Docker Engine. `ports` maps a container port to a host
+    /// port on 127.0.0.1 (a number, a template such as "{{ 18000 + instance.index }}", or 0
+    /// for one the engine picks). tend never pulls `image` unless `pull = True`.
+    fn docker<'v>(
+        #[starlark(require = pos)] image: &str,
+        #[starlark(require = named)] ports: Option<
+            starlark::values::dict::UnpackDictEntries<Value<'v>, Value<'v>>,
+        >,
+        #[starlark(require = named)] network: Option<&str>,
+        #[starlark(require = named)] host: Option<&str>,
+        #[starlark(require = named, default = false)] pull: bool,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        if image.is_empty() {
+            anyhow::bail!("docker() needs an image");
+        }
+        let mut mapped: Vec<(String, Value<'v>)> = Vec::new();
+        for (inside, outside) in ports.map(|p| p.entries).unwrap_or_default() {
+            let inside = match (inside.unpack_i32(), inside.unpack_str()) {
+                (Some(n), _) => validate::port(i64::from(n))?.to_string(),
+                (None, Some(text)) => validate::port(
+                    text.parse::<i64>()
+                        .map_err(|_| anyhow::anyhow!("container port {text:?} is not a number"))?,
+                )?
+                .to_string(),
+                _ => anyhow::bail!("container ports are numbers, got {}", inside.get_type()),
+            };
+            let outside = match (outside.unpack_i32(), outside.unpack_str()) {
+                (Some(0), _) => heap.alloc(0),
+                (Some(n), _) => heap.alloc(validate::port(i64::from(n))? as i32),
+                (None, Some(text)) => heap.alloc(text),
+                _ => anyhow::bail!(
+                    "host port for {inside} must be a number or a template, got {}",
+                    outside.get_type()
+                ),
+            };
+            mapped.push((inside, outside));
+        }
+        if let Some(h) = host {
+            if !h.starts_with("unix://") {
+                anyhow::bail!(
+                    "docker host {h:?}: only local engines, as unix:///path/to/docker.sock"
+                );
+            }
+        }
+        let mut fields = vec![
+            ("kind", heap.alloc("provider")),
+            ("type", heap.alloc("docker")),
+            ("image", heap.alloc(image)),
+            (
+                "ports",
+                heap.alloc(starlark::values::dict::AllocDict(mapped)),
+            ),
+            ("pull", heap.alloc(pull)),
+        ];
+        if let Some(n) = network {
+            fields.push(("network", heap.alloc(n)));
+        }
+        if let Some(h) = host {
+            fields.push(("host", heap.alloc(h)));
+        }
+        Ok(alloc_struct(heap, fields))
+    }
+
     /// Health check: an HTTP GET that must answer 2xx.
     fn http<'v>(
         #[starlark(require = named)] port: Value<'v>,

@@ -15,7 +15,7 @@ use crate::spec::{
 use crate::template::{analyze, TemplateInfo};
 
 /// The providers this build of tend knows.
-pub const PROVIDERS: [&str; 2] = ["process", "sim"];
+pub const PROVIDERS: [&str; 3] = ["docker", "process", "sim"];
 
 /// A value that is not what a builtin parameter needs, said in the user's terms.
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +233,30 @@ pub fn provider(json: Json) -> Result<ProviderSpec, ConvertError> {
     }
     map.remove("kind");
     let props: BTreeMap<String, Json> = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    for (key, value) in &props {
+        check_templates(&format!("provider.{key}"), value)?;
+    }
     Ok(ProviderSpec { kind, props })
+}
+
+/// Checks every string inside a provider setting as a template (ports are often per slot).
+fn check_templates(field: &str, value: &Json) -> Result<(), ConvertError> {
+    match value {
+        Json::String(text) => analyze(text)
+            .map(|_| ())
+            .map_err(|error| ConvertError::Template {
+                field: field.to_owned(),
+                error,
+            }),
+        Json::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_templates(&format!("{field}[{i}]"), v)),
+        Json::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| check_templates(&format!("{field}[{k:?}]"), v)),
+        _ => Ok(()),
+    }
 }
 
 /// Converts an update policy struct (`rolling()`, `recreate()`).

@@ -100,7 +100,8 @@ impl Observed {
 }
 
 /// Checks every group's provider settings, then describes the project in every provider.
-/// Providers the spec does not use are asked too, so instances of removed groups are found.
+/// Providers the spec does not use are asked too, so instances of removed groups are found,
+/// but their failures are not errors.
 pub async fn observe(spec: &Spec, providers: &ProviderSet) -> Result<Observed, ProviderError> {
     for group in &spec.groups {
         providers
@@ -112,7 +113,14 @@ pub async fn observe(spec: &Spec, providers: &ProviderSet) -> Result<Observed, P
     };
     let mut observed = Observed::new(&spec.project);
     for (name, provider) in providers.iter() {
-        observed.add(name, provider.describe(&selector).await?);
+        let used = spec.groups.iter().any(|g| g.provider.kind == name);
+        match provider.describe(&selector).await {
+            Ok(instances) => observed.add(name, instances),
+            Err(e) if used => return Err(e),
+            // A provider the spec does not use is asked only to find instances of removed
+            // groups; if it is not there (no Docker engine, say), there are none to find.
+            Err(_) => {}
+        }
     }
     Ok(observed)
 }

@@ -1,0 +1,510 @@
+//! The `docker` provider: each instance is a container on a Docker Engine (bollard, with the
+//! API version negotiated: Debian's engine speaks 1.41).
+//!
+//! Tags are container labels set at creation; `describe` filters by the `tend.project`
+//! label; ports are published on 127.0.0.1 only; an exited container stays visible as a
+//! dead instance until it is healed. tend never pulls an image unless the spec says
+//! `pull = True`. `watch` follows the engine's event stream, so a dying container is seen
+//! at once, and reconnects when the engine comes back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use engine::provider::{
+    require_tags, tags, InstanceState, InstanceTags, ObservedInstance, Provider, ProviderError,
+    ProviderEvent, ProvisionRequest, Selector,
+};
+use futures_util::StreamExt;
+use tokio::sync::Mutex;
+
+const NAME: &str = "docker";
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+const SETTINGS: [&str; 5] = ["image", "ports", "network", "host", "pull"];
+
+fn backend(detail: String) -> ProviderError {
+    ProviderError::Backend {
+        provider: NAME.to_owned(),
+        detail,
+        source: None,
+    }
+}
+
+fn invalid(detail: String) -> ProviderError {
+    ProviderError::InvalidProps {
+        provider: NAME.to_owned(),
+        detail,
+    }
+}
+
+/// The settings of a `docker(...)` provider.
+struct Settings {
+    image: String,
+    /// Container port to host port (0: the engine picks one).
+    ports: Vec<(u16, u16)>,
+    network: Option<String>,
+    host: String,
+    pull: bool,
+}
+
+fn settings(props: &BTreeMap<String, serde_json::Value>) -> Result<Settings, ProviderError> {
+    if let Some(other) = props.keys().find(|k| !SETTINGS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown setting {other:?}; docker takes {}",
+            SETTINGS.join(", ")
+        )));
+    }
+    let image = props
+        .get("image")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("docker() needs an image".to_owned()))?
+        .to_owned();
+    let mut ports = Vec::new();
+    if let Some(map) = props.get("ports").and_then(|v| v.as_object()) {
+        for (inside, outside) in map {
+            let inside: u16 = inside
+                .parse()
+                .map_err(|_| invalid(format!("port {inside:?} is not a port number")))?;
+            let outside = match outside {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| invalid(format!("host port for {inside} must be a number or a template that renders to one, got {outside}")))?;
+            ports.push((inside, outside));
+        }
+    }
+    ports.sort_unstable();
+    Ok(Settings {
+        image,
+        ports,
+        network: props
+            .get("network")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        host: props
+            .get("host")
+            .and_then(|v| v.as_str())
+            .unwrap_or(DEFAULT_HOST)
+            .to_owned(),
+        pull: props.get("pull").and_then(|v| v.as_bool()).unwrap_or(false),
+    })
+}
+
+/// Containers on one Docker Engine.
+pub struct DockerProvider {
+    dir: PathBuf,
+    clients: Mutex<HashMap<String, Docker>>,
+    /// Every engine a spec named (the default one always): describe asks them all.
+    hosts: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Images already found on an engine (host, image): not inspected again.
+    images: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+/// A relative path that stays inside its folder.
+fn safe_relative(path: &str) -> Option<&Path> {
+    let p = Path::new(path);
+    let inside = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    (inside && !path.is_empty()).then_some(p)
+}
+
+fn short_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(0);
+    format!("{:06x}", nanos & 0xff_ffff)
+}
+
+/// Docker's short form of a container id (12 hex digits), which its API accepts everywhere.
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerProvider {
+    /// A docker provider keeping mounted flavor files under `state_dir/docker/`.
+    pub fn new(state_dir: &Path) -> Self {
+        DockerProvider {
+            dir: state_dir.join("docker"),
+            clients: Mutex::new(HashMap::new()),
+            hosts: std::sync::Mutex::new([DEFAULT_HOST.to_owned()].into_iter().collect()),
+            images: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    /// A client for `host`, connected and with the API version negotiated.
+    async fn client(&self, host: &str) -> Result<Docker, ProviderError> {
+        if let Some(client) = self.clients.lock().await.get(host) {
+            return Ok(client.clone());
+        }
+        let unreachable = |e: bollard::errors::Error| {
+            backend(format!("cannot reach the Docker engine at {host}: {e}"))
+        };
+        let client = Docker::connect_with_unix(host, 120, API_DEFAULT_VERSION)
+            .map_err(unreachable)?
+            .negotiate_version()
+            .await
+            .map_err(unreachable)?;
+        self.clients
+            .lock()
+            .await
+            .insert(host.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        self.hosts
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn ensure_image(&self, docker: &Docker, s: &Settings) -> Result<(), ProviderError> {
+        let key = (s.host.clone(), s.image.clone());
+        if self.images.lock().is_ok_and(|known| known.contains(&key)) {
+            return Ok(());
+        }
+        let found = self.find_or_pull(docker, s).await;
+        if found.is_ok() {
+            if let Ok(mut known) = self.images.lock() {
+                known.insert(key);
+            }
+        }
+        found
+    }
+
+    async fn find_or_pull(&self, docker: &Docker, s: &Settings) -> Result<(), ProviderError> {
+        match docker.inspect_image(&s.image).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) && s.pull => {
+                let options = CreateImageOptions {
+                    from_image: Some(s.image.clone()),
+                    ..Default::default()
+                };
+                let mut pulling = docker.create_image(Some(options), None, None);
+                while let Some(step) = pulling.next().await {
+                    step.map_err(|e| backend(format!("cannot pull image {} on {}: {e}", s.image, s.host)))?;
+                }
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => Err(backend(format!(
+                "image {} is not on the Docker engine at {}: build or load it there (tend pulls only with pull = True)",
+                s.image, s.host
+            ))),
+            Err(e) => Err(backend(format!("cannot inspect image {} on {}: {e}", s.image, s.host))),
+        }
+    }
+
+    /// The project's containers on one engine.
+    async fn describe_on(
+        &self,
+        host: &str,
+        selector: &Selector,
+    ) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let docker = self.client(host).await?;
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_owned(),
+            vec![format!("{}={}", tags::PROJECT, selector.project)],
+        );
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| backend(format!("cannot list containers on {host}: {e}")))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let labels: BTreeMap<String, String> =
+                    c.labels.clone().unwrap_or_default().into_iter().collect();
+                let address = c
+                    .ports
+                    .as_ref()
+                    .and_then(|ports| ports.iter().filter_map(|p| p.public_port).min())
+                    .map(|port| format!("127.0.0.1:{port}"));
+                Some(ObservedInstance {
+                    id: short(&c.id?),
+                    tags: InstanceTags::from_map(&labels),
+                    labels: labels
+                        .into_iter()
+                        .filter(|(k, _)| !k.starts_with("tend."))
+                        .collect(),
+                    address,
+                    state: state_of(c.state.as_ref()),
+                    started_at: c.created.unwrap_or(0).max(0) as u64 * 1000,
+                })
+            })
+            .collect())
+    }
+
+    /// Writes the flavor's files to a folder that is mounted as the container's working folder.
+    fn write_files(
+        &self,
+        name: &str,
+        files: &BTreeMap<String, String>,
+    ) -> Result<Option<PathBuf>, ProviderError> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let dir = self.dir.join("files").join(name);
+        for (path, content) in files {
+            let relative = safe_relative(path).ok_or_else(|| {
+                invalid(format!(
+                    "file path {path:?} must be relative and stay in the working folder"
+                ))
+            })?;
+            let full = dir.join(relative);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            std::fs::write(&full, content)
+                .map_err(|e| backend(format!("cannot write {}: {e}", full.display())))?;
+        }
+        let absolute = dir
+            .canonicalize()
+            .map_err(|e| backend(format!("cannot resolve {}: {e}", dir.display())))?;
+        Ok(Some(absolute))
+    }
+}
+
+fn state_of(state: Option<&ContainerSummaryStateEnum>) -> InstanceState {
+    match state {
+        Some(ContainerSummaryStateEnum::RUNNING) => InstanceState::Running,
+        Some(ContainerSummaryStateEnum::RESTARTING) => InstanceState::Starting,
+        _ => InstanceState::Dead,
+    }
+}
+
+#[async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
+        // Ports may be templates rendered per instance: check their shape when provisioning.
+        let mut shape = props.clone();
+        shape.remove("ports");
+        let s = settings(&shape)?;
+        if let Ok(mut hosts) = self.hosts.lock() {
+            hosts.insert(s.host);
+        }
+        Ok(())
+    }
+
+    async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
+        require_tags(NAME, &request)?;
+        let s = settings(&request.props)?;
+        let docker = self.client(&s.host).await?;
+        self.ensure_image(&docker, &s).await?;
+        let t = &request.tags;
+        let name = format!("tend-{}-{}-{}-{}", t.project, t.group, t.slot, short_id());
+        let mut labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
+        labels.extend(t.to_map());
+        let mut bindings = HashMap::new();
+        for (inside, outside) in &s.ports {
+            let host_port = if *outside == 0 {
+                String::new()
+            } else {
+                outside.to_string()
+            };
+            bindings.insert(
+                format!("{inside}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    host_port: Some(host_port),
+                }]),
+            );
+        }
+        let workdir = request
+            .workdir
+            .clone()
+            .unwrap_or_else(|| "/tend".to_owned());
+        let binds = self
+            .write_files(&name, &request.files)?
+            .map(|dir| vec![format!("{}:{workdir}:ro", dir.display())]);
+        let config = ContainerCreateBody {
+            image: Some(s.image.clone()),
+            cmd: (!request.command.is_empty()).then(|| request.command.clone()),
+            env: Some(
+                request
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            labels: Some(labels),
+            working_dir: (request.workdir.is_some() || binds.is_some()).then_some(workdir),
+            exposed_ports: Some(
+                s.ports
+                    .iter()
+                    .map(|(inside, _)| format!("{inside}/tcp"))
+                    .collect(),
+            ),
+            stop_timeout: Some((request.stop_timeout.as_millis() / 1000).max(1) as i64),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                network_mode: s.network.clone(),
+                binds,
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(options), config)
+            .await
+            .map_err(|e| backend(format!("cannot create container {name}: {e}")))?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            // Never leave a half-made instance behind: it carries tags, but remove it anyway.
+            let _ = docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            return Err(backend(format!("cannot start container {name}: {e}")));
+        }
+        Ok(short(&created.id))
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        for host in self.hosts() {
+            let docker = self.client(&host).await?;
+            match docker
+                .stop_container(id, None::<StopContainerOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => continue,
+                // 304: already stopped.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => return Err(backend(format!("cannot stop container {id}: {e}"))),
+            }
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            return match docker.remove_container(id, Some(options)).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(backend(format!("cannot remove container {id}: {e}"))),
+            };
+        }
+        Err(ProviderError::NotFound {
+            provider: NAME.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+
+    async fn alive(&self, id: &str, _selector: &Selector) -> Result<bool, ProviderError> {
+        for host in self.hosts() {
+            let docker = self.client(&host).await?;
+            match docker.inspect_container(id, None).await {
+                Ok(c) => return Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(backend(format!("cannot inspect container {id}: {e}"))),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let mut all = Vec::new();
+        for host in self.hosts() {
+            all.extend(self.describe_on(&host, selector).await?);
+        }
+        Ok(all)
+    }
+
+    async fn watch(
+        &self,
+        selector: &Selector,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
+        let (events, receiver) = tokio::sync::mpsc::channel(1024);
+        let project = selector.project.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(500);
+            loop {
+                let connected =
+                    match Docker::connect_with_unix(DEFAULT_HOST, 120, API_DEFAULT_VERSION) {
+                        Ok(d) => d.negotiate_version().await.ok(),
+                        Err(_) => None,
+                    };
+                if let Some(docker) = connected {
+                    pause = Duration::from_millis(500);
+                    let mut filters = HashMap::new();
+                    filters.insert("type".to_owned(), vec!["container".to_owned()]);
+                    filters.insert(
+                        "label".to_owned(),
+                        vec![format!("{}={project}", tags::PROJECT)],
+                    );
+                    filters.insert(
+                        "event".to_owned(),
+                        vec!["die".to_owned(), "destroy".to_owned(), "start".to_owned()],
+                    );
+                    let mut stream = docker.events(Some(EventsOptions {
+                        filters: Some(filters),
+                        ..Default::default()
+                    }));
+                    while let Some(Ok(event)) = stream.next().await {
+                        let id = short(&event.actor.and_then(|a| a.id).unwrap_or_default());
+                        let message = match event.action.as_deref() {
+                            Some("start") => ProviderEvent::Changed,
+                            _ => ProviderEvent::Gone { id },
+                        };
+                        if events.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The stream ended: the engine went away. Say so, then reconnect.
+                    if events.send(ProviderEvent::Changed).await.is_err() {
+                        return;
+                    }
+                }
+                if events.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        });
+        Ok(Some(receiver))
+    }
+}
