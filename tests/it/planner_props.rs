@@ -138,6 +138,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
     .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let graph = GroupGraph::build(&spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let state_dir = dir.path().join(".tend");
