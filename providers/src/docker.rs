@@ -8,7 +8,7 @@
 //! at once, and reconnects when the engine comes back.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,15 +108,6 @@ pub struct DockerProvider {
     hosts: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Images already found on an engine (host, image): not inspected again.
     images: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
-}
-
-/// A relative path that stays inside its folder.
-fn safe_relative(path: &str) -> Option<&Path> {
-    let p = Path::new(path);
-    let inside = p
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    (inside && !path.is_empty()).then_some(p)
 }
 
 fn short_id() -> String {
@@ -272,20 +263,7 @@ impl DockerProvider {
             return Ok(None);
         }
         let dir = self.dir.join("files").join(name);
-        for (path, content) in files {
-            let relative = safe_relative(path).ok_or_else(|| {
-                invalid(format!(
-                    "file path {path:?} must be relative and stay in the working folder"
-                ))
-            })?;
-            let full = dir.join(relative);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
-            }
-            std::fs::write(&full, content)
-                .map_err(|e| backend(format!("cannot write {}: {e}", full.display())))?;
-        }
+        crate::files::write_into(NAME, &dir, files)?;
         let absolute = dir
             .canonicalize()
             .map_err(|e| backend(format!("cannot resolve {}: {e}", dir.display())))?;

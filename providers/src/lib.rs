@@ -1,6 +1,7 @@
 //! tend's instance providers, each behind the engine's `Provider` trait.
 
 pub mod docker;
+mod files;
 pub mod process;
 pub mod sim;
 

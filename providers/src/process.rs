@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -86,15 +86,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A relative path that stays inside its folder.
-fn safe_relative(path: &str) -> Option<&Path> {
-    let p = Path::new(path);
-    let inside = p
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    (inside && !path.is_empty()).then_some(p)
 }
 
 impl ProcessProvider {
@@ -246,19 +237,7 @@ fn spawn(dir: &Path, request: &ProvisionRequest, log: &Path) -> Result<Child, Pr
             workdir.display()
         ))
     })?;
-    for (path, content) in &request.files {
-        let relative = safe_relative(path).ok_or_else(|| ProviderError::InvalidProps {
-            provider: NAME.to_owned(),
-            detail: format!("file path {path:?} must be relative and stay in the working folder"),
-        })?;
-        let full = workdir.join(relative);
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
-        }
-        std::fs::write(&full, content)
-            .map_err(|e| backend(format!("cannot write {}: {e}", full.display())))?;
-    }
+    crate::files::write_into(NAME, &workdir, &request.files)?;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -531,9 +510,5 @@ mod tests {
     fn ids_and_paths() {
         assert_eq!(parse_id("123-456"), Some((123, 456)));
         assert_eq!(parse_id("sim-1"), None);
-        assert!(safe_relative("conf/app.ini").is_some());
-        assert!(safe_relative("../etc/passwd").is_none());
-        assert!(safe_relative("/etc/passwd").is_none());
-        assert!(safe_relative("").is_none());
     }
 }
