@@ -21,7 +21,9 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cleanup() {
   [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null || true
   docker service rm "$tag-tuned" "$tag-default" >/dev/null 2>&1 || true
-  docker ps -aq --filter "label=tend.project=$tag" --filter "label=tend.project=$tag-scale" | xargs -r docker rm -f >/dev/null
+  # One filter per call: docker ps joins label filters with "and".
+  docker ps -aq --filter "label=tend.project=$tag" | xargs -r docker rm -f >/dev/null
+  docker ps -aq --filter "label=tend.project=$tag-scale" | xargs -r docker rm -f >/dev/null
   docker ps -aq --filter "label=bench=$tag" | xargs -r docker rm -f >/dev/null
   [ "${joined:-}" = yes ] && docker swarm leave --force >/dev/null 2>&1 || true
   rm -rf "$work"
