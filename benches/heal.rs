@@ -6,69 +6,30 @@
 //!
 //! Run: `cargo bench --bench heal`
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Session leaders tagged with `project`, by slot: (pid, slot).
+use engine::procfs;
+
+/// Session leaders tagged with `project` started after pid `newer_than`: (pid, slot).
 fn instances(project: &str, newer_than: u32) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid <= newer_than {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        if fields.get(3).and_then(|s| s.parse::<u32>().ok()) != Some(pid)
-            || fields.first().is_some_and(|s| s.starts_with('Z'))
-        {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let vars: BTreeMap<&[u8], &[u8]> = env
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let at = kv.iter().position(|b| *b == b'=')?;
-                Some((&kv[..at], &kv[at + 1..]))
-            })
-            .collect();
-        if vars.get(&b"TEND_PROJECT"[..]) == Some(&project.as_bytes()) {
-            let slot =
-                String::from_utf8_lossy(vars.get(&b"TEND_SLOT"[..]).copied().unwrap_or_default())
-                    .into_owned();
-            found.push((pid, slot));
-        }
-    }
-    found
+    procfs::pids()
+        .into_iter()
+        .filter(|pid| *pid > newer_than)
+        .filter(|pid| {
+            procfs::stat(*pid).is_some_and(|s| !s.is_zombie() && s.session == *pid as i32)
+        })
+        .filter_map(|pid| {
+            let env = procfs::environ(pid)?;
+            let tag = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            (tag("TEND_PROJECT").as_deref() == Some(project))
+                .then(|| (pid, tag("TEND_SLOT").unwrap_or_default()))
+        })
+        .collect()
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let at = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    at(11) + at(12)
+    procfs::stat(pid).map(|s| s.cpu_ticks).unwrap_or(0)
 }
 
 struct Controller {
@@ -164,8 +125,7 @@ fn main() {
     let (before, started) = (cpu_ticks(idle.child.id()), Instant::now());
     std::thread::sleep(Duration::from_secs(60));
     let used = cpu_ticks(idle.child.id()) - before;
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = procfs::ticks_per_second() as f64;
     let core_share = used as f64 / hz / started.elapsed().as_secs_f64() * 100.0;
     idle.stop();
 

@@ -16,6 +16,8 @@ pub struct ProcStat {
     pub session: i32,
     /// Start time in clock ticks since boot.
     pub start_ticks: u64,
+    /// CPU time used so far (user + system), in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 impl ProcStat {
@@ -37,6 +39,7 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
         pgrp: fields.get(2)?.parse().ok()?,
         session: fields.get(3)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
     })
 }
 
@@ -127,5 +130,18 @@ mod tests {
             started <= now_ms + 1000 && started + 3_600_000 > now_ms,
             "{started} vs {now_ms}"
         );
+    }
+
+    #[test]
+    fn counts_cpu_time() {
+        let me = std::process::id();
+        let before = stat(me).map(|s| s.cpu_ticks).unwrap_or(u64::MAX);
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = stat(me).map(|s| s.cpu_ticks).unwrap_or(0);
+        assert!(after > before, "{before} -> {after} after 300 ms of work");
     }
 }
