@@ -66,7 +66,9 @@ impl From<SavedPlanError> for Failure {
     }
 }
 
-/// Turns a panic into one line naming it a bug, with no backtrace, and exit status 1.
+/// Turns a panic into one line naming it a bug, with no backtrace. The process goes on:
+/// a panic inside one action fails that action (the reconciler reports it), and one on the
+/// main thread ends the command with exit status 1.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let place = info
@@ -79,7 +81,39 @@ pub fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        eprintln!("error: {}: {what}{place}", Fault::Internal);
-        std::process::exit(1);
+        crate::errln!("error: {}: {what}{place}", Fault::Internal);
     }));
+}
+
+impl From<engine::reconcile::PreviewError> for Failure {
+    fn from(e: engine::reconcile::PreviewError) -> Self {
+        use engine::reconcile::PreviewError;
+        match e {
+            PreviewError::Provider(p) => p.into(),
+            PreviewError::Partial(partial) => Failure::Other {
+                fault: Fault::Environment,
+                message: format!(
+                    "{partial}; nothing was planned from a partial view: bring the provider back, then run the command again"
+                ),
+            },
+            PreviewError::Graph(text) => Failure::Other {
+                fault: Fault::Spec,
+                message: text,
+            },
+        }
+    }
+}
+
+impl From<engine::reconcile::ReconcileError> for Failure {
+    fn from(e: engine::reconcile::ReconcileError) -> Self {
+        use engine::reconcile::ReconcileError;
+        match e {
+            ReconcileError::Provider(p) => p.into(),
+            ReconcileError::Store(s) => s.into(),
+            ReconcileError::Graph(text) => Failure::Other {
+                fault: Fault::Spec,
+                message: text,
+            },
+        }
+    }
 }

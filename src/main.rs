@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod failure;
+mod output;
 mod progress;
 
 use clap::Parser;
@@ -10,12 +11,15 @@ use clap::Parser;
 fn main() {
     failure::install_panic_hook();
     let cli = cli::Cli::parse();
-    let code = match commands::run(cli) {
-        Ok(code) => code,
-        Err(failure) => {
-            eprintln!("{failure}");
+    // A panic on this thread is a bug: the hook has said so; exit 1 like any error. A panic
+    // inside one action is caught where the action runs and fails that action alone.
+    let code = match std::panic::catch_unwind(|| commands::run(cli)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(failure)) => {
+            crate::errln!("{failure}");
             1
         }
+        Err(_) => 1,
     };
     std::process::exit(code);
 }

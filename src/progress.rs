@@ -1,12 +1,18 @@
-//! Running a plan with visible progress: one line per finished action on stdout, a progress
-//! bar on stderr when it is a terminal, and a summary. Ctrl-C stops starting new actions.
+//! Running a reconciler to convergence for `apply` and `destroy`, with visible progress:
+//! one line per finished action on stdout, a progress count on stderr when it is a
+//! terminal, and a summary. The first Ctrl-C (or SIGTERM) starts nothing more and lets
+//! running actions finish; a second exits at once, leaving every instance made so far
+//! tagged and findable.
 
-use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use engine::exec::{ExecEvent, ExecReport, Executor, Outcome};
-use engine::plan::{Action, ActionKind, Plan};
+use engine::plan::ActionKind;
+use engine::reconcile::{converge, Converged, Event, GroupPhase, Reconciler};
+
+use crate::failure::Failure;
 
 fn past(kind: ActionKind) -> &'static str {
     match kind {
@@ -17,91 +23,202 @@ fn past(kind: ActionKind) -> &'static str {
     }
 }
 
-/// Runs `plan` on `executor`, printing as it goes; returns the report.
-pub async fn run_plan(executor: &Executor, plan: &Plan, verb: &str) -> ExecReport {
-    let stop = executor.stop_flag();
-    let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nStopping: no new actions start; running ones finish.");
-            stop.store(true, Ordering::SeqCst);
+/// What finished, counted as it goes.
+#[derive(Default)]
+pub struct Tally {
+    done: BTreeMap<ActionKind, usize>,
+    failed: usize,
+}
+
+/// Where the progress lines go: returns the event sink and the tally it keeps. `total`
+/// is the size of the plan shown, for the terminal's progress count.
+pub fn printer(total: usize) -> (engine::reconcile::EventSink, Arc<Mutex<Tally>>) {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let counts = tally.clone();
+    let bar = std::io::stderr().is_terminal();
+    let sink: engine::reconcile::EventSink = Arc::new(move |event| {
+        let line = match event {
+            Event::Finished {
+                action,
+                outcome,
+                elapsed,
+            } => {
+                let target = format!("{}/{}", action.group, action.slot);
+                let mut tally = counts.lock().unwrap_or_else(|p| p.into_inner());
+                let line = match &outcome {
+                    Ok(done) => {
+                        *tally.done.entry(action.action).or_default() += 1;
+                        let made = done
+                            .instance
+                            .as_deref()
+                            .map(|i| format!(" ({i})"))
+                            .unwrap_or_default();
+                        let checked = done
+                            .checked
+                            .as_deref()
+                            .map(|c| format!(", {c}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{} {:<9} {target}{made} in {:.1}s{checked}",
+                            action.action.symbol(),
+                            past(action.action),
+                            elapsed.as_secs_f64()
+                        )
+                    }
+                    Err(error) => {
+                        tally.failed += 1;
+                        format!("x failed    {target} ({}): {error}", action.action.name())
+                    }
+                };
+                if bar {
+                    let finished: usize = tally.done.values().sum::<usize>() + tally.failed;
+                    crate::err!("\r\x1b[2K");
+                    crate::outln!("{line}");
+                    crate::err!("[{finished}/{total}]");
+                    return;
+                }
+                line
+            }
+            Event::RolloutFailed {
+                group,
+                reason,
+                rollback: true,
+            } => format!("\nRolling back {group} to its previous version: {reason}"),
+            Event::RolloutFailed {
+                group,
+                reason,
+                rollback: false,
+            } => format!("\nPausing the rollout of {group}: {reason}"),
+            Event::Backoff {
+                group, slot, why, ..
+            } => format!("x gave up   {group}/{slot}: {why}"),
+            Event::Unhealthy {
+                group,
+                slot,
+                instance,
+                why,
+            } => format!("! unhealthy {group}/{slot} ({instance}): {why}"),
+            Event::Provider {
+                provider,
+                error: Some(e),
+            } => format!("x cannot observe {provider}: {e}"),
+            Event::Started(_) | Event::Provider { .. } | Event::Hold { .. } => return,
+        };
+        if bar {
+            crate::err!("\r\x1b[2K");
+        }
+        crate::outln!("{line}");
+    });
+    (sink, tally)
+}
+
+/// Stops on the first Ctrl-C or SIGTERM; exits at once on the second.
+pub fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut signalled = 0;
+        loop {
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            signalled += 1;
+            if signalled == 1 {
+                crate::errln!(
+                    "\nStopping: no new actions start; running ones finish. Again to stop at once."
+                );
+                let _ = tx.send(true);
+            } else {
+                crate::errln!("Stopping now: every instance made so far carries its tags.");
+                std::process::exit(1);
+            }
         }
     });
-    let total = plan.actions.len();
-    let bar = std::io::stderr().is_terminal();
+    rx
+}
+
+/// Runs `reconciler` until the project converges or nothing more can be done, then prints
+/// the summary. Exit status 0 only when it converged.
+pub async fn run_to_end(
+    reconciler: &mut Reconciler,
+    tally: &Arc<Mutex<Tally>>,
+    verb: &str,
+) -> Result<i32, Failure> {
     let started = Instant::now();
-    let mut finished = 0usize;
-    let mut on_event = |action: &Action, event: ExecEvent| {
-        if let ExecEvent::Finished {
-            outcome, elapsed, ..
-        } = event
-        {
-            finished += 1;
-            let target = format!("{}/{}", action.group, action.slot);
-            let line = match &outcome {
-                Outcome::Done { instance, checked } => {
-                    let made = instance
-                        .as_deref()
-                        .map(|i| format!(" ({i})"))
-                        .unwrap_or_default();
-                    let checked = checked
-                        .as_deref()
-                        .map(|c| format!(", {c}"))
-                        .unwrap_or_default();
-                    format!(
-                        "{} {:<9} {target}{made} in {:.1}s{checked}",
-                        action.action.symbol(),
-                        past(action.action),
-                        elapsed.as_secs_f64()
-                    )
-                }
-                Outcome::Failed { error } => {
-                    format!("x failed    {target} ({}): {error}", action.action.name())
-                }
-                Outcome::Skipped { reason } => format!("  skipped   {target}: {reason}"),
-            };
-            if bar {
-                eprint!("\r\x1b[2K");
-            }
-            println!("{line}");
-            if bar {
-                let width = 30;
-                let done = finished * width / total.max(1);
-                eprint!(
-                    "[{}{}] {finished}/{total}",
-                    "=".repeat(done),
-                    " ".repeat(width - done)
-                );
-                let _ = std::io::stderr().flush();
-            }
-        }
-    };
-    let report = executor.run(plan, &mut on_event).await;
-    watcher.abort();
-    if bar {
-        eprint!("\r\x1b[2K");
+    let mut stop = stop_on_signals();
+    let ended = converge(reconciler, &mut stop).await?;
+    if std::io::stderr().is_terminal() {
+        crate::err!("\r\x1b[2K");
     }
-    let (done, failed, skipped) = report.counts();
-    let by_kind = |kind: ActionKind| {
-        plan.actions
-            .iter()
-            .zip(&report.outcomes)
-            .filter(|(a, o)| a.action == kind && matches!(o, Outcome::Done { .. }))
-            .count()
-    };
     let seconds = started.elapsed().as_secs_f64();
-    if failed == 0 && skipped == 0 {
-        println!(
-            "\n{verb} complete: {} created, {} replaced, {} healed, {} destroyed in {seconds:.1}s.",
-            by_kind(ActionKind::Create),
-            by_kind(ActionKind::Replace),
-            by_kind(ActionKind::Heal),
-            by_kind(ActionKind::Destroy),
-        );
-    } else {
-        let why = if report.stopped { " (stopped)" } else { "" };
-        println!("\n{verb} incomplete{why}: {done} done, {failed} failed, {skipped} skipped in {seconds:.1}s.");
+    let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let count = |k: ActionKind| tally.done.get(&k).copied().unwrap_or(0);
+    let done: usize = tally.done.values().sum();
+    match ended {
+        Converged::Yes(_) if tally.failed == 0 => {
+            crate::outln!(
+                "\n{verb} complete: {} created, {} replaced, {} healed, {} destroyed in {seconds:.1}s.",
+                count(ActionKind::Create),
+                count(ActionKind::Replace),
+                count(ActionKind::Heal),
+                count(ActionKind::Destroy),
+            );
+            Ok(0)
+        }
+        Converged::Yes(_) => {
+            crate::outln!(
+                "\n{verb} complete after failures: {done} done, {} failed in {seconds:.1}s.",
+                tally.failed
+            );
+            Ok(0)
+        }
+        Converged::Stuck(round) => {
+            crate::outln!(
+                "\n{verb} incomplete: {done} done, {} failed in {seconds:.1}s.",
+                tally.failed
+            );
+            for (group, phase) in &round.groups {
+                if let Some(reason) = phase.reason() {
+                    crate::outln!(
+                        "group {group} is {}: {reason}",
+                        phase.name().replace('_', " ")
+                    );
+                } else if *phase == GroupPhase::Progressing {
+                    crate::outln!("group {group} did not converge: see `tend status`");
+                }
+            }
+            Ok(1)
+        }
+        Converged::Stopped => {
+            crate::outln!(
+                "\n{verb} incomplete (stopped): {done} done, {} failed in {seconds:.1}s.",
+                tally.failed
+            );
+            Ok(1)
+        }
+        Converged::Unobserved { provider, error } => {
+            crate::outln!(
+                "\n{verb} incomplete: {done} done, {} failed in {seconds:.1}s.",
+                tally.failed
+            );
+            Err(Failure::Other {
+                fault: engine::fault::Fault::Environment,
+                message: format!(
+                    "cannot observe the {provider} provider, which may hold instances of the project ({error}); nothing more was started"
+                ),
+            })
+        }
     }
-    report
 }
 
 /// Asks for `yes` on a terminal; refuses without `--yes` elsewhere.
@@ -112,8 +229,7 @@ pub fn confirm(question: &str, yes: bool) -> Result<bool, String> {
     if !std::io::stdin().is_terminal() {
         return Err("not on a terminal: pass --yes to go ahead without a question".to_owned());
     }
-    print!("{question} Only 'yes' goes ahead: ");
-    let _ = std::io::stdout().flush();
+    crate::out!("{question} Only 'yes' goes ahead: ");
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)

@@ -2,8 +2,10 @@
 //!
 //! Data flows one way: [`lang`] evaluates a spec into the [`spec`] model; [`graph`] orders its
 //! groups; [`provider`] reads back what is really running; [`plan`] diffs the two into an
-//! action DAG. [`template`] checks and renders flavor templates.
+//! action DAG; [`reconcile`] runs the plan's actions through [`exec`], round after round,
+//! for `apply`, `destroy` and `run` alike. [`template`] checks and renders flavor templates.
 
+pub mod clock;
 pub mod controller;
 pub mod diagnostic;
 pub mod exec;
@@ -14,6 +16,7 @@ pub mod lang;
 pub mod plan;
 pub mod procfs;
 pub mod provider;
+pub mod reconcile;
 pub mod spec;
 pub mod status;
 pub mod store;

@@ -1,27 +1,29 @@
-//! The status of a project: groups, slots, instances, health, outdated hashes and orphans.
-//! `tend status --json` prints it; `tend run` serves it on `/status` with its own additions.
+//! The status of a project: groups, slots, instances, health, outdated hashes, orphans, and
+//! where each group stands (converged, progressing, paused, rolled back, degraded,
+//! failing, unobserved). `tend status` prints it; `tend run` serves it on `/status` from
+//! its last round.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{render_instance, SecretSource};
-use crate::health::probe;
 use crate::provider::{InstanceState, Observed, ObservedInstance};
+use crate::reconcile::GroupPhase;
 use crate::spec::{Spec, SpecHash};
-use crate::store::{now_ms, Applied};
+use crate::store::{now_ms, Applied, FailedRollout};
 
 /// One instance.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceStatus {
     /// The provider's id.
     pub id: String,
+    /// The provider that holds it.
+    pub provider: String,
     /// Its slot.
     pub slot: String,
-    /// How the provider sees it.
+    /// How it is doing: running, starting, unhealthy or dead.
     pub state: InstanceState,
-    /// `healthy`, `unhealthy: why`, `no check`, or `-` for dead instances.
+    /// `healthy`, `starting`, `unhealthy: why`, `no check`, or `-` for dead instances.
     pub health: String,
     /// Its spec hash.
     pub hash: String,
@@ -41,6 +43,9 @@ pub struct GroupStatus {
     pub wanted: usize,
     /// The current spec hash.
     pub hash: String,
+    /// Where it stands, when known (from `tend run`, or a failed rollout in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<GroupPhase>,
     /// Allocated slots with no live instance.
     pub missing: Vec<String>,
     /// Its instances, by slot.
@@ -68,33 +73,34 @@ pub struct Status {
     pub orphans: Vec<InstanceStatus>,
 }
 
-async fn health_of(spec: &Spec, instance: &ObservedInstance, secret: &SecretSource) -> String {
-    if !instance.state.is_live() {
-        return "-".to_owned();
-    }
-    let Some(group) = spec.group(&instance.tags.group) else {
-        return "-".to_owned();
-    };
-    let Some(health) = &group.flavor.health else {
-        return "no check".to_owned();
-    };
-    let slot = group.allocation.parse_slot(&instance.tags.slot);
-    let empty = Observed::new(&spec.project);
-    match render_instance(&spec.project, group, &slot, &empty, secret.as_ref()) {
-        Ok(rendered) => match rendered.probe {
-            Some(p) => match probe(&p, health.timeout.to_std().min(Duration::from_secs(2))).await {
-                Ok(()) => "healthy".to_owned(),
-                Err(e) => format!("unhealthy: {e}"),
-            },
-            None => "no check".to_owned(),
+/// What the health column says of an instance whose state was judged by its checks.
+fn health_of(spec: &Spec, i: &ObservedInstance, last_error: Option<&str>) -> String {
+    let has_check = spec
+        .group(&i.tags.group)
+        .is_some_and(|g| g.flavor.health.is_some());
+    match i.state {
+        InstanceState::Dead => "-".to_owned(),
+        _ if !has_check => "no check".to_owned(),
+        InstanceState::Running => "healthy".to_owned(),
+        InstanceState::Starting => match last_error {
+            Some(e) => format!("starting: {e}"),
+            None => "starting".to_owned(),
         },
-        Err(e) => format!("unknown: {e}"),
+        InstanceState::Unhealthy => {
+            format!("unhealthy: {}", last_error.unwrap_or("failing its checks"))
+        }
     }
 }
 
-fn instance_status(i: &ObservedInstance, health: String, current: Option<&str>) -> InstanceStatus {
+fn instance_status(
+    provider: &str,
+    i: &ObservedInstance,
+    health: String,
+    current: Option<&str>,
+) -> InstanceStatus {
     InstanceStatus {
         id: i.id.clone(),
+        provider: provider.to_owned(),
         slot: i.tags.slot.clone(),
         state: i.state,
         health,
@@ -104,46 +110,60 @@ fn instance_status(i: &ObservedInstance, health: String, current: Option<&str>) 
     }
 }
 
-/// Builds the status of `spec` from `observed`, probing the health of live instances.
-pub async fn build(
+/// Builds the status of `spec` from `observed`, whose instance states were judged by their
+/// health checks; `last_error` gives an instance's last probe error.
+pub fn build(
     spec: &Spec,
     observed: &Observed,
     applied: Option<&Applied>,
-    secret: &SecretSource,
+    last_error: &dyn Fn(&str) -> Option<String>,
 ) -> Status {
+    let mut by_group: BTreeMap<&str, Vec<(&str, &ObservedInstance)>> = BTreeMap::new();
+    for (provider, i) in observed.iter() {
+        by_group
+            .entry(i.tags.group.as_str())
+            .or_default()
+            .push((provider, i));
+    }
     let mut groups = Vec::new();
     for group in &spec.groups {
         let hash = SpecHash::of(group).to_string();
-        let mut instances = Vec::new();
-        for (_, i) in observed.iter().filter(|(_, i)| i.tags.group == group.name) {
-            let health = health_of(spec, i, secret).await;
-            instances.push(instance_status(i, health, Some(&hash)));
-        }
+        let mut instances: Vec<InstanceStatus> = by_group
+            .remove(group.name.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(provider, i)| {
+                let health = health_of(spec, i, last_error(&i.id).as_deref());
+                instance_status(provider, i, health, Some(&hash))
+            })
+            .collect();
         instances.sort_by_key(|i| (group.allocation.parse_slot(&i.slot), i.id.clone()));
+        let live: std::collections::BTreeSet<&str> = instances
+            .iter()
+            .filter(|i| i.state.is_live())
+            .map(|i| i.slot.as_str())
+            .collect();
         let missing = group
             .slots()
             .into_iter()
-            .filter(|s| {
-                !instances
-                    .iter()
-                    .any(|i| i.slot == s.to_string() && i.state.is_live())
-            })
             .map(|s| s.to_string())
+            .filter(|s| !live.contains(s.as_str()))
             .collect();
         groups.push(GroupStatus {
             name: group.name.clone(),
             wanted: group.allocation.len(),
             hash,
+            phase: None,
             missing,
             instances,
             failing: None,
             backoff: BTreeMap::new(),
         });
     }
-    let orphans = observed
-        .iter()
-        .filter(|(_, i)| spec.group(&i.tags.group).is_none())
-        .map(|(_, i)| instance_status(i, "-".to_owned(), None))
+    let orphans = by_group
+        .into_values()
+        .flatten()
+        .map(|(provider, i)| instance_status(provider, i, "-".to_owned(), None))
         .collect();
     Status {
         project: spec.project.clone(),
@@ -155,6 +175,24 @@ pub async fn build(
 }
 
 impl Status {
+    /// Marks groups whose rollout failed (from the store) as paused or rolled back.
+    pub fn note_failed_rollouts(&mut self, failed: &BTreeMap<String, FailedRollout>) {
+        for group in &mut self.groups {
+            let Some(f) = failed.get(&group.name) else {
+                continue;
+            };
+            if !f.holds(&SpecHash::from_tag(&group.hash)) {
+                continue;
+            }
+            group.phase = Some(match f.paused_because() {
+                Some(reason) => GroupPhase::Paused { reason },
+                None => GroupPhase::RolledBack {
+                    reason: f.reason.clone(),
+                },
+            });
+        }
+    }
+
     /// The status for people.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
@@ -166,12 +204,25 @@ impl Status {
         let _ = writeln!(out, "project {} ({applied})", self.project);
         for g in &self.groups {
             let live = g.instances.iter().filter(|i| i.state.is_live()).count();
+            let phase = g
+                .phase
+                .as_ref()
+                .map(|p| format!(", {}", p.name().replace('_', " ")))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "\ngroup {}: {live}/{} live, hash {}",
+                "\ngroup {}: {live}/{} live, hash {}{phase}",
                 g.name, g.wanted, g.hash
             );
-            if let Some(why) = &g.failing {
+            if let Some(reason) = g.phase.as_ref().and_then(GroupPhase::reason) {
+                let name = g.phase.as_ref().map(GroupPhase::name).unwrap_or_default();
+                let _ = writeln!(out, "  {}: {reason}", name.replace('_', " ").to_uppercase());
+            }
+            if let Some(why) = g
+                .failing
+                .as_ref()
+                .filter(|_| !matches!(g.phase, Some(GroupPhase::Failing { .. })))
+            {
                 let _ = writeln!(out, "  FAILING: {why}");
             }
             for i in &g.instances {

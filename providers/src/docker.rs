@@ -100,12 +100,19 @@ fn settings(props: &BTreeMap<String, serde_json::Value>) -> Result<Settings, Pro
     })
 }
 
-/// Containers on one Docker Engine.
+/// Containers on Docker Engines.
 pub struct DockerProvider {
     dir: PathBuf,
     clients: Mutex<HashMap<String, Docker>>,
-    /// Every engine a spec named (the default one always): describe asks them all.
-    hosts: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Every engine a spec named, and the default one: describe asks them all. An engine a
+    /// spec named (`true`) must answer; the default one, when no spec named it, may be
+    /// missing (a machine without Docker).
+    hosts: std::sync::Mutex<BTreeMap<String, bool>>,
+    /// While `watch` runs: the project and where its events go; every engine gets a
+    /// watcher of its own, engines named later too.
+    watching: std::sync::Mutex<Option<(String, tokio::sync::mpsc::Sender<ProviderEvent>)>>,
+    /// Engines with a watcher.
+    watched: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Images already found on an engine (host, image): not inspected again.
     images: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
@@ -139,7 +146,9 @@ impl DockerProvider {
         DockerProvider {
             dir: state_dir.join("docker"),
             clients: Mutex::new(HashMap::new()),
-            hosts: std::sync::Mutex::new([DEFAULT_HOST.to_owned()].into_iter().collect()),
+            hosts: std::sync::Mutex::new([(DEFAULT_HOST.to_owned(), false)].into_iter().collect()),
+            watching: std::sync::Mutex::new(None),
+            watched: std::sync::Mutex::new(Default::default()),
             images: std::sync::Mutex::new(Default::default()),
         }
     }
@@ -164,11 +173,30 @@ impl DockerProvider {
         Ok(client)
     }
 
-    fn hosts(&self) -> Vec<String> {
+    /// Every engine, and whether it must answer.
+    fn hosts(&self) -> Vec<(String, bool)> {
         self.hosts
             .lock()
-            .map(|h| h.iter().cloned().collect())
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), *v)).collect())
             .unwrap_or_default()
+    }
+
+    /// Starts a watcher for every engine that has none, while a watch runs.
+    fn watch_new_hosts(&self) {
+        let Some((project, events)) = self.watching.lock().ok().and_then(|w| w.clone()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(mut watched) = self.watched.lock() else {
+            return;
+        };
+        for (host, _) in self.hosts() {
+            if watched.insert(host.clone()) {
+                runtime.spawn(follow_events(host, project.clone(), events.clone()));
+            }
+        }
     }
 
     async fn ensure_image(&self, docker: &Docker, s: &Settings) -> Result<(), ProviderError> {
@@ -291,8 +319,9 @@ impl Provider for DockerProvider {
         shape.remove("ports");
         let s = settings(&shape)?;
         if let Ok(mut hosts) = self.hosts.lock() {
-            hosts.insert(s.host);
+            hosts.insert(s.host, true);
         }
+        self.watch_new_hosts();
         Ok(())
     }
 
@@ -380,8 +409,12 @@ impl Provider for DockerProvider {
     }
 
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
-        for host in self.hosts() {
-            let docker = self.client(&host).await?;
+        for (host, required) in self.hosts() {
+            let docker = match self.client(&host).await {
+                Ok(d) => d,
+                Err(_) if !required => continue,
+                Err(e) => return Err(e),
+            };
             match docker
                 .stop_container(id, None::<StopContainerOptions>)
                 .await
@@ -412,8 +445,12 @@ impl Provider for DockerProvider {
     }
 
     async fn alive(&self, id: &str, _selector: &Selector) -> Result<bool, ProviderError> {
-        for host in self.hosts() {
-            let docker = self.client(&host).await?;
+        for (host, required) in self.hosts() {
+            let docker = match self.client(&host).await {
+                Ok(d) => d,
+                Err(_) if !required => continue,
+                Err(e) => return Err(e),
+            };
             match docker.inspect_container(id, None).await {
                 Ok(c) => return Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
                 Err(e) if is_not_found(&e) => continue,
@@ -425,8 +462,13 @@ impl Provider for DockerProvider {
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
         let mut all = Vec::new();
-        for host in self.hosts() {
-            all.extend(self.describe_on(&host, selector).await?);
+        for (host, required) in self.hosts() {
+            match self.describe_on(&host, selector).await {
+                Ok(found) => all.extend(found),
+                // An engine no spec named, that does not answer, holds nothing of ours.
+                Err(_) if !required => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(all)
     }
@@ -436,53 +478,65 @@ impl Provider for DockerProvider {
         selector: &Selector,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
         let (events, receiver) = tokio::sync::mpsc::channel(1024);
-        let project = selector.project.clone();
-        tokio::spawn(async move {
-            let mut pause = Duration::from_millis(500);
-            loop {
-                let connected =
-                    match Docker::connect_with_unix(DEFAULT_HOST, 120, API_DEFAULT_VERSION) {
-                        Ok(d) => d.negotiate_version().await.ok(),
-                        Err(_) => None,
-                    };
-                if let Some(docker) = connected {
-                    pause = Duration::from_millis(500);
-                    let mut filters = HashMap::new();
-                    filters.insert("type".to_owned(), vec!["container".to_owned()]);
-                    filters.insert(
-                        "label".to_owned(),
-                        vec![format!("{}={project}", tags::PROJECT)],
-                    );
-                    filters.insert(
-                        "event".to_owned(),
-                        vec!["die".to_owned(), "destroy".to_owned(), "start".to_owned()],
-                    );
-                    let mut stream = docker.events(Some(EventsOptions {
-                        filters: Some(filters),
-                        ..Default::default()
-                    }));
-                    while let Some(Ok(event)) = stream.next().await {
-                        let id = short(&event.actor.and_then(|a| a.id).unwrap_or_default());
-                        let message = match event.action.as_deref() {
-                            Some("start") => ProviderEvent::Changed,
-                            _ => ProviderEvent::Gone { id },
-                        };
-                        if events.send(message).await.is_err() {
-                            return;
-                        }
-                    }
-                    // The stream ended: the engine went away. Say so, then reconnect.
-                    if events.send(ProviderEvent::Changed).await.is_err() {
-                        return;
-                    }
-                }
-                if events.is_closed() {
+        if let Ok(mut watching) = self.watching.lock() {
+            *watching = Some((selector.project.clone(), events));
+        }
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.clear();
+        }
+        self.watch_new_hosts();
+        Ok(Some(receiver))
+    }
+}
+
+/// Follows one engine's event stream for the project's containers, reconnecting when the
+/// engine comes back, until nobody listens.
+async fn follow_events(
+    host: String,
+    project: String,
+    events: tokio::sync::mpsc::Sender<ProviderEvent>,
+) {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let connected = match Docker::connect_with_unix(&host, 120, API_DEFAULT_VERSION) {
+            Ok(d) => d.negotiate_version().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(docker) = connected {
+            pause = Duration::from_millis(500);
+            let mut filters = HashMap::new();
+            filters.insert("type".to_owned(), vec!["container".to_owned()]);
+            filters.insert(
+                "label".to_owned(),
+                vec![format!("{}={project}", tags::PROJECT)],
+            );
+            filters.insert(
+                "event".to_owned(),
+                vec!["die".to_owned(), "destroy".to_owned(), "start".to_owned()],
+            );
+            let mut stream = docker.events(Some(EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }));
+            while let Some(Ok(event)) = stream.next().await {
+                let id = short(&event.actor.and_then(|a| a.id).unwrap_or_default());
+                let message = match event.action.as_deref() {
+                    Some("start") => ProviderEvent::Changed,
+                    _ => ProviderEvent::Gone { id },
+                };
+                if events.send(message).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
             }
-        });
-        Ok(Some(receiver))
+            // The stream ended: the engine went away. Say so, then reconnect.
+            if events.send(ProviderEvent::Changed).await.is_err() {
+                return;
+            }
+        }
+        if events.is_closed() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }

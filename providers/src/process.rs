@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::procfs;
@@ -195,18 +195,99 @@ impl ProcessProvider {
         }
     }
 
-    /// Waits until `pid` is gone (or a zombie), up to `limit`.
-    async fn wait_gone(&self, pid: u32, ticks: u64, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if !procfs::is_alive(pid, ticks) {
-                self.reap_one(pid);
-                return true;
+    /// Waits until the process behind `pidfd` has exited, up to `limit`, and reaps it.
+    async fn wait_gone(&self, pidfd: &Pidfd, limit: Duration) -> bool {
+        let exited = pidfd.exited(limit).await;
+        if exited {
+            self.reap_one(pidfd.pid);
+        }
+        exited
+    }
+}
+
+/// A process handle by pidfd: signals and waits reach the process it was opened for, or
+/// nothing, never a process that reused its pid.
+struct Pidfd {
+    pid: u32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Pidfd {
+    /// Opens the process `pid` if it is still the one that started at `ticks`.
+    fn open(pid: u32, ticks: u64) -> Option<Pidfd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // The pid may have been reused before the descriptor was opened: check it is ours.
+        procfs::is_alive(pid, ticks).then_some(Pidfd { pid, fd })
+    }
+
+    /// Sends `signal` to the process itself.
+    fn signal(&self, signal: libc::c_int) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal takes the descriptor, a signal, a null info and flags.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        sent == 0
+    }
+
+    /// Sends `signal` to the process and every member of its process group. The group is
+    /// signalled only while its leader still runs, so its id cannot have been reused.
+    fn signal_group(&self, signal: libc::c_int) {
+        if self.signal(signal) && !self.has_exited() {
+            // SAFETY: kill only sends a signal; the leader (whose pid is the group id) was
+            // alive an instant ago, so the group is still this instance's.
+            unsafe { libc::kill(-(self.pid as libc::pid_t), signal) };
+        }
+    }
+
+    /// True when the process has exited (its descriptor is readable).
+    fn has_exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut poll = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, no wait.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0
+    }
+
+    /// Waits up to `limit` for the process to exit; true when it did.
+    async fn exited(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.wait()).await.is_ok()
+    }
+
+    /// Returns when the process has exited.
+    async fn wait(&self) {
+        use std::os::fd::AsFd;
+        let registered = self.fd.as_fd().try_clone_to_owned().ok().and_then(|fd| {
+            // SAFETY: the AsyncFd owns its own duplicate of the descriptor for its whole
+            // life; nothing else reads or closes it.
+            unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok()
+        });
+        match registered {
+            Some(async_fd) => {
+                let _ = async_fd.readable().await;
             }
-            if Instant::now() >= deadline {
-                return false;
+            None => {
+                while !self.has_exited() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -293,24 +374,13 @@ fn spawn(dir: &Path, request: &ProvisionRequest, log: &Path) -> Result<Child, Pr
 /// Returns when process `pid` (started at `ticks`) has exited: its pidfd turns readable.
 /// Without pidfd support it falls back to polling `/proc`.
 async fn wait_for_exit(pid: u32, ticks: u64) {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd >= 0 {
-        // SAFETY: the descriptor was just returned to us and is owned by nobody else.
-        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-        // The pid might have been reused before the pidfd was opened: check it is ours.
-        if !procfs::is_alive(pid, ticks) {
-            return;
+    match Pidfd::open(pid, ticks) {
+        Some(pidfd) => pidfd.wait().await,
+        None => {
+            while procfs::is_alive(pid, ticks) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        // SAFETY: the AsyncFd owns the descriptor for its whole life; nothing else uses it.
-        if let Ok(async_fd) = unsafe { tokio::io::unix::AsyncFd::register(owned) } {
-            let _ = async_fd.readable().await;
-            return;
-        }
-    }
-    while procfs::is_alive(pid, ticks) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -406,23 +476,21 @@ impl Provider for ProcessProvider {
             id: id.to_owned(),
         })?;
         let known = self.load_records().iter().any(|r| r.id == id);
-        let alive = procfs::is_alive(pid, ticks);
-        if alive {
+        let pidfd = Pidfd::open(pid, ticks);
+        let alive = pidfd.is_some();
+        if let Some(pidfd) = pidfd {
             let stop_timeout = procfs::environ(pid)
                 .and_then(|env| env.into_iter().find(|(k, _)| k == ENV_STOP_TIMEOUT))
                 .and_then(|(_, v)| v.parse::<u64>().ok())
                 .unwrap_or(10_000);
             // The instance leads its own session and process group: signal the whole group.
-            let pgid = pid as libc::pid_t;
-            // SAFETY: kill only sends a signal; the pid/start pair was checked just above.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            pidfd.signal_group(libc::SIGTERM);
             if !self
-                .wait_gone(pid, ticks, Duration::from_millis(stop_timeout))
+                .wait_gone(&pidfd, Duration::from_millis(stop_timeout))
                 .await
             {
-                // SAFETY: as above.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                if !self.wait_gone(pid, ticks, Duration::from_secs(5)).await {
+                pidfd.signal_group(libc::SIGKILL);
+                if !self.wait_gone(&pidfd, Duration::from_secs(5)).await {
                     return Err(backend(format!("process {pid} survived SIGKILL")));
                 }
             }

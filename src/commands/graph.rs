@@ -9,8 +9,8 @@ use super::setup::load;
 pub fn run(args: &SpecArgs, format: GraphFormat) -> Result<i32, Failure> {
     let (_, graph) = load(args)?;
     match format {
-        GraphFormat::Dot => print!("{}", graph.to_dot()),
-        GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
+        GraphFormat::Dot => crate::out!("{}", graph.to_dot()),
+        GraphFormat::Mermaid => crate::out!("{}", graph.to_mermaid()),
     }
     Ok(0)
 }

@@ -3,6 +3,7 @@
 mod apply;
 mod destroy;
 mod graph;
+mod handover;
 mod plan;
 mod run;
 mod setup;

@@ -2,14 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::plan::{plan, PlanInput, SavedPlan, SAVED_PLAN_FORMAT};
-use engine::provider::observe;
+use engine::clock::Clock;
+use engine::plan::{SavedPlan, SAVED_PLAN_FORMAT};
+use engine::reconcile::preview;
 use engine::store::Store;
 
 use crate::cli::SpecArgs;
 use crate::failure::Failure;
 
-use super::setup::{load, runtime, state_dir_for};
+use super::setup::{load, runtime, secrets, state_dir_for};
 
 /// Plans, prints, and optionally saves the plan.
 pub fn run(
@@ -19,22 +20,26 @@ pub fn run(
     detailed_exitcode: bool,
     state_dir: Option<PathBuf>,
 ) -> Result<i32, Failure> {
-    let (spec, graph) = load(args)?;
+    let (spec, _) = load(args)?;
     let state_dir = state_dir_for(&args.spec, state_dir);
     let providers = providers::all(&state_dir);
-    let previous = Store::new(&state_dir).last_applied()?.map(|a| a.spec);
-    let observed = runtime()?.block_on(observe(&spec, &providers))?;
-    let planned = plan(PlanInput {
-        spec: &spec,
-        graph: &graph,
-        observed: &observed,
-        expectations: &[],
-        previous: previous.as_ref(),
-    });
+    let previous: Vec<_> = Store::new(&state_dir)
+        .last_applied()?
+        .map(|a| a.spec)
+        .into_iter()
+        .collect();
+    let look = runtime()?.block_on(preview(
+        &spec,
+        &previous,
+        &providers,
+        &secrets(),
+        &Clock::real(),
+    ))?;
+    let planned = look.plan;
     if json {
-        println!("{}", planned.to_json());
+        crate::outln!("{}", planned.to_json());
     } else {
-        print!("{}", planned.to_text());
+        crate::out!("{}", planned.to_text());
     }
     if let Some(path) = out {
         let saved = SavedPlan {
@@ -42,13 +47,13 @@ pub fn run(
             tend_version: env!("CARGO_PKG_VERSION").to_owned(),
             spec_path: args.spec.display().to_string(),
             spec_fingerprint: spec.fingerprint(),
-            observed_fingerprint: observed.fingerprint(),
+            observed_fingerprint: look.observed.fingerprint(),
             spec,
             plan: planned.clone(),
         };
         saved.write(path)?;
         if !json {
-            println!("Saved the plan to {}.", path.display());
+            crate::outln!("Saved the plan to {}.", path.display());
         }
     }
     Ok(if detailed_exitcode && !planned.is_empty() {

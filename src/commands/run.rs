@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use engine::clock::Clock;
+use engine::controller::journal::Journal;
 use engine::controller::{http, Controller, Options, Reload};
 use engine::fault::Fault;
 use engine::lang::{evaluate_file, EvalOptions};
@@ -46,7 +48,8 @@ fn spec_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Commits the spec, takes the project, and reconciles until SIGTERM or Ctrl-C.
+/// Takes the project, commits the spec (when it is not the one applied last), and
+/// reconciles until SIGTERM or Ctrl-C; a second one exits at once.
 pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let resync: Duration = args.resync.parse().map_err(|e| Failure::Other {
@@ -56,7 +59,12 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let state_dir = state_dir_for(&args.spec.spec, args.state_dir.clone());
     let store = Store::new(&state_dir);
     let lock = store.lock("run")?;
-    let applied = store.commit(&spec)?;
+    // The same spec as last applied keeps its serial: a restarted controller keeps a
+    // paused group paused. A new one is a new serial.
+    let applied = match store.last_applied()? {
+        Some(a) if a.spec.fingerprint() == spec.fingerprint() => a,
+        _ => store.commit(&spec)?,
+    };
     let providers = providers::all(&state_dir);
     let reload = args.watch.then(|| {
         let root = args
@@ -83,42 +91,39 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let options = Options {
         resync: resync.to_std(),
         parallelism: args.parallelism.max(1),
-        state_dir: state_dir.clone(),
+        state_dir: Some(state_dir.clone()),
+        listen: Some(args.listen.clone()),
         reload,
     };
     let project = spec.project.clone();
-    let controller = Controller::new(spec, applied.serial, store, providers, secrets(), options);
-    let endpoint = Arc::new(controller.endpoint());
     let rt = runtime()?;
     let result = rt.block_on(async {
+        let clock = Clock::real();
+        let journal = Arc::new(Journal::new(clock, true));
+        let controller = Controller::new(
+            spec,
+            applied.serial,
+            store,
+            providers,
+            secrets(),
+            clock,
+            journal,
+            options,
+        )
+        .map_err(|e| environment(e.to_string()))?;
+        let endpoint = Arc::new(controller.endpoint());
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| environment(format!("cannot listen on {}: {e}", args.listen)))?;
         tokio::spawn(http::serve(listener, endpoint));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
-            }
-            let _ = stop_tx.send(true);
-        });
-        eprintln!(
+        let stop = crate::progress::stop_on_signals();
+        crate::errln!(
             "tend run: keeping project {project:?} at serial {}; http://{}/status",
-            applied.serial, args.listen
+            applied.serial,
+            args.listen
         );
         controller
-            .run(stop_rx)
+            .run(stop)
             .await
             .map_err(|e| environment(e.to_string()))
     });

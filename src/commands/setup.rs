@@ -59,3 +59,17 @@ impl From<StoreError> for Failure {
         }
     }
 }
+
+/// The reconciler's options for `apply` and `destroy` (and, with `Mode::Run`, `run`).
+pub fn reconcile_options(
+    parallelism: usize,
+    mode: engine::reconcile::Mode,
+) -> engine::reconcile::Options {
+    engine::reconcile::Options {
+        exec: engine::exec::ExecOptions {
+            parallelism: parallelism.max(1),
+            ..engine::exec::ExecOptions::default()
+        },
+        mode,
+    }
+}

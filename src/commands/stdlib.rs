@@ -7,14 +7,14 @@ use crate::failure::Failure;
 /// Lists every stdlib module with its functions, signatures and docstrings.
 pub fn run() -> Result<i32, Failure> {
     for (name, source) in stdlib::MODULES {
-        println!("@tend//{name}");
+        crate::outln!("@tend//{name}");
         for f in stdlib::functions(source) {
-            println!("  {}", f.signature);
+            crate::outln!("  {}", f.signature);
             for line in f.doc.lines() {
-                println!("      {line}");
+                crate::outln!("      {line}");
             }
         }
-        println!();
+        crate::outln!();
     }
     Ok(0)
 }

@@ -29,20 +29,20 @@ pub fn run(paths: Vec<PathBuf>, update: bool, max_steps: u64) -> Result<i32, Fai
             match &outcome.failure {
                 None => {
                     passed += 1;
-                    println!("ok      {}::{}", outcome.file, outcome.name);
+                    crate::outln!("ok      {}::{}", outcome.file, outcome.name);
                 }
                 Some(why) => {
                     failed += 1;
-                    println!("FAILED  {}::{}", outcome.file, outcome.name);
+                    crate::outln!("FAILED  {}::{}", outcome.file, outcome.name);
                     for line in why.lines() {
-                        println!("    {line}");
+                        crate::outln!("    {line}");
                     }
                 }
             }
         }
     }
     if files.is_empty() {
-        println!(
+        crate::outln!(
             "no *_test.star files under {}",
             paths
                 .iter()
@@ -51,6 +51,6 @@ pub fn run(paths: Vec<PathBuf>, update: bool, max_steps: u64) -> Result<i32, Fai
                 .join(", ")
         );
     }
-    println!("{passed} passed, {failed} failed");
+    crate::outln!("{passed} passed, {failed} failed");
     Ok(if failed > 0 { 1 } else { 0 })
 }

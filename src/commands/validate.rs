@@ -9,13 +9,13 @@ use super::setup::load;
 pub fn run(args: &SpecArgs, json: bool) -> Result<i32, Failure> {
     let (spec, graph) = load(args)?;
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&spec).unwrap_or_default()
         );
     } else {
         let instances: usize = spec.groups.iter().map(|g| g.allocation.len()).sum();
-        println!(
+        crate::outln!(
             "{} is valid: project {:?}, {} groups, {} instances; order: {}",
             args.spec.display(),
             spec.project,

@@ -10,4 +10,5 @@ mod planner_props;
 mod plans;
 mod process;
 mod run;
+mod simulation;
 mod tend_test;

@@ -1,18 +1,23 @@
-//! Planner invariants over random worlds, applied to the real sim provider:
-//! applying a plan and planning again gives an empty plan; no slot ends with two live
-//! instances; nothing is destroyed that the spec still wants.
+//! Planner invariants over random worlds, applied step by step to the real sim provider:
+//! nothing the spec still wants is destroyed; the startable actions of a plan never take
+//! more of a group down than its budget allows; applying what may start, again and again,
+//! converges to one live, current instance per slot; no slot ever holds two live instances
+//! except a surge pair.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
+use engine::clock::Clock;
 use engine::graph::GroupGraph;
 use engine::lang::{evaluate_source, EvalOptions};
 use engine::plan::{plan, ActionKind, Plan, PlanInput};
 use engine::provider::{
-    observe, InstanceState, InstanceTags, Observed, ObservedInstance, Provider, ProvisionRequest,
+    observe, InstanceState, InstanceTags, Observed, ObservedInstance, Provider, ProviderSet,
+    ProvisionRequest,
 };
-use engine::spec::Spec;
+use engine::spec::{Allocation, Spec, UpdatePolicy};
 use proptest::prelude::*;
-use providers::sim::SimProvider;
+use providers::sim::{Calm, SimProvider, SimWorld};
 
 /// A random world: allocations of three groups and what is observed.
 #[derive(Clone, Debug)]
@@ -34,12 +39,12 @@ fn world() -> impl Strategy<Value = World> {
         Just(InstanceState::Dead),
     ];
     (
-        0u32..5,
+        0u32..6,
         proptest::sample::subsequence(vec!["x", "y", "z"], 0..=3),
         0u32..4,
         proptest::collection::vec(
             (0..GROUPS.len(), 0..SLOTS.len(), any::<bool>(), state),
-            0..14,
+            0..16,
         ),
     )
         .prop_map(|(a_size, b_ids, c_size, observed)| World {
@@ -70,47 +75,54 @@ fn hash_of(spec: &Spec, group: &str) -> String {
         .unwrap_or_else(|| "0ld0ld0ld0ld".to_owned())
 }
 
-/// Applies a plan action by action, in list order, through the Provider trait.
-async fn apply(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), String> {
-    for action in &planned.actions {
-        let provision = || {
-            let t = InstanceTags {
-                project: spec.project.clone(),
-                group: action.group.clone(),
-                slot: action.slot.to_string(),
-                hash: action
-                    .hash
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            };
-            ProvisionRequest {
-                group: action.group.clone(),
-                slot: action.slot.clone(),
-                tags: t,
-                labels: BTreeMap::new(),
-                props: BTreeMap::new(),
-                command: vec![],
-                env: BTreeMap::new(),
-                files: BTreeMap::new(),
-                workdir: None,
-                address: None,
-                stop_timeout: engine::spec::Duration::from_secs(1),
-            }
-        };
+fn request(spec: &Spec, group: &str, slot: &str, hash: &str) -> ProvisionRequest {
+    ProvisionRequest {
+        group: group.to_owned(),
+        slot: engine::spec::Slot::Id(slot.to_owned()),
+        tags: InstanceTags {
+            project: spec.project.clone(),
+            group: group.to_owned(),
+            slot: slot.to_owned(),
+            hash: hash.to_owned(),
+        },
+        labels: BTreeMap::new(),
+        props: BTreeMap::new(),
+        command: vec![],
+        env: BTreeMap::new(),
+        files: BTreeMap::new(),
+        workdir: None,
+        address: None,
+        stop_timeout: engine::spec::Duration::from_secs(1),
+    }
+}
+
+/// Applies the startable actions of a plan through the Provider trait, as if each new
+/// instance turned healthy at once.
+async fn apply_startable(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), String> {
+    for action in planned.actions.iter().filter(|a| a.startable()) {
         if action.action != ActionKind::Create
             && action.action != ActionKind::Destroy
             && action.instance.is_none()
         {
-            return Err(format!("{:?} without an instance", action));
+            return Err(format!("{action:?} without an instance"));
         }
         if let Some(old) = &action.instance {
             sim.destroy(old).await.map_err(|e| e.to_string())?;
         }
         if action.action != ActionKind::Destroy {
-            sim.provision(provision())
-                .await
-                .map_err(|e| e.to_string())?;
+            let hash = action
+                .hash
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            sim.provision(request(
+                spec,
+                &action.group,
+                &action.slot.to_string(),
+                &hash,
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -127,6 +139,101 @@ fn live_per_slot(observed: &Observed) -> BTreeMap<(String, String), Vec<&Observe
     slots
 }
 
+/// Checks one plan: nothing wanted destroyed; startable disruptions within budget.
+fn check_plan(spec: &Spec, before: &Observed, planned: &Plan) -> Result<(), TestCaseError> {
+    let destroyed: HashSet<&str> = planned
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Destroy)
+        .filter_map(|a| a.instance.as_deref())
+        .collect();
+    let before_live = live_per_slot(before);
+    for action in planned
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Destroy)
+    {
+        let Some(group) = spec.group(&action.group) else {
+            continue;
+        };
+        if !group.allocation.contains(&action.slot) {
+            continue;
+        }
+        let id = action.instance.as_deref().unwrap_or("");
+        let was_dead = before.iter().any(|(_, i)| i.id == id && !i.state.is_live());
+        let survivor = before_live
+            .get(&(action.group.clone(), action.slot.to_string()))
+            .is_some_and(|l| l.iter().any(|i| !destroyed.contains(i.id.as_str())));
+        prop_assert!(
+            was_dead || survivor,
+            "destroyed wanted instance {id} in {}/{}",
+            action.group,
+            action.slot
+        );
+    }
+    for group in &spec.groups {
+        let (max_unavailable, max_surge) = match (&group.update, &group.allocation) {
+            (UpdatePolicy::Recreate, _) => continue,
+            (UpdatePolicy::Rolling(r), Allocation::Ids(_)) => {
+                (r.max_unavailable.max(1) as usize, 0)
+            }
+            (UpdatePolicy::Rolling(r), _) => (r.max_unavailable as usize, r.max_surge as usize),
+        };
+        let state_of = |slot: &str| {
+            before_live
+                .get(&(group.name.clone(), slot.to_owned()))
+                .and_then(|l| l.iter().map(|i| i.state).min())
+        };
+        let unavailable = group
+            .slots()
+            .iter()
+            .filter(|s| state_of(&s.to_string()) != Some(InstanceState::Running))
+            .count();
+        let startable: Vec<_> = planned
+            .actions
+            .iter()
+            .filter(|a| a.group == group.name && a.startable())
+            .collect();
+        let disrupting = startable
+            .iter()
+            .filter(|a| {
+                a.action == ActionKind::Replace
+                    && !a.surge
+                    && state_of(&a.slot.to_string()) == Some(InstanceState::Running)
+            })
+            .count();
+        prop_assert!(
+            disrupting == 0 || unavailable + disrupting <= max_unavailable,
+            "group {}: {disrupting} serving instances replaced in place with {unavailable} unavailable (max {max_unavailable})\n{}",
+            group.name,
+            planned.to_text()
+        );
+        let surging = startable.iter().filter(|a| a.surge).count();
+        prop_assert!(
+            surging <= max_surge,
+            "group {}: {surging} surges",
+            group.name
+        );
+        let sick = startable.iter().filter(|a| a.unhealthy).count();
+        prop_assert!(
+            sick <= max_unavailable.max(1),
+            "group {}: {sick} unhealthy instances replaced at once",
+            group.name
+        );
+        // Degraded: no instance of the wanted version is replaced for failing its checks
+        // (older ones still go: a new spec is the operator's answer).
+        if planned.held.get(&group.name).map(|h| h.name()) == Some("degraded") {
+            let current = engine::spec::SpecHash::of(group);
+            let at_current = startable
+                .iter()
+                .filter(|a| a.unhealthy && a.from_hash.as_ref() == Some(&current))
+                .count();
+            prop_assert_eq!(at_current, 0);
+        }
+    }
+    Ok(())
+}
+
 fn check_world(w: &World) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let spec = evaluate_source(
@@ -141,9 +248,10 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
         .enable_all()
         .build()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let state_dir = dir.path().join(".tend");
-    let sim = SimProvider::new(&state_dir);
-    let set = providers::all(&state_dir);
+    let world = SimWorld::in_memory(Clock::real(), Arc::new(Calm), None);
+    let sim = SimProvider::with_world(world);
+    let mut set = ProviderSet::default();
+    set.insert(Arc::new(sim.clone()));
     runtime.block_on(async {
         for (started_at, (g, s, current, state)) in w.observed.iter().enumerate() {
             let group = GROUPS[*g];
@@ -169,69 +277,41 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
-        let before = observe(&spec, &set)
-            .await
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let input = PlanInput {
-            spec: &spec,
-            graph: &graph,
-            observed: &before,
-            expectations: &[],
-            previous: None,
-        };
-        let first = plan(input);
-
-        // Nothing the spec still wants is destroyed: a destroy in an allocated slot only
-        // removes a dead instance or a duplicate whose slot keeps a live instance.
-        let destroyed: HashSet<&str> = first
-            .actions
-            .iter()
-            .filter(|a| a.action == ActionKind::Destroy)
-            .filter_map(|a| a.instance.as_deref())
-            .collect();
-        let before_live = live_per_slot(&before);
-        for action in first
-            .actions
-            .iter()
-            .filter(|a| a.action == ActionKind::Destroy)
-        {
-            let Some(group) = spec.group(&action.group) else {
-                continue;
-            };
-            if !group.allocation.contains(&action.slot) {
-                continue;
+        let mut last = String::new();
+        for step in 0..12 {
+            let before = observe(&spec, &[], &set)
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let planned = plan(PlanInput::new(&spec, &graph, &before));
+            prop_assert_eq!(&planned, &plan(PlanInput::new(&spec, &graph, &before)));
+            check_plan(&spec, &before, &planned)?;
+            if planned.is_empty() && planned.held.is_empty() {
+                break;
             }
-            let id = action.instance.as_deref().unwrap_or("");
-            let was_dead = before.iter().any(|(_, i)| i.id == id && !i.state.is_live());
-            let survivor = before_live
-                .get(&(action.group.clone(), action.slot.to_string()))
-                .is_some_and(|l| l.iter().any(|i| !destroyed.contains(i.id.as_str())));
             prop_assert!(
-                was_dead || survivor,
-                "destroyed wanted instance {id} in {}/{}",
-                action.group,
-                action.slot
+                step < 11,
+                "no convergence after 12 steps; last plan:\n{last}"
             );
+            last = planned.to_text();
+            apply_startable(&sim, &spec, &planned)
+                .await
+                .map_err(TestCaseError::fail)?;
+            // Instances judged starting pass their checks by the next look; a group that
+            // was degraded recovers (its shared dependency came back).
+            for (_, i) in before.iter() {
+                let recovers = i.state == InstanceState::Starting
+                    || (i.state == InstanceState::Unhealthy
+                        && planned.held.contains_key(&i.tags.group));
+                if recovers {
+                    let _ = sim.set_state(&i.id, InstanceState::Running).await;
+                }
+            }
         }
 
-        apply(&sim, &spec, &first)
-            .await
-            .map_err(TestCaseError::fail)?;
-        let after = observe(&spec, &set)
+        // Every allocated slot has exactly one live, current instance; nothing else lives.
+        let after = observe(&spec, &[], &set)
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let again = plan(PlanInput {
-            observed: &after,
-            ..input
-        });
-        prop_assert!(
-            again.is_empty(),
-            "second plan not empty:\n{}\nfirst:\n{}",
-            again.to_text(),
-            first.to_text()
-        );
-
-        // Every allocated slot has exactly one live, current instance; nothing else lives.
         let live = live_per_slot(&after);
         for (key, instances) in &live {
             prop_assert_eq!(
@@ -259,10 +339,10 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn applying_a_plan_converges_in_one_step(w in world()) {
+    fn applying_what_may_start_converges_within_budget(w in world()) {
         check_world(&w)?;
     }
 }

@@ -3,7 +3,8 @@
 //! the plan's text and JSON are snapshots beside them.
 //!
 //! In `observed.json`, `"hash": "current"` stands for the group's spec hash, so fixtures do
-//! not change when the model does.
+//! not change when the model does; `"provider"` names the provider holding an instance
+//! (default `sim`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +29,9 @@ struct Fixture {
     started_at: u64,
     #[serde(default)]
     project: Option<String>,
+    /// The provider holding it (default `sim`).
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 fn spec_of(path: &Path) -> Spec {
@@ -41,29 +45,29 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
     let text = std::fs::read_to_string(dir.join("observed.json")).unwrap_or_else(|_| "[]".into());
     let fixtures: Vec<Fixture> = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("{}/observed.json: {e}", dir.display()));
-    let instances = fixtures
-        .into_iter()
-        .map(|f| {
-            let hash = match (f.hash.as_str(), spec.group(&f.group)) {
-                ("current", Some(group)) => SpecHash::of(group).to_string(),
-                (other, _) => other.to_owned(),
-            };
-            ObservedInstance {
-                id: f.id,
-                tags: InstanceTags {
-                    project: f.project.unwrap_or_else(|| spec.project.clone()),
-                    group: f.group,
-                    slot: f.slot,
-                    hash,
-                },
-                labels: BTreeMap::new(),
-                address: None,
-                state: f.state,
-                started_at: f.started_at,
-            }
-        })
-        .collect();
-    Observed::from_instances(&spec.project, "sim", instances)
+    let mut observed = Observed::new(&spec.project);
+    for f in fixtures {
+        let hash = match (f.hash.as_str(), spec.group(&f.group)) {
+            ("current", Some(group)) => SpecHash::of(group).to_string(),
+            (other, _) => other.to_owned(),
+        };
+        let provider = f.provider.unwrap_or_else(|| "sim".to_owned());
+        let instance = ObservedInstance {
+            id: f.id,
+            tags: InstanceTags {
+                project: f.project.unwrap_or_else(|| spec.project.clone()),
+                group: f.group,
+                slot: f.slot,
+                hash,
+            },
+            labels: BTreeMap::new(),
+            address: None,
+            state: f.state,
+            started_at: f.started_at,
+        };
+        observed.add(&provider, vec![instance]);
+    }
+    observed
 }
 
 #[test]
@@ -92,11 +96,9 @@ fn golden_plans_match_their_snapshots() {
         let previous = dir.join("previous.star");
         let previous = previous.exists().then(|| spec_of(&previous));
         let input = PlanInput {
-            spec: &spec,
-            graph: &graph,
-            observed: &observed,
             expectations: &expectations,
             previous: previous.as_ref(),
+            ..PlanInput::new(&spec, &graph, &observed)
         };
         let first = plan(input);
         assert_eq!(first, plan(input), "{name}: planning twice gave two plans");

@@ -445,9 +445,16 @@ fn a_failed_rollout_pauses_at_the_failed_batch() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("x failed    work/0 (replace)"), "{stdout}");
     assert!(
-        stdout.contains("Apply incomplete: 0 done, 1 failed, 2 skipped"),
+        stdout.contains("Apply incomplete: 0 done, 1 failed"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("group work is paused: work/0: new instance"),
+        "{stdout}"
+    );
+    // The next look shows the pause, and a controller would keep it.
+    let status = p.ok(&["status"]);
+    assert!(status.contains("PAUSED: work/0: new instance"), "{status}");
     let live = p.live();
     assert_eq!(live.iter().filter(|l| l.hash == old).count(), 2, "{live:?}");
 }
@@ -462,13 +469,14 @@ fn a_failed_rollout_with_rollback_returns_to_the_last_applied_version() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("Rolling back work to the last applied version."),
+        stdout.contains("Rolling back work to its previous version: work/0: new instance"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("Rollback complete: 0 created, 1 replaced"),
+        stdout.contains("Apply incomplete: 1 done, 1 failed"),
         "{stdout}"
     );
+    assert!(stdout.contains("group work is rolled back: "), "{stdout}");
     let live = p.live();
     assert_eq!(slots(&live), ["0", "1", "2"]);
     assert!(live.iter().all(|l| l.hash == old), "{live:?}");

@@ -1,56 +1,87 @@
 //! The controller's HTTP endpoint: `/healthz`, `/status`, `/metrics`, `/events` (recent
 //! events as NDJSON; `/events?follow` keeps the connection open and streams new ones).
+//!
+//! It is bounded: at most [`MAX_CONNECTIONS`] at once (more are answered 503 at once), a
+//! request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, only `GET` is served,
+//! and `/status` is the controller's last round, never an observe per request.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use super::journal::Journal;
-use super::report::Report;
-use crate::exec::SecretSource;
-use crate::provider::{observe, ProviderSet};
-use crate::spec::Spec;
-use crate::store::Store;
+use crate::status::Status;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one answer may take to write (a stream's each line).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoint reads.
 pub struct Endpoint {
     /// Events and metrics.
     pub journal: Arc<Journal>,
-    /// The spec being kept.
-    pub spec: Arc<Mutex<Spec>>,
-    /// The controller's latest report.
-    pub report: Arc<Mutex<Option<Report>>>,
-    /// The providers, to observe for `/status`.
-    pub providers: ProviderSet,
-    /// The store, for the applied serial.
-    pub store: Store,
-    /// Secrets, to render health probes.
-    pub secret: SecretSource,
+    /// The status of the controller's last round.
+    pub status: Arc<Mutex<Option<Status>>>,
 }
 
 /// Serves until the listener fails.
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
-    while let Ok((socket, _)) = listener.accept().await {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    while let Ok((mut socket, _)) = listener.accept().await {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    reply(&mut socket, 503, "text/plain", "too many connections\n"),
+                )
+                .await;
+            });
+            continue;
+        };
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
             let _ = answer(socket, &endpoint).await;
+            drop(permit);
         });
     }
 }
 
-async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            break;
+/// Reads a request head, up to 16 KiB and [`READ_TIMEOUT`].
+async fn read_head(socket: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let read = async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
         }
-        head.extend_from_slice(&buf[..n]);
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head).into_owned())
+    };
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(head) => head.map(Some),
+        Err(_) => Ok(None),
     }
-    let request = String::from_utf8_lossy(&head);
-    let target = request.split_whitespace().nth(1).unwrap_or("/");
+}
+
+async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
+    let Some(request) = read_head(&mut socket).await? else {
+        return reply(&mut socket, 408, "text/plain", "request timeout\n").await;
+    };
+    let mut words = request.split_whitespace();
+    let method = words.next().unwrap_or("");
+    let target = words.next().unwrap_or("/");
+    if method != "GET" {
+        return reply(&mut socket, 405, "text/plain", "only GET is served\n").await;
+    }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match path {
         "/healthz" => reply(&mut socket, 200, "text/plain", "ok\n").await,
@@ -59,8 +90,17 @@ async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
             reply(&mut socket, 200, "text/plain; version=0.0.4", &text).await
         }
         "/status" => {
-            let text = status_json(endpoint).await;
-            reply(&mut socket, 200, "application/json", &text).await
+            let status = endpoint.status.lock().ok().and_then(|s| s.clone());
+            match status {
+                Some(status) => {
+                    let text = serde_json::to_string_pretty(&status).unwrap_or_default();
+                    reply(&mut socket, 200, "application/json", &text).await
+                }
+                None => {
+                    let text = "{\"error\": \"the first round has not finished yet\"}\n";
+                    reply(&mut socket, 503, "application/json", text).await
+                }
+            }
         }
         "/events"
             if query
@@ -69,13 +109,11 @@ async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
         {
             let mut live = endpoint.journal.subscribe();
             let header = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
-            socket.write_all(header.as_bytes()).await?;
-            socket
-                .write_all(endpoint.journal.recent_ndjson().as_bytes())
-                .await?;
+            write_within(&mut socket, header.as_bytes()).await?;
+            write_within(&mut socket, endpoint.journal.recent_ndjson().as_bytes()).await?;
             loop {
                 match live.recv().await {
-                    Ok(line) => socket.write_all(format!("{line}\n").as_bytes()).await?,
+                    Ok(line) => write_within(&mut socket, format!("{line}\n").as_bytes()).await?,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return Ok(()),
                 }
@@ -97,32 +135,30 @@ async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
     }
 }
 
-async fn status_json(endpoint: &Endpoint) -> String {
-    let spec = match endpoint.spec.lock() {
-        Ok(spec) => spec.clone(),
-        Err(_) => return "{}".to_owned(),
-    };
-    let applied = endpoint.store.last_applied().ok().flatten();
-    match observe(&spec, &endpoint.providers).await {
-        Ok(observed) => {
-            let mut status =
-                crate::status::build(&spec, &observed, applied.as_ref(), &endpoint.secret).await;
-            if let Some(report) = endpoint.report.lock().ok().and_then(|r| r.clone()) {
-                report.annotate(&mut status);
-            }
-            serde_json::to_string_pretty(&status).unwrap_or_default()
-        }
-        Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
+/// Writes `bytes`, giving up on a client that does not read within [`WRITE_TIMEOUT`].
+async fn write_within(socket: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client does not read",
+        )),
     }
 }
 
 async fn reply(socket: &mut TcpStream, code: u16, kind: &str, body: &str) -> std::io::Result<()> {
-    let reason = if code == 200 { "OK" } else { "Not Found" };
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        _ => "Service Unavailable",
+    };
     let head = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body.as_bytes()).await?;
+    write_within(socket, head.as_bytes()).await?;
+    write_within(socket, body.as_bytes()).await?;
     socket.shutdown().await
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::store::now_ms;
+use crate::clock::Clock;
+use crate::reconcile::GroupPhase;
 
 /// How many events are kept for `/events`.
 const KEEP: usize = 1000;
@@ -42,6 +43,7 @@ struct Metrics {
     reconcile_sum: f64,
     last_convergence_ms: u64,
     instances: BTreeMap<(String, String), usize>,
+    phases: BTreeMap<String, &'static str>,
 }
 
 /// Events and metrics, shared by the controller loop and the HTTP endpoint.
@@ -49,35 +51,48 @@ pub struct Journal {
     recent: Mutex<VecDeque<Event>>,
     live: broadcast::Sender<String>,
     metrics: Mutex<Metrics>,
+    clock: Clock,
+    log: bool,
 }
 
 impl Default for Journal {
     fn default() -> Self {
-        Journal {
-            recent: Mutex::new(VecDeque::new()),
-            live: broadcast::channel(1024).0,
-            metrics: Mutex::new(Metrics::default()),
-        }
+        Journal::new(Clock::real(), true)
     }
 }
 
 impl Journal {
+    /// A journal stamping events with `clock`; with `log`, each event is also a line on
+    /// stderr (dropped quietly when stderr is closed).
+    pub fn new(clock: Clock, log: bool) -> Journal {
+        Journal {
+            recent: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(1024).0,
+            metrics: Mutex::new(Metrics::default()),
+            clock,
+            log,
+        }
+    }
+
     /// Records an event, counts it, logs it on stderr, and sends it to live streams.
     pub fn event(&self, kind: &str, group: &str, slot: &str, message: String) {
         let event = Event {
-            at_ms: now_ms(),
+            at_ms: self.clock.epoch_ms(),
             kind: kind.to_owned(),
             group: group.to_owned(),
             slot: slot.to_owned(),
             message,
         };
         let line = serde_json::to_string(&event).unwrap_or_default();
-        let target = if group.is_empty() {
-            String::new()
-        } else {
-            format!(" {group}/{slot}")
+        let target = match (group, slot) {
+            ("", _) => String::new(),
+            (g, "") => format!(" {g}"),
+            (g, s) => format!(" {g}/{s}"),
         };
-        eprintln!("{kind}{target}: {}", event.message);
+        if self.log {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{kind}{target}: {}", event.message);
+        }
         if let Ok(mut recent) = self.recent.lock() {
             recent.push_back(event);
             while recent.len() > KEEP {
@@ -112,7 +127,7 @@ impl Journal {
             m.reconcile_count += 1;
             m.reconcile_sum += secs;
             if converged {
-                m.last_convergence_ms = now_ms();
+                m.last_convergence_ms = self.clock.epoch_ms();
             }
         }
     }
@@ -121,6 +136,13 @@ impl Journal {
     pub fn instances(&self, counts: BTreeMap<(String, String), usize>) {
         if let Ok(mut m) = self.metrics.lock() {
             m.instances = counts;
+        }
+    }
+
+    /// Sets where each group stands.
+    pub fn phases(&self, phases: &BTreeMap<String, GroupPhase>) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.phases = phases.iter().map(|(g, p)| (g.clone(), p.name())).collect();
         }
     }
 
@@ -152,6 +174,20 @@ impl Journal {
                 out,
                 "tend_instances{{group=\"{group}\",state=\"{state}\"}} {n}"
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tend_group_phase Where each group stands: 1 for its phase, 0 for the others."
+        );
+        let _ = writeln!(out, "# TYPE tend_group_phase gauge");
+        for (group, current) in &m.phases {
+            for phase in GroupPhase::NAMES {
+                let on = u8::from(*current == phase);
+                let _ = writeln!(
+                    out,
+                    "tend_group_phase{{group=\"{group}\",phase=\"{phase}\"}} {on}"
+                );
+            }
         }
         for name in [
             "tend_heals_total",
@@ -206,7 +242,7 @@ mod tests {
 
     #[test]
     fn events_are_kept_counted_and_exposed() {
-        let j = Journal::default();
+        let j = Journal::new(Clock::real(), false);
         let mut live = j.subscribe();
         j.event("healed", "web", "1", "instance is dead".into());
         j.event("failed", "web", "2", "exited".into());
@@ -224,5 +260,11 @@ mod tests {
         assert!(text.contains("tend_instances{group=\"web\",state=\"running\"} 3\n"));
         assert!(text.contains("tend_reconcile_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("tend_reconcile_duration_seconds_bucket{le=\"0.001\"} 0\n"));
+        let mut phases = BTreeMap::new();
+        phases.insert("web".to_owned(), GroupPhase::Paused { reason: "x".into() });
+        j.phases(&phases);
+        let text = j.prometheus();
+        assert!(text.contains("tend_group_phase{group=\"web\",phase=\"paused\"} 1\n"));
+        assert!(text.contains("tend_group_phase{group=\"web\",phase=\"converged\"} 0\n"));
     }
 }

@@ -1,36 +1,36 @@
-//! `tend run`: the reconcile loop. Observe, plan, apply, with the same planner and executor
-//! as `plan` and `apply`, woken at once by provider events (an instance exiting), by health
-//! checks crossing their threshold, by a new spec in the store, and by a periodic resync.
+//! `tend run`: the reconciler of `tend apply`, kept going forever.
 //!
-//! A slot that keeps failing backs off (1 s doubling to 5 min); a group that keeps failing
-//! retries at the cap. Progress is read from tags every round, so a restarted controller
-//! resumes a rollout where the last one stopped.
+//! The loop is small named steps: **adopt** a newer spec from the store, one reconciler
+//! **round** (observe, plan, start), **record** it (report, status, metrics, events), then
+//! **wait** for a reason to look again: an action finished, a health verdict changed, a
+//! provider event (an instance exited), a new spec in the store, a changed spec file
+//! (`--watch`), a backoff running out, or the resync. Progress is read from tags every
+//! round, so a restarted controller resumes a rollout where the last one stopped; failed
+//! rollouts are read from the store, so a paused group stays paused.
 
-pub mod backoff;
 pub mod http;
 pub mod journal;
-pub mod monitor;
 pub mod report;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::exec::{ExecEvent, ExecOptions, Executor, Outcome, SecretSource};
-use crate::graph::GroupGraph;
-use crate::plan::{plan, ActionKind, Expectation, Expected, PlanInput};
-use crate::provider::{observe, InstanceState, Observed, ProviderEvent, ProviderSet, Selector};
-use crate::spec::{Spec, UpdatePolicy};
-use crate::store::Store;
+use crate::clock::Clock;
+use crate::exec::{ExecOptions, SecretSource};
+use crate::plan::{ActionKind, Hold};
+use crate::provider::{ProviderEvent, ProviderSet, Selector};
+use crate::reconcile::{self, Event, Mode, ReconcileError, Reconciler, Round};
+use crate::spec::Spec;
+use crate::status::Status;
+use crate::store::{Store, StoreError};
 
-use backoff::Backoff;
 use journal::Journal;
-use monitor::Monitor;
-use report::{Phase, Report};
+use report::Report;
 
 /// How the controller runs.
 pub struct Options {
@@ -38,8 +38,10 @@ pub struct Options {
     pub resync: Duration,
     /// Actions in flight at once.
     pub parallelism: usize,
-    /// The state folder (for `controller.json`).
-    pub state_dir: PathBuf,
+    /// The state folder (for `controller.json`); `None` writes no report.
+    pub state_dir: Option<PathBuf>,
+    /// Where the HTTP endpoint listens, for the report.
+    pub listen: Option<String>,
     /// With `--watch`: the spec's files and how to evaluate them again.
     pub reload: Option<Reload>,
 }
@@ -49,39 +51,7 @@ pub struct Reload {
     /// Files whose modification time is watched.
     pub files: Vec<PathBuf>,
     /// Evaluates the spec again; the error is a rendered diagnostic.
-    pub evaluate: Box<dyn Fn() -> Result<Spec, String> + Send>,
-}
-
-/// An instance the executor made or removed, until the provider shows it (or stops
-/// showing it): the planner counts it as done meanwhile.
-struct Pending {
-    expectation: Expectation,
-    instance: String,
-    until: Instant,
-}
-
-/// How long an expectation is trusted before the provider must show it.
-const EXPECT_FOR: Duration = Duration::from_secs(30);
-/// How long a new instance must live before its slot's failures are forgotten.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// The controller of one project.
-pub struct Controller {
-    spec: Arc<Mutex<Spec>>,
-    serial: u64,
-    store: Store,
-    providers: ProviderSet,
-    secret: SecretSource,
-    options: Options,
-    journal: Arc<Journal>,
-    report: Arc<Mutex<Option<Report>>>,
-    backoff: Backoff,
-    monitor: Monitor,
-    pending: Vec<Pending>,
-    /// When each slot last got a new instance, to count quick deaths as failures.
-    started: BTreeMap<(String, String), Instant>,
-    /// Instances a provider event reported gone, trusted over a listing that lags behind.
-    gone: BTreeMap<String, Instant>,
+    pub evaluate: Box<dyn Fn() -> Result<Spec, String> + Send + Sync>,
 }
 
 /// Why the controller stopped.
@@ -89,86 +59,141 @@ pub struct Controller {
 pub enum ControllerError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
+    /// The reconciler failed.
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
 }
 
-fn slot_key(group: &str, slot: &str) -> (String, String) {
-    (group.to_owned(), slot.to_owned())
+/// The controller of one project.
+pub struct Controller {
+    reconciler: Reconciler,
+    store: Store,
+    providers: ProviderSet,
+    clock: Clock,
+    options: Options,
+    journal: Arc<Journal>,
+    status: Arc<Mutex<Option<Status>>>,
+    report: Option<Report>,
+    file_times: Vec<Option<std::time::SystemTime>>,
 }
 
 impl Controller {
-    /// A controller for `spec` at store serial `serial`.
+    /// A controller for `spec`, applied as `serial`, on `clock`. Events go to `journal`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: Spec,
         serial: u64,
         store: Store,
         providers: ProviderSet,
         secret: SecretSource,
+        clock: Clock,
+        journal: Arc<Journal>,
         options: Options,
-    ) -> Self {
-        Controller {
-            spec: Arc::new(Mutex::new(spec)),
+    ) -> Result<Controller, ControllerError> {
+        let sink_journal = journal.clone();
+        let events: reconcile::EventSink = Arc::new(move |e| record_event(&sink_journal, e));
+        let reconciler = Reconciler::new(
+            spec,
             serial,
+            Vec::new(),
+            store.clone(),
+            providers.clone(),
+            secret,
+            clock,
+            reconcile::Options {
+                exec: ExecOptions {
+                    parallelism: options.parallelism.max(1),
+                    ..ExecOptions::default()
+                },
+                mode: Mode::Run,
+            },
+            events,
+        )?;
+        let mut controller = Controller {
+            reconciler,
             store,
             providers,
-            secret,
+            clock,
+            journal,
+            status: Arc::new(Mutex::new(None)),
+            report: None,
+            file_times: Vec::new(),
             options,
-            journal: Arc::new(Journal::default()),
-            report: Arc::new(Mutex::new(None)),
-            backoff: Backoff::default(),
-            monitor: Monitor::default(),
-            pending: Vec::new(),
-            started: BTreeMap::new(),
-            gone: BTreeMap::new(),
-        }
+        };
+        controller.file_times = controller.file_times();
+        Ok(controller)
     }
 
     /// What the HTTP endpoint needs.
     pub fn endpoint(&self) -> http::Endpoint {
         http::Endpoint {
             journal: self.journal.clone(),
-            spec: self.spec.clone(),
-            report: self.report.clone(),
-            providers: self.providers.clone(),
-            store: self.store.clone(),
-            secret: self.secret.clone(),
+            status: self.status.clone(),
         }
     }
 
-    fn spec(&self) -> Spec {
-        self.spec
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Runs until `stop` turns true. Instances keep running when it returns.
+    /// Runs until `stop` turns true; then starts nothing more and lets running actions
+    /// finish. Instances keep running when it returns.
     pub async fn run(
         mut self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ControllerError> {
-        let project = self.spec().project.clone();
+        let mut events = self.watch_providers().await;
+        let (spec, serial) = self.reconciler.spec();
+        let project = spec.project.clone();
+        self.journal.event(
+            "spec",
+            "",
+            "",
+            format!("keeping project {project:?} at serial {serial}"),
+        );
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            self.adopt_stored_spec()?;
+            let started = self.clock.now();
+            let round = self.reconciler.round().await?;
+            self.record(&round, started);
+            let resync_at = self.clock.now() + self.options.resync;
+            if self.wait(&mut stop, &mut events, resync_at).await {
+                break;
+            }
+        }
+        self.journal.event(
+            "spec",
+            "",
+            "",
+            "stopping: no new actions start; running ones finish".to_owned(),
+        );
+        self.reconciler.stop_starting();
+        self.reconciler.drain().await;
+        if let Some(dir) = &self.options.state_dir {
+            report::clear(dir);
+        }
+        self.journal.event(
+            "spec",
+            "",
+            "",
+            "controller stopped; instances keep running".to_owned(),
+        );
+        Ok(())
+    }
+
+    /// Starts every provider's event stream; events arrive on the returned channel.
+    async fn watch_providers(&self) -> mpsc::Receiver<(String, ProviderEvent)> {
+        let (tx, rx) = mpsc::channel::<(String, ProviderEvent)>(1024);
         let selector = Selector {
-            project: project.clone(),
+            project: self.reconciler.spec().0.project.clone(),
         };
-        let (events_tx, mut events) = mpsc::channel::<(String, ProviderEvent)>(1024);
-        let used: Vec<String> = self
-            .spec()
-            .groups
-            .iter()
-            .map(|g| g.provider.kind.clone())
-            .collect();
-        for (name, provider) in self
-            .providers
-            .iter()
-            .filter(|(n, _)| used.iter().any(|u| u == n))
-        {
+        for (name, provider) in self.providers.iter() {
             match provider.watch(&selector).await {
-                Ok(Some(mut rx)) => {
-                    let tx = events_tx.clone();
+                Ok(Some(mut stream)) => {
+                    let tx = tx.clone();
                     let name = name.to_owned();
                     tokio::spawn(async move {
-                        while let Some(event) = rx.recv().await {
+                        while let Some(event) = stream.recv().await {
                             if tx.send((name.clone(), event)).await.is_err() {
                                 break;
                             }
@@ -182,321 +207,112 @@ impl Controller {
                 }
             }
         }
-        let mut file_times = self.file_times();
-        let mut observe_failures = 0u32;
-        self.journal.event(
-            "spec",
-            "",
-            "",
-            format!("keeping project {project:?} at serial {}", self.serial),
-        );
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let round = Instant::now();
-            self.adopt_stored_spec()?;
-            let spec = self.spec();
-            let mut observed = match observe(&spec, &self.providers).await {
-                Ok(o) => {
-                    if observe_failures > 0 {
-                        self.journal
-                            .event("provider", "", "", "providers answer again".to_owned());
-                    }
-                    observe_failures = 0;
-                    o
-                }
-                Err(e) => {
-                    observe_failures += 1;
-                    let wait = backoff::delay(observe_failures).min(Duration::from_secs(30));
-                    self.journal.event(
-                        "provider",
-                        "",
-                        "",
-                        format!("cannot observe ({e}); retrying in {}s", wait.as_secs()),
-                    );
-                    self.write_report(Phase::Failing);
-                    if wait_or_stop(&mut stop, wait).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            self.monitor.sync(&spec, &observed, &self.secret);
-            mark_unhealthy(&mut observed, &self.monitor.unhealthy());
-            self.gone.retain(|_, at| at.elapsed() < EXPECT_FOR);
-            mark_gone(&mut observed, &self.gone);
-            self.settle_pending(&observed);
-            let live: HashSet<(String, String)> = observed
-                .iter()
-                .filter(|(_, i)| i.state.is_live())
-                .map(|(_, i)| slot_key(&i.tags.group, &i.tags.slot))
-                .collect();
-            self.backoff
-                .settle(Instant::now(), |g, s| live.contains(&slot_key(g, s)));
-            self.count_instances(&observed);
-
-            let converged = match self.reconcile(&spec, &observed, &mut stop).await {
-                Some(converged) => converged,
-                None => break,
-            };
-            self.journal.reconciled(round.elapsed(), converged);
-            let phase = if spec
-                .groups
-                .iter()
-                .any(|g| self.backoff.failing(&g.name).is_some())
-            {
-                Phase::Failing
-            } else if converged {
-                Phase::Converged
-            } else {
-                Phase::Working
-            };
-            self.write_report(phase);
-            // Right after acting, look again at once; otherwise wait for a reason to.
-            let waiting =
-                !self.pending.is_empty() || self.backoff.next_retry(Instant::now()).is_some();
-            if converged || waiting {
-                continue_or_wait(&mut self, &mut stop, &mut events, &mut file_times).await;
-            }
-        }
-        report::clear(&self.options.state_dir);
-        self.journal.event(
-            "spec",
-            "",
-            "",
-            "controller stopped; instances keep running".to_owned(),
-        );
-        Ok(())
+        rx
     }
 
-    /// One plan and its execution. `Some(true)` when nothing needed doing, `None` when a
-    /// stop request arrived (after running actions finished).
-    async fn reconcile(
-        &mut self,
-        spec: &Spec,
-        observed: &Observed,
-        stop: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Option<bool> {
-        let Ok(graph) = GroupGraph::build(spec) else {
-            return Some(false);
-        };
-        let expectations: Vec<Expectation> =
-            self.pending.iter().map(|p| p.expectation.clone()).collect();
-        let mut planned = plan(PlanInput {
-            spec,
-            graph: &graph,
-            observed,
-            expectations: &expectations,
-            previous: None,
-        });
-        let now = Instant::now();
-        // A slot whose new instance died before it held counts as failing.
-        for action in planned
-            .actions
-            .iter()
-            .filter(|a| a.action == ActionKind::Heal)
-        {
-            let key = slot_key(&action.group, &action.slot.to_string());
-            if let Some(started) = self.started.remove(&key) {
-                if now.duration_since(started) < STABLE_AFTER
-                    && !self.backoff.waiting(&key.0, &key.1, now)
-                {
-                    let why = format!(
-                        "{} {:.1}s after it started",
-                        action.reason,
-                        now.duration_since(started).as_secs_f64()
-                    );
-                    let wait = self.backoff.failed(&key.0, &key.1, &why, now);
-                    self.journal.event(
-                        "backoff",
-                        &key.0,
-                        &key.1,
-                        format!("{why}; next try in {}s", wait.as_secs()),
-                    );
-                }
-            }
-        }
-        let backoff = &self.backoff;
-        planned.retain(|a| {
-            a.action == ActionKind::Destroy || !backoff.waiting(&a.group, &a.slot.to_string(), now)
-        });
-        if planned.is_empty() {
-            return Some(self.backoff.next_retry(now).is_none() && self.pending.is_empty());
-        }
-        let options = ExecOptions {
-            parallelism: self.options.parallelism,
-            ..ExecOptions::default()
-        };
-        let executor = Executor::new(
-            spec.clone(),
-            self.providers.clone(),
-            options,
-            self.secret.clone(),
-        );
-        let stop_flag = executor.stop_flag();
-        let journal = self.journal.clone();
-        let mut on_event = |action: &crate::plan::Action, event: ExecEvent| {
-            if let ExecEvent::Finished {
-                outcome, elapsed, ..
-            } = event
-            {
-                match &outcome {
-                    Outcome::Done { instance, .. } => {
-                        let kind = match action.action {
-                            ActionKind::Create => "created",
-                            ActionKind::Heal => "healed",
-                            ActionKind::Replace => "replaced",
-                            ActionKind::Destroy => "destroyed",
-                        };
-                        let made = instance
-                            .as_deref()
-                            .map(|i| format!(" as {i}"))
-                            .unwrap_or_default();
-                        journal.event(
-                            kind,
-                            &action.group,
-                            &action.slot.to_string(),
-                            format!(
-                                "{}{made} in {:.0} ms",
-                                action.reason,
-                                elapsed.as_secs_f64() * 1000.0
-                            ),
-                        );
-                    }
-                    Outcome::Failed { error } => journal.event(
-                        "failed",
-                        &action.group,
-                        &action.slot.to_string(),
-                        error.clone(),
-                    ),
-                    Outcome::Skipped { .. } => {}
-                }
-            }
-        };
-        let run = executor.run(&planned, &mut on_event);
-        tokio::pin!(run);
-        let mut stopping = false;
-        let report = tokio::select! {
-            report = &mut run => report,
-            _ = stop.changed() => {
-                stop_flag.store(true, Ordering::SeqCst);
-                stopping = true;
-                run.await
-            }
-        };
-        let now = Instant::now();
-        for (action, outcome) in planned.actions.iter().zip(&report.outcomes) {
-            let slot = action.slot.to_string();
-            match outcome {
-                Outcome::Done {
-                    instance: Some(id), ..
-                } => {
-                    self.pending.push(Pending {
-                        expectation: Expectation {
-                            group: action.group.clone(),
-                            slot: action.slot.clone(),
-                            expected: Expected::Create {
-                                hash: action
-                                    .hash
-                                    .clone()
-                                    .unwrap_or_else(|| crate::spec::SpecHash::from_tag("")),
-                            },
-                        },
-                        instance: id.clone(),
-                        until: now + EXPECT_FOR,
-                    });
-                    self.started.insert(slot_key(&action.group, &slot), now);
-                    let stable = match spec.group(&action.group).map(|g| &g.update) {
-                        Some(UpdatePolicy::Rolling(r)) => r.min_ready.to_std().max(STABLE_AFTER),
-                        _ => STABLE_AFTER,
-                    };
-                    self.backoff.succeeded(&action.group, &slot, stable, now);
-                }
-                // Failed destroys back off too, so a provider that keeps refusing one is not
-                // asked again in a tight loop.
-                Outcome::Failed { error } => {
-                    let wait = self.backoff.failed(&action.group, &slot, error, now);
-                    self.journal.event(
-                        "backoff",
-                        &action.group,
-                        &slot,
-                        format!("next try in {}s", wait.as_secs()),
-                    );
-                }
-                _ => {}
-            }
-        }
-        if stopping {
-            None
-        } else {
-            Some(false)
-        }
-    }
-
-    /// Takes a spec committed to the store by `tend apply` (or `--watch`).
+    /// Step one: takes a spec committed to the store by `tend apply` (or `--watch`).
     fn adopt_stored_spec(&mut self) -> Result<(), ControllerError> {
-        if let Some(applied) = self.store.last_applied()? {
-            if applied.serial > self.serial {
-                self.serial = applied.serial;
-                if let Ok(mut spec) = self.spec.lock() {
-                    *spec = applied.spec;
-                }
-                self.journal
-                    .event("spec", "", "", format!("adopted serial {}", self.serial));
-            }
+        let Some(applied) = self.store.last_applied()? else {
+            return Ok(());
+        };
+        if applied.serial > self.reconciler.spec().1 {
+            let serial = applied.serial;
+            self.reconciler.set_spec(applied.spec, serial)?;
+            self.journal
+                .event("spec", "", "", format!("adopted serial {serial}"));
         }
         Ok(())
     }
 
-    /// Forgets expectations the provider now shows, or that ran out of time.
-    fn settle_pending(&mut self, observed: &Observed) {
-        let now = Instant::now();
-        let seen: HashSet<&str> = observed.iter().map(|(_, i)| i.id.as_str()).collect();
-        self.pending
-            .retain(|p| now < p.until && !seen.contains(p.instance.as_str()));
-    }
-
-    fn count_instances(&self, observed: &Observed) {
+    /// Step three: the report, the status, the metrics.
+    fn record(&mut self, round: &Round, started: Instant) {
+        self.journal
+            .reconciled(self.clock.now().duration_since(started), round.converged);
+        self.journal.phases(&round.groups);
         let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for (_, i) in observed.iter() {
+        for (_, i) in round.observed.iter() {
             let state = format!("{:?}", i.state).to_lowercase();
             *counts.entry((i.tags.group.clone(), state)).or_default() += 1;
         }
         self.journal.instances(counts);
-    }
 
-    fn write_report(&self, phase: Phase) {
-        let spec = self.spec();
-        let now = Instant::now();
+        let (spec, serial) = self.reconciler.spec();
+        let applied = self.store.last_applied().ok().flatten();
+        let reconciler = &self.reconciler;
+        let mut status = crate::status::build(spec, &round.observed, applied.as_ref(), &|id| {
+            reconciler.health_error(id)
+        });
+        let backoff = self.reconciler.backoffs();
         let report = Report {
             pid: std::process::id(),
-            serial: self.serial,
-            phase,
-            failing: spec
-                .groups
-                .iter()
-                .filter_map(|g| self.backoff.failing(&g.name).map(|w| (g.name.clone(), w)))
-                .collect(),
-            backoff: spec
-                .groups
-                .iter()
-                .map(|g| (g.name.clone(), self.backoff.describe(&g.name, now)))
-                .filter(|(_, b)| !b.is_empty())
-                .collect(),
-            at_ms: crate::store::now_ms(),
+            listen: self.options.listen.clone(),
+            serial,
+            converged: round.converged,
+            groups: round.groups.clone(),
+            backoff,
+            unobserved: round.observed.unobserved.clone(),
         };
-        if self
-            .report
-            .lock()
-            .map(|r| r.as_ref() != Some(&report))
-            .unwrap_or(true)
-        {
-            report.write(&self.options.state_dir);
+        report.annotate(&mut status);
+        if let Ok(mut shown) = self.status.lock() {
+            *shown = Some(status);
         }
-        if let Ok(mut r) = self.report.lock() {
-            *r = Some(report);
+        if self.report.as_ref() != Some(&report) {
+            if round.converged
+                && !self
+                    .report
+                    .as_ref()
+                    .is_some_and(|r| r.converged && r.serial == serial)
+            {
+                self.journal
+                    .event("converged", "", "", format!("serial {serial} converged"));
+            }
+            if let Some(dir) = &self.options.state_dir {
+                report.write(dir);
+            }
+            self.report = Some(report);
         }
+    }
+
+    /// Step four: waits for the next reason to look; true when a stop request arrived.
+    async fn wait(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+        events: &mut mpsc::Receiver<(String, ProviderEvent)>,
+        resync_at: Instant,
+    ) -> bool {
+        let stored = self.store_time();
+        loop {
+            let poll = (self.clock.now() + Duration::from_millis(250)).min(resync_at);
+            tokio::select! {
+                biased;
+                _ = reconcile::stopped(stop) => return true,
+                event = events.recv() => {
+                    match event {
+                        Some((_, ProviderEvent::Gone { id })) if self.reconciler.removing(&id) => continue,
+                        Some((provider, ProviderEvent::Gone { id })) => {
+                            self.journal.event("exited", "", "", format!("{provider} instance {id} is gone"));
+                            self.reconciler.instance_gone(id);
+                        }
+                        _ => {}
+                    }
+                    return false;
+                }
+                _ = self.reconciler.wait() => return false,
+                _ = tokio::time::sleep_until(poll) => {}
+            }
+            if self.clock.now() >= resync_at
+                || self.store_time() != stored
+                || self.reload_if_changed()
+            {
+                return false;
+            }
+        }
+    }
+
+    fn store_time(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.store.dir().join("state.json"))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     fn file_times(&self) -> Vec<Option<std::time::SystemTime>> {
@@ -513,17 +329,17 @@ impl Controller {
     }
 
     /// With `--watch`: evaluates the spec again when a file changed, and commits it.
-    fn reload_if_changed(&mut self, times: &mut Vec<Option<std::time::SystemTime>>) -> bool {
+    fn reload_if_changed(&mut self) -> bool {
         let now = self.file_times();
-        if now == *times {
+        if now == self.file_times {
             return false;
         }
-        *times = now;
+        self.file_times = now;
         let Some(reload) = &self.options.reload else {
             return false;
         };
         match (reload.evaluate)() {
-            Ok(spec) if spec.fingerprint() != self.spec().fingerprint() => {
+            Ok(spec) if spec.fingerprint() != self.reconciler.spec().0.fingerprint() => {
                 match self.store.commit(&spec) {
                     Ok(applied) => {
                         self.journal.event(
@@ -561,108 +377,117 @@ impl Controller {
     }
 }
 
-/// Marks instances past their health threshold as unhealthy, so the planner heals them.
-fn mark_unhealthy(observed: &mut Observed, unhealthy: &HashSet<String>) {
-    if unhealthy.is_empty() {
-        return;
-    }
-    for list in observed.by_provider.values_mut() {
-        for i in list.iter_mut().filter(|i| unhealthy.contains(&i.id)) {
-            if i.state.is_live() {
-                i.state = InstanceState::Unhealthy;
-            }
+/// Turns what the reconciler says into journal events (and with them metrics and logs).
+fn record_event(journal: &Journal, event: Event) {
+    match event {
+        Event::Started(action) => {
+            let surge = if action.surge { " (surge)" } else { "" };
+            journal.event(
+                "started",
+                &action.group,
+                &action.slot.to_string(),
+                format!("{}{surge}: {}", action.action.name(), action.reason),
+            )
         }
-    }
-}
-
-/// Marks instances that a provider event reported gone as dead, even while the provider's
-/// listing still shows them running (Docker's list lags its event stream).
-fn mark_gone(observed: &mut Observed, gone: &BTreeMap<String, Instant>) {
-    if gone.is_empty() {
-        return;
-    }
-    for list in observed.by_provider.values_mut() {
-        for i in list.iter_mut().filter(|i| gone.contains_key(&i.id)) {
-            i.state = InstanceState::Dead;
-        }
-    }
-}
-
-/// Sleeps up to `wait`; true when a stop request arrived.
-async fn wait_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, wait: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => *stop.borrow(),
-        _ = stop.changed() => true,
-    }
-}
-
-/// Waits for the next reason to reconcile: a provider event, a health threshold crossed,
-/// a new spec in the store, a changed spec file, a backoff ending, the resync, or a stop.
-async fn continue_or_wait(
-    ctl: &mut Controller,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    events: &mut mpsc::Receiver<(String, ProviderEvent)>,
-    file_times: &mut Vec<Option<std::time::SystemTime>>,
-) {
-    let resync_at = Instant::now() + ctl.options.resync;
-    let retry_at = ctl.backoff.next_retry(Instant::now());
-    let store_file = ctl.options.state_dir.join("state.json");
-    let store_time = || {
-        std::fs::metadata(&store_file)
-            .and_then(|m| m.modified())
-            .ok()
-    };
-    let stored = store_time();
-    loop {
-        let now = Instant::now();
-        let mut wake = resync_at;
-        if let Some(t) = ctl.backoff.next_retry(now) {
-            wake = wake.min(t);
-        }
-        if let Some(t) = ctl.monitor.next_due() {
-            wake = wake.min(t.max(now));
-        }
-        if !ctl.pending.is_empty() {
-            wake = wake.min(now + Duration::from_millis(100));
-        }
-        let poll = now + Duration::from_millis(250);
-        tokio::select! {
-            _ = stop.changed() => return,
-            event = events.recv() => {
-                if let Some((provider, ProviderEvent::Gone { id })) = event {
-                    ctl.journal.event("exited", "", "", format!("{provider} instance {id} is gone"));
-                    ctl.gone.insert(id, Instant::now());
-                }
-                return;
-            }
-            _ = tokio::time::sleep_until(wake.min(poll).into()) => {}
-        }
-        let now = Instant::now();
-        if now >= resync_at || retry_at.is_some_and(|t| now >= t) {
-            return;
-        }
-        if !ctl.pending.is_empty() {
-            return;
-        }
-        if ctl.monitor.next_due().is_some_and(|t| t <= now) {
-            let crossed = ctl.monitor.probe_due().await;
-            if !crossed.is_empty() {
-                for (id, why) in crossed {
-                    ctl.journal.event(
-                        "unhealthy",
-                        "",
-                        "",
-                        format!("instance {id} failed its health check: {why}"),
+        Event::Finished {
+            action,
+            outcome,
+            elapsed,
+        } => {
+            let slot = action.slot.to_string();
+            match outcome {
+                Ok(done) => {
+                    let kind = match action.action {
+                        ActionKind::Create => "created",
+                        ActionKind::Heal => "healed",
+                        ActionKind::Replace => "replaced",
+                        ActionKind::Destroy => "destroyed",
+                    };
+                    let made = done
+                        .instance
+                        .as_deref()
+                        .map(|i| format!(" as {i}"))
+                        .unwrap_or_default();
+                    journal.event(
+                        kind,
+                        &action.group,
+                        &slot,
+                        format!(
+                            "{}{made} in {:.0} ms",
+                            action.reason,
+                            elapsed.as_secs_f64() * 1000.0
+                        ),
                     );
                 }
-                return;
+                Err(error) => journal.event("failed", &action.group, &slot, error.to_string()),
             }
         }
-        if store_time() != stored {
-            return;
+        Event::Unhealthy {
+            group,
+            slot,
+            instance,
+            why,
+        } => journal.event(
+            "unhealthy",
+            &group,
+            &slot,
+            format!("instance {instance} failed its health check: {why}"),
+        ),
+        Event::RolloutFailed {
+            group,
+            reason,
+            rollback,
+        } => {
+            let (kind, what) = if rollback {
+                (
+                    "rolled_back",
+                    "the rollout failed; rolling back to the previous version",
+                )
+            } else {
+                (
+                    "paused",
+                    "the rollout failed; paused until a new spec is applied",
+                )
+            };
+            journal.event(kind, &group, "", format!("{what}: {reason}"));
         }
-        if ctl.reload_if_changed(file_times) {
-            return;
+        Event::Backoff {
+            group,
+            slot,
+            wait,
+            why,
+        } => {
+            let next = match wait {
+                Some(w) if w.is_zero() => "; trying again now".to_owned(),
+                Some(w) => format!("; next try in {}s", w.as_secs()),
+                None => String::new(),
+            };
+            journal.event("backoff", &group, &slot, format!("{why}{next}"));
         }
+        Event::Provider { provider, error } => match error {
+            Some(e) => journal.event(
+                "provider",
+                "",
+                "",
+                format!("cannot observe {provider} ({e}); its groups wait, the others are kept"),
+            ),
+            None => journal.event(
+                "provider",
+                "",
+                "",
+                format!("{provider}: providers answer again"),
+            ),
+        },
+        Event::Hold { group, hold } => match hold {
+            // A pause is told when the rollout fails.
+            Some(Hold::Paused { .. }) => {}
+            Some(h) => journal.event(h.name(), &group, "", h.reason().to_owned()),
+            None => journal.event(
+                "resumed",
+                &group,
+                "",
+                "nothing holds the group back".to_owned(),
+            ),
+        },
     }
 }

@@ -1,47 +1,41 @@
-//! `controller.json` in the state folder: what `tend run` is doing, for `tend apply` (waiting
-//! for convergence) and `tend status` (failing groups, backoffs).
+//! `controller.json` in the state folder: what `tend run` is doing, for `tend apply` (which
+//! hands it a spec and follows it) and `tend status` (phases, failing groups, backoffs).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reconcile::GroupPhase;
 use crate::status::Status;
 use crate::store::write_atomic;
 
-/// Where the controller stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Working towards the spec of `serial`.
-    Working,
-    /// The project matches the spec of `serial`.
-    Converged,
-    /// Some group keeps failing; see `failing`.
-    Failing,
-}
-
-/// The controller's report.
+/// The controller's report, written after every round that changed it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The controller's pid.
     pub pid: u32,
-    /// The serial of the spec it works on.
+    /// Where it serves `/status` and `/events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The serial of the spec it keeps.
     pub serial: u64,
-    /// Where it stands.
-    pub phase: Phase,
-    /// Failing groups and why.
-    pub failing: BTreeMap<String, String>,
+    /// True when every slot is live, healthy and at its group's hash.
+    pub converged: bool,
+    /// Where each group stands.
+    pub groups: BTreeMap<String, GroupPhase>,
     /// Slots in backoff, by group.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backoff: BTreeMap<String, BTreeMap<String, String>>,
-    /// When the report was written.
-    pub at_ms: u64,
+    /// Providers it cannot observe, with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unobserved: BTreeMap<String, String>,
 }
 
 const FILE: &str = "controller.json";
 
 impl Report {
-    /// Writes the report atomically.
+    /// Writes the report durably.
     pub fn write(&self, state_dir: &Path) {
         if let Ok(text) = serde_json::to_string_pretty(self) {
             let _ = write_atomic(&state_dir.join(FILE), text.as_bytes());
@@ -51,7 +45,12 @@ impl Report {
     /// Adds the controller's view to a status.
     pub fn annotate(&self, status: &mut Status) {
         for group in &mut status.groups {
-            group.failing = self.failing.get(&group.name).cloned();
+            if let Some(phase) = self.groups.get(&group.name) {
+                group.phase = Some(phase.clone());
+                if let GroupPhase::Failing { reason } = phase {
+                    group.failing = Some(reason.clone());
+                }
+            }
             group.backoff = self.backoff.get(&group.name).cloned().unwrap_or_default();
         }
     }

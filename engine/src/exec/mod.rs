@@ -1,30 +1,25 @@
-//! The executor: runs a plan's action DAG through the providers, with bounded concurrency,
-//! health gates, rolling pacing, retries and expectations.
+//! Performing actions through the providers, one at a time: create, heal, replace (in place
+//! or with surge) and destroy, with retries, health gates and `min_ready`.
 //!
 //! An action finishes only when its new instance is healthy (and, for a rolling replace,
-//! has stayed healthy for `min_ready`), so everything that waits for it waits for health.
-//! A failed action skips everything that waits for it: a rolling update pauses at the
-//! failed batch. Nothing is destroyed that the plan does not name.
+//! has stayed healthy for `min_ready`), so whatever waits for it waits for health. Nothing
+//! is destroyed that the action does not name. Which actions run, and when, is decided by
+//! the planner and the reconciler (`crate::reconcile`), never here.
 
 mod perform;
 mod render;
-mod rollback;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::task::JoinSet;
+use crate::provider::ProviderError;
+use crate::spec::{Group, Spec, SpecHash, Template};
 
-use crate::plan::{Action, Expectation, Plan};
-use crate::provider::ProviderSet;
-use crate::spec::Spec;
-
+pub use perform::perform;
 pub use render::{context, render_instance, RenderError, RenderedInstance};
-pub use rollback::{groups_to_roll_back, spec_with_previous_templates};
 
-/// How the executor runs.
+/// How actions are performed.
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
     /// Actions in flight at once.
@@ -45,208 +40,196 @@ impl Default for ExecOptions {
     }
 }
 
-/// How one action ended.
+/// What a finished action made.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// It did what it said; the new instance, if it made one.
-    Done {
-        /// The instance created, if any.
-        instance: Option<String>,
-        /// What its health check showed, such as `answers http://127.0.0.1:8001/`.
-        checked: Option<String>,
-    },
-    /// It failed; the message says why.
-    Failed {
-        /// Why.
-        error: String,
-    },
-    /// It never started.
-    Skipped {
-        /// Why.
-        reason: String,
-    },
+pub struct Done {
+    /// The instance created, if any.
+    pub instance: Option<String>,
+    /// What its health check showed, such as `answers http://127.0.0.1:8001/`.
+    pub checked: Option<String>,
 }
 
-/// What the executor tells its caller as it goes.
-#[derive(Clone, Debug)]
-pub enum ExecEvent {
-    /// An action started.
-    Started {
-        /// Its index in the plan.
-        index: usize,
+/// Why an action failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ActionError {
+    /// The action names a group the spec does not have.
+    #[error("group {0:?} is not in the spec")]
+    UnknownGroup(String),
+    /// The provider named by the action is not in this build.
+    #[error("{0}")]
+    UnknownProvider(String),
+    /// The instance's templates or secrets could not be rendered.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The provider refused or failed to create the instance (after retries).
+    #[error("cannot create the instance: {0}")]
+    Provision(String),
+    /// The provider failed to remove an instance (after retries).
+    #[error("cannot destroy {id}: {detail}")]
+    Destroy {
+        /// The instance.
+        id: String,
+        /// What the provider said.
+        detail: String,
     },
-    /// An action ended.
-    Finished {
-        /// Its index in the plan.
-        index: usize,
-        /// How.
-        outcome: Outcome,
-        /// How long it took.
-        elapsed: Duration,
+    /// The new instance did not turn healthy, or did not stay healthy for `min_ready`.
+    #[error("new instance {id} {why}")]
+    NotHealthy {
+        /// The new instance.
+        id: String,
+        /// What its health checks showed.
+        why: String,
     },
+    /// The action panicked: a bug in tend, reported on the action alone.
+    #[error("internal error (a bug in tend): {0}")]
+    Panicked(String),
+    /// The rollout of the version it was to make failed meanwhile: nothing was made.
+    #[error("not made: the rollout of version {0} failed meanwhile")]
+    Halted(SpecHash),
 }
 
-/// The result of running a plan.
-#[derive(Clone, Debug, Default)]
-pub struct ExecReport {
-    /// One outcome per action, in plan order.
-    pub outcomes: Vec<Outcome>,
-    /// True when a stop request ended the run early.
-    pub stopped: bool,
-}
-
-impl ExecReport {
-    /// How many actions ended each way: (done, failed, skipped).
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let mut counts = (0, 0, 0);
-        for o in &self.outcomes {
-            match o {
-                Outcome::Done { .. } => counts.0 += 1,
-                Outcome::Failed { .. } => counts.1 += 1,
-                Outcome::Skipped { .. } => counts.2 += 1,
-            }
-        }
-        counts
-    }
-
-    /// True when every action was done.
-    pub fn succeeded(&self) -> bool {
-        self.outcomes
-            .iter()
-            .all(|o| matches!(o, Outcome::Done { .. }))
+impl ActionError {
+    /// True when the failure says the new version does not work (its instance never turned
+    /// healthy), rather than that a provider could not be reached.
+    pub fn is_unhealthy(&self) -> bool {
+        matches!(self, ActionError::NotHealthy { .. })
     }
 }
+
+/// How one action ended.
+pub type Outcome = Result<Done, ActionError>;
 
 /// Reads a secret by name at apply time.
 pub type SecretSource = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// What every running action shares.
-pub(crate) struct Shared {
-    pub(crate) spec: Spec,
-    pub(crate) providers: ProviderSet,
-    pub(crate) options: ExecOptions,
-    pub(crate) secret: SecretSource,
-    pub(crate) expectations: Mutex<Vec<Expectation>>,
+/// The groups instances can be made from: the spec being applied, and earlier versions of
+/// its groups by spec hash (a rollback, or healing a dead instance of a paused group at the
+/// hash it had).
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    spec: Spec,
+    older: BTreeMap<(String, SpecHash), Template>,
 }
 
-/// Runs plans for one spec.
-pub struct Executor {
-    shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Executor {
-    /// An executor for `spec` over `providers`; secrets come from `secret`.
-    pub fn new(
-        spec: Spec,
-        providers: ProviderSet,
-        options: ExecOptions,
-        secret: SecretSource,
-    ) -> Self {
-        Executor {
-            shared: Arc::new(Shared {
-                spec,
-                providers,
-                options,
-                secret,
-                expectations: Mutex::new(Vec::new()),
-            }),
-            stop: Arc::new(AtomicBool::new(false)),
+impl Catalog {
+    /// A catalog of `spec` alone.
+    pub fn new(spec: Spec) -> Catalog {
+        Catalog {
+            spec,
+            older: BTreeMap::new(),
         }
     }
 
-    /// Set it to stop starting new actions; running ones finish.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
+    /// Adds every group of an earlier spec, so instances can be made at its hashes again.
+    pub fn remember(&mut self, earlier: &Spec) {
+        for group in &earlier.groups {
+            self.older
+                .entry((group.name.clone(), SpecHash::of(group)))
+                .or_insert_with(|| group.template());
+        }
     }
 
-    /// Work issued that providers may not show yet: give it to the planner.
-    pub fn expectations(&self) -> Vec<Expectation> {
-        self.shared
-            .expectations
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default()
+    /// Adds one template of `group` under its hash.
+    pub fn remember_template(&mut self, group: &str, hash: SpecHash, template: Template) {
+        self.older
+            .entry((group.to_owned(), hash))
+            .or_insert(template);
     }
 
-    /// Runs `plan`, calling `on_event` as actions start and finish.
-    pub async fn run(
-        &self,
-        plan: &Plan,
-        on_event: &mut (dyn FnMut(&Action, ExecEvent) + Send),
-    ) -> ExecReport {
-        let n = plan.actions.len();
-        let mut waiting: Vec<usize> = vec![0; n];
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, action) in plan.actions.iter().enumerate() {
-            for &before in action.after.iter().filter(|b| **b < n && **b != i) {
-                waiting[i] += 1;
-                dependents[before].push(i);
-            }
+    /// The spec instances are made for.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// The template of `group` at `hash`, when known.
+    pub fn template(&self, group: &str, hash: &SpecHash) -> Option<Template> {
+        match self.spec.group(group) {
+            Some(g) if SpecHash::of(g) == *hash => Some(g.template()),
+            _ => self.older.get(&(group.to_owned(), hash.clone())).cloned(),
         }
-        let mut ready: VecDeque<usize> = (0..n).filter(|i| waiting[*i] == 0).collect();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-        let mut running: JoinSet<(usize, Outcome, Duration)> = JoinSet::new();
-        let mut task_index: HashMap<tokio::task::Id, usize> = HashMap::new();
-        let parallelism = self.shared.options.parallelism.max(1);
-        loop {
-            while running.len() < parallelism && !self.stop.load(Ordering::SeqCst) {
-                let Some(i) = ready.pop_front() else { break };
-                on_event(&plan.actions[i], ExecEvent::Started { index: i });
-                let shared = self.shared.clone();
-                let action = plan.actions[i].clone();
-                let handle = running.spawn(async move {
-                    let started = Instant::now();
-                    let outcome = perform::perform(&shared, &action).await;
-                    (i, outcome, started.elapsed())
-                });
-                task_index.insert(handle.id(), i);
-            }
-            let Some(joined) = running.join_next_with_id().await else {
-                break;
-            };
-            let (i, outcome, elapsed) = match joined {
-                Ok((_, done)) => done,
-                Err(e) => {
-                    // A panic inside an action is a bug: report it on that action, go on.
-                    let Some(&index) = task_index.get(&e.id()) else {
-                        continue;
-                    };
-                    let error = format!("internal error (a bug in tend): {e}");
-                    (index, Outcome::Failed { error }, Duration::ZERO)
-                }
-            };
-            if matches!(outcome, Outcome::Done { .. }) {
-                for &d in &dependents[i] {
-                    waiting[d] -= 1;
-                    if waiting[d] == 0 {
-                        ready.push_back(d);
-                    }
-                }
-            }
-            outcomes[i] = Some(outcome.clone());
-            on_event(
-                &plan.actions[i],
-                ExecEvent::Finished {
-                    index: i,
-                    outcome,
-                    elapsed,
-                },
-            );
-        }
-        let stopped = self.stop.load(Ordering::SeqCst);
-        let outcomes = outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Outcome::Skipped {
-                    reason: if stopped {
-                        "stopped before it started".to_owned()
-                    } else {
-                        "waits for an action that failed".to_owned()
-                    },
-                })
-            })
+    }
+
+    /// True when instances of `group` at `hash` can be made again.
+    pub fn knows(&self, group: &str, hash: &SpecHash) -> bool {
+        self.older.contains_key(&(group.to_owned(), hash.clone()))
+            || self
+                .spec
+                .group(group)
+                .is_some_and(|g| SpecHash::of(g) == *hash)
+    }
+
+    /// Hashes of `group` that can be made again, current one included.
+    pub fn hashes(&self, group: &str) -> std::collections::BTreeSet<SpecHash> {
+        let mut known: std::collections::BTreeSet<SpecHash> = self
+            .older
+            .keys()
+            .filter(|(g, _)| g == group)
+            .map(|(_, h)| h.clone())
             .collect();
-        ExecReport { outcomes, stopped }
+        if let Some(g) = self.spec.group(group) {
+            known.insert(SpecHash::of(g));
+        }
+        known
     }
+
+    /// `group` as it makes instances at `hash` (the spec's own version when `hash` is
+    /// `None`, the spec's hash, or unknown).
+    pub fn group(&self, name: &str, hash: Option<&SpecHash>) -> Option<Group> {
+        let current = self.spec.group(name)?;
+        match hash {
+            Some(h) if *h != SpecHash::of(current) => {
+                match self.older.get(&(name.to_owned(), h.clone())) {
+                    Some(template) => Some(current.with_template(template)),
+                    None => Some(current.clone()),
+                }
+            }
+            _ => Some(current.clone()),
+        }
+    }
+}
+
+/// Everything an action needs while it runs.
+pub struct Context {
+    /// Groups and their earlier versions.
+    pub catalog: Catalog,
+    /// The providers.
+    pub providers: crate::provider::ProviderSet,
+    /// Attempts and timeouts.
+    pub options: ExecOptions,
+    /// Secrets, read when an instance is rendered.
+    pub secret: SecretSource,
+    /// Versions whose rollout failed, shared with the reconciler that records them: an
+    /// action planned before such a failure stops before it asks the provider to make that
+    /// version again.
+    pub halted: Halted,
+    /// How many rollout failures the reconciler had seen when this context was made.
+    pub generation: u64,
+}
+
+/// Versions whose rollout failed, by (group, hash), with the generation at which they
+/// failed and whether the group rolled back; shared by running actions and the reconciler
+/// that records the failures.
+pub type Halted = Arc<std::sync::Mutex<BTreeMap<(String, SpecHash), (u64, bool)>>>;
+
+impl Context {
+    /// The version `action`, planned with this context, must not make: the rollout of
+    /// that version failed after it was planned. Healing a dead instance at its own
+    /// version goes on in a paused group, never in one that rolled back.
+    pub fn halted(&self, action: &crate::plan::Action) -> Option<SpecHash> {
+        let hash = action.hash.as_ref()?;
+        let own = action.action == crate::plan::ActionKind::Heal
+            && action.from_hash.as_ref() == Some(hash);
+        let (since, rolled_back) = self
+            .halted
+            .lock()
+            .ok()?
+            .get(&(action.group.clone(), hash.clone()))
+            .copied()?;
+        (since > self.generation && (rolled_back || !own)).then(|| hash.clone())
+    }
+}
+
+/// A provider error and its sources on one line.
+pub(crate) fn chain(e: &ProviderError) -> String {
+    crate::provider::error_chain(e)
 }

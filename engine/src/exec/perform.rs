@@ -1,111 +1,132 @@
 //! Performing one action: create, heal, replace or destroy, through a provider.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::render::render_instance;
-use super::{Outcome, Shared};
-use crate::health::{probe, wait_healthy, RenderedProbe};
-use crate::plan::{Action, ActionKind, Expectation, Expected};
-use crate::provider::{observe, Observed, Provider, ProviderError, Selector};
-use crate::spec::{Group, SpecHash, UpdatePolicy};
+use super::{chain, ActionError, Context, Done, Outcome};
+use crate::health::{wait_healthy, RenderedProbe};
+use crate::plan::{Action, ActionKind};
+use crate::provider::{observe, probe_instance, Observed, Provider, ProviderError, Selector};
+use crate::spec::{Group, UpdatePolicy};
 
-pub(super) async fn perform(shared: &Shared, action: &Action) -> Outcome {
-    match run(shared, action).await {
-        Ok(made) => Outcome::Done {
-            instance: made.as_ref().map(|m| m.id.clone()),
-            checked: made.and_then(|m| m.checked),
-        },
-        Err(error) => Outcome::Failed { error },
-    }
-}
-
-/// A new instance and what its health check showed.
-struct Made {
-    id: String,
-    checked: Option<String>,
-}
-
-async fn run(shared: &Shared, action: &Action) -> Result<Option<Made>, String> {
-    let provider = shared
-        .providers
-        .get(&action.provider)
-        .map_err(|e| e.to_string())?
-        .clone();
-    let group = shared.spec.group(&action.group);
+/// Performs `action`. A surge instance that fails is removed again; an in-place
+/// replacement that fails is left for the planner (it counts as unavailable).
+pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
+    let provider = provider(ctx, &action.provider)?;
+    let group = ctx.catalog.group(&action.group, action.hash.as_ref());
     match action.action {
         ActionKind::Destroy => {
-            let id = action
-                .instance
-                .as_deref()
-                .ok_or("destroy without an instance")?;
-            stop(shared, provider.as_ref(), group, action, id).await?;
-            Ok(None)
+            let id = action.instance.as_deref().unwrap_or_default();
+            stop(
+                ctx,
+                provider.as_ref(),
+                group.as_ref(),
+                action,
+                id,
+                Retire::Plain,
+            )
+            .await?;
+            Ok(Done {
+                instance: None,
+                checked: None,
+            })
         }
         ActionKind::Create => {
-            create_healthy(shared, provider.as_ref(), need(group, action)?, action)
-                .await
-                .map(Some)
+            create_healthy(ctx, provider.as_ref(), &need(group, action)?, action).await
         }
-        ActionKind::Heal => {
+        ActionKind::Heal | ActionKind::Replace => {
             let group = need(group, action)?;
-            let selector = Selector {
-                project: shared.spec.project.clone(),
+            let Some(old) = action.instance.as_deref() else {
+                return create_healthy(ctx, provider.as_ref(), &group, action).await;
             };
-            match &action.instance {
-                // A dead instance holds no port: its replacement starts first, and the remains
-                // are removed after, so the slot is served again as soon as possible.
-                Some(old) if !provider.alive(old, &selector).await.unwrap_or(true) => {
-                    let made = create_healthy(shared, provider.as_ref(), group, action).await?;
-                    stop(shared, provider.as_ref(), Some(group), action, old).await?;
-                    Ok(Some(made))
-                }
-                Some(old) => {
-                    stop(shared, provider.as_ref(), Some(group), action, old).await?;
-                    create_healthy(shared, provider.as_ref(), group, action)
-                        .await
-                        .map(Some)
-                }
-                None => create_healthy(shared, provider.as_ref(), group, action)
-                    .await
-                    .map(Some),
-            }
-        }
-        ActionKind::Replace => {
-            let group = need(group, action)?;
-            let old = action
-                .instance
-                .as_deref()
-                .ok_or("replace without an instance")?;
-            if action.surge {
-                let new = create_healthy(shared, provider.as_ref(), group, action).await?;
-                stop(shared, provider.as_ref(), Some(group), action, old).await?;
-                Ok(Some(new))
+            let holder = self::provider(ctx, action.holder())?;
+            let selector = Selector {
+                project: ctx.catalog.spec().project.clone(),
+            };
+            // A dead instance holds no port: its replacement starts first and the remains
+            // go after, so the slot serves again as soon as it can. So does a surge.
+            let old_is_dead = action.action == ActionKind::Heal
+                && !holder.alive(old, &selector).await.unwrap_or(true);
+            if old_is_dead || action.surge {
+                let made = create_healthy(ctx, provider.as_ref(), &group, action).await?;
+                let retire = match (&made.instance, action.surge) {
+                    (Some(new), true) => Retire::AfterSuccessor {
+                        provider: provider.as_ref(),
+                        id: new,
+                    },
+                    _ => Retire::Plain,
+                };
+                stop(ctx, holder.as_ref(), Some(&group), action, old, retire).await?;
+                Ok(made)
             } else {
-                stop(shared, provider.as_ref(), Some(group), action, old).await?;
-                create_healthy(shared, provider.as_ref(), group, action)
-                    .await
-                    .map(Some)
+                stop(
+                    ctx,
+                    holder.as_ref(),
+                    Some(&group),
+                    action,
+                    old,
+                    Retire::InPlace,
+                )
+                .await?;
+                create_healthy(ctx, provider.as_ref(), &group, action).await
             }
         }
     }
 }
 
-fn need<'a>(group: Option<&'a Group>, action: &Action) -> Result<&'a Group, String> {
-    group.ok_or_else(|| format!("group {:?} is not in the spec", action.group))
+fn provider(ctx: &Context, name: &str) -> Result<Arc<dyn Provider>, ActionError> {
+    ctx.providers
+        .get(name)
+        .cloned()
+        .map_err(|e| ActionError::UnknownProvider(e.to_string()))
+}
+
+fn need(group: Option<Group>, action: &Action) -> Result<Group, ActionError> {
+    group.ok_or_else(|| ActionError::UnknownGroup(action.group.clone()))
+}
+
+/// Why an attempt stopped.
+enum Stop {
+    /// The rollout of its version failed meanwhile.
+    Halted(crate::spec::SpecHash),
+    /// The replacement made first is gone: the instance it was to replace stays.
+    Lost(String),
+    /// The provider failed.
+    Provider(ProviderError),
+}
+
+/// A failure that another attempt may get past.
+trait Passing {
+    fn may_pass(&self) -> bool;
+}
+
+impl Passing for ProviderError {
+    fn may_pass(&self) -> bool {
+        matches!(self, ProviderError::Backend { .. })
+    }
+}
+
+impl Passing for Stop {
+    fn may_pass(&self) -> bool {
+        matches!(self, Stop::Provider(e) if e.may_pass())
+    }
 }
 
 /// Retries a provider call that failed for a reason that may pass, with backoff.
-async fn retry<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, ProviderError>
+async fn retry<T, E, F, Fut>(attempts: u32, mut call: F) -> Result<T, E>
 where
+    E: Passing,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut pause = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
         match call().await {
-            Err(ProviderError::Backend { .. }) if attempt < attempts => {
+            Err(e) if e.may_pass() && attempt < attempts => {
                 tokio::time::sleep(pause).await;
                 pause *= 2;
                 attempt += 1;
@@ -116,23 +137,42 @@ where
 }
 
 /// Drains (when the flavor says how) and destroys one instance. One already gone is fine.
+/// What must still hold, at each attempt, before a serving instance is removed.
+enum Retire<'a> {
+    /// Nothing: the instance is not wanted, dead, or failing.
+    Plain,
+    /// It serves and its slot goes down until the replacement is made: not for a version
+    /// whose rollout failed since the action was planned.
+    InPlace,
+    /// Its replacement `id` was made first (surge): it must still live, and the version's
+    /// rollout must not have failed meanwhile.
+    AfterSuccessor {
+        /// The replacement's provider.
+        provider: &'a dyn Provider,
+        /// The replacement.
+        id: &'a str,
+    },
+}
+
 async fn stop(
-    shared: &Shared,
+    ctx: &Context,
     provider: &dyn Provider,
     group: Option<&Group>,
     action: &Action,
     id: &str,
-) -> Result<(), String> {
+    retire: Retire<'_>,
+) -> Result<(), ActionError> {
     if let Some(group) =
         group.filter(|g| g.flavor.drain.as_ref().is_some_and(|d| d.command.is_some()))
     {
-        let empty = Observed::new(&shared.spec.project);
+        let spec = ctx.catalog.spec();
+        let empty = Observed::new(&spec.project);
         if let Ok(rendered) = render_instance(
-            &shared.spec.project,
+            &spec.project,
             group,
             &action.slot,
             &empty,
-            shared.secret.as_ref(),
+            ctx.secret.as_ref(),
         ) {
             if let Some(command) = rendered.drain {
                 let timeout = group
@@ -142,48 +182,40 @@ async fn stop(
                     .map(|d| d.timeout.to_std())
                     .unwrap_or_default();
                 // A drain that fails does not keep the instance alive: it is stopped anyway.
-                let _ = probe(&RenderedProbe::Exec { command }, timeout).await;
+                let _ = crate::health::probe(&RenderedProbe::Exec { command }, timeout).await;
             }
         }
     }
-    expect(
-        shared,
-        action,
-        Expected::Destroy {
-            instance: id.to_owned(),
-        },
-    );
-    let result = retry(shared.options.attempts, || provider.destroy(id)).await;
-    settle(shared, action);
-    match result {
-        Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(format!("cannot destroy {id}: {}", chain(&e))),
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    text
-}
-
-fn expect(shared: &Shared, action: &Action, expected: Expected) {
-    if let Ok(mut list) = shared.expectations.lock() {
-        list.push(Expectation {
-            group: action.group.clone(),
-            slot: action.slot.clone(),
-            expected,
-        });
-    }
-}
-
-fn settle(shared: &Shared, action: &Action) {
-    if let Ok(mut list) = shared.expectations.lock() {
-        list.retain(|e| !(e.group == action.group && e.slot == action.slot));
+    let project = &ctx.catalog.spec().project;
+    // Every attempt checks again: retries can come seconds later.
+    let destroyed = retry(ctx.options.attempts, || async {
+        let guarded = !matches!(retire, Retire::Plain);
+        if let Some(hash) = ctx.halted(action).filter(|_| guarded) {
+            return Err(Stop::Halted(hash));
+        }
+        if let Retire::AfterSuccessor {
+            provider: p,
+            id: new,
+        } = &retire
+        {
+            if !is_live(*p, project, new).await {
+                return Err(Stop::Lost((*new).to_owned()));
+            }
+        }
+        provider.destroy(id).await.map_err(Stop::Provider)
+    })
+    .await;
+    match destroyed {
+        Ok(()) | Err(Stop::Provider(ProviderError::NotFound { .. })) => Ok(()),
+        Err(Stop::Halted(hash)) => Err(ActionError::Halted(hash)),
+        Err(Stop::Lost(new)) => Err(ActionError::NotHealthy {
+            id: new,
+            why: "exited before the instance it replaces was removed".to_owned(),
+        }),
+        Err(Stop::Provider(e)) => Err(ActionError::Destroy {
+            id: id.to_owned(),
+            detail: chain(&e),
+        }),
     }
 }
 
@@ -210,50 +242,51 @@ async fn is_live(provider: &dyn Provider, project: &str, id: &str) -> bool {
 /// Creates the slot's instance and waits for it to be healthy (and ready for `min_ready`
 /// on a rolling replace). A surge instance that fails is removed again.
 async fn create_healthy(
-    shared: &Shared,
+    ctx: &Context,
     provider: &dyn Provider,
     group: &Group,
     action: &Action,
-) -> Result<Made, String> {
-    let project = &shared.spec.project;
+) -> Outcome {
+    let spec = ctx.catalog.spec();
+    let project = &spec.project;
     let observed = if group.reads_groups.is_empty() {
         Observed::new(project)
     } else {
-        observe(&shared.spec, &shared.providers)
+        observe(spec, &[], &ctx.providers)
             .await
-            .map_err(|e| chain(&e))?
+            .map_err(|e| ActionError::Provision(chain(&e)))?
     };
-    let rendered = render_instance(
-        project,
-        group,
-        &action.slot,
-        &observed,
-        shared.secret.as_ref(),
-    )
-    .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    expect(
-        shared,
-        action,
-        Expected::Create {
-            hash: SpecHash::of(group),
-        },
-    );
-    let created = retry(shared.options.attempts, || {
-        provider.provision(rendered.request.clone())
+    let rendered = render_instance(project, group, &action.slot, &observed, ctx.secret.as_ref())?;
+    // A rollout that failed while this action waited (or retried) makes no more of its
+    // version: every attempt checks first.
+    let halted = || ctx.halted(action);
+    let id = retry(ctx.options.attempts, || async {
+        match halted() {
+            Some(hash) => Err(Stop::Halted(hash)),
+            None => provider
+                .provision(rendered.request.clone())
+                .await
+                .map_err(Stop::Provider),
+        }
     })
-    .await;
-    settle(shared, action);
-    let id = created.map_err(|e| chain(&e))?;
+    .await
+    .map_err(|e| match e {
+        Stop::Halted(hash) => ActionError::Halted(hash),
+        Stop::Provider(e) => ActionError::Provision(chain(&e)),
+        Stop::Lost(id) => ActionError::Provision(format!("{id} is gone")),
+    })?;
+    // The grace period and the health timeout run from the instance's start, not from the
+    // provider call: a slow provider eats none of them.
+    let started = Instant::now();
     let (health_timeout, min_ready) = match (&group.update, action.action) {
         (UpdatePolicy::Rolling(r), ActionKind::Replace) => {
             (r.health_timeout.to_std(), r.min_ready.to_std())
         }
-        _ => (shared.options.health_timeout, Duration::ZERO),
+        _ => (ctx.options.health_timeout, Duration::ZERO),
     };
     let healthy = wait_until_healthy(
-        shared,
         provider,
+        project,
         group,
         &rendered.probe,
         &id,
@@ -272,35 +305,33 @@ async fn create_healthy(
         if action.surge {
             let _ = provider.destroy(&id).await;
         }
-        return Err(format!("new instance {id} {why}"));
+        return Err(ActionError::NotHealthy { id, why });
     }
     let checked = rendered.probe.as_ref().map(|p| match p {
         RenderedProbe::Http { address, path } => format!("answers http://{address}{path}"),
         RenderedProbe::Tcp { address } => format!("accepts TCP on {address}"),
         RenderedProbe::Exec { .. } => "passes its exec check".to_owned(),
     });
-    Ok(Made { id, checked })
+    Ok(Done {
+        instance: Some(id),
+        checked,
+    })
 }
 
 async fn wait_until_healthy(
-    shared: &Shared,
     provider: &dyn Provider,
+    project: &str,
     group: &Group,
     rendered: &Option<RenderedProbe>,
     id: &str,
     started: Instant,
     timeout: Duration,
 ) -> Result<(), String> {
-    let project = shared.spec.project.clone();
     match (rendered, &group.flavor.health) {
         (Some(p), Some(health)) => {
-            let p = Arc::new(p.clone());
             let probe_timeout = health.timeout.to_std();
-            let check = || {
-                let p = p.clone();
-                async move { probe(&p, probe_timeout).await }
-            };
-            let alive = || is_live(provider, &project, id);
+            let check = || probe_instance(provider, id, p, probe_timeout);
+            let alive = || is_live(provider, project, id);
             wait_healthy(health, started, started + timeout, check, alive)
                 .await
                 .map_err(|e| e.to_string())
@@ -308,7 +339,7 @@ async fn wait_until_healthy(
         _ => {
             // No health check: alive shortly after start is as healthy as it gets.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if is_live(provider, &project, id).await {
+            if is_live(provider, project, id).await {
                 Ok(())
             } else {
                 Err("exited right after it started".to_owned())
@@ -328,7 +359,7 @@ async fn stays_healthy(
         return Err("exited before it was ready for min_ready".to_owned());
     }
     match (rendered, &group.flavor.health) {
-        (Some(p), Some(h)) => probe(p, h.timeout.to_std())
+        (Some(p), Some(h)) => probe_instance(provider, id, p, h.timeout.to_std())
             .await
             .map_err(|e| format!("turned unhealthy before min_ready passed: {e}")),
         _ => Ok(()),

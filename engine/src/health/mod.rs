@@ -3,7 +3,9 @@
 //! Probes go to addresses on 127.0.0.1 as rendered from the flavor; nothing here reads a
 //! spec or a template.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -137,13 +139,13 @@ pub enum NotHealthy {
         last: String,
     },
     /// It stopped running while being waited for.
-    #[error("the instance exited while starting")]
+    #[error("exited while starting")]
     Exited,
 }
 
 /// Waits until `check` passes, judged by `health`: failures inside the grace period do not
 /// count; `failures` consecutive failures after it, `deadline`, or `alive` turning false
-/// end the wait.
+/// end the wait. Instants are tokio's, so the wait runs on virtual time in simulations.
 pub async fn wait_healthy<F, Fut, A, AFut>(
     health: &Health,
     started: Instant,

@@ -170,13 +170,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
             _ => Observed::new(&spec.project),
         };
         let graph = GroupGraph::build(&spec)?;
-        let planned = plan(PlanInput {
-            spec: &spec,
-            graph: &graph,
-            observed: &observed,
-            expectations: &[],
-            previous: None,
-        });
+        let planned = plan(PlanInput::new(&spec, &graph, &observed));
         let mut json = serde_json::to_value(&planned)?;
         json["text"] = serde_json::Value::String(planned.to_text());
         Ok(heap.alloc(json))

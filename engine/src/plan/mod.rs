@@ -9,6 +9,6 @@ mod planner;
 mod render;
 mod saved;
 
-pub use model::{Action, ActionKind, Expectation, Expected, Plan, Summary};
-pub use planner::{plan, PlanInput};
+pub use model::{Action, ActionKind, Expectation, Expected, Hold, Plan, Summary};
+pub use planner::{plan, Paused, PlanInput};
 pub use saved::{SavedPlan, SavedPlanError, FORMAT as SAVED_PLAN_FORMAT};

@@ -61,12 +61,65 @@ pub struct Action {
     /// The spec hash of the instance to create, for create, heal and replace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<SpecHash>,
+    /// The spec hash of `instance`, for heal and replace: a heal that makes another version
+    /// than the one it replaces is part of a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_hash: Option<SpecHash>,
     /// The rolling batch of a replace, counted from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<u32>,
     /// A replace that creates the new instance before destroying the old one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub surge: bool,
+    /// The provider holding `instance`, when it is not `provider`: the group moved to
+    /// another provider, which makes the new instance while this one removes the old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_provider: Option<String>,
+    /// Acts on an instance that fails its health check: counted against the group's
+    /// budget of health replacements.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unhealthy: bool,
+    /// Why it cannot start yet although nothing in `after` holds it (instances of the group
+    /// that are unavailable for now, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits: Option<String>,
+    /// Already running (plans made while actions are in flight): shown so what comes after
+    /// it waits for it, never started again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_flight: bool,
+}
+
+impl Action {
+    /// The provider that holds the instance acted on.
+    pub fn holder(&self) -> &str {
+        self.instance_provider.as_deref().unwrap_or(&self.provider)
+    }
+
+    /// True when it may start now: not running, nothing before it, nothing it waits for.
+    pub fn startable(&self) -> bool {
+        !self.in_flight && self.after.is_empty() && self.waits.is_none()
+    }
+
+    /// True when it makes another version of its slot than the instance it replaces: a
+    /// replace, or a heal of an instance of an older version. Such an action failing means
+    /// the rollout failed.
+    pub fn changes_version(&self) -> bool {
+        match self.action {
+            ActionKind::Replace => true,
+            ActionKind::Heal => self.from_hash.is_some() && self.from_hash != self.hash,
+            ActionKind::Create | ActionKind::Destroy => false,
+        }
+    }
+
+    /// True when it leaves its slot without a serving instance while it runs: everything
+    /// but destroys and replaces that surge.
+    pub fn takes_slot_down(&self) -> bool {
+        match self.action {
+            ActionKind::Destroy => false,
+            ActionKind::Replace => !self.surge,
+            ActionKind::Create | ActionKind::Heal => true,
+        }
+    }
 }
 
 /// How many actions of each kind a plan holds.
@@ -100,12 +153,72 @@ pub struct Plan {
     pub unchanged: usize,
     /// The actions, sorted; `after` refers to positions in this list.
     pub actions: Vec<Action>,
+    /// What holds a group back, by group: a paused rollout, too many unhealthy instances
+    /// to replace any (degraded), a provider that cannot be observed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held: std::collections::BTreeMap<String, Hold>,
+}
+
+/// Why a group makes no progress for now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hold {
+    /// Its rollout failed: no outdated instance is replaced until a new spec is applied.
+    Paused {
+        /// Why the rollout stopped.
+        reason: String,
+    },
+    /// More than half of it fails its health checks at once (a shared dependency is the
+    /// likely cause): none of those instances is replaced until the checks recover.
+    Degraded {
+        /// How many, of how many.
+        reason: String,
+    },
+    /// A provider it uses, or used, cannot be observed: nothing is planned for it.
+    Unobserved {
+        /// The provider and its error.
+        reason: String,
+    },
+}
+
+impl Hold {
+    /// The phase's name: `paused`, `degraded` or `unobserved`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Hold::Paused { .. } => "paused",
+            Hold::Degraded { .. } => "degraded",
+            Hold::Unobserved { .. } => "unobserved",
+        }
+    }
+
+    /// Why, in words.
+    pub fn reason(&self) -> &str {
+        match self {
+            Hold::Paused { reason } | Hold::Degraded { reason } | Hold::Unobserved { reason } => {
+                reason
+            }
+        }
+    }
 }
 
 impl Plan {
     /// True when nothing needs to change.
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
+    }
+
+    /// Counts the actions by kind.
+    pub fn count(actions: &[Action]) -> Summary {
+        let mut summary = Summary::default();
+        for a in actions {
+            match a.action {
+                ActionKind::Create => summary.create += 1,
+                ActionKind::Heal => summary.heal += 1,
+                ActionKind::Replace => summary.replace += 1,
+                ActionKind::Destroy => summary.destroy += 1,
+            }
+        }
+        summary
     }
 
     /// Keeps the actions `keep` accepts, and everything they need to wait for stays
@@ -153,16 +266,7 @@ impl Plan {
                 a
             })
             .collect();
-        let mut summary = Summary::default();
-        for a in &self.actions {
-            match a.action {
-                ActionKind::Create => summary.create += 1,
-                ActionKind::Heal => summary.heal += 1,
-                ActionKind::Replace => summary.replace += 1,
-                ActionKind::Destroy => summary.destroy += 1,
-            }
-        }
-        self.summary = summary;
+        self.summary = Plan::count(&self.actions);
     }
 }
 
@@ -180,8 +284,13 @@ mod tests {
             provider: "sim".into(),
             instance: None,
             hash: None,
+            from_hash: None,
             batch: None,
             surge: false,
+            instance_provider: None,
+            unhealthy: false,
+            waits: None,
+            in_flight: false,
         }
     }
 
@@ -191,6 +300,7 @@ mod tests {
             project: "p".into(),
             summary: Summary::default(),
             unchanged: 0,
+            held: Default::default(),
             actions: vec![
                 action(ActionKind::Create, 0, vec![]),
                 action(ActionKind::Create, 1, vec![]),

@@ -1,11 +1,51 @@
 //! The planner rules of DESIGN.md, applied group by group in dependency order.
+//!
+//! Every command that plans calls [`plan`]: `plan` and `apply` once per look at the
+//! instances, `tend run` every round, `tend test` against simulated states. The same
+//! inputs give the same plan, byte for byte.
+//!
+//! Pacing lives here, so `apply` and `run` keep the same promises: an action is startable
+//! only when nothing in `after` comes first and it has no `waits`. Actions already running
+//! are part of the input (`in_flight`) and of the output, so what comes after them waits
+//! for them, and the budgets count them:
+//! - dead and missing instances are always replaced at once;
+//! - at most `max(max_unavailable, 1)` unhealthy instances of a group are replaced at once,
+//!   and none while more than half of the group is unhealthy (the group is *degraded*);
+//! - an outdated instance that serves is replaced only while the group has fewer than
+//!   `max_unavailable` unavailable slots (dead, missing, starting, unhealthy, or being
+//!   made), or with surge, in batches: the next batch starts when the last one is done;
+//! - a paused group replaces nothing; it heals dead instances at the hash they had.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::model::{Action, ActionKind, Expectation, Expected, Plan, Summary};
+use super::model::{Action, ActionKind, Expectation, Expected, Hold, Plan};
 use crate::graph::GroupGraph;
 use crate::provider::{InstanceState, Observed, ObservedInstance};
 use crate::spec::{Allocation, Group, Slot, Spec, SpecHash, UpdatePolicy};
+
+/// A group whose rollout failed and that makes no progress until a new spec is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paused {
+    /// The hash it is kept at (the spec's, or the version it rolled back to).
+    pub hash: SpecHash,
+    /// The spec's hash, whose rollout failed: never made in a new slot.
+    pub failed: SpecHash,
+    /// Why it stopped.
+    pub reason: String,
+    /// Hashes whose templates the executor still has: a dead instance is healed at its
+    /// own hash when it is one of these.
+    pub known: BTreeSet<SpecHash>,
+    /// The version before the failed one, when known: an empty slot is filled with it
+    /// when no live instance shows a better choice.
+    pub fallback: Option<SpecHash>,
+    /// Versions the group's instances serve with stably (running and passing their checks
+    /// for a while), most instances first: what empty slots of the paused group are made
+    /// from. A version whose rollout failed by accident (an instance killed while it
+    /// started) may well be one of them; one that does not work never is.
+    pub serving: Vec<SpecHash>,
+}
+
+static NO_PAUSES: BTreeMap<String, Paused> = BTreeMap::new();
 
 /// Everything the planner reads.
 #[derive(Clone, Copy)]
@@ -14,12 +54,32 @@ pub struct PlanInput<'a> {
     pub spec: &'a Spec,
     /// Its group graph (built from `spec`).
     pub graph: &'a GroupGraph,
-    /// What the providers report.
+    /// What the providers report, with health judged into each instance's state.
     pub observed: &'a Observed,
-    /// Work in flight that the providers may not show yet.
+    /// Work done that the providers may not show yet.
     pub expectations: &'a [Expectation],
-    /// The last applied spec, when known: orders destroys of removed groups.
+    /// The last applied spec, when known: orders destroys of removed groups, and names the
+    /// providers a moved group's instances may still be in.
     pub previous: Option<&'a Spec>,
+    /// Actions running now.
+    pub in_flight: &'a [Action],
+    /// Groups whose rollout failed, by name.
+    pub paused: &'a BTreeMap<String, Paused>,
+}
+
+impl<'a> PlanInput<'a> {
+    /// Input with nothing in flight, nothing expected, no history and no paused group.
+    pub fn new(spec: &'a Spec, graph: &'a GroupGraph, observed: &'a Observed) -> Self {
+        PlanInput {
+            spec,
+            graph,
+            observed,
+            expectations: &[],
+            previous: None,
+            in_flight: &[],
+            paused: &NO_PAUSES,
+        }
+    }
 }
 
 /// An observed instance with its provider and the tags the planner reads, looked up once.
@@ -27,13 +87,15 @@ pub struct PlanInput<'a> {
 struct Seen<'a> {
     provider: &'a str,
     instance: &'a ObservedInstance,
-    slot: &'a str,
-    hash: &'a str,
 }
 
-impl Seen<'_> {
-    fn hash(&self) -> &str {
-        self.hash
+impl<'a> Seen<'a> {
+    fn hash(&self) -> &'a str {
+        &self.instance.tags.hash
+    }
+
+    fn state(&self) -> InstanceState {
+        self.instance.state
     }
 }
 
@@ -45,13 +107,33 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         observed,
         expectations,
         previous,
+        in_flight,
+        paused,
     } = input;
-    let being_destroyed: HashSet<&str> = expectations
+    let mut being_destroyed: HashSet<&str> = expectations
         .iter()
         .filter_map(|e| match &e.expected {
             Expected::Destroy { instance } => Some(instance.as_str()),
             Expected::Create { .. } => None,
         })
+        .collect();
+    being_destroyed.extend(
+        in_flight
+            .iter()
+            .filter(|a| a.action == ActionKind::Destroy)
+            .filter_map(|a| a.instance.as_deref()),
+    );
+    // Live instances an action is removing right now, by (group, slot): until they are
+    // gone, their slot gets no new instance (it would hold two).
+    let running_destroys: HashSet<&str> = in_flight
+        .iter()
+        .filter(|a| a.action == ActionKind::Destroy)
+        .filter_map(|a| a.instance.as_deref())
+        .collect();
+    let leaving: HashSet<(&str, &str)> = observed
+        .iter()
+        .filter(|(_, i)| i.state.is_live() && running_destroys.contains(i.id.as_str()))
+        .map(|(_, i)| (i.tags.group.as_str(), i.tags.slot.as_str()))
         .collect();
     let being_created: HashSet<(&str, &Slot)> = expectations
         .iter()
@@ -68,13 +150,17 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         if not_ours || being_destroyed.contains(instance.id.as_str()) {
             continue;
         }
-        let group = instance.tags.group.as_str();
-        by_group.entry(group).or_default().push(Seen {
-            provider,
-            instance,
-            slot: &instance.tags.slot,
-            hash: &instance.tags.hash,
-        });
+        by_group
+            .entry(instance.tags.group.as_str())
+            .or_default()
+            .push(Seen { provider, instance });
+    }
+    let mut running: HashMap<&str, Vec<&Action>> = HashMap::new();
+    for action in in_flight {
+        running
+            .entry(action.group.as_str())
+            .or_default()
+            .push(action);
     }
 
     let groups: HashMap<&str, &Group> = spec.groups.iter().map(|g| (g.name.as_str(), g)).collect();
@@ -84,8 +170,23 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             continue;
         };
         let seen = by_group.remove(name.as_str()).unwrap_or_default();
-        let in_flight = |slot: &Slot| being_created.contains(&(name.as_str(), slot));
-        builder.plan_group(group, graph, seen, &in_flight);
+        let running = running.remove(name.as_str()).unwrap_or_default();
+        if let Some(reason) = unobserved(group, previous, observed) {
+            builder
+                .held
+                .insert(group.name.clone(), Hold::Unobserved { reason });
+            continue;
+        }
+        let context = GroupContext {
+            group,
+            hash: SpecHash::of(group),
+            paused: paused
+                .get(&group.name)
+                .filter(|p| p.hash == SpecHash::of(group)),
+            in_flight: &|slot: &Slot| being_created.contains(&(name.as_str(), slot)),
+            leaving: &|slot: &Slot| leaving.contains(&(name.as_str(), slot.to_string().as_str())),
+        };
+        builder.plan_group(&context, graph, seen, running);
     }
 
     let mut removed: Vec<(&str, Vec<Seen<'_>>)> = by_group.into_iter().collect();
@@ -93,36 +194,113 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     for (name, seen) in removed {
         builder.plan_removed_group(name, seen);
     }
+    // Destroys of removed groups that are already running stay in the plan, so the
+    // destroys of the groups they depend on keep waiting for them.
+    let mut leftover: Vec<&Action> = running.into_values().flatten().collect();
+    leftover
+        .sort_by(|a, b| (&a.group, &a.slot, &a.instance).cmp(&(&b.group, &b.slot, &b.instance)));
+    for action in leftover {
+        builder.keep_running(action);
+    }
 
     let previous_graph = previous.and_then(|p| GroupGraph::build(p).ok());
     builder.order_destroys(graph, previous_graph.as_ref());
     builder.finish(&spec.project)
 }
 
+/// Why a group cannot be planned: a provider it uses, or used in the last applied spec,
+/// did not answer, so its instances there are unknown.
+fn unobserved(group: &Group, previous: Option<&Spec>, observed: &Observed) -> Option<String> {
+    let before = previous
+        .and_then(|p| p.group(&group.name))
+        .map(|g| g.provider.kind.as_str());
+    [Some(group.provider.kind.as_str()), before]
+        .into_iter()
+        .flatten()
+        .find_map(|kind| {
+            observed
+                .unobserved
+                .get(kind)
+                .map(|why| format!("the {kind} provider cannot be observed: {why}"))
+        })
+}
+
+/// What the planner knows of the group being planned.
+struct GroupContext<'a> {
+    group: &'a Group,
+    hash: SpecHash,
+    paused: Option<&'a Paused>,
+    /// True for slots whose new instance was made but is not visible yet.
+    in_flight: &'a dyn Fn(&Slot) -> bool,
+    /// True for slots whose live instance is being removed right now.
+    leaving: &'a dyn Fn(&Slot) -> bool,
+}
+
 #[derive(Default)]
 struct Builder {
     actions: Vec<Action>,
     unchanged: usize,
-    /// Create, heal and replace actions per group.
+    /// Create, heal and replace actions per group (running ones included).
     builds: HashMap<String, Vec<usize>>,
-    /// Destroy actions per group.
+    /// Destroy actions per group (running ones included).
     destroys: HashMap<String, Vec<usize>>,
+    held: BTreeMap<String, Hold>,
 }
 
-/// Orders live instances of one slot: the one to keep first.
-fn keep_rank<'a>(seen: &Seen<'a>, current: &SpecHash) -> (bool, u8, u64, &'a str) {
-    let state_rank = match seen.instance.state {
+/// Orders live instances of one slot: the one to keep first. One that serves comes before
+/// one that does not (yet), whatever its version; among equals, the current version, then
+/// the oldest.
+fn keep_rank<'a>(seen: &Seen<'a>, current: &SpecHash) -> (u8, bool, u64, &'a str) {
+    let state_rank = match seen.state() {
         InstanceState::Running => 0,
         InstanceState::Starting => 1,
         InstanceState::Unhealthy => 2,
         InstanceState::Dead => 3,
     };
     (
-        seen.hash() != current.as_str(),
         state_rank,
+        seen.hash() != current.as_str(),
         seen.instance.started_at,
         seen.instance.id.as_str(),
     )
+}
+
+/// How many unhealthy instances of a group may be replaced at once.
+fn health_budget(group: &Group) -> usize {
+    match &group.update {
+        UpdatePolicy::Rolling(r) => r.max_unavailable.max(1) as usize,
+        UpdatePolicy::Recreate => 1,
+    }
+}
+
+/// The tally of one group's slots while it is planned.
+#[derive(Default)]
+struct Tally {
+    /// Slots without a serving instance: missing, dead, starting, unhealthy, being made.
+    unavailable: usize,
+    /// Why, for the first few, to explain a wait.
+    why_unavailable: Vec<String>,
+    /// Actions (planned or running) that bring an unavailable slot back.
+    restoring: Vec<usize>,
+    /// Running replaces (the batch in progress).
+    replacing: Vec<usize>,
+    /// The highest batch number among running replaces.
+    batch_running: u32,
+    /// Running replacements of unhealthy instances.
+    healing_unhealthy: Vec<usize>,
+    /// Slots already served at the group's hash: the batches done so far.
+    at_hash: usize,
+    /// Slots holding a second, new instance not judged yet: surge room in use.
+    surging: usize,
+}
+
+impl Tally {
+    fn down(&mut self, why: String) {
+        self.unavailable += 1;
+        if self.why_unavailable.len() < 3 {
+            self.why_unavailable.push(why);
+        }
+    }
 }
 
 impl Builder {
@@ -137,6 +315,14 @@ impl Builder {
         index
     }
 
+    fn keep_running(&mut self, action: &Action) -> usize {
+        let mut running = action.clone();
+        running.after.clear();
+        running.waits = None;
+        running.in_flight = true;
+        self.push(running)
+    }
+
     fn action(kind: ActionKind, group: &str, slot: Slot, provider: &str, reason: String) -> Action {
         Action {
             action: kind,
@@ -147,8 +333,13 @@ impl Builder {
             provider: provider.to_owned(),
             instance: None,
             hash: None,
+            from_hash: None,
             batch: None,
             surge: false,
+            instance_provider: None,
+            unhealthy: false,
+            waits: None,
+            in_flight: false,
         }
     }
 
@@ -158,34 +349,51 @@ impl Builder {
         self.push(action);
     }
 
+    /// An action that makes a new instance of `group` in place of `seen` (or in an empty
+    /// slot), by the group's provider; the old instance goes through its own provider.
+    fn build(
+        kind: ActionKind,
+        group: &Group,
+        slot: &Slot,
+        seen: Option<&Seen<'_>>,
+        hash: SpecHash,
+        reason: String,
+    ) -> Action {
+        let provider = group.provider.kind.as_str();
+        let mut action = Self::action(kind, &group.name, slot.clone(), provider, reason);
+        if let Some(old) = seen {
+            action.instance = Some(old.instance.id.clone());
+            action.from_hash = Some(SpecHash::from_tag(old.hash()));
+            if old.provider != provider {
+                action.instance_provider = Some(old.provider.to_owned());
+            }
+        }
+        action.hash = Some(hash);
+        action
+    }
+
     fn plan_group(
         &mut self,
-        group: &Group,
+        ctx: &GroupContext<'_>,
         graph: &GroupGraph,
         seen: Vec<Seen<'_>>,
-        in_flight: &dyn Fn(&Slot) -> bool,
+        running: Vec<&Action>,
     ) {
-        let hash = SpecHash::of(group);
-        let provider = group.provider.kind.as_str();
+        let group = ctx.group;
+        let hash = &ctx.hash;
         // One sort puts each slot's instances together: live ones best first (the one to
         // keep), then dead ones newest first. No allocation per slot.
         let mut seen: Vec<(Slot, Seen<'_>)> = seen
             .into_iter()
-            .map(|s| (group.allocation.parse_slot(s.slot), s))
+            .map(|s| (group.allocation.parse_slot(&s.instance.tags.slot), s))
             .collect();
         seen.sort_by(|(slot_a, a), (slot_b, b)| {
             slot_a
                 .cmp(slot_b)
+                .then_with(|| a.state().is_live().cmp(&b.state().is_live()).reverse())
                 .then_with(|| {
-                    a.instance
-                        .state
-                        .is_live()
-                        .cmp(&b.instance.state.is_live())
-                        .reverse()
-                })
-                .then_with(|| {
-                    if a.instance.state.is_live() {
-                        keep_rank(a, &hash).cmp(&keep_rank(b, &hash))
+                    if a.state().is_live() {
+                        keep_rank(a, hash).cmp(&keep_rank(b, hash))
                     } else {
                         (b.instance.started_at, &b.instance.id)
                             .cmp(&(a.instance.started_at, &a.instance.id))
@@ -200,8 +408,23 @@ impl Builder {
             .iter()
             .flat_map(|d| self.builds.get(*d).cloned().unwrap_or_default())
             .collect();
-        let mut unavailable: Vec<usize> = Vec::new();
+        let mut tally = Tally::default();
+        // Running actions of this group, by slot; running destroys are kept as they are.
+        let mut busy: BTreeMap<&Slot, &Action> = BTreeMap::new();
+        for action in running {
+            if action.action == ActionKind::Destroy {
+                // An extra instance of an allocated slot lives until its destroy is done:
+                // it takes surge room meanwhile.
+                if group.allocation.contains(&action.slot) {
+                    tally.surging += 1;
+                }
+                self.keep_running(action);
+            } else {
+                busy.insert(&action.slot, action);
+            }
+        }
         let mut outdated: Vec<(Slot, Seen<'_>)> = Vec::new();
+        let mut sick: Vec<(Slot, Seen<'_>)> = Vec::new();
 
         // Allocated slots in order, merged with the sorted instances.
         let mut slots = group.slots();
@@ -216,73 +439,140 @@ impl Builder {
                 cursor += 1;
             }
             let instances = &seen[from..cursor];
-            if in_flight(&slot) {
+            if let Some(action) = busy.remove(&slot) {
+                let index = self.keep_running(action);
+                if action.takes_slot_down() {
+                    tally.down(format!(
+                        "{}/{slot} is being {}d",
+                        group.name,
+                        action.action.name()
+                    ));
+                    tally.restoring.push(index);
+                }
+                if action.action == ActionKind::Replace {
+                    tally.replacing.push(index);
+                    tally.batch_running = tally.batch_running.max(action.batch.unwrap_or(1));
+                }
+                if action.unhealthy {
+                    tally.healing_unhealthy.push(index);
+                }
+                continue;
+            }
+            if (ctx.in_flight)(&slot) {
                 self.unchanged += instances.len();
                 continue;
             }
             let live_count = instances
                 .iter()
-                .take_while(|(_, s)| s.instance.state.is_live())
+                .take_while(|(_, s)| s.state().is_live())
                 .count();
             let (live, dead) = instances.split_at(live_count);
+            if live.is_empty() && (ctx.leaving)(&slot) {
+                // Its instance is being removed (a scale down undone, say): wait for it.
+                tally.down(format!("{}/{slot} is being emptied", group.name));
+                continue;
+            }
             let Some((_, keep)) = live.first() else {
-                let mut action = match dead.first() {
-                    Some((_, last)) => {
-                        let mut a = Self::action(
-                            ActionKind::Heal,
-                            &group.name,
-                            slot.clone(),
-                            provider,
-                            "instance is dead".to_owned(),
-                        );
-                        a.instance = Some(last.instance.id.clone());
-                        a
-                    }
-                    None => Self::action(
+                let action = match dead.first() {
+                    Some((_, last)) => Self::build(
+                        ActionKind::Heal,
+                        group,
+                        &slot,
+                        Some(last),
+                        heal_hash(ctx, last),
+                        "instance is dead".to_owned(),
+                    ),
+                    None => Self::build(
                         ActionKind::Create,
-                        &group.name,
-                        slot.clone(),
-                        provider,
+                        group,
+                        &slot,
+                        None,
+                        create_hash(ctx, &seen),
                         "no instance in slot".to_owned(),
                     ),
                 };
-                action.hash = Some(hash.clone());
+                let mut action = action;
                 action.after = dependency_builds.clone();
-                unavailable.push(self.push(action));
+                let index = self.push(action);
+                tally.down(format!("{}/{slot} has no live instance", group.name));
+                tally.restoring.push(index);
                 for (_, extra) in dead.iter().skip(1) {
                     let reason = "dead instance left in slot".to_owned();
                     self.destroy(&group.name, slot.clone(), extra, reason);
                 }
                 continue;
             };
+            let keep_serves = keep.state() == InstanceState::Running;
             for (_, duplicate) in &live[1..] {
+                // Nothing that may serve is removed before the slot's instances are judged:
+                // a new instance of the current version beside an old one is a surge in
+                // progress (its controller may have died), and it takes surge room.
+                let judged_failing = duplicate.state() == InstanceState::Unhealthy;
+                let surge_in_progress = duplicate.hash() == hash.as_str()
+                    && duplicate.state() == InstanceState::Starting
+                    && keep.hash() != hash.as_str();
+                if !judged_failing && (!keep_serves || surge_in_progress) {
+                    tally.surging += 1;
+                    self.unchanged += 1;
+                    continue;
+                }
                 let reason = format!("duplicate in slot; keeping {}", keep.instance.id);
                 self.destroy(&group.name, slot.clone(), duplicate, reason);
+                tally.surging += 1;
             }
             for (_, gone) in dead {
                 let reason = format!("dead instance; slot is served by {}", keep.instance.id);
                 self.destroy(&group.name, slot.clone(), gone, reason);
             }
-            if keep.instance.state == InstanceState::Unhealthy {
-                let mut action = Self::action(
-                    ActionKind::Heal,
-                    &group.name,
-                    slot.clone(),
-                    keep.provider,
-                    "instance is unhealthy past its failure threshold".to_owned(),
-                );
-                action.instance = Some(keep.instance.id.clone());
-                action.hash = Some(hash.clone());
-                action.after = dependency_builds.clone();
-                unavailable.push(self.push(action));
-            } else if keep.hash() != hash.as_str() {
-                outdated.push((slot.clone(), *keep));
-            } else {
-                self.unchanged += 1;
+            if keep.hash() == hash.as_str() {
+                tally.at_hash += 1;
+            }
+            match keep.state() {
+                InstanceState::Unhealthy => {
+                    tally.down(format!("{}/{slot} fails its health check", group.name));
+                    sick.push((slot.clone(), *keep));
+                }
+                // `recreate` replaces every outdated instance at once, judged or not.
+                InstanceState::Starting
+                    if keep.hash() != hash.as_str()
+                        && matches!(group.update, UpdatePolicy::Recreate) =>
+                {
+                    tally.down(format!(
+                        "{}/{slot} has not passed its health check yet",
+                        group.name
+                    ));
+                    outdated.push((slot.clone(), *keep));
+                }
+                InstanceState::Starting => {
+                    tally.down(format!(
+                        "{}/{slot} has not passed its health check yet",
+                        group.name
+                    ));
+                    self.unchanged += 1;
+                }
+                InstanceState::Running | InstanceState::Dead => {
+                    if keep.hash() != hash.as_str() {
+                        outdated.push((slot.clone(), *keep));
+                    } else {
+                        self.unchanged += 1;
+                    }
+                }
             }
         }
 
-        self.plan_replaces(group, &hash, outdated, &dependency_builds, &unavailable);
+        self.plan_health_replacements(ctx, sick, &dependency_builds, &mut tally);
+        match ctx.paused {
+            Some(paused) => {
+                self.unchanged += outdated.len();
+                self.held.insert(
+                    group.name.clone(),
+                    Hold::Paused {
+                        reason: paused.reason.clone(),
+                    },
+                );
+            }
+            None => self.plan_replaces(ctx, outdated, &dependency_builds, &tally),
+        }
 
         // Instances in slots the allocation no longer has: highest slot first.
         let mut extra: Vec<&(Slot, Seen<'_>)> = seen
@@ -310,63 +600,183 @@ impl Builder {
             };
             self.destroy(&group.name, slot.clone(), s, reason);
         }
+        // Running actions of slots the allocation no longer has finish as they are.
+        for action in busy.into_values() {
+            self.keep_running(action);
+        }
     }
 
-    /// Replaces outdated instances in batches: `max_unavailable` in place plus `max_surge`
-    /// created first, per batch; `ids` groups one slot at a time; `recreate` all at once.
+    /// Replaces instances past their failure threshold, within the group's budget, and
+    /// none while more than half of the group is unhealthy at once.
+    fn plan_health_replacements(
+        &mut self,
+        ctx: &GroupContext<'_>,
+        sick: Vec<(Slot, Seen<'_>)>,
+        dependency_builds: &[usize],
+        tally: &mut Tally,
+    ) {
+        let group = ctx.group;
+        // A paused group leaves the instances of the failed version alone: replacing them
+        // with the same version would fail the same way.
+        let sick: Vec<(Slot, Seen<'_>)> = match ctx.paused {
+            Some(paused) => sick
+                .into_iter()
+                .filter(|(_, s)| s.hash() != paused.hash.as_str())
+                .collect(),
+            None => sick,
+        };
+        let size = group.allocation.len();
+        let unhealthy = sick.len() + tally.healing_unhealthy.len();
+        // Instances of an older version are replaced by the rollout whatever their health:
+        // a new spec is the operator's answer. Only those at the wanted version wait while
+        // more than half of the group fails (a shared dependency is the likely cause).
+        let sick: Vec<(Slot, Seen<'_>)> = if unhealthy >= 2 && unhealthy * 2 > size {
+            let (outdated, current): (Vec<_>, Vec<_>) = sick
+                .into_iter()
+                .partition(|(_, s)| s.hash() != ctx.hash.as_str() && ctx.paused.is_none());
+            self.unchanged += current.len();
+            if !current.is_empty() {
+                self.held.insert(
+                    group.name.clone(),
+                    Hold::Degraded {
+                        reason: format!(
+                            "{unhealthy} of {size} instances fail their health checks at once; \
+                             none is replaced until the checks recover"
+                        ),
+                    },
+                );
+            }
+            outdated
+        } else {
+            sick
+        };
+        let budget = health_budget(group);
+        let mut first_wave: Vec<usize> = tally.healing_unhealthy.clone();
+        let mut waiting_on = tally.healing_unhealthy.clone();
+        for (slot, keep) in sick {
+            let hash = match ctx.paused {
+                Some(_) => heal_hash(ctx, &keep),
+                None => ctx.hash.clone(),
+            };
+            let reason = if keep.hash() == ctx.hash.as_str() || ctx.paused.is_some() {
+                "instance is unhealthy past its failure threshold".to_owned()
+            } else {
+                "instance is unhealthy past its failure threshold (and outdated)".to_owned()
+            };
+            let mut action = Self::build(ActionKind::Heal, group, &slot, Some(&keep), hash, reason);
+            action.unhealthy = true;
+            action.after = dependency_builds.to_vec();
+            if first_wave.len() >= budget {
+                // Beyond the budget: wait for the ones before it.
+                action.after.extend(&waiting_on);
+            }
+            let index = self.push(action);
+            tally.restoring.push(index);
+            if first_wave.len() < budget {
+                first_wave.push(index);
+                waiting_on.push(index);
+            }
+        }
+    }
+
+    /// Replaces outdated instances that serve: in batches of `max_unavailable` in place
+    /// plus `max_surge` created first; `ids` groups one slot at a time; `recreate` all at
+    /// once. The first batch fits what the group can lose now.
     fn plan_replaces(
         &mut self,
-        group: &Group,
-        hash: &SpecHash,
+        ctx: &GroupContext<'_>,
         outdated: Vec<(Slot, Seen<'_>)>,
         dependency_builds: &[usize],
-        unavailable: &[usize],
+        tally: &Tally,
     ) {
         if outdated.is_empty() {
             return;
         }
-        let (batch_size, surge_per_batch) = match (&group.update, &group.allocation) {
-            (UpdatePolicy::Recreate, _) => (outdated.len(), 0),
-            (UpdatePolicy::Rolling(_), Allocation::Ids(_)) => (1, 0),
+        let group = ctx.group;
+        let (max_unavailable, surge_room, batch_size) = match (&group.update, &group.allocation) {
+            (UpdatePolicy::Recreate, _) => (outdated.len(), 0, outdated.len()),
+            (UpdatePolicy::Rolling(r), Allocation::Ids(_)) => {
+                (r.max_unavailable.max(1) as usize, 0, 1)
+            }
             (UpdatePolicy::Rolling(r), Allocation::Size(_)) => {
-                let size = (r.max_unavailable + r.max_surge).max(1) as usize;
-                (size, r.max_surge as usize)
+                let (u, s) = (r.max_unavailable as usize, r.max_surge as usize);
+                (u, s, (u + s).max(1))
             }
         };
-        let batches = outdated.len().div_ceil(batch_size);
-        let mut previous_batch: Vec<usize> = Vec::new();
-        for (number, chunk) in outdated.chunks(batch_size).enumerate() {
+        // Surge in progress (a new instance beside an old one, not judged yet) takes room.
+        let max_surge = surge_room.saturating_sub(tally.surging);
+        // What may start now: surge always (it takes nothing down); in place only as far
+        // as the group's unavailable slots leave room. Nothing starts while a batch runs.
+        let recreate = matches!(group.update, UpdatePolicy::Recreate);
+        let first_size = if !tally.replacing.is_empty() || recreate {
+            batch_size
+        } else {
+            let in_place = max_unavailable.saturating_sub(tally.unavailable);
+            let in_place = match group.allocation {
+                Allocation::Ids(_) => in_place.min(1),
+                Allocation::Size(_) => in_place,
+            };
+            match max_surge + in_place {
+                0 => batch_size,
+                n => n.min(batch_size),
+            }
+        };
+        let blocked = !recreate
+            && tally.replacing.is_empty()
+            && max_surge == 0
+            && max_unavailable.saturating_sub(tally.unavailable) == 0;
+        let mut chunks: Vec<&[(Slot, Seen<'_>)]> = Vec::new();
+        let (head, rest) = outdated.split_at(first_size.min(outdated.len()));
+        chunks.push(head);
+        chunks.extend(rest.chunks(batch_size));
+        // Batches are numbered over the whole rollout: what is done already counts.
+        let first_batch = if tally.replacing.is_empty() {
+            (tally.at_hash / batch_size) as u32 + 1
+        } else {
+            tally.batch_running + 1
+        };
+        let last_batch = first_batch - 1 + chunks.len() as u32;
+        let mut previous_batch: Vec<usize> = tally.replacing.clone();
+        for (number, chunk) in chunks.into_iter().enumerate() {
+            let batch = first_batch + number as u32;
             let mut this_batch = Vec::new();
             for (position, (slot, seen)) in chunk.iter().enumerate() {
                 let policy = match group.update {
                     UpdatePolicy::Recreate => "recreate".to_owned(),
-                    UpdatePolicy::Rolling(_) => {
-                        format!("rolling batch {} of {batches}", number + 1)
-                    }
+                    UpdatePolicy::Rolling(_) => format!("rolling batch {batch} of {last_batch}"),
                 };
-                let mut action = Self::action(
-                    ActionKind::Replace,
-                    &group.name,
-                    slot.clone(),
-                    seen.provider,
-                    format!(
-                        "outdated: hash {} -> {hash} ({policy})",
-                        display_hash(seen.hash())
-                    ),
+                let reason = format!(
+                    "outdated: hash {} -> {} ({policy})",
+                    display_hash(seen.hash()),
+                    ctx.hash
                 );
-                action.instance = Some(seen.instance.id.clone());
-                action.hash = Some(hash.clone());
-                action.batch = Some(number as u32 + 1);
-                action.surge = position < surge_per_batch;
-                action.after = if number == 0 {
-                    dependency_builds
-                        .iter()
-                        .chain(unavailable)
-                        .copied()
-                        .collect()
+                let mut action = Self::build(
+                    ActionKind::Replace,
+                    group,
+                    slot,
+                    Some(seen),
+                    ctx.hash.clone(),
+                    reason,
+                );
+                action.batch = Some(batch);
+                action.surge = position < if number == 0 { max_surge } else { surge_room };
+                action.after = if number == 0 && tally.replacing.is_empty() {
+                    let mut after = dependency_builds.to_vec();
+                    if blocked {
+                        after.extend(&tally.restoring);
+                    }
+                    after
                 } else {
                     previous_batch.clone()
                 };
+                if number == 0 && blocked && tally.restoring.is_empty() {
+                    action.waits = Some(format!(
+                        "{} of {} instances are unavailable and max_unavailable is {max_unavailable} ({})",
+                        tally.unavailable,
+                        group.allocation.len(),
+                        tally.why_unavailable.join("; ")
+                    ));
+                }
                 this_batch.push(self.push(action));
             }
             previous_batch = this_batch;
@@ -380,13 +790,10 @@ impl Builder {
             format!("group {name:?} is no longer in the spec")
         };
         let mut seen = seen;
-        seen.sort_by(|a, b| {
-            let slot = |s: &Seen<'_>| Allocation::Size(0).parse_slot(s.slot);
-            (slot(b), &b.instance.id).cmp(&(slot(a), &a.instance.id))
-        });
+        let slot = |s: &Seen<'_>| Allocation::Size(0).parse_slot(&s.instance.tags.slot);
+        seen.sort_by(|a, b| (slot(b), &b.instance.id).cmp(&(slot(a), &a.instance.id)));
         for s in &seen {
-            let slot = Allocation::Size(0).parse_slot(s.slot);
-            self.destroy(name, slot, s, reason.clone());
+            self.destroy(name, slot(s), s, reason.clone());
         }
     }
 
@@ -408,30 +815,71 @@ impl Builder {
                 .collect();
             waits.sort_unstable();
             for index in self.destroys[&group].clone() {
-                self.actions[index].after.extend(&waits);
+                if !self.actions[index].in_flight {
+                    self.actions[index].after.extend(&waits);
+                }
             }
         }
     }
 
     fn finish(mut self, project: &str) -> Plan {
-        let mut summary = Summary::default();
         for action in &mut self.actions {
             action.after.sort_unstable();
             action.after.dedup();
-            match action.action {
-                ActionKind::Create => summary.create += 1,
-                ActionKind::Heal => summary.heal += 1,
-                ActionKind::Replace => summary.replace += 1,
-                ActionKind::Destroy => summary.destroy += 1,
-            }
         }
         Plan {
             project: project.to_owned(),
-            summary,
+            summary: Plan::count(&self.actions),
             unchanged: self.unchanged,
             actions: self.actions,
+            held: self.held,
         }
     }
+}
+
+/// The hash a dead instance comes back at: in a paused group (which makes no progress),
+/// the hash it had when its template is known, else the version most of the group serves
+/// stably with, else the version before the failed one. The group's hash otherwise.
+fn heal_hash(ctx: &GroupContext<'_>, dead: &Seen<'_>) -> SpecHash {
+    let own = SpecHash::from_tag(dead.hash());
+    let Some(paused) = ctx.paused else {
+        return ctx.hash.clone();
+    };
+    if paused.known.contains(&own) {
+        return own;
+    }
+    paused
+        .serving
+        .first()
+        .or(paused.fallback.as_ref())
+        .cloned()
+        .unwrap_or_else(|| ctx.hash.clone())
+}
+
+/// The hash an empty slot is filled at: in a paused group, the version most of the group
+/// serves stably with; without any, the hash most of its live instances have (other than
+/// the failed one) when its template is known, else the version before the failed one. The
+/// group's hash otherwise.
+fn create_hash(ctx: &GroupContext<'_>, seen: &[(Slot, Seen<'_>)]) -> SpecHash {
+    let Some(paused) = ctx.paused else {
+        return ctx.hash.clone();
+    };
+    if let Some(best) = paused.serving.first() {
+        return best.clone();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, s) in seen.iter().filter(|(_, s)| s.state().is_live()) {
+        *counts.entry(s.hash()).or_default() += 1;
+    }
+    // Never the version whose rollout failed: filling a slot with it would be progress.
+    counts
+        .into_iter()
+        .filter(|(h, _)| *h != paused.hash.as_str() && *h != paused.failed.as_str())
+        .filter(|(h, _)| paused.known.contains(&SpecHash::from_tag(h)))
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(h, _)| SpecHash::from_tag(h))
+        .or_else(|| paused.fallback.clone())
+        .unwrap_or_else(|| ctx.hash.clone())
 }
 
 fn display_hash(hash: &str) -> &str {
@@ -443,54 +891,4 @@ fn display_hash(hash: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::provider::InstanceTags;
-    use crate::spec::{Allocation, Flavor, ProviderSpec};
-
-    #[test]
-    fn instances_of_another_project_are_never_touched() {
-        let spec = Spec {
-            project: "mine".into(),
-            groups: vec![Group {
-                name: "web".into(),
-                allocation: Allocation::Size(1),
-                provider: ProviderSpec {
-                    kind: "sim".into(),
-                    props: Default::default(),
-                },
-                flavor: Flavor::default(),
-                depends_on: vec![],
-                reads_groups: vec![],
-                update: UpdatePolicy::default(),
-                origin: None,
-            }],
-        };
-        let theirs = ObservedInstance {
-            id: "sim-1".into(),
-            tags: InstanceTags {
-                project: "theirs".into(),
-                group: "cache".into(),
-                slot: "0".into(),
-                hash: "x".into(),
-            },
-            labels: Default::default(),
-            address: None,
-            state: InstanceState::Running,
-            started_at: 1,
-        };
-        // Built for the wrong project on purpose: the planner still checks every instance.
-        let mut observed = Observed::new("theirs");
-        observed.add("sim", vec![theirs]);
-        let graph = GroupGraph::build(&spec).unwrap_or_else(|e| panic!("{e}"));
-        let planned = plan(PlanInput {
-            spec: &spec,
-            graph: &graph,
-            observed: &observed,
-            expectations: &[],
-            previous: None,
-        });
-        assert_eq!(planned.summary.destroy, 0);
-        assert_eq!(planned.summary.create, 1);
-    }
-}
+mod tests;

@@ -11,14 +11,32 @@ impl Plan {
         let targets: Vec<String> = self.actions.iter().map(target).collect();
         let width = targets.iter().map(String::len).max().unwrap_or(0);
         for (action, target) in self.actions.iter().zip(targets) {
+            let mut note = String::new();
+            if action.in_flight {
+                note.push_str(" [running]");
+            }
+            if let Some(waits) = &action.waits {
+                note.push_str(&format!("; waits: {waits}"));
+            }
+            if let Some(from) = &action.instance_provider {
+                note.push_str(&format!("; moves from {from} to {}", action.provider));
+            }
             let _ = writeln!(
                 out,
-                "{} {:<7} {:<width$}  {}",
+                "{} {:<7} {:<width$}  {}{note}",
                 action.action.symbol(),
                 action.action.name(),
                 target,
                 action.reason,
             );
+        }
+        if !self.held.is_empty() {
+            if !self.actions.is_empty() {
+                out.push('\n');
+            }
+            for (group, hold) in &self.held {
+                let _ = writeln!(out, "group {group} is {}: {}", hold.name(), hold.reason());
+            }
         }
         if self.actions.is_empty() {
             let _ = writeln!(

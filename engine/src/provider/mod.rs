@@ -6,15 +6,18 @@
 mod observe;
 mod types;
 
-pub use observe::{observe, Observed, ProviderSet};
+pub use observe::{error_chain, observe, Observed, PartialView, ProviderSet};
 pub use types::{
     tags, InstanceState, InstanceTags, ObservedInstance, ProviderEvent, ProvisionRequest, Selector,
     Tags,
 };
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::fault::Fault;
+use crate::health::{ProbeError, RenderedProbe};
 
 /// Errors from a provider.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,18 @@ pub trait Provider: Send + Sync {
             .any(|i| i.id == id && i.state.is_live()))
     }
 
+    /// Answers a health probe of instance `id` itself, for providers whose instances are
+    /// simulated (`sim`). `None`, the default, means the probe goes to the instance over the
+    /// network.
+    async fn probe(
+        &self,
+        _id: &str,
+        _probe: &RenderedProbe,
+        _timeout: Duration,
+    ) -> Option<Result<(), ProbeError>> {
+        None
+    }
+
     /// A stream of changes for instant detection of exits, when the provider has one.
     /// Callers fall back to periodic `describe` when this is `None`.
     async fn watch(
@@ -126,5 +141,19 @@ pub trait Provider: Send + Sync {
         _selector: &Selector,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
         Ok(None)
+    }
+}
+
+/// Runs one health probe of instance `id`: answered by its provider when the provider
+/// simulates its instances, over the network otherwise.
+pub async fn probe_instance(
+    provider: &dyn Provider,
+    id: &str,
+    probe: &RenderedProbe,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    match provider.probe(id, probe, timeout).await {
+        Some(answer) => answer,
+        None => crate::health::probe(probe, timeout).await,
     }
 }

@@ -34,13 +34,30 @@ impl ProviderSet {
 }
 
 /// What is really there for one project: every instance tagged with it, from every
-/// provider, by provider name, each list sorted by id.
+/// provider, by provider name, each list sorted by id; and the providers that could not be
+/// asked, with why.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observed {
     /// The project; instances of other projects are never added.
     pub project: String,
     /// Instances by provider name.
     pub by_provider: BTreeMap<String, Vec<ObservedInstance>>,
+    /// Providers that may hold instances of the project but did not answer, with the error.
+    /// Nothing may be concluded about their instances: none of them is in `by_provider`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unobserved: BTreeMap<String, String>,
+}
+
+/// A view that misses a provider which may hold instances of the project.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot observe the {provider} provider, which may hold instances of project {project:?}: {detail}")]
+pub struct PartialView {
+    /// The provider that did not answer.
+    pub provider: String,
+    /// The project.
+    pub project: String,
+    /// Its error.
+    pub detail: String,
 }
 
 impl Observed {
@@ -55,6 +72,7 @@ impl Observed {
         Observed {
             project: project.to_owned(),
             by_provider: BTreeMap::new(),
+            unobserved: BTreeMap::new(),
         }
     }
 
@@ -88,6 +106,13 @@ impl Observed {
             .flat_map(|(p, list)| list.iter().map(move |i| (p.as_str(), i)))
     }
 
+    /// Every instance, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut ObservedInstance> {
+        self.by_provider
+            .values_mut()
+            .flat_map(|list| list.iter_mut())
+    }
+
     /// How many instances there are.
     pub fn len(&self) -> usize {
         self.by_provider.values().map(Vec::len).sum()
@@ -97,30 +122,78 @@ impl Observed {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The view, when every provider that may hold instances answered; otherwise the
+    /// first that did not. Commands that print or act on a whole project use this: a
+    /// partial view must never read as "no changes".
+    pub fn complete(self) -> Result<Observed, PartialView> {
+        match self.unobserved.iter().next() {
+            None => Ok(self),
+            Some((provider, detail)) => Err(PartialView {
+                provider: provider.clone(),
+                project: self.project.clone(),
+                detail: detail.clone(),
+            }),
+        }
+    }
 }
 
 /// Checks every group's provider settings, then describes the project in every provider.
-/// Providers the spec does not use are asked too, so instances of removed groups are found,
-/// but their failures are not errors.
-pub async fn observe(spec: &Spec, providers: &ProviderSet) -> Result<Observed, ProviderError> {
+///
+/// A provider that `spec` or one of the `previous` specs (the last applied ones) uses may
+/// hold instances of the project: when it does not answer, it is named in
+/// [`Observed::unobserved`]. Other providers are asked too, so instances of long-removed
+/// groups are found, but their failures mean nothing (no Docker engine on a machine that
+/// never used one, say).
+pub async fn observe(
+    spec: &Spec,
+    previous: &[Spec],
+    providers: &ProviderSet,
+) -> Result<Observed, ProviderError> {
     for group in &spec.groups {
         providers
             .get(&group.provider.kind)?
             .validate(&group.provider.props)?;
+    }
+    // The settings of the last applied spec name where its instances may be (a Docker
+    // engine by its host, say); a provider that no longer exists has nothing to say.
+    for group in previous.iter().flat_map(|p| &p.groups) {
+        if let Ok(provider) = providers.get(&group.provider.kind) {
+            let _ = provider.validate(&group.provider.props);
+        }
     }
     let selector = Selector {
         project: spec.project.clone(),
     };
     let mut observed = Observed::new(&spec.project);
     for (name, provider) in providers.iter() {
-        let used = spec.groups.iter().any(|g| g.provider.kind == name);
+        let used = spec
+            .groups
+            .iter()
+            .chain(previous.iter().flat_map(|p| &p.groups))
+            .any(|g| g.provider.kind == name);
         match provider.describe(&selector).await {
             Ok(instances) => observed.add(name, instances),
-            Err(e) if used => return Err(e),
-            // A provider the spec does not use is asked only to find instances of removed
-            // groups; if it is not there (no Docker engine, say), there are none to find.
+            Err(e) if used => {
+                observed.unobserved.insert(name.to_owned(), error_chain(&e));
+            }
             Err(_) => {}
         }
     }
     Ok(observed)
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = inner.source();
+    }
+    text
 }

@@ -91,7 +91,7 @@ pub enum SpecError {
 pub const MAX_GROUP_SIZE: i64 = 100_000;
 
 /// A whole spec: one project and its groups, in the order they were declared.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
     /// The project every instance is tagged with; projects never touch each other.
     pub project: String,
@@ -150,6 +150,39 @@ impl Group {
             .chain(self.reads_groups.iter())
             .map(String::as_str)
     }
+
+    /// What the group's instances are made from: the part of the group its spec hash covers.
+    pub fn template(&self) -> Template {
+        Template {
+            provider: self.provider.clone(),
+            flavor: self.flavor.clone(),
+            reads_groups: self.reads_groups.clone(),
+        }
+    }
+
+    /// The group with its instances made from `template` instead (a rollback, or healing
+    /// an instance at the hash it had).
+    pub fn with_template(&self, template: &Template) -> Group {
+        Group {
+            provider: template.provider.clone(),
+            flavor: template.flavor.clone(),
+            reads_groups: template.reads_groups.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A group's instance template: provider and flavor (what the spec hash covers), and the
+/// groups its templates read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    /// How an instance comes to exist.
+    pub provider: ProviderSpec,
+    /// What an instance runs and how it is judged.
+    pub flavor: Flavor,
+    /// Groups the flavor's templates read.
+    #[serde(default)]
+    pub reads_groups: Vec<String>,
 }
 
 /// A group's allocation: interchangeable numbered slots, or fixed identities.

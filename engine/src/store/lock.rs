@@ -1,8 +1,16 @@
-//! The exclusive project lock: a file created with `O_EXCL`, naming its holder.
+//! The exclusive project lock: a kernel lock (`flock`) on `.tend/lock`.
+//!
+//! The kernel releases the lock when its holder exits, however it exits, so there is no
+//! takeover logic and no window in which two processes both believe they hold it. The
+//! file's content only names the holder, for messages; it is never trusted for the lock
+//! itself, and the file is never removed (removing it would let a second process lock a
+//! new file while the first still holds the old one).
 
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +41,10 @@ impl fmt::Display for LockHolder {
     }
 }
 
-/// The lock while held; dropping it releases the lock.
+/// The lock while held; dropping it (or the process ending) releases it.
 #[derive(Debug)]
 pub struct LockGuard {
-    path: PathBuf,
+    file: File,
     holder: LockHolder,
 }
 
@@ -49,17 +57,16 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        // Remove the file only if it is still ours.
-        let ours = std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<LockHolder>(&t).ok())
-            .is_some_and(|h| h == self.holder);
-        if ours {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        // Still locked here: clearing the name cannot race with the next holder's write.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
     }
 }
 
+/// How long a process that lost the race waits for the winner to write its name.
+const NAME_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the lock at `path` for `command`, or says who holds it.
 pub(super) fn acquire(path: &Path, command: &str) -> Result<LockGuard, StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
@@ -68,6 +75,22 @@ pub(super) fn acquire(path: &Path, command: &str) -> Result<LockGuard, StoreErro
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(StoreError::Locked {
+                holder: read_holder(path),
+            })
+        }
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
     let me = std::process::id();
     let holder = LockHolder {
         pid: me,
@@ -75,40 +98,41 @@ pub(super) fn acquire(path: &Path, command: &str) -> Result<LockGuard, StoreErro
         command: command.to_owned(),
         since: now_ms(),
     };
-    for _ in 0..2 {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
-            Ok(mut file) => {
-                let text = serde_json::to_string(&holder).unwrap_or_default();
-                file.write_all(text.as_bytes()).map_err(io)?;
-                return Ok(LockGuard {
-                    path: path.to_owned(),
-                    holder,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let current = std::fs::read_to_string(path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<LockHolder>(&t).ok());
-                match current {
-                    Some(h) if procfs::is_alive(h.pid, h.start_ticks) => {
-                        return Err(StoreError::Locked { holder: h });
-                    }
-                    // The holder is gone (killed, crashed) or the file is unreadable: take over.
-                    _ => {
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
-            }
-            Err(e) => return Err(io(e)),
+    let text = serde_json::to_string(&holder).map_err(|e| io(std::io::Error::other(e)))?;
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    Ok(LockGuard { file, holder })
+}
+
+/// The holder named in the lock file. The winner of a race writes its name right after
+/// taking the lock, so an empty file is read again for a moment before giving up.
+fn read_holder(path: &Path) -> Option<LockHolder> {
+    let deadline = std::time::Instant::now() + NAME_WAIT;
+    loop {
+        let mut text = String::new();
+        let named = File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .ok()
+            .and_then(|_| serde_json::from_str::<LockHolder>(&text).ok())
+            .filter(|h| procfs::is_alive(h.pid, h.start_ticks));
+        if named.is_some() || std::time::Instant::now() >= deadline {
+            return named;
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    Err(io(std::io::Error::other(
-        "the lock changed hands while taking it over",
-    )))
+}
+
+/// Who holds the lock at `path` right now, if anybody does: for commands that only read.
+pub(super) fn holder(path: &Path) -> Option<LockHolder> {
+    let file = File::options().read(true).write(true).open(path).ok()?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(_) => read_holder(path),
+    }
 }
 
 #[cfg(test)]
@@ -116,27 +140,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_held_lock_is_refused_and_a_dead_holders_lock_is_taken_over() {
+    fn a_held_lock_is_refused_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("lock");
         let guard = acquire(&path, "apply").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(holder(&path).map(|h| h.command), Some("apply".to_owned()));
         match acquire(&path, "apply") {
-            Err(StoreError::Locked { holder }) => {
-                assert_eq!(holder.pid, std::process::id());
-                assert!(holder.to_string().starts_with("`tend apply` (pid "));
+            Err(StoreError::Locked { holder: Some(h) }) => {
+                assert_eq!(h.pid, std::process::id());
+                assert!(h.to_string().starts_with("`tend apply` (pid "));
             }
             other => panic!("second lock: {other:?}"),
         }
         drop(guard);
-        assert!(!path.exists());
+        assert!(path.exists(), "the lock file is never removed");
+        assert_eq!(holder(&path), None);
+        let taken = acquire(&path, "run").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(taken.holder().command, "run");
+    }
 
-        let dead = LockHolder {
+    #[test]
+    fn stale_content_in_an_unlocked_file_does_not_hold_the_lock() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("lock");
+        let someone = LockHolder {
             pid: std::process::id(),
-            start_ticks: 1, // not this process's start: it stands for a holder that is gone
+            start_ticks: procfs::stat(std::process::id())
+                .map(|s| s.start_ticks)
+                .unwrap_or(0),
             command: "apply".into(),
             since: 0,
         };
-        std::fs::write(&path, serde_json::to_string(&dead).unwrap_or_default())
+        std::fs::write(&path, serde_json::to_string(&someone).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
         let taken = acquire(&path, "run").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(taken.holder().command, "run");

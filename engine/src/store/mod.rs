@@ -1,11 +1,16 @@
 //! The local store: `.tend/` beside the spec holds the last applied spec (with a serial and a
-//! lineage id), the history of applied versions, and an exclusive lock.
+//! lineage id), the history of applied versions, the rollouts that failed, and the project
+//! lock.
 //!
-//! Every write goes to a temporary file and is renamed into place, so a crash never leaves a
-//! half-written file. The store is a record of intent; instances are never found from it.
+//! Every write goes to a temporary file that is synced, renamed into place, and the folder
+//! synced after it, so a crash or a power cut leaves either the old file or the new one. The
+//! store is a record of intent; instances are never found from it.
 
 mod lock;
+mod rollouts;
 
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,15 +18,16 @@ use serde::{Deserialize, Serialize};
 use crate::spec::Spec;
 
 pub use lock::{LockGuard, LockHolder};
+pub use rollouts::{FailedRollout, Version};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another tend holds the project.
-    #[error("the project is locked by {holder}: wait for it, or check it is still running")]
+    #[error("the project is locked by {}: wait for it, or check it is still running", holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "another tend that did not say who it is".to_owned()))]
     Locked {
-        /// Who holds it.
-        holder: LockHolder,
+        /// Who holds it, when the lock file names a live process.
+        holder: Option<LockHolder>,
     },
     /// A file could not be read or written.
     #[error("cannot use {path}: {source}")]
@@ -69,20 +75,31 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` durably: a temporary file in the same folder, synced, renamed
+/// over `path`, then the folder synced so the rename itself survives a power cut.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
     let mut temp = path.as_os_str().to_owned();
     temp.push(format!(".{}.tmp", std::process::id()));
     let temp = PathBuf::from(temp);
-    std::fs::write(&temp, bytes).map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)
+    let written = File::create(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(io(e));
+    }
+    std::fs::rename(&temp, path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 impl Store {
@@ -102,29 +119,49 @@ impl Store {
         self.dir.join("state.json")
     }
 
-    /// Takes the exclusive lock for `command`, or says who holds it. A lock left by a
-    /// process that no longer runs is taken over.
+    fn history_file(&self, serial: u64) -> PathBuf {
+        self.dir.join("history").join(format!("{serial:06}.json"))
+    }
+
+    /// Takes the exclusive project lock for `command`, or says who holds it. The kernel
+    /// releases it when this process ends, however it ends.
     pub fn lock(&self, command: &str) -> Result<LockGuard, StoreError> {
         lock::acquire(&self.dir.join("lock"), command)
     }
 
+    /// Who holds the project lock now, if anybody.
+    pub fn lock_holder(&self) -> Option<LockHolder> {
+        lock::holder(&self.dir.join("lock"))
+    }
+
     /// The last applied version, if any.
     pub fn last_applied(&self) -> Result<Option<Applied>, StoreError> {
-        let path = self.state_file();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| StoreError::Damaged {
-                    path,
-                    detail: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { path, source }),
-        }
+        read_json(&self.state_file())
+    }
+
+    /// The version applied as `serial`, if the history still has it.
+    pub fn applied(&self, serial: u64) -> Result<Option<Applied>, StoreError> {
+        read_json(&self.history_file(serial))
     }
 
     /// Records `spec` as applied: the next serial, same lineage, and a copy in history.
+    /// Commits are serialised by a short kernel lock of their own, so two commits at once
+    /// (an apply handing a spec to `tend run` while `--watch` commits one) never share a
+    /// serial.
     pub fn commit(&self, spec: &Spec) -> Result<Applied, StoreError> {
+        let path = self.dir.join("commit.lock");
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let guard = File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        guard.lock().map_err(io)?;
         let previous = self.last_applied()?;
         let applied = Applied {
             lineage: previous
@@ -139,12 +176,9 @@ impl Store {
             path: self.state_file(),
             detail: e.to_string(),
         })?;
-        let history = self
-            .dir
-            .join("history")
-            .join(format!("{:06}.json", applied.serial));
-        write_atomic(&history, text.as_bytes())?;
+        write_atomic(&self.history_file(applied.serial), text.as_bytes())?;
         write_atomic(&self.state_file(), text.as_bytes())?;
+        let _ = guard.unlock();
         Ok(applied)
     }
 
@@ -159,6 +193,43 @@ impl Store {
             .unwrap_or_default();
         serials.sort_unstable();
         serials
+    }
+
+    /// Rollouts that failed, by group.
+    pub fn failed_rollouts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, FailedRollout>, StoreError> {
+        Ok(read_json(&self.dir.join("rollouts.json"))?.unwrap_or_default())
+    }
+
+    /// Records the rollouts that failed, by group.
+    pub fn save_failed_rollouts(
+        &self,
+        rollouts: &std::collections::BTreeMap<String, FailedRollout>,
+    ) -> Result<(), StoreError> {
+        let path = self.dir.join("rollouts.json");
+        let text = serde_json::to_string_pretty(rollouts).map_err(|e| StoreError::Damaged {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        write_atomic(&path, text.as_bytes())
+    }
+}
+
+/// Reads a JSON file tend wrote; a missing file is `None`, a damaged one an error.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Damaged {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -196,6 +267,10 @@ mod tests {
             store.last_applied().ok().flatten().map(|a| a.spec.project),
             Some("b".into())
         );
+        assert_eq!(
+            store.applied(1).ok().flatten().map(|a| a.spec.project),
+            Some("a".into())
+        );
         assert_eq!(store.history(), [1, 2]);
         let leftovers: Vec<_> = std::fs::read_dir(store.dir())
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
@@ -206,6 +281,21 @@ mod tests {
                 .all(|n| !n.to_string_lossy().ends_with(".tmp")),
             "{leftovers:?}"
         );
+    }
+
+    #[test]
+    fn concurrent_commits_never_share_a_serial() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(dir.path());
+        let serials: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| store.commit(&spec("p")).map(|a| a.serial).unwrap_or(0)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+        });
+        let mut sorted = serials.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=8).collect::<Vec<u64>>(), "{serials:?}");
     }
 
     #[test]

@@ -73,9 +73,10 @@ pub fn simulate(
             return Err(format!("{target:?} is not a slot of this spec"));
         }
     }
-    let mut instances = Vec::new();
+    let mut observed = Observed::new(&spec.project);
     let mut clock = 0;
     for group in &spec.groups {
+        let mut instances = Vec::new();
         let hash = SpecHash::of(group).to_string();
         for slot in group.slots() {
             clock += 1;
@@ -106,39 +107,44 @@ pub fn simulate(
                 started_at: clock,
             });
         }
+        // Each group's instances are where its provider keeps them.
+        observed.add(&group.provider.kind, instances);
     }
-    Ok(Observed::from_instances(&spec.project, "sim", instances))
+    Ok(observed)
 }
 
 /// An observed state as a list of plain objects: `id`, `group`, `slot`, `hash`, `state`,
-/// `address`.
+/// `address`, `provider`.
 pub fn observed_to_json(observed: &Observed) -> Json {
     Json::Array(
         observed
             .iter()
-            .map(|(_, i)| {
+            .map(|(provider, i)| {
                 json!({
                     "id": i.id, "group": i.tags.group, "slot": i.tags.slot,
                     "hash": i.tags.hash, "state": i.state, "address": i.address,
+                    "provider": provider,
                 })
             })
             .collect(),
     )
 }
 
-/// Reads back what [`observed_to_json`] wrote (or a hand-written list of the same shape).
+/// Reads back what [`observed_to_json`] wrote (or a hand-written list of the same shape;
+/// an instance without `provider` is a `sim` one).
 pub fn observed_from_json(project: &str, value: &Json) -> Result<Observed, String> {
     let items = value
         .as_array()
         .ok_or("observed must be a list of instances")?;
-    let mut instances = Vec::new();
+    let mut observed = Observed::new(project);
     for (i, item) in items.iter().enumerate() {
         let text = |key: &str| item.get(key).and_then(Json::as_str).map(str::to_owned);
         let need = |key: &str| text(key).ok_or_else(|| format!("observed[{i}] has no {key:?}"));
         let state: InstanceState =
             serde_json::from_value(item.get("state").cloned().unwrap_or(json!("running")))
                 .map_err(|e| format!("observed[{i}].state: {e}"))?;
-        instances.push(ObservedInstance {
+        let provider = text("provider").unwrap_or_else(|| "sim".to_owned());
+        let instance = ObservedInstance {
             id: need("id")?,
             tags: InstanceTags {
                 project: project.to_owned(),
@@ -150,9 +156,10 @@ pub fn observed_from_json(project: &str, value: &Json) -> Result<Observed, Strin
             address: text("address"),
             state,
             started_at: i as u64 + 1,
-        });
+        };
+        observed.add(&provider, vec![instance]);
     }
-    Ok(Observed::from_instances(project, "sim", instances))
+    Ok(observed)
 }
 
 /// Snapshot files under `__snapshots__/` beside a test file.

@@ -1,16 +1,34 @@
 //! Per-slot exponential backoff and the group circuit breaker, so a bad config never turns
-//! into an endless create/destroy loop.
+//! into an endless create/destroy loop, while deaths from outside are healed at once.
+//!
+//! Two kinds of failure reach a slot: an action tend ran failed (the provider refused, the
+//! new instance never turned healthy), or an instance tend made died soon after it
+//! started. The first death of a slot is healed at once (a kill from outside looks the
+//! same); the slot backs off only when its new instances keep dying. The group breaker
+//! counts only failures that show tend's own new instances do not work: failed actions,
+//! and deaths of slots that already failed.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The first retry waits this long; each failure doubles it.
 pub const FIRST: Duration = Duration::from_secs(1);
 /// No retry waits longer than this.
 pub const CAP: Duration = Duration::from_secs(300);
-/// After this many failures in a row across a group, the group is failing: every retry
-/// waits the cap.
+/// After this many failures in a row of tend's new instances in a group, the group is
+/// failing: every retry waits the cap.
 pub const BREAKER: u32 = 5;
+
+/// What failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// An action tend ran failed.
+    Action,
+    /// An instance tend made died soon after it started.
+    QuickDeath,
+}
 
 /// One slot's failures.
 #[derive(Clone, Debug)]
@@ -26,7 +44,8 @@ struct SlotState {
 #[derive(Debug, Default)]
 pub struct Backoff {
     slots: BTreeMap<(String, String), SlotState>,
-    /// Failures in a row per group (reset when a slot of the group succeeds and holds).
+    /// Failures in a row of tend's new instances per group (reset when a slot of the group
+    /// succeeds and holds).
     group_failures: BTreeMap<String, u32>,
 }
 
@@ -37,11 +56,15 @@ pub fn delay(failures: u32) -> Duration {
 }
 
 impl Backoff {
-    /// Records a failed attempt on a slot; returns how long until the next one.
-    pub fn failed(&mut self, group: &str, slot: &str, error: &str, now: Instant) -> Duration {
-        let group_failures = self.group_failures.entry(group.to_owned()).or_default();
-        *group_failures += 1;
-        let failing = *group_failures >= BREAKER;
+    /// Records a failure of a slot; returns how long until the next attempt.
+    pub fn failed(
+        &mut self,
+        group: &str,
+        slot: &str,
+        kind: Failure,
+        error: &str,
+        now: Instant,
+    ) -> Duration {
         let state = self
             .slots
             .entry((group.to_owned(), slot.to_owned()))
@@ -54,7 +77,19 @@ impl Backoff {
         state.failures += 1;
         state.stable_at = None;
         state.last_error = error.to_owned();
-        let wait = if failing { CAP } else { delay(state.failures) };
+        let counts = kind == Failure::Action || state.failures >= 2;
+        let mut wait = match kind {
+            Failure::Action => delay(state.failures),
+            Failure::QuickDeath if state.failures == 1 => Duration::ZERO,
+            Failure::QuickDeath => delay(state.failures - 1),
+        };
+        if counts {
+            let group_failures = self.group_failures.entry(group.to_owned()).or_default();
+            *group_failures += 1;
+            if *group_failures >= BREAKER {
+                wait = CAP;
+            }
+        }
         state.retry_at = now + wait;
         wait
     }
@@ -83,6 +118,12 @@ impl Backoff {
         }
     }
 
+    /// Forgets every failure of `group` (its spec changed).
+    pub fn forget_group(&mut self, group: &str) {
+        self.slots.retain(|(g, _), _| g != group);
+        self.group_failures.remove(group);
+    }
+
     /// True when the slot must not be tried before its retry time.
     pub fn waiting(&self, group: &str, slot: &str, now: Instant) -> bool {
         self.slots
@@ -90,7 +131,7 @@ impl Backoff {
             .is_some_and(|s| s.stable_at.is_none() && now < s.retry_at)
     }
 
-    /// The earliest retry time still ahead, to wake the controller then.
+    /// The earliest retry time still ahead, to wake up then.
     pub fn next_retry(&self, now: Instant) -> Option<Instant> {
         self.slots
             .values()
@@ -145,14 +186,17 @@ mod tests {
     }
 
     #[test]
-    fn a_group_that_keeps_failing_waits_the_cap_until_a_slot_holds() {
+    fn a_group_whose_actions_keep_failing_waits_the_cap_until_a_slot_holds() {
         let t = Instant::now();
         let mut b = Backoff::default();
         for i in 0..BREAKER - 1 {
-            assert!(b.failed("web", "0", "exited", t) < CAP, "failure {i}");
+            assert!(
+                b.failed("web", "0", Failure::Action, "exited", t) < CAP,
+                "failure {i}"
+            );
         }
         assert_eq!(b.failing("web"), None);
-        assert_eq!(b.failed("web", "0", "exited", t), CAP);
+        assert_eq!(b.failed("web", "0", Failure::Action, "exited", t), CAP);
         assert!(b
             .failing("web")
             .is_some_and(|w| w.contains("5 failures in a row")));
@@ -166,5 +210,37 @@ mod tests {
         b.settle(t + Duration::from_secs(11), |_, _| true);
         assert_eq!(b.failing("web"), None);
         assert!(b.describe("web", t).is_empty());
+    }
+
+    #[test]
+    fn deaths_of_many_slots_heal_at_once_and_never_trip_the_breaker() {
+        let t = Instant::now();
+        let mut b = Backoff::default();
+        for slot in 0..20 {
+            let wait = b.failed("web", &slot.to_string(), Failure::QuickDeath, "killed", t);
+            assert_eq!(wait, Duration::ZERO, "slot {slot}");
+            assert!(!b.waiting("web", &slot.to_string(), t));
+        }
+        assert_eq!(b.failing("web"), None);
+    }
+
+    #[test]
+    fn a_slot_whose_instances_keep_dying_backs_off_from_its_second_death() {
+        let t = Instant::now();
+        let mut b = Backoff::default();
+        let waits: Vec<u64> = (0..5)
+            .map(|_| {
+                b.failed("web", "0", Failure::QuickDeath, "exited", t)
+                    .as_secs()
+            })
+            .collect();
+        // The fifth death is the fourth that counts against the group: not failing yet.
+        assert_eq!(waits, [0, 1, 2, 4, 8]);
+        assert_eq!(b.failing("web"), None);
+        assert_eq!(
+            b.failed("web", "0", Failure::QuickDeath, "exited", t),
+            CAP,
+            "the breaker trips on the fifth counted failure"
+        );
     }
 }

@@ -1,0 +1,984 @@
+//! The one rollout engine: `tend apply`, `tend destroy` and `tend run` all keep a project
+//! with a [`Reconciler`], so every promise holds in each of them.
+//!
+//! A round is four small steps: **observe** (describe every provider that may hold the
+//! project's instances, judge health with each instance's own checks, count work done but
+//! not yet visible), **plan** (the one planner, with the actions in flight and the paused
+//! groups), **start** (the startable actions, as long as their slot is not backing off, up
+//! to the parallelism), and **record** (phases per group, converged or not). Between rounds,
+//! [`Reconciler::wait`] returns when something changed: an action finished, a health check
+//! crossed its threshold or passed, a backoff ran out, a new instance became visible.
+//!
+//! Actions run as tasks beside the loop: a rollout waiting on health never delays the heal
+//! of another slot or group. A failed batch pauses its group (or rolls it back) in both
+//! commands; the failure is recorded in the store, so it holds across restarts until a new
+//! spec is applied. A panic in an action fails that action alone.
+
+mod backoff;
+mod events;
+mod monitor;
+mod phase;
+mod preview;
+mod rollouts;
+mod running;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::exec::{Catalog, Context, ExecOptions, Outcome, SecretSource};
+use crate::graph::GroupGraph;
+use crate::plan::{plan, Action, ActionKind, Expectation, Expected, Hold, Paused, Plan, PlanInput};
+use crate::provider::{observe, InstanceState, Observed, ProviderError, ProviderSet};
+use crate::spec::{Spec, SpecHash, UpdatePolicy};
+use crate::store::{FailedRollout, Store, StoreError};
+
+pub use backoff::{delay, Backoff, Failure, BREAKER, CAP, FIRST};
+pub use events::{ignore, Event, EventSink};
+pub use monitor::{Monitor, Verdict};
+pub use phase::GroupPhase;
+pub use preview::{preview, Preview, PreviewError};
+
+use running::Running;
+
+/// How long work done is trusted before the provider must show it.
+pub const EXPECT_FOR: Duration = Duration::from_secs(30);
+/// How long a new instance must live before its slot's failures are forgotten; one that
+/// dies sooner counts as a failure of its slot.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How many applied versions back the engine keeps templates, to probe old instances with
+/// their own checks and to heal them at their own hash.
+const REMEMBERED_VERSIONS: usize = 10;
+
+/// What a failed action does to its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `tend apply`: a slot that fails is not tried again in this run; the run ends when
+    /// nothing more can be done.
+    Apply,
+    /// `tend run`: a slot that fails backs off and is tried again, forever.
+    Run,
+}
+
+/// How the reconciler works.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Parallelism, attempts and timeouts of actions.
+    pub exec: ExecOptions,
+    /// Apply or run.
+    pub mode: Mode,
+}
+
+/// Why the reconciler cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The spec names a provider this build lacks, or settings it refuses.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The store could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The spec's groups form a cycle (checked when it was evaluated; kept for safety).
+    #[error("{0}")]
+    Graph(String),
+}
+
+/// Why [`Reconciler::wait`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// An action finished.
+    Finished,
+    /// A health verdict changed.
+    Health,
+    /// A backoff ran out, or work done became due to show.
+    Timer,
+}
+
+/// One round's result.
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// The spec serial kept.
+    pub serial: u64,
+    /// What was observed, with health judged into each instance's state.
+    pub observed: Observed,
+    /// The plan made from it (actions in flight included).
+    pub plan: Plan,
+    /// Where each group stands.
+    pub groups: BTreeMap<String, GroupPhase>,
+    /// True when every slot is live, healthy and at its group's hash, and nothing runs.
+    pub converged: bool,
+    /// True when nothing runs or can start, and no health verdict is pending: what is left
+    /// waits for a person (a paused group), a backoff, or a provider.
+    pub idle: bool,
+}
+
+/// An instance tend made, until it holds: one that dies sooner is a failure of its slot.
+struct Fresh {
+    group: String,
+    slot: String,
+    hash: SpecHash,
+    made: Instant,
+    stable_after: Duration,
+}
+
+/// How long a version whose new instance died soon after start is not trusted to serve.
+const CRASH_MEMORY: Duration = Duration::from_secs(300);
+
+/// Work done that the providers may not show yet.
+struct Pending {
+    expectation: Expectation,
+    instance: String,
+    until: Instant,
+}
+
+/// Keeps one project at its spec.
+pub struct Reconciler {
+    spec: Spec,
+    serial: u64,
+    /// Specs whose providers may still hold instances of the project; the first orders
+    /// destroys of removed groups.
+    previous: Vec<Spec>,
+    /// Earlier versions whose templates are kept (history and `previous`).
+    remembered: Vec<Spec>,
+    store: Store,
+    providers: ProviderSet,
+    secret: SecretSource,
+    clock: Clock,
+    options: Options,
+    events: EventSink,
+    failed: BTreeMap<String, FailedRollout>,
+    kept: Spec,
+    paused: BTreeMap<String, Paused>,
+    context: Arc<Context>,
+    halted: crate::exec::Halted,
+    /// Counts rollout failures: actions planned before one are checked against it.
+    generation: u64,
+    running: Running,
+    queue: Vec<Action>,
+    pending: Vec<Pending>,
+    backoff: Backoff,
+    given_up: BTreeSet<(String, String)>,
+    monitor: Monitor,
+    gone: BTreeMap<String, Instant>,
+    fresh: BTreeMap<String, Fresh>,
+    /// Instances tend set out to remove, and when: their exit is no news.
+    removing: BTreeMap<String, Instant>,
+    unobserved: BTreeMap<String, String>,
+    held: BTreeMap<String, Hold>,
+    /// Versions seen on instances and looked up in the store's history already.
+    looked_up: BTreeSet<(String, SpecHash)>,
+    /// Versions found that way.
+    learned: Vec<(String, crate::store::Version)>,
+    /// Per group, how many instances of each version served stably at the last look.
+    serving: BTreeMap<String, BTreeMap<SpecHash, usize>>,
+    /// Per group, the versions that served at all at the last look.
+    serving_now: BTreeMap<String, BTreeSet<SpecHash>>,
+    /// Versions whose new instances died soon after start lately, by (group, hash).
+    crashing: BTreeMap<(String, SpecHash), Instant>,
+    stopping: bool,
+}
+
+impl Reconciler {
+    /// A reconciler keeping `spec` (applied as `serial`). `previous` are specs whose
+    /// providers may still hold instances of the project (the spec applied before this
+    /// one); the first orders destroys of removed groups. When empty, the store's history
+    /// says what was applied before `serial`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: Spec,
+        serial: u64,
+        previous: Vec<Spec>,
+        store: Store,
+        providers: ProviderSet,
+        secret: SecretSource,
+        clock: Clock,
+        options: Options,
+        events: EventSink,
+    ) -> Result<Reconciler, ReconcileError> {
+        let mut r = Reconciler {
+            kept: spec.clone(),
+            spec,
+            serial,
+            remembered: previous.clone(),
+            previous,
+            store,
+            context: Arc::new(Context {
+                catalog: Catalog::default(),
+                providers: providers.clone(),
+                options: options.exec.clone(),
+                secret: secret.clone(),
+                halted: Default::default(),
+                generation: 0,
+            }),
+            halted: Default::default(),
+            generation: 0,
+            providers,
+            secret,
+            clock,
+            options,
+            events,
+            failed: BTreeMap::new(),
+            paused: BTreeMap::new(),
+            running: Running::default(),
+            queue: Vec::new(),
+            pending: Vec::new(),
+            backoff: Backoff::default(),
+            given_up: BTreeSet::new(),
+            monitor: Monitor::default(),
+            gone: BTreeMap::new(),
+            fresh: BTreeMap::new(),
+            removing: BTreeMap::new(),
+            unobserved: BTreeMap::new(),
+            held: BTreeMap::new(),
+            looked_up: BTreeSet::new(),
+            learned: Vec::new(),
+            serving: BTreeMap::new(),
+            serving_now: BTreeMap::new(),
+            crashing: BTreeMap::new(),
+            stopping: false,
+        };
+        r.remember_history();
+        if r.previous.is_empty() {
+            r.previous = r.remembered.iter().take(1).cloned().collect();
+        }
+        r.failed = rollouts::still_holding(&r.spec, r.store.failed_rollouts()?);
+        r.rebuild();
+        Ok(r)
+    }
+
+    /// Keeps `spec` from now on, applied as `serial`. Failed rollouts of groups whose spec
+    /// changed are forgotten: a changed group is tried again. Running actions finish as
+    /// they are.
+    pub fn set_spec(&mut self, spec: Spec, serial: u64) -> Result<(), ReconcileError> {
+        let before_hashes: BTreeMap<String, SpecHash> = self
+            .spec
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), SpecHash::of(g)))
+            .collect();
+        let before = std::mem::replace(&mut self.spec, spec);
+        self.remembered.insert(0, before.clone());
+        self.remembered.truncate(REMEMBERED_VERSIONS);
+        self.previous = vec![before];
+        self.serial = serial;
+        self.remember_history();
+        // The store is the truth (`tend apply --retry` clears it); what no longer holds for
+        // the new spec is forgotten.
+        self.failed = rollouts::still_holding(&self.spec, self.store.failed_rollouts()?);
+        self.store.save_failed_rollouts(&self.failed)?;
+        self.given_up.clear();
+        // Failures of a version say nothing of the next one: a group whose spec changed
+        // starts with a clean slate.
+        for group in &self.spec.groups {
+            let changed = before_hashes
+                .get(&group.name)
+                .is_none_or(|h| *h != SpecHash::of(group));
+            if changed {
+                self.backoff.forget_group(&group.name);
+            }
+        }
+        self.rebuild();
+        Ok(())
+    }
+
+    /// The spec kept, and its serial.
+    pub fn spec(&self) -> (&Spec, u64) {
+        (&self.spec, self.serial)
+    }
+
+    /// Failed rollouts that hold now, by group.
+    pub fn failed_rollouts(&self) -> &BTreeMap<String, FailedRollout> {
+        &self.failed
+    }
+
+    /// Slots waiting out a backoff, with when and why, by group.
+    pub fn backoffs(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let now = self.clock.now();
+        self.spec
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), self.backoff.describe(&g.name, now)))
+            .filter(|(_, b)| !b.is_empty())
+            .collect()
+    }
+
+    /// The last probe error of instance `id`, while it fails its checks.
+    pub fn health_error(&self, id: &str) -> Option<String> {
+        self.monitor.last_error(id).map(str::to_owned)
+    }
+
+    /// True when tend itself set out to remove instance `id` (lately): its exit is expected.
+    pub fn removing(&self, id: &str) -> bool {
+        self.removing.contains_key(id)
+    }
+
+    /// A provider event said instance `id` is gone: it counts as dead even while a lagging
+    /// listing still shows it running.
+    pub fn instance_gone(&mut self, id: String) {
+        self.gone.insert(id, self.clock.now());
+    }
+
+    /// Stops starting actions; running ones finish. See [`Reconciler::drain`].
+    pub fn stop_starting(&mut self) {
+        self.stopping = true;
+        self.queue.clear();
+    }
+
+    /// Waits for every running action to finish.
+    pub async fn drain(&mut self) {
+        while let Some((action, outcome, elapsed)) = self.running.next().await {
+            self.finish(action, outcome, elapsed);
+        }
+    }
+
+    /// True when actions are running.
+    pub fn busy(&self) -> bool {
+        !self.running.is_empty()
+    }
+
+    /// Reads older applied versions from the store's history, so their templates are known.
+    fn remember_history(&mut self) {
+        let serials = self.store.history();
+        let mut known: BTreeSet<String> = self.remembered.iter().map(Spec::fingerprint).collect();
+        known.insert(self.spec.fingerprint());
+        for serial in serials
+            .into_iter()
+            .rev()
+            .filter(|s| *s < self.serial)
+            .take(REMEMBERED_VERSIONS)
+        {
+            if self.remembered.len() >= REMEMBERED_VERSIONS {
+                break;
+            }
+            if let Ok(Some(applied)) = self.store.applied(serial) {
+                if known.insert(applied.spec.fingerprint()) {
+                    self.remembered.push(applied.spec);
+                }
+            }
+        }
+    }
+
+    /// Recomputes the kept spec, the paused groups and the catalog after a change.
+    fn rebuild(&mut self) {
+        self.kept = rollouts::effective(&self.spec, &self.failed);
+        let mut catalog = rollouts::catalog(&self.kept, &self.spec, &self.remembered, &self.failed);
+        for (group, version) in &self.learned {
+            catalog.remember_template(group, version.hash.clone(), version.template.clone());
+        }
+        self.paused = rollouts::paused(&self.spec, &self.kept, &self.failed, &catalog);
+        if let Ok(mut halted) = self.halted.lock() {
+            let now: BTreeMap<(String, SpecHash), bool> = self
+                .failed
+                .iter()
+                .flat_map(|(group, f)| {
+                    let rolled_back = f.paused_because().is_none();
+                    let rollback = f
+                        .rolled_back_to()
+                        .filter(|_| f.rollback_failed.is_some())
+                        .map(|v| ((group.clone(), v.hash.clone()), false));
+                    std::iter::once(((group.clone(), f.hash.clone()), rolled_back)).chain(rollback)
+                })
+                .collect();
+            halted.retain(|key, _| now.contains_key(key));
+            for (key, rolled_back) in now {
+                let generation = self.generation;
+                halted
+                    .entry(key)
+                    .and_modify(|e| e.1 = rolled_back)
+                    .or_insert((generation, rolled_back));
+            }
+        }
+        self.context = Arc::new(Context {
+            catalog,
+            providers: self.providers.clone(),
+            options: self.options.exec.clone(),
+            secret: self.secret.clone(),
+            halted: self.halted.clone(),
+            generation: self.generation,
+        });
+    }
+
+    /// One round: observe, plan, start, record.
+    pub async fn round(&mut self) -> Result<Round, ReconcileError> {
+        let observed = self.observe().await?;
+        self.count_serving(&observed);
+        let plan = self.plan(&observed)?;
+        self.start(&plan);
+        Ok(self.record(observed, plan))
+    }
+
+    /// Counts, per group and version, the instances that serve (running, judged by their
+    /// checks), and those that serve stably: of a version whose new instances did not lately
+    /// die soon after they started.
+    fn count_serving(&mut self, observed: &Observed) {
+        self.serving.clear();
+        self.serving_now.clear();
+        for (_, i) in observed.iter() {
+            let hash = SpecHash::from_tag(&i.tags.hash);
+            // Judged by its checks, or made from a version without any.
+            let judged = self.monitor.follows(&i.id)
+                || self
+                    .context
+                    .catalog
+                    .group(&i.tags.group, Some(&hash))
+                    .is_some_and(|g| g.flavor.health.is_none());
+            if i.state != InstanceState::Running || !judged {
+                continue;
+            }
+            self.serving_now
+                .entry(i.tags.group.clone())
+                .or_default()
+                .insert(hash.clone());
+            if !self
+                .crashing
+                .contains_key(&(i.tags.group.clone(), hash.clone()))
+            {
+                *self
+                    .serving
+                    .entry(i.tags.group.clone())
+                    .or_default()
+                    .entry(hash)
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Step one: what runs, with health judged by each instance's own checks, provider
+    /// events trusted over lagging listings, and deaths of new instances counted.
+    async fn observe(&mut self) -> Result<Observed, ReconcileError> {
+        let now = self.clock.now();
+        let mut observed = observe(&self.kept, &self.previous, &self.providers).await?;
+        self.note_providers(&observed);
+        self.learn_versions(&observed);
+        self.gone
+            .retain(|_, at| now.duration_since(*at) < EXPECT_FOR);
+        for instance in observed.iter_mut() {
+            if self.gone.contains_key(&instance.id) {
+                instance.state = InstanceState::Dead;
+            }
+        }
+        let busy: BTreeSet<(String, String)> = self
+            .running
+            .actions()
+            .into_iter()
+            .filter(|a| a.action != ActionKind::Destroy)
+            .map(|a| (a.group, a.slot.to_string()))
+            .collect();
+        self.monitor
+            .sync(&observed, &self.context.catalog, &self.secret, &busy);
+        self.monitor.judge(&mut observed);
+        self.monitor.start_due(&self.providers, now);
+        let seen: BTreeSet<&str> = observed.iter().map(|(_, i)| i.id.as_str()).collect();
+        self.pending
+            .retain(|p| now < p.until && !seen.contains(p.instance.as_str()));
+        self.count_quick_deaths(&observed, now);
+        let live: BTreeSet<(String, String)> = observed
+            .iter()
+            .filter(|(_, i)| i.state.is_live())
+            .map(|(_, i)| (i.tags.group.clone(), i.tags.slot.clone()))
+            .collect();
+        self.backoff
+            .settle(now, |g, s| live.contains(&(g.to_owned(), s.to_owned())));
+        Ok(observed)
+    }
+
+    /// Looks up, in the store's history, the versions of instances that the catalog does
+    /// not know yet: each instance is probed with its own checks, and healed at its own
+    /// version when its group is paused.
+    fn learn_versions(&mut self, observed: &Observed) {
+        let unknown: BTreeSet<(String, SpecHash)> = observed
+            .iter()
+            .map(|(_, i)| (i.tags.group.clone(), SpecHash::from_tag(&i.tags.hash)))
+            .filter(|(g, h)| {
+                !self.context.catalog.knows(g, h)
+                    && !self.looked_up.contains(&(g.clone(), h.clone()))
+            })
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        self.looked_up.extend(unknown.iter().cloned());
+        let found = rollouts::find_versions(&self.store, &unknown);
+        if !found.is_empty() {
+            self.learned.extend(found);
+            self.rebuild();
+        }
+    }
+
+    /// Tells when a provider that may hold instances stops answering, or answers again.
+    fn note_providers(&mut self, observed: &Observed) {
+        for (provider, error) in &observed.unobserved {
+            if self.unobserved.get(provider) != Some(error) {
+                (self.events)(Event::Provider {
+                    provider: provider.clone(),
+                    error: Some(error.clone()),
+                });
+            }
+        }
+        for provider in self.unobserved.keys() {
+            if !observed.unobserved.contains_key(provider) {
+                (self.events)(Event::Provider {
+                    provider: provider.clone(),
+                    error: None,
+                });
+            }
+        }
+        self.unobserved = observed.unobserved.clone();
+    }
+
+    /// An instance tend made that died before it held is a failure of its slot.
+    fn count_quick_deaths(&mut self, observed: &Observed, now: Instant) {
+        let states: BTreeMap<&str, (&str, InstanceState)> = observed
+            .iter()
+            .map(|(p, i)| (i.id.as_str(), (p, i.state)))
+            .collect();
+        let mut died = Vec::new();
+        self.fresh.retain(|id, fresh| {
+            let age = now.duration_since(fresh.made);
+            match states.get(id.as_str()) {
+                Some((_, state)) if state.is_live() => age < fresh.stable_after,
+                // Not listed yet is not dead: wait for the listing, up to the expectation.
+                None if age < EXPECT_FOR && !observed.unobserved.is_empty() => true,
+                None if age < Duration::from_millis(100) => true,
+                _ => {
+                    if age < fresh.stable_after {
+                        died.push((
+                            fresh.group.clone(),
+                            fresh.slot.clone(),
+                            fresh.hash.clone(),
+                            id.clone(),
+                            age,
+                        ));
+                    }
+                    false
+                }
+            }
+        });
+        self.crashing
+            .retain(|_, at| now.duration_since(*at) < CRASH_MEMORY);
+        for (group, slot, hash, id, age) in died {
+            self.crashing.insert((group.clone(), hash), now);
+            let why = format!(
+                "instance {id} died {:.1}s after it started",
+                age.as_secs_f64()
+            );
+            self.slot_failed(&group, &slot, Failure::QuickDeath, why);
+        }
+    }
+
+    /// Records a failure of a slot: a backoff (run), or no more attempts (apply).
+    fn slot_failed(&mut self, group: &str, slot: &str, kind: Failure, why: String) {
+        let now = self.clock.now();
+        let wait = match self.options.mode {
+            Mode::Run => Some(self.backoff.failed(group, slot, kind, &why, now)),
+            Mode::Apply => {
+                self.given_up.insert((group.to_owned(), slot.to_owned()));
+                None
+            }
+        };
+        (self.events)(Event::Backoff {
+            group: group.to_owned(),
+            slot: slot.to_owned(),
+            wait,
+            why,
+        });
+    }
+
+    /// Step two: the one planner, with what runs and what was done.
+    fn plan(&mut self, observed: &Observed) -> Result<Plan, ReconcileError> {
+        let graph =
+            GroupGraph::build(&self.kept).map_err(|e| ReconcileError::Graph(e.to_string()))?;
+        let expectations: Vec<Expectation> =
+            self.pending.iter().map(|p| p.expectation.clone()).collect();
+        let in_flight = self.running.actions();
+        // Paused groups are made from what serves stably now.
+        let mut paused = self.paused.clone();
+        for (group, p) in paused.iter_mut() {
+            let mut versions: Vec<(&SpecHash, &usize)> = self
+                .serving
+                .get(group)
+                .map(|c| c.iter().collect())
+                .unwrap_or_default();
+            versions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            p.serving = versions
+                .into_iter()
+                .map(|(h, _)| h.clone())
+                .filter(|h| self.context.catalog.knows(group, h))
+                .collect();
+        }
+        let planned = plan(PlanInput {
+            expectations: &expectations,
+            previous: self.previous.first(),
+            in_flight: &in_flight,
+            paused: &paused,
+            ..PlanInput::new(&self.kept, &graph, observed)
+        });
+        for (group, hold) in &planned.held {
+            if self.held.get(group) != Some(hold) {
+                (self.events)(Event::Hold {
+                    group: group.clone(),
+                    hold: Some(hold.clone()),
+                });
+            }
+        }
+        for group in self.held.keys() {
+            if !planned.held.contains_key(group) {
+                (self.events)(Event::Hold {
+                    group: group.clone(),
+                    hold: None,
+                });
+            }
+        }
+        self.held = planned.held.clone();
+        Ok(planned)
+    }
+
+    /// True when `action`'s slot may be tried now.
+    fn may_try(&self, action: &Action, now: Instant) -> bool {
+        let slot = action.slot.to_string();
+        let key = (action.group.clone(), slot.clone());
+        !self.given_up.contains(&key) && !self.backoff.waiting(&action.group, &slot, now)
+    }
+
+    /// Step three: queues the startable actions whose slot may be tried, and starts as
+    /// many as the parallelism allows.
+    fn start(&mut self, plan: &Plan) {
+        if self.stopping {
+            return;
+        }
+        let now = self.clock.now();
+        self.queue = plan
+            .actions
+            .iter()
+            .filter(|a| a.startable() && self.may_try(a, now))
+            .cloned()
+            .collect();
+        self.queue.reverse();
+        self.start_queued();
+    }
+
+    fn start_queued(&mut self) {
+        while self.running.len() < self.options.exec.parallelism.max(1) && !self.stopping {
+            let Some(action) = self.queue.pop() else {
+                break;
+            };
+            if action.action != ActionKind::Destroy {
+                self.monitor
+                    .forget_slot(&action.group, &action.slot.to_string());
+            }
+            // An instance tend removes itself does not die: it is not a failure of its slot.
+            if let Some(old) = &action.instance {
+                self.fresh.remove(old);
+                let now = self.clock.now();
+                self.removing
+                    .retain(|_, at| now.duration_since(*at) < EXPECT_FOR);
+                self.removing.insert(old.clone(), now);
+            }
+            (self.events)(Event::Started(action.clone()));
+            self.running.start(self.context.clone(), action);
+        }
+    }
+
+    /// Step four: where each group stands.
+    fn record(&mut self, observed: Observed, plan: Plan) -> Round {
+        let backoff = &self.backoff;
+        let groups = phase::phases(
+            &self.spec,
+            &self.kept,
+            &observed,
+            &plan,
+            &self.failed,
+            &|g| backoff.failing(g),
+        );
+        let now = self.clock.now();
+        let nothing_left = plan.actions.is_empty()
+            && self.pending.is_empty()
+            && self.running.is_empty()
+            && observed.unobserved.is_empty();
+        let converged = nothing_left && groups.values().all(|p| *p == GroupPhase::Converged);
+        let startable = plan
+            .actions
+            .iter()
+            .any(|a| a.startable() && self.may_try(a, now));
+        let idle = self.running.is_empty()
+            && self.queue.is_empty()
+            && self.pending.is_empty()
+            && !startable
+            && !self.monitor.undecided();
+        Round {
+            serial: self.serial,
+            observed,
+            plan,
+            groups,
+            converged,
+            idle,
+        }
+    }
+
+    /// Waits until something changed that a new round should see.
+    pub async fn wait(&mut self) -> Wake {
+        let mut wake: Option<(Wake, Instant)> = None;
+        loop {
+            let now = self.clock.now();
+            self.monitor.start_due(&self.providers, now);
+            let mut timer = now + Duration::from_secs(3600);
+            let mut timer_wakes = false;
+            if let Some(t) = self.monitor.next_due() {
+                timer = timer.min(t.max(now));
+            }
+            if let Some(t) = self.backoff.next_retry(now) {
+                if t <= timer {
+                    timer = t;
+                    timer_wakes = true;
+                }
+            }
+            if !self.pending.is_empty() && now + Duration::from_millis(100) <= timer {
+                timer = now + Duration::from_millis(100);
+                timer_wakes = true;
+            }
+            if let Some((_, at)) = wake {
+                if at <= timer {
+                    timer = at;
+                }
+            }
+            tokio::select! {
+                biased;
+                finished = self.running.next(), if !self.running.is_empty() => {
+                    if let Some((action, outcome, elapsed)) = finished {
+                        let replan = self.finish(action, outcome, elapsed);
+                        self.start_queued();
+                        if replan {
+                            return Wake::Finished;
+                        }
+                    }
+                }
+                (id, result) = self.monitor.next_result() => {
+                    match self.monitor.record(&id, result, &self.clock) {
+                        Verdict::Same => {}
+                        Verdict::Passing => {
+                            wake.get_or_insert((Wake::Health, now + Duration::from_millis(5)));
+                        }
+                        Verdict::Unhealthy(why) => {
+                            self.tell_unhealthy(&id, why);
+                            wake.get_or_insert((Wake::Health, now + Duration::from_millis(5)));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(timer) => {
+                    if let Some((reason, at)) = wake {
+                        if self.clock.now() >= at {
+                            return reason;
+                        }
+                    }
+                    if timer_wakes {
+                        return Wake::Timer;
+                    }
+                }
+            }
+        }
+    }
+
+    fn tell_unhealthy(&self, id: &str, why: String) {
+        let (group, slot) = self.monitor.place(id).unwrap_or_default();
+        (self.events)(Event::Unhealthy {
+            group,
+            slot,
+            instance: id.to_owned(),
+            why,
+        });
+    }
+
+    /// Takes in a finished action; true when a new round should look now.
+    fn finish(&mut self, action: Action, outcome: Outcome, elapsed: Duration) -> bool {
+        (self.events)(Event::Finished {
+            action: action.clone(),
+            outcome: outcome.clone(),
+            elapsed,
+        });
+        let now = self.clock.now();
+        let slot = action.slot.to_string();
+        match &outcome {
+            Ok(done) => {
+                if let Some(id) = &done.instance {
+                    self.pending.push(Pending {
+                        expectation: Expectation {
+                            group: action.group.clone(),
+                            slot: action.slot.clone(),
+                            expected: Expected::Create {
+                                hash: action
+                                    .hash
+                                    .clone()
+                                    .unwrap_or_else(|| SpecHash::from_tag("")),
+                            },
+                        },
+                        instance: id.clone(),
+                        until: now + EXPECT_FOR,
+                    });
+                    let stable_after = match self.kept.group(&action.group).map(|g| &g.update) {
+                        Some(UpdatePolicy::Rolling(r)) => r.min_ready.to_std().max(STABLE_AFTER),
+                        _ => STABLE_AFTER,
+                    };
+                    self.fresh.insert(
+                        id.clone(),
+                        Fresh {
+                            group: action.group.clone(),
+                            slot: slot.clone(),
+                            hash: action
+                                .hash
+                                .clone()
+                                .unwrap_or_else(|| SpecHash::from_tag("")),
+                            made: now,
+                            stable_after,
+                        },
+                    );
+                    self.monitor.vouch(id);
+                    self.backoff
+                        .succeeded(&action.group, &slot, stable_after, now);
+                }
+                let quiet = matches!(action.action, ActionKind::Create | ActionKind::Destroy);
+                !(quiet && !self.queue.is_empty())
+            }
+            // It stopped before making anything: the next round plans the slot again.
+            Err(crate::exec::ActionError::Halted(_)) => true,
+            Err(error) => {
+                let made = action
+                    .hash
+                    .clone()
+                    .unwrap_or_else(|| SpecHash::from_tag(""));
+                // What served before the failed action: where a rollback goes. The version
+                // most of the group's stably serving instances had at the last look; with
+                // none, there is nothing known to be good to go back to.
+                let counts = self.serving.get(&action.group);
+                let most = counts.and_then(|c| {
+                    c.iter()
+                        .filter(|(h, _)| **h != made)
+                        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                        .map(|(h, _)| h.clone())
+                });
+                let serving = most.and_then(|h| {
+                    let template = self.context.catalog.template(&action.group, &h)?;
+                    Some(crate::store::Version { hash: h, template })
+                });
+                // Only a new version that does not work stops a rollout (a replace, or a
+                // heal of an older instance at the new version); a provider that failed to
+                // create or remove is retried like any other failure. A pause protects what
+                // serves: when nothing of the group serves stably, there is nothing to
+                // protect, and the new version is retried (with backoff) instead.
+                let protects = self
+                    .serving_now
+                    .get(&action.group)
+                    .is_some_and(|c| c.iter().any(|h| *h != made));
+                let rollout = (action.changes_version() && error.is_unhealthy() && protects)
+                    .then(|| {
+                        rollouts::on_batch_failed(
+                            &self.spec,
+                            self.serial,
+                            &self.failed,
+                            &self.store,
+                            &action.group,
+                            &made,
+                            serving,
+                            &format!("{}/{}: {error}", action.group, action.slot),
+                            self.clock.epoch_ms(),
+                        )
+                    })
+                    .flatten();
+                match rollout {
+                    Some(failed) => self.rollout_failed(&action.group, failed),
+                    None => {
+                        self.slot_failed(&action.group, &slot, Failure::Action, error.to_string())
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// A batch failed: the group pauses or rolls back, and the store says so.
+    fn rollout_failed(&mut self, group: &str, failed: FailedRollout) {
+        let rollback = failed.rolled_back_to().is_some() && failed.rollback_failed.is_none();
+        let reason = match &failed.rollback_failed {
+            Some(again) => format!("the rollback failed too: {again}"),
+            None => failed.reason.clone(),
+        };
+        self.failed.insert(group.to_owned(), failed);
+        self.generation += 1;
+        if let Err(e) = self.store.save_failed_rollouts(&self.failed) {
+            (self.events)(Event::Backoff {
+                group: group.to_owned(),
+                slot: String::new(),
+                wait: None,
+                why: format!("cannot record the failed rollout in the store: {e}"),
+            });
+        }
+        self.rebuild();
+        (self.events)(Event::RolloutFailed {
+            group: group.to_owned(),
+            reason,
+            rollback,
+        });
+    }
+}
+
+/// How a run of [`converge`] ended.
+#[derive(Clone, Debug)]
+pub enum Converged {
+    /// The project matches the spec.
+    Yes(Round),
+    /// Nothing more can be done now: the round says what holds it back.
+    Stuck(Round),
+    /// A stop request came; running actions finished.
+    Stopped,
+    /// A provider that may hold the project's instances stopped answering: running actions
+    /// finished, nothing more was started.
+    Unobserved {
+        /// The provider.
+        provider: String,
+        /// Its error.
+        error: String,
+    },
+}
+
+/// Runs rounds until the project converges or nothing more can be done (`tend apply`,
+/// `tend destroy`). A stop request (`stop` turning true) starts nothing more and lets
+/// running actions finish.
+pub async fn converge(
+    reconciler: &mut Reconciler,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Converged, ReconcileError> {
+    loop {
+        if *stop.borrow() {
+            reconciler.stop_starting();
+            reconciler.drain().await;
+            return Ok(Converged::Stopped);
+        }
+        let round = reconciler.round().await?;
+        if let Some((provider, error)) = round.observed.unobserved.iter().next() {
+            let (provider, error) = (provider.clone(), error.clone());
+            reconciler.stop_starting();
+            reconciler.drain().await;
+            return Ok(Converged::Unobserved { provider, error });
+        }
+        if round.converged {
+            return Ok(Converged::Yes(round));
+        }
+        if round.idle {
+            return Ok(Converged::Stuck(round));
+        }
+        tokio::select! {
+            biased;
+            _ = stopped(stop) => {}
+            _ = reconciler.wait() => {}
+        }
+    }
+}
+
+/// Returns when `stop` changes; never when its sender is gone.
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

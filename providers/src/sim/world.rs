@@ -1,0 +1,425 @@
+//! The simulated world: every sim instance, its health, and the faults a test injects.
+//!
+//! The world keeps time by a [`Clock`], so on a paused tokio runtime it runs on virtual
+//! time; it decides nothing at random itself. A [`Chaos`] (by default none) says how each
+//! call and each new instance behaves, and an observer sees every change, so a simulation
+//! can check its invariants after every step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::clock::Clock;
+use engine::provider::{InstanceState, ObservedInstance, ProviderError, ProviderEvent};
+use serde::{Deserialize, Serialize};
+
+/// How one provider call goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CallFault {
+    /// It works at once.
+    #[default]
+    None,
+    /// It works after a while.
+    Slow(Duration),
+    /// It fails (after a while), and changes nothing.
+    Fail(Duration, String),
+}
+
+/// How a new instance behaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Behaviour {
+    /// From its start, how long until it answers its health checks.
+    #[serde(default)]
+    pub ready_after_ms: u64,
+    /// False for a version that never answers (a bad deploy).
+    #[serde(default = "yes")]
+    pub works: bool,
+    /// When it dies by itself, in ms after its start (a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dies_after_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            ready_after_ms: 0,
+            works: true,
+            dies_after_ms: None,
+        }
+    }
+}
+
+/// What decides how calls and new instances behave: a simulation's seeded fault schedule.
+pub trait Chaos: Send + Sync {
+    /// How a `provision` of `group`/`slot` at `hash` goes.
+    fn provision(&self, _group: &str, _slot: &str, _hash: &str) -> CallFault {
+        CallFault::None
+    }
+    /// How a `destroy` goes.
+    fn destroy(&self, _id: &str) -> CallFault {
+        CallFault::None
+    }
+    /// How a `describe` goes.
+    fn describe(&self) -> CallFault {
+        CallFault::None
+    }
+    /// How a new instance of `group` at `hash` behaves.
+    fn behaviour(&self, _group: &str, _hash: &str) -> Behaviour {
+        Behaviour::default()
+    }
+}
+
+/// No faults at all.
+pub struct Calm;
+
+impl Chaos for Calm {}
+
+/// One simulated instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimInstance {
+    /// What `describe` reports.
+    #[serde(flatten)]
+    pub instance: ObservedInstance,
+    /// How it behaves.
+    #[serde(default)]
+    pub behaviour: Behaviour,
+    /// True while it is hung: alive, but answering nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hung: bool,
+    /// True while its checks fail although it works (a health flap).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
+    /// When a health check of it last passed (ms since the epoch): what tend saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_check_at: Option<u64>,
+}
+
+impl SimInstance {
+    /// True when it is live and answers its health checks now.
+    pub fn serves(&self, now_ms: u64) -> bool {
+        self.instance.state == InstanceState::Running
+            && self.behaviour.works
+            && !self.hung
+            && !self.flapping
+            && now_ms >= self.instance.started_at + self.behaviour.ready_after_ms
+    }
+}
+
+/// What the world keeps (and, for the CLI, writes to disk).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SimState {
+    /// The next instance number.
+    pub next: u64,
+    /// Every simulated instance, dead ones included until destroyed.
+    pub instances: Vec<SimInstance>,
+    /// Instances that `describe` does not show yet, until the given time (ms since epoch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hidden_until: BTreeMap<String, u64>,
+}
+
+/// A change in the world, for observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A provision call started (it may take a while, or fail).
+    Provisioning {
+        /// The group.
+        group: String,
+        /// The slot.
+        slot: String,
+        /// The version asked for.
+        hash: String,
+    },
+    /// An instance was made.
+    Provisioned {
+        /// Its id.
+        id: String,
+    },
+    /// A destroy call started (it may take a while, or fail; the state passed to the
+    /// observer is the one when it was made).
+    Destroying {
+        /// Its id.
+        id: String,
+    },
+    /// An instance was destroyed.
+    Destroyed {
+        /// Its id.
+        id: String,
+    },
+    /// A fault is about to hit instance `id` (the state passed is the one before).
+    Hitting {
+        /// Its id.
+        id: String,
+    },
+    /// An instance died, was hung, or its health changed, by a fault or by itself.
+    Fault {
+        /// Its id.
+        id: String,
+        /// What happened.
+        what: String,
+    },
+}
+
+/// Sees every change with the world as it is then.
+pub type Observer = Arc<dyn Fn(&Change, &SimState) + Send + Sync>;
+
+pub(super) struct Inner {
+    pub(super) state: SimState,
+    pub(super) loaded: bool,
+    pub(super) watchers: Vec<tokio::sync::mpsc::UnboundedSender<ProviderEvent>>,
+}
+
+/// The simulated world, shared by the provider and the test that drives it.
+#[derive(Clone)]
+pub struct SimWorld {
+    pub(super) inner: Arc<Mutex<Inner>>,
+    pub(super) file: Option<PathBuf>,
+    pub(super) clock: Clock,
+    pub(super) chaos: Arc<dyn Chaos>,
+    pub(super) observer: Option<Observer>,
+}
+
+pub(super) fn backend(detail: String) -> ProviderError {
+    ProviderError::Backend {
+        provider: super::NAME.to_owned(),
+        detail,
+        source: None,
+    }
+}
+
+impl SimWorld {
+    /// A world kept only in memory, on `clock`, with `chaos` deciding how things go and
+    /// `observer` seeing every change.
+    pub fn in_memory(clock: Clock, chaos: Arc<dyn Chaos>, observer: Option<Observer>) -> SimWorld {
+        SimWorld {
+            inner: Arc::new(Mutex::new(Inner {
+                state: SimState::default(),
+                loaded: true,
+                watchers: Vec::new(),
+            })),
+            file: None,
+            clock,
+            chaos,
+            observer,
+        }
+    }
+
+    /// A calm world kept in `file` (read on first use, written after every change).
+    pub fn in_file(file: PathBuf) -> SimWorld {
+        SimWorld {
+            inner: Arc::new(Mutex::new(Inner {
+                state: SimState::default(),
+                loaded: false,
+                watchers: Vec::new(),
+            })),
+            file: Some(file),
+            clock: Clock::real(),
+            chaos: Arc::new(Calm),
+            observer: None,
+        }
+    }
+
+    /// The clock the world keeps time by.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Runs `change` on the state, then tells the observer and writes the file.
+    pub(super) fn with<T>(
+        &self,
+        change: impl FnOnce(&mut SimState, u64) -> Result<(T, Option<Change>), ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let mut inner = self.lock()?;
+        let now = self.clock.epoch_ms();
+        let (value, what) = change(&mut inner.state, now)?;
+        if let Some(what) = what {
+            if let Some(observer) = &self.observer {
+                observer(&what, &inner.state);
+            }
+            self.save(&inner.state)?;
+        }
+        Ok(value)
+    }
+
+    /// Tells the observer of `change` with the world as it is (nothing changed yet).
+    pub fn notify(&self, change: Change) {
+        if let (Some(observer), Ok(inner)) = (&self.observer, self.lock()) {
+            observer(&change, &inner.state);
+        }
+    }
+
+    /// Reads the state.
+    pub fn read<T>(&self, look: impl FnOnce(&SimState, u64) -> T) -> Result<T, ProviderError> {
+        let inner = self.lock()?;
+        Ok(look(&inner.state, self.clock.epoch_ms()))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ProviderError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| backend("the simulated world is poisoned".into()))?;
+        if !inner.loaded {
+            inner.state = self.load()?;
+            inner.loaded = true;
+        }
+        Ok(inner)
+    }
+
+    fn load(&self) -> Result<SimState, ProviderError> {
+        let Some(file) = &self.file else {
+            return Ok(SimState::default());
+        };
+        match std::fs::read_to_string(file) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| backend(format!("{} is not sim state: {e}", file.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SimState::default()),
+            Err(e) => Err(backend(format!("cannot read {}: {e}", file.display()))),
+        }
+    }
+
+    fn save(&self, state: &SimState) -> Result<(), ProviderError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(state)
+            .map_err(|e| backend(format!("cannot write {}: {e}", file.display())))?;
+        engine::store::write_atomic(file, text.as_bytes())
+            .map_err(|e| backend(format!("cannot write {}: {e}", file.display())))
+    }
+
+    /// Records that a health check of `id` passed now (nothing else changes).
+    pub(super) fn note_passed_check(&self, id: &str) {
+        let now = self.clock.epoch_ms();
+        if let Ok(mut inner) = self.lock() {
+            if let Some(i) = inner
+                .state
+                .instances
+                .iter_mut()
+                .find(|i| i.instance.id == id)
+            {
+                i.passed_check_at = Some(now);
+            }
+        }
+    }
+
+    /// Tells every watcher that instance `id` is gone.
+    pub(super) fn announce_gone(&self, id: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner
+                .watchers
+                .retain(|w| w.send(ProviderEvent::Gone { id: id.to_owned() }).is_ok());
+        }
+    }
+
+    /// Every instance as it is now.
+    pub fn instances(&self) -> Vec<SimInstance> {
+        self.read(|s, _| s.instances.clone()).unwrap_or_default()
+    }
+
+    /// Kills instance `id` (a fault): it is dead, and watchers hear of it.
+    pub fn kill(&self, id: &str) -> bool {
+        self.notify(Change::Hitting { id: id.to_owned() });
+        let killed = self.with(|state, _| {
+            match state
+                .instances
+                .iter_mut()
+                .find(|i| i.instance.id == id && i.instance.state.is_live())
+            {
+                Some(i) => {
+                    i.instance.state = InstanceState::Dead;
+                    Ok((
+                        true,
+                        Some(Change::Fault {
+                            id: id.to_owned(),
+                            what: "killed".into(),
+                        }),
+                    ))
+                }
+                None => Ok((false, None)),
+            }
+        });
+        if killed.unwrap_or(false) {
+            self.announce_gone(id);
+            return true;
+        }
+        false
+    }
+
+    /// Hangs or releases instance `id`: a hung instance is alive but answers nothing.
+    pub fn set_hung(&self, id: &str, hung: bool) {
+        self.notify(Change::Hitting { id: id.to_owned() });
+        let _ = self.with(|state, _| {
+            let Some(i) = state.instances.iter_mut().find(|i| i.instance.id == id) else {
+                return Ok(((), None));
+            };
+            i.hung = hung;
+            let what = if hung { "hung" } else { "released" };
+            Ok((
+                (),
+                Some(Change::Fault {
+                    id: id.to_owned(),
+                    what: what.into(),
+                }),
+            ))
+        });
+    }
+
+    /// Makes instance `id`'s checks fail (or pass again) while it keeps working.
+    pub fn set_flapping(&self, id: &str, flapping: bool) {
+        self.notify(Change::Hitting { id: id.to_owned() });
+        let _ = self.with(|state, _| {
+            let Some(i) = state.instances.iter_mut().find(|i| i.instance.id == id) else {
+                return Ok(((), None));
+            };
+            i.flapping = flapping;
+            let what = if flapping {
+                "checks fail"
+            } else {
+                "checks pass"
+            };
+            Ok((
+                (),
+                Some(Change::Fault {
+                    id: id.to_owned(),
+                    what: what.into(),
+                }),
+            ))
+        });
+    }
+
+    /// Dies by itself after `after` (its behaviour says it crashes), unless gone by then.
+    pub(super) fn schedule_death(&self, id: String, after: Duration) {
+        let world = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            world.notify(Change::Hitting { id: id.clone() });
+            let died = world.with(|state, _| {
+                match state
+                    .instances
+                    .iter_mut()
+                    .find(|i| i.instance.id == id && i.instance.state.is_live())
+                {
+                    Some(i) => {
+                        i.instance.state = InstanceState::Dead;
+                        Ok((
+                            true,
+                            Some(Change::Fault {
+                                id: id.clone(),
+                                what: "crashed".into(),
+                            }),
+                        ))
+                    }
+                    None => Ok((false, None)),
+                }
+            });
+            if died.unwrap_or(false) {
+                world.announce_gone(&id);
+            }
+        });
+    }
+}
