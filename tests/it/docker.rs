@@ -1,77 +1,193 @@
-//! The docker provider against a real Docker Engine (started by `.ci/run`). In CI a missing
-//! engine fails these tests; elsewhere they say so and return. They run one at a time: one
-//! of them restarts the engine.
+//! The docker provider against a real Docker Engine (started by `.ci/run`), and against
+//! engines the tests start themselves when they must stop one: the engine a test did not
+//! start is never stopped. In CI a missing engine fails these tests; elsewhere they say so
+//! where a person sees it and return. They run one at a time.
 
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::examples::http_get;
-use crate::harness::{repo, text};
+use crate::harness::{repo, skip, text};
 use crate::process::{wait_for, Project};
 
 pub const IMAGE: &str = "tend-busybox:test";
-/// Held by every test that uses the engine: one of them restarts it.
+/// Held by every test that uses an engine: they run one at a time.
 pub static ENGINE: Mutex<()> = Mutex::new(());
 
 fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
+    docker_on(None, args)
+}
+
+/// `docker` against the engine at `host` (the default one when `None`).
+fn docker_on(host: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new("docker");
+    if let Some(host) = host {
+        command.args(["--host", host]);
+    }
+    command
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("docker: {e}"))
 }
 
-fn engine_up() -> bool {
-    Command::new("docker")
-        .args(["info"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+fn engine_up_on(host: Option<&str>) -> bool {
+    docker_on(host, &["info"]).status.success()
 }
 
-/// True when an engine answers (building the test image if needed); in CI, an engine is
-/// required.
-pub fn have_engine() -> bool {
-    if !engine_up() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "no Docker engine: .ci/run starts dockerd, and CI requires it"
-        );
-        eprintln!("skipping: no Docker engine");
-        return false;
+/// Builds the test image (`FROM scratch` + busybox) on the engine at `host`, unless it has it.
+fn build_image(host: Option<&str>) {
+    if docker_on(host, &["image", "inspect", IMAGE])
+        .status
+        .success()
+    {
+        return;
     }
-    if !docker(&["image", "inspect", IMAGE]).status.success() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy(
-            repo().join("testdata/docker/Dockerfile"),
-            dir.path().join("Dockerfile"),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        std::fs::copy("/bin/busybox", dir.path().join("busybox"))
-            .unwrap_or_else(|e| panic!("busybox-static: {e}"));
-        let built = docker(&[
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        repo().join("testdata/docker/Dockerfile"),
+        dir.path().join("Dockerfile"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+        .unwrap_or_else(|e| panic!("busybox-static: {e}"));
+    let built = docker_on(
+        host,
+        &[
             "build",
             "-q",
             "-t",
             IMAGE,
             &dir.path().display().to_string(),
-        ]);
-        assert!(built.status.success(), "{}", text(&built.stderr));
+        ],
+    );
+    assert!(built.status.success(), "{}", text(&built.stderr));
+}
+
+/// True when the default engine answers (building the test image if needed); in CI, an
+/// engine is required.
+pub fn have_engine(test: &str) -> bool {
+    if !engine_up_on(None) {
+        skip(test, "no Docker engine (.ci/run starts dockerd)");
+        return false;
     }
+    build_image(None);
     true
 }
 
-fn containers(project: &str, all: bool) -> Vec<String> {
+/// A Docker engine of a test's own: its own socket, data, pid file, and a network
+/// namespace of its own, so starting and stopping it touches nothing else on the machine.
+/// Stopped by pid on drop.
+pub struct OwnEngine {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Where it listens, as a `docker(host = ...)` setting.
+    pub host: String,
+}
+
+impl OwnEngine {
+    /// Starts one and builds the test image on it; `None` when `dockerd` is missing
+    /// (outside CI).
+    pub fn start(test: &str) -> Option<OwnEngine> {
+        if Command::new("dockerd")
+            .arg("--version")
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            skip(test, "no dockerd to start an engine of the test's own");
+            return None;
+        }
+        let dir = tempfile::tempdir_in("/tmp").unwrap_or_else(|e| panic!("{e}"));
+        let host = format!("unix://{}/docker.sock", dir.path().display());
+        let mut engine = OwnEngine {
+            dir,
+            child: None,
+            host,
+        };
+        engine.run();
+        build_image(Some(&engine.host));
+        Some(engine)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts (or starts again) the engine and waits until it answers.
+    pub fn run(&mut self) {
+        let log = std::fs::File::create(self.path("dockerd.log")).unwrap_or_else(|e| panic!("{e}"));
+        let err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        // In a network namespace of its own: whatever it does to networking (without a
+        // bridge it removes `docker0`) stays away from the machine's engine.
+        let child = Command::new("unshare")
+            .args(["--net", "--", "dockerd", "--host", &self.host])
+            .arg("--data-root")
+            .arg(self.path("data"))
+            .arg("--exec-root")
+            .arg(self.path("exec"))
+            .arg("--pidfile")
+            .arg(self.path("docker.pid"))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dockerd: {e}"));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !engine_up_on(Some(&self.host)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test's own dockerd did not come up: {}",
+                std::fs::read_to_string(self.path("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the engine (SIGTERM to the dockerd this test started) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// The project's containers on this engine (`all`: stopped ones too).
+    pub fn containers(&self, project: &str, all: bool) -> Vec<String> {
+        containers_on(Some(&self.host), project, all)
+    }
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Remove what the tests left, then stop the engine; its folder goes with it.
+            let ids = text(&docker_on(Some(&self.host), &["ps", "-aq"]).stdout);
+            for id in ids.lines() {
+                let _ = docker_on(Some(&self.host), &["rm", "-f", id]);
+            }
+        }
+        self.stop();
+    }
+}
+
+fn containers_on(host: Option<&str>, project: &str, all: bool) -> Vec<String> {
     let filter = format!("label=tend.project={project}");
     let mut args = vec!["ps", "-q", "--filter", filter.as_str()];
     if all {
         args.push("-a");
     }
-    text(&docker(&args).stdout)
+    text(&docker_on(host, &args).stdout)
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+fn containers(project: &str, all: bool) -> Vec<String> {
+    containers_on(None, project, all)
 }
 
 fn web(size: u32, extra: &str) -> String {
@@ -93,7 +209,7 @@ fn web(size: u32, extra: &str) -> String {
 #[test]
 fn containers_are_created_healed_rolled_scaled_and_destroyed() {
     let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
-    if !have_engine() {
+    if !have_engine("docker::containers_are_created_healed_rolled_scaled_and_destroyed") {
         return;
     }
     let p = Project::new("it-docker", &web(2, ""));
@@ -172,7 +288,7 @@ fn containers_are_created_healed_rolled_scaled_and_destroyed() {
 #[test]
 fn a_missing_image_is_named_with_the_engine_and_never_pulled() {
     let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
-    if !have_engine() {
+    if !have_engine("docker::a_missing_image_is_named_with_the_engine_and_never_pulled") {
         return;
     }
     let spec = r#"group(name = "app", size = 1, provider = docker("tend-missing:none"), flavor = flavor(command = ["true"]))
@@ -192,23 +308,18 @@ fn a_missing_image_is_named_with_the_engine_and_never_pulled() {
     );
 }
 
-fn dockerd_pid() -> Option<u32> {
-    std::fs::read_to_string("/var/run/docker.pid")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 #[test]
 fn the_controller_waits_out_an_engine_restart_and_converges() {
     let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
-    if !have_engine() {
+    let Some(mut engine) =
+        OwnEngine::start("docker::the_controller_waits_out_an_engine_restart_and_converges")
+    else {
         return;
-    }
+    };
     let spec = format!(
-        r#"group(name = "app", size = 2, provider = docker("{IMAGE}"), flavor = flavor(command = ["sleep", "1000"]))
-"#
+        r#"group(name = "app", size = 2, provider = docker("{IMAGE}", host = "{}", network = "none"), flavor = flavor(command = ["sleep", "1000"]))
+"#,
+        engine.host
     );
     let p = Project::new("it-docker-restart", &spec);
     let run = Command::new(env!("CARGO_BIN_EXE_tend"))
@@ -222,43 +333,130 @@ fn the_controller_waits_out_an_engine_restart_and_converges() {
     let _run = StopOnDrop(run);
     let converged = || {
         std::fs::read_to_string(p.path().join(".tend/controller.json"))
-            .is_ok_and(|t| t.contains("\"phase\": \"converged\""))
+            .is_ok_and(|t| t.contains("\"converged\": true"))
     };
-    wait_for(|| converged() && containers("it-docker-restart", false).len() == 2);
+    wait_for(|| converged() && engine.containers("it-docker-restart", false).len() == 2);
 
-    // Stop the engine (the one .ci/run started, by its pid), then start a new one.
-    let pid = dockerd_pid().unwrap_or_else(|| panic!("no /var/run/docker.pid"));
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    wait_for(|| !engine_up());
-    // dockerd removes its pid file last, when it has shut down.
-    wait_for(|| !std::path::Path::new("/var/run/docker.pid").exists());
-    wait_for(|| http_get(19301, "/events").is_ok_and(|e| e.contains("cannot observe")));
-    let log = std::fs::File::create(std::env::temp_dir().join("tend-it-dockerd.log"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
-    use std::os::unix::process::CommandExt;
-    // The new engine replaces the one .ci/run started and must outlive this test, for the
-    // Docker tests after it; it is never waited for here on purpose.
-    #[allow(clippy::zombie_processes)]
-    Command::new("dockerd")
-        .stdout(log)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start dockerd: {e}"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !engine_up() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dockerd did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    wait_for(|| containers("it-docker-restart", false).len() == 2 && converged());
+    // The test's own engine goes away, then comes back.
+    engine.stop();
+    wait_for(|| http_get(19301, "/events").is_ok_and(|e| e.contains("cannot observe docker")));
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(19301, "/status").unwrap_or_default()).unwrap_or_default();
+    assert_eq!(
+        status["groups"][0]["phase"]["phase"], "unobserved",
+        "{status}"
+    );
+    engine.run();
+    wait_for(|| engine.containers("it-docker-restart", false).len() == 2 && converged());
     let events = http_get(19301, "/events").unwrap_or_default();
     assert!(events.contains("providers answer again"), "{events}");
+    drop(_run);
+    let _ = p.tend(&["destroy", "--yes"]);
+}
+
+#[test]
+fn destroy_plan_and_status_fail_while_an_engine_holding_instances_is_down() {
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut engine) = OwnEngine::start(
+        "docker::destroy_plan_and_status_fail_while_an_engine_holding_instances_is_down",
+    ) else {
+        return;
+    };
+    let spec = format!(
+        r#"group(name = "app", size = 2, provider = docker("{IMAGE}", host = "{}", network = "none"), flavor = flavor(command = ["sleep", "1000"]))
+"#,
+        engine.host
+    );
+    let p = Project::new("it-docker-down", &spec);
+    p.ok(&["apply", "--yes"]);
+    assert_eq!(engine.containers("it-docker-down", false).len(), 2);
+    engine.stop();
+    for args in [
+        vec!["destroy", "--yes"],
+        vec!["plan"],
+        vec!["status"],
+        vec!["apply", "--yes"],
+    ] {
+        let out = p.tend(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}{stderr}",
+            text(&out.stdout)
+        );
+        assert!(
+            stderr.contains("cannot observe the docker provider, which may hold instances of project \"it-docker-down\""),
+            "{args:?}: {stderr}"
+        );
+        assert!(!text(&out.stdout).contains("No changes"), "{args:?}");
+    }
+    // Nothing was lost: the engine comes back with both containers, and destroy works.
+    engine.run();
+    assert_eq!(engine.containers("it-docker-down", true).len(), 2);
+    let out = p.ok(&["destroy", "--yes"]);
+    assert!(out.contains("2 destroyed"), "{out}");
+    assert!(engine.containers("it-docker-down", true).is_empty());
+}
+
+#[test]
+fn an_engine_named_by_the_spec_that_is_not_there_is_an_error_not_an_empty_project() {
+    let spec = format!(
+        r#"group(name = "app", size = 1, provider = docker("{IMAGE}", host = "unix:///nonexistent/tend-it/docker.sock"), flavor = flavor(command = ["sleep", "1000"]))
+"#
+    );
+    let p = Project::new("it-docker-nowhere", &spec);
+    for args in [vec!["plan"], vec!["status"], vec!["destroy", "--yes"]] {
+        let out = p.tend(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot observe the docker provider")
+                && stderr.contains("unix:///nonexistent/tend-it/docker.sock"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_group_moves_from_processes_to_containers_and_back() {
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    if !have_engine("docker::a_group_moves_from_processes_to_containers_and_back") {
+        return;
+    }
+    let on = |provider: &str| {
+        format!(
+            r#"group(name = "work", size = 2, provider = {provider}, flavor = flavor(command = ["sleep", "1000"]), update = rolling(max_unavailable = 1))
+"#
+        )
+    };
+    let p = Project::new("it-docker-move", &on("process()"));
+    p.ok(&["apply", "--yes"]);
+    assert_eq!(p.live().len(), 2);
+
+    p.write_spec(&on(&format!("docker(\"{IMAGE}\")")));
+    let plan = p.ok(&["plan"]);
+    assert!(plan.contains("moves from process to docker"), "{plan}");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("2 replaced"), "{out}");
+    assert!(
+        p.live().is_empty(),
+        "process instances left: {:?}",
+        p.live()
+    );
+    assert_eq!(containers("it-docker-move", false).len(), 2);
+    assert!(p
+        .ok(&["plan"])
+        .starts_with("No changes: 2 instances match the spec."));
+
+    p.write_spec(&on("process()"));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("2 replaced"), "{out}");
+    assert_eq!(p.live().len(), 2);
+    assert!(containers("it-docker-move", true).is_empty());
+    assert!(p
+        .ok(&["plan"])
+        .starts_with("No changes: 2 instances match the spec."));
 }
 
 /// A child process sent SIGTERM and waited for when dropped.

@@ -48,3 +48,20 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// True when running in CI: `CI` is `true` or `1` (and nothing else counts).
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+}
+
+/// Says that a test cannot run here, where a person sees it: straight to the test run's
+/// stderr (not the captured output), as a line `.ci/run` looks for. In CI a missing
+/// requirement fails the test instead.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        !in_ci(),
+        "{test}: {why}; CI requires it (.ci/run installs it)"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}

@@ -9,6 +9,7 @@ mod harness;
 mod planner_props;
 mod plans;
 mod process;
+mod reconciler;
 mod run;
 mod simulation;
 mod tend_test;

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{tend, text};
 
-/// A live instance process: pid, slot, hash.
+/// A live instance process: pid, group, slot, hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
     pub pid: u32,
+    pub group: String,
     pub slot: String,
     pub hash: String,
 }
@@ -133,6 +134,7 @@ pub fn live_tagged(project: &str) -> Vec<Live> {
         if env.get("TEND_PROJECT").map(String::as_str) == Some(project) {
             found.push(Live {
                 pid,
+                group: env.get("TEND_GROUP").cloned().unwrap_or_default(),
                 slot: env.get("TEND_SLOT").cloned().unwrap_or_default(),
                 hash: env.get("TEND_HASH").cloned().unwrap_or_default(),
             });
@@ -410,9 +412,9 @@ fn a_secret_reaches_its_instance_and_nothing_else() {
     );
 }
 
-/// Waits up to 30 s for `condition`.
+/// Waits up to 60 s for `condition` (event-driven tests: generous for a loaded machine).
 pub fn wait_for(mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting");
         std::thread::sleep(Duration::from_millis(10));
@@ -556,4 +558,131 @@ fn status_shows_outdated_instances_and_orphans() {
         text.contains("orphans (tagged with the project, owned by no group):"),
         "{text}"
     );
+}
+
+#[test]
+fn of_twenty_applies_at_once_exactly_one_acts_and_the_others_name_it() {
+    let spec = r#"group(name = "work", size = 3, provider = process(), flavor = flavor(command = ["sleep", "1000"], health = exec(command = ["sleep", "0.3"], grace_period = "0s")))
+"#;
+    let p = Project::new("it-lock-race", spec);
+    let applies: Vec<std::process::Child> = (0..20)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_tend"))
+                .args(["apply", "--yes"])
+                .current_dir(p.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let outcomes: Vec<(u32, Output)> = applies
+        .into_iter()
+        .map(|c| {
+            (
+                c.id(),
+                c.wait_with_output().unwrap_or_else(|e| panic!("{e}")),
+            )
+        })
+        .collect();
+    let winners: Vec<u32> = outcomes
+        .iter()
+        .filter(|(_, o)| o.status.code() == Some(0))
+        .map(|(pid, _)| *pid)
+        .collect();
+    let all: Vec<String> = outcomes
+        .iter()
+        .map(|(pid, o)| {
+            format!(
+                "{pid}: {:?} {}{}",
+                o.status.code(),
+                text(&o.stdout),
+                text(&o.stderr)
+            )
+        })
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{} applies acted:\n{}",
+        winners.len(),
+        all.join("\n")
+    );
+    let named = format!("the project is locked by `tend apply` (pid {})", winners[0]);
+    for (_, out) in outcomes.iter().filter(|(_, o)| o.status.code() != Some(0)) {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains(&named), "{}", text(&out.stderr));
+    }
+    assert_eq!(slots(&p.live()), ["0", "1", "2"]);
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let p = Project::new("it-closed-pipe", &sleeper(2, "1000", ""));
+    p.ok(&["apply", "--yes"]);
+    for args in [
+        vec!["status"],
+        vec!["plan"],
+        vec!["validate"],
+        vec!["graph"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
+            .args(&args)
+            .current_dir(p.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The reader goes away before anything is written: `tend ... | head -0`.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_leaves_only_tagged_instances() {
+    let slow =
+        r#", health = exec(command = ["sleep", "30"], grace_period = "0s", timeout = "60s")"#;
+    let spec = format!(
+        r#"group(name = "work", size = 6, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
+"#
+    );
+    let p = Project::new("it-interrupt-twice", &spec);
+    let child = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes", "--parallelism", "3"])
+        .current_dir(p.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Three instances wait for a health check that takes 30 s.
+    wait_for(|| p.live().len() >= 3);
+    let interrupt = || {
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+    };
+    interrupt();
+    std::thread::sleep(Duration::from_millis(200));
+    interrupt();
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("Stopping now: every instance made so far carries its tags."),
+        "{stderr}"
+    );
+    // What it made is found by its tags: destroy removes every process.
+    let made = p.live().len();
+    assert!((3..6).contains(&made), "{made}");
+    let out = p.ok(&["destroy", "--yes"]);
+    assert!(out.contains(&format!("{made} destroyed")), "{out}");
+    assert!(p.live().is_empty());
 }

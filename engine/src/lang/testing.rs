@@ -29,6 +29,8 @@ use crate::testing::{
 pub struct TestSettings {
     /// The test file's folder: `spec()` paths are relative to it.
     pub dir: PathBuf,
+    /// The same folder, resolved: no `spec()` path may leave it.
+    pub root: PathBuf,
     /// The test file's name without `.star`, for snapshot names.
     pub stem: String,
     /// Where snapshots live and whether they may be written.
@@ -151,8 +153,24 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
             root: None,
             max_steps: settings.options.max_steps,
         };
-        let spec = evaluate_file(&settings.dir.join(path), &options)
-            .map_err(|e| anyhow::anyhow!("spec({path:?}):\n{e}"))?;
+        // Confined like load(): a test file reads specs in its own folder only.
+        if Path::new(path).is_absolute() {
+            anyhow::bail!(
+                "spec({path:?}): absolute paths are refused; give a path relative to the test file"
+            );
+        }
+        let full = settings.dir.join(path);
+        let resolved = full
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("spec({path:?}): cannot read {}: {e}", full.display()))?;
+        if !resolved.starts_with(&settings.root) {
+            anyhow::bail!(
+                "spec({path:?}): it resolves outside the test file's folder {}",
+                settings.dir.display()
+            );
+        }
+        let spec =
+            evaluate_file(&full, &options).map_err(|e| anyhow::anyhow!("spec({path:?}):\n{e}"))?;
         Ok(eval.heap().alloc(serde_json::to_value(&spec)?))
     }
 
@@ -304,6 +322,7 @@ pub fn run_test_file(path: &Path, run: &TestRun) -> Vec<TestOutcome> {
         recorder: Default::default(),
         test: Some(TestSettings {
             dir: dir.clone(),
+            root: root.clone(),
             stem: stem.clone(),
             snapshots: Snapshots::beside(path, run.update, run.ci),
             options: run.options.clone(),

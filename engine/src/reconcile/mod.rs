@@ -839,7 +839,7 @@ impl Reconciler {
                         .succeeded(&action.group, &slot, stable_after, now);
                 }
                 let quiet = matches!(action.action, ActionKind::Create | ActionKind::Destroy);
-                !(quiet && !self.queue.is_empty())
+                !quiet || self.queue.is_empty()
             }
             // It stopped before making anything: the next round plans the slot again.
             Err(crate::exec::ActionError::Halted(_)) => true,

@@ -37,6 +37,21 @@ pub fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
+thread_local! {
+    /// The Tera every template renders with: Tera's own, but that `get_env` refuses, so no
+    /// template (checked or not: spec tests can hand-build a spec) reads tend's
+    /// environment. Secrets reach instances through `secret()` only.
+    static TERA: std::cell::RefCell<tera::Tera> = std::cell::RefCell::new({
+        let mut tera = tera::Tera::default();
+        tera.register_function("get_env", |_: &std::collections::HashMap<String, tera::Value>| {
+            Err(tera::Error::msg(
+                "get_env() is not allowed in flavor templates: use secret() for values from the environment",
+            ))
+        });
+        tera
+    });
+}
+
 /// Renders `text` for one instance. Plain strings come back unchanged.
 pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateError> {
     if !is_template(text) {
@@ -44,7 +59,8 @@ pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateE
     }
     let ctx = tera::Context::from_serialize(context)
         .map_err(|e| TemplateError::Render(error_chain(&e)))?;
-    tera::Tera::one_off(text, &ctx, false).map_err(|e| TemplateError::Render(error_chain(&e)))
+    TERA.with(|tera| tera.borrow_mut().render_str(text, &ctx))
+        .map_err(|e| TemplateError::Render(error_chain(&e)))
 }
 
 /// Tera nests the useful message in its error sources: join them into one line.
@@ -107,6 +123,21 @@ mod tests {
             Some("127.0.0.1:2379,127.0.0.1:2380")
         );
         assert_eq!(render("plain", &ctx).ok().as_deref(), Some("plain"));
+    }
+
+    #[test]
+    fn no_template_reads_the_environment() {
+        // SAFETY: this test's own variable, set before any thread reads it.
+        unsafe { std::env::set_var("TEND_TEMPLATE_TEST_SECRET", "hunter2") };
+        let err = render(
+            "{{ get_env(name='TEND_TEMPLATE_TEST_SECRET') }}",
+            &context(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("get_env() is not allowed"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
