@@ -299,6 +299,11 @@ impl DockerProvider {
     }
 }
 
+/// The folder of a container's secret files in memory.
+fn secrets_name(container: &str) -> String {
+    format!("docker-{container}")
+}
+
 fn state_of(state: Option<&ContainerSummaryStateEnum>) -> InstanceState {
     match state {
         Some(ContainerSummaryStateEnum::RUNNING) => InstanceState::Running,
@@ -353,9 +358,25 @@ impl Provider for DockerProvider {
             .workdir
             .clone()
             .unwrap_or_else(|| "/tend".to_owned());
-        let binds = self
+        let mut binds: Vec<String> = self
             .write_files(&name, &request.files)?
-            .map(|dir| vec![format!("{}:{workdir}:ro", dir.display())]);
+            .map(|dir| format!("{}:{workdir}:ro", dir.display()))
+            .into_iter()
+            .collect();
+        // Secret files: from memory, one read-only mount each; never in the container's
+        // configuration (where `docker inspect` would show an env value).
+        if !request.secret_files.is_empty() {
+            let secrets =
+                crate::files::write_secrets(NAME, &secrets_name(&name), &request.secret_files)?;
+            for path in request.secret_files.keys() {
+                binds.push(format!(
+                    "{}:{}/{path}:ro",
+                    secrets.join(path).display(),
+                    workdir.trim_end_matches('/')
+                ));
+            }
+        }
+        let binds = (!binds.is_empty()).then_some(binds);
         let config = ContainerCreateBody {
             image: Some(s.image.clone()),
             cmd: (!request.command.is_empty()).then(|| request.command.clone()),
@@ -388,10 +409,13 @@ impl Provider for DockerProvider {
             name: Some(name.clone()),
             ..Default::default()
         };
-        let created = docker
-            .create_container(Some(options), config)
-            .await
-            .map_err(|e| backend(format!("cannot create container {name}: {e}")))?;
+        let created = match docker.create_container(Some(options), config).await {
+            Ok(c) => c,
+            Err(e) => {
+                crate::files::remove_secrets(&secrets_name(&name));
+                return Err(backend(format!("cannot create container {name}: {e}")));
+            }
+        };
         if let Err(e) = docker.start_container(&created.id, None).await {
             // Never leave a half-made instance behind: it carries tags, but remove it anyway.
             let _ = docker
@@ -403,6 +427,7 @@ impl Provider for DockerProvider {
                     }),
                 )
                 .await;
+            crate::files::remove_secrets(&secrets_name(&name));
             return Err(backend(format!("cannot start container {name}: {e}")));
         }
         Ok(short(&created.id))
@@ -427,16 +452,26 @@ impl Provider for DockerProvider {
                 }) => {}
                 Err(e) => return Err(backend(format!("cannot stop container {id}: {e}"))),
             }
+            let name = docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|c| c.name)
+                .map(|n| n.trim_start_matches('/').to_owned());
             let options = RemoveContainerOptions {
                 force: true,
                 v: true,
                 ..Default::default()
             };
-            return match docker.remove_container(id, Some(options)).await {
+            let removed = match docker.remove_container(id, Some(options)).await {
                 Ok(()) => Ok(()),
                 Err(e) if is_not_found(&e) => Ok(()),
                 Err(e) => Err(backend(format!("cannot remove container {id}: {e}"))),
             };
+            if let (Ok(()), Some(name)) = (&removed, name) {
+                crate::files::remove_secrets(&secrets_name(&name));
+            }
+            return removed;
         }
         Err(ProviderError::NotFound {
             provider: NAME.to_owned(),

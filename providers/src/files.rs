@@ -1,7 +1,9 @@
-//! Writing a flavor's files into an instance's folder, without ever leaving it.
+//! Writing a flavor's files into an instance's folder, without ever leaving it; and its
+//! secret files into memory (a tmpfs folder of the instance's own), never onto disk.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use engine::provider::ProviderError;
 
@@ -42,6 +44,72 @@ pub fn write_into(
     Ok(())
 }
 
+/// Where secret files live: a tmpfs, so they are in memory only (`/dev/shm`, else the
+/// user's runtime folder).
+fn secrets_root() -> Option<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        return Some(shm.join("tend"));
+    }
+    std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("tend"))
+}
+
+/// Writes `files` (relative path to secret content) into a folder of their own in memory,
+/// named `name`: the folder is readable by its owner only, each file read-only. Returns
+/// the folder, to mount or link from, and to remove with the instance.
+pub fn write_secrets(
+    provider: &str,
+    name: &str,
+    files: &BTreeMap<String, String>,
+) -> Result<PathBuf, ProviderError> {
+    let failed = |detail: String| ProviderError::Backend {
+        provider: provider.to_owned(),
+        detail,
+        source: None,
+    };
+    let root = secrets_root().ok_or_else(|| {
+        failed("secret_files need a tmpfs: neither /dev/shm nor $XDG_RUNTIME_DIR exists".into())
+    })?;
+    let dir = root.join(name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+    for (path, content) in files {
+        let relative = safe_relative(path).ok_or_else(|| ProviderError::InvalidProps {
+            provider: provider.to_owned(),
+            detail: format!(
+                "secret file path {path:?} must be relative and stay in the working folder"
+            ),
+        })?;
+        let full = dir.join(relative);
+        if let Some(parent) = full.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| failed(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let _ = std::fs::remove_file(&full);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&full)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, content.as_bytes()))
+            .map_err(|e| failed(format!("cannot write secret file {}: {e}", full.display())))?;
+    }
+    Ok(dir)
+}
+
+/// Removes the secret files of instance `name` (nothing when it has none).
+pub fn remove_secrets(name: &str) {
+    if let Some(root) = secrets_root() {
+        let _ = std::fs::remove_dir_all(root.join(name));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +120,30 @@ mod tests {
         assert!(safe_relative("../etc/passwd").is_none());
         assert!(safe_relative("/etc/passwd").is_none());
         assert!(safe_relative("").is_none());
+    }
+
+    #[test]
+    fn secret_files_live_in_memory_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let name = format!("unit-test-{}", std::process::id());
+        let mut files = BTreeMap::new();
+        files.insert("keys/token".to_owned(), "s3cr3t".to_owned());
+        let dir = write_secrets("process", &name, &files).unwrap_or_else(|e| panic!("{e}"));
+        assert!(dir.starts_with("/dev/shm") || std::env::var_os("XDG_RUNTIME_DIR").is_some());
+        let file = dir.join("keys/token");
+        assert_eq!(
+            std::fs::read_to_string(&file).ok().as_deref(),
+            Some("s3cr3t")
+        );
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&file), 0o400);
+        remove_secrets(&name);
+        assert!(!dir.exists());
     }
 
     #[test]

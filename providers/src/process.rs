@@ -49,6 +49,9 @@ struct Record {
     address: Option<String>,
     started_at: u64,
     log: PathBuf,
+    /// The name of its folder of secret files in memory, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secrets: Option<String>,
 }
 
 /// One line of the record log.
@@ -304,7 +307,42 @@ fn workdir(dir: &Path, request: &ProvisionRequest) -> PathBuf {
 
 /// Starts the instance's process in a session of its own, with its files, environment and
 /// log. Blocking: runs on the blocking pool.
-fn spawn(dir: &Path, request: &ProvisionRequest, log: &Path) -> Result<Child, ProviderError> {
+/// A name for an instance's secret files folder: its tags and the time, unique enough.
+fn secrets_name(request: &ProvisionRequest) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let t = &request.tags;
+    format!("process-{}-{}-{}-{nanos}", t.project, t.group, t.slot)
+}
+
+/// Writes the instance's secret files to memory and links them from its working folder.
+fn link_secrets(
+    workdir: &Path,
+    request: &ProvisionRequest,
+    name: &str,
+) -> Result<(), ProviderError> {
+    let secrets = crate::files::write_secrets(NAME, name, &request.secret_files)?;
+    for path in request.secret_files.keys() {
+        let link = workdir.join(path);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(secrets.join(path), &link)
+            .map_err(|e| backend(format!("cannot link {}: {e}", link.display())))?;
+    }
+    Ok(())
+}
+
+fn spawn(
+    dir: &Path,
+    request: &ProvisionRequest,
+    log: &Path,
+    secrets: Option<&str>,
+) -> Result<Child, ProviderError> {
     let Some((program, args)) = request.command.split_first() else {
         return Err(ProviderError::InvalidProps {
             provider: NAME.to_owned(),
@@ -319,6 +357,9 @@ fn spawn(dir: &Path, request: &ProvisionRequest, log: &Path) -> Result<Child, Pr
         ))
     })?;
     crate::files::write_into(NAME, &workdir, &request.files)?;
+    if let Some(name) = secrets {
+        link_secrets(&workdir, request, name)?;
+    }
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -446,9 +487,22 @@ impl Provider for ProcessProvider {
             .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;
         let log = logs.join(format!("{}-{}.log", request.group, request.slot));
         let (dir, log_path, req) = (self.dir.clone(), log.clone(), request.clone());
-        let child = tokio::task::spawn_blocking(move || spawn(&dir, &req, &log_path))
-            .await
-            .map_err(|e| backend(format!("starting the process failed: {e}")))??;
+        let secrets = (!request.secret_files.is_empty()).then(|| secrets_name(&request));
+        let name = secrets.clone();
+        let spawned =
+            tokio::task::spawn_blocking(move || spawn(&dir, &req, &log_path, name.as_deref()))
+                .await
+                .map_err(|e| backend(format!("starting the process failed: {e}")))
+                .and_then(|r| r);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(name) = &secrets {
+                    crate::files::remove_secrets(name);
+                }
+                return Err(e);
+            }
+        };
         let pid = child.id();
         let stat =
             procfs::stat(pid).ok_or_else(|| backend(format!("process {pid} vanished at start")))?;
@@ -465,6 +519,7 @@ impl Provider for ProcessProvider {
             address: request.address.clone(),
             started_at: now_ms(),
             log,
+            secrets,
         };
         self.append(&LogLine::Start(record))?;
         Ok(id)
@@ -475,7 +530,8 @@ impl Provider for ProcessProvider {
             provider: NAME.to_owned(),
             id: id.to_owned(),
         })?;
-        let known = self.load_records().iter().any(|r| r.id == id);
+        let record = self.load_records().into_iter().find(|r| r.id == id);
+        let known = record.is_some();
         let pidfd = Pidfd::open(pid, ticks);
         let alive = pidfd.is_some();
         if let Some(pidfd) = pidfd {
@@ -500,6 +556,9 @@ impl Provider for ProcessProvider {
                 provider: NAME.to_owned(),
                 id: id.to_owned(),
             });
+        }
+        if let Some(name) = record.and_then(|r| r.secrets) {
+            crate::files::remove_secrets(&name);
         }
         self.append(&LogLine::Gone { id: id.to_owned() })?;
         self.compact()

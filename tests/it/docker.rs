@@ -470,3 +470,43 @@ impl Drop for StopOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_secret_file_reaches_the_container_and_not_its_configuration() {
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    if !have_engine("docker::a_secret_file_reaches_the_container_and_not_its_configuration") {
+        return;
+    }
+    let secret = format!("s3cr3t-docker-{}", std::process::id());
+    let spec = format!(
+        r#"group(name = "api", size = 1, provider = docker("{IMAGE}"), flavor = flavor(command = ["sleep", "1000"], secret_files = {{"token": secret("TEND_IT_DOCKER_SECRET")}}))
+"#
+    );
+    let p = Project::new("it-docker-secret", &spec);
+    let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes"])
+        .current_dir(p.path())
+        .env("TEND_IT_DOCKER_SECRET", &secret)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let ids = containers("it-docker-secret", false);
+    assert_eq!(ids.len(), 1);
+    let read = docker(&["exec", &ids[0], "cat", "/tend/token"]);
+    assert_eq!(text(&read.stdout), secret);
+    let inspect = text(&docker(&["inspect", &ids[0]]).stdout);
+    assert!(
+        !inspect.contains(&secret),
+        "docker inspect shows the secret"
+    );
+    for file in p.state_files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&secret),
+            "{}",
+            file.display()
+        );
+    }
+    p.ok(&["destroy", "--yes"]);
+    assert!(containers("it-docker-secret", true).is_empty());
+}

@@ -90,6 +90,7 @@ fn request(spec: &Spec, group: &str, slot: &str, hash: &str) -> ProvisionRequest
         command: vec![],
         env: BTreeMap::new(),
         files: BTreeMap::new(),
+        secret_files: BTreeMap::new(),
         workdir: None,
         address: None,
         stop_timeout: engine::spec::Duration::from_secs(1),

@@ -68,13 +68,20 @@ impl Project {
         live_tagged(&self.name)
     }
 
+    /// Every file stored under the project's folder (links are not storage: skipped).
     pub fn state_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         let mut stack = vec![self.path().to_path_buf()];
         while let Some(dir) = stack.pop() {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = entry.path();
-                if path.is_dir() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_symlink() {
+                    continue;
+                }
+                if kind.is_dir() {
                     stack.push(path);
                 } else {
                     files.push(path);
@@ -358,7 +365,7 @@ fn apply_needs_yes_when_not_on_a_terminal() {
 #[test]
 fn a_secret_reaches_its_instance_and_nothing_else() {
     let secret = format!("s3cr3t-{}", std::process::id());
-    let spec = r#"group(name = "api", size = 1, provider = process(), flavor = flavor(command = ["sleep", "1000"], env = {"TOKEN": secret("TEND_IT_SECRET")}))
+    let spec = r#"group(name = "api", size = 1, provider = process(), flavor = flavor(command = ["sleep", "1000"], env = {"TOKEN": secret("TEND_IT_SECRET")}, secret_files = {"keys/token": secret("TEND_IT_SECRET")}))
 "#;
     let p = Project::new("it-secret", spec);
     let run = |args: &[&str]| {
@@ -400,6 +407,11 @@ fn a_secret_reaches_its_instance_and_nothing_else() {
     assert_eq!(live.len(), 1);
     let environ = std::fs::read(format!("/proc/{}/environ", live[0].pid)).unwrap_or_default();
     assert!(String::from_utf8_lossy(&environ).contains(&format!("TOKEN={secret}")));
+    // The secret file is in the instance's working folder, as a link to memory.
+    let link = p.path().join(".tend/process/run/api-0/keys/token");
+    let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!target.starts_with(p.path()), "{}", target.display());
+    assert_eq!(std::fs::read_to_string(&link).ok(), Some(secret.clone()));
 
     // Without the variable, apply refuses to start the instance and says which secret.
     p.write_spec(&spec.replace("size = 1", "size = 2"));
@@ -410,6 +422,9 @@ fn a_secret_reaches_its_instance_and_nothing_else() {
         "{}",
         text(&out.stdout)
     );
+    // Destroyed with its instance: nothing of the secret is left in memory either.
+    p.ok(&["destroy", "--yes"]);
+    assert!(!target.exists(), "{} is still there", target.display());
 }
 
 /// Waits up to 60 s for `condition` (event-driven tests: generous for a loaded machine).

@@ -182,6 +182,12 @@ pub fn render_instance(
             fill(&format!("files[{path:?}]"), content)?,
         );
     }
+    let mut secret_files = BTreeMap::new();
+    for (path, value) in &flavor.secret_files {
+        let content = secret(&value.secret)
+            .ok_or_else(|| RenderError::MissingSecret(value.secret.clone()))?;
+        secret_files.insert(fill("secret_files key", path)?, content);
+    }
     let mut labels = BTreeMap::new();
     for (name, value) in &flavor.labels {
         labels.insert(name.clone(), fill(&format!("labels[{name:?}]"), value)?);
@@ -254,6 +260,7 @@ pub fn render_instance(
             command,
             env,
             files,
+            secret_files,
             workdir,
             address,
             stop_timeout,

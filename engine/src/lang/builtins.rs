@@ -117,9 +117,19 @@ fn string_list(param: &str, items: UnpackListOrTuple<Value<'_>>) -> anyhow::Resu
 }
 
 /// Names of the fields of a flavor struct, in the order `flavor()` writes them.
-const FLAVOR_FIELDS: [&str; 7] = [
-    "command", "env", "files", "labels", "workdir", "health", "drain",
+const FLAVOR_FIELDS: [&str; 8] = [
+    "command",
+    "env",
+    "files",
+    "secret_files",
+    "labels",
+    "workdir",
+    "health",
+    "drain",
 ];
+
+/// The flavor fields that are dicts, merged key by key by `combo()`.
+const FLAVOR_DICTS: [&str; 4] = ["env", "files", "secret_files", "labels"];
 
 #[starlark_module]
 pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
@@ -177,10 +187,13 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// What an instance runs and how to judge it. Strings are templates rendered per instance.
+    /// `files` are written into the instance's working folder; `secret_files` maps paths
+    /// there to `secret("NAME")` values, written to memory (tmpfs) and mounted read-only.
     fn flavor<'v>(
         #[starlark(require = named)] command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named)] env: Option<UnpackDictEntries<String, Value<'v>>>,
         #[starlark(require = named)] files: Option<UnpackDictEntries<String, String>>,
+        #[starlark(require = named)] secret_files: Option<UnpackDictEntries<String, Value<'v>>>,
         #[starlark(require = named)] labels: Option<UnpackDictEntries<String, String>>,
         #[starlark(require = named)] workdir: Option<&str>,
         #[starlark(require = named)] health: Option<Value<'v>>,
@@ -193,6 +206,18 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         let drain_command = drain_command
             .map(|c| string_list("drain_command", c))
             .transpose()?;
+        let secret_files = secret_files.map(|f| f.entries).unwrap_or_default();
+        for (path, value) in &secret_files {
+            let is_secret = value
+                .to_json_value()
+                .ok()
+                .is_some_and(|j| j.get("kind").and_then(|k| k.as_str()) == Some("secret"));
+            if !is_secret {
+                anyhow::bail!(
+                    "`secret_files[{path:?}]` must be secret(\"NAME\"); plain content goes in `files`"
+                );
+            }
+        }
         let health = health.unwrap_or_else(Value::new_none);
         let drain = alloc_struct(
             heap,
@@ -217,6 +242,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                     "files",
                     heap.alloc(AllocDict(files.map(|f| f.entries).unwrap_or_default())),
                 ),
+                ("secret_files", heap.alloc(AllocDict(secret_files))),
                 (
                     "labels",
                     heap.alloc(AllocDict(labels.map(|l| l.entries).unwrap_or_default())),
@@ -231,13 +257,13 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// Merges flavors left to right: later commands, health checks and drains win;
-    /// env, files and labels are merged key by key.
+    /// env, files, secret_files and labels are merged key by key.
     fn combo<'v>(
         #[starlark(args)] flavors: UnpackTuple<Value<'v>>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         let mut merged: Vec<(String, Value<'v>)> = Vec::new();
-        let mut dicts: [Vec<(Value<'v>, Value<'v>)>; 3] = Default::default();
+        let mut dicts: [Vec<(Value<'v>, Value<'v>)>; 4] = Default::default();
         for (position, flavor) in flavors.items.iter().enumerate() {
             convert::flavor(flavor.to_json_value()?)
                 .map_err(|e| anyhow::anyhow!("argument {} of combo(): {e}", position + 1))?;
@@ -246,7 +272,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             };
             for (key, value) in fields.iter() {
                 let key = key.as_str();
-                if let Some(slot) = ["env", "files", "labels"].iter().position(|k| *k == key) {
+                if let Some(slot) = FLAVOR_DICTS.iter().position(|k| *k == key) {
                     let entries = starlark::values::dict::DictRef::from_value(value)
                         .map(|d| d.iter().collect::<Vec<_>>())
                         .unwrap_or_default();
@@ -266,7 +292,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         }
         let mut fields: Vec<(String, Value<'v>)> = vec![("kind".to_owned(), heap.alloc("flavor"))];
         for name in FLAVOR_FIELDS {
-            let value = match ["env", "files", "labels"].iter().position(|k| *k == name) {
+            let value = match FLAVOR_DICTS.iter().position(|k| *k == name) {
                 Some(slot) => heap.alloc(AllocDict(std::mem::take(&mut dicts[slot]))),
                 None => merged
                     .iter()
@@ -471,7 +497,10 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// A secret read from tend's environment variable `name` at apply time.
-    /// Only the name is ever stored or printed. Use it as an `env` value.
+    /// Only the name is ever stored or printed. Use it as an `env` value, or as a
+    /// `secret_files` value. With `docker()`, an env value is part of the container's
+    /// configuration, where `docker inspect` shows it: prefer `secret_files`, which reach
+    /// the container as a read-only file mounted from memory.
     fn secret<'v>(
         #[starlark(require = pos)] name: &str,
         heap: Heap<'v>,

@@ -238,9 +238,11 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
             .env
             .values()
             .filter_map(|v| match v {
-                EnvValue::Secret { secret } => Some((secret.clone(), format!("<secret {secret}>"))),
+                EnvValue::Secret { secret } => Some(secret.clone()),
                 EnvValue::Plain(_) => None,
             })
+            .chain(group.flavor.secret_files.values().map(|s| s.secret.clone()))
+            .map(|name| (name.clone(), format!("<secret {name}>")))
             .collect();
         let rendered =
             crate::exec::render_instance(&spec.project, group, &slot, &observed, &|name: &str| {
@@ -248,7 +250,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
             })?;
         let r = rendered.request;
         Ok(heap.alloc(serde_json::json!({
-            "command": r.command, "env": r.env, "files": r.files,
+            "command": r.command, "env": r.env, "files": r.files, "secret_files": r.secret_files,
             "workdir": r.workdir, "address": r.address,
         })))
     }

@@ -140,6 +140,10 @@ pub struct ProvisionRequest {
     pub env: BTreeMap<String, String>,
     /// Files to write for the instance: path to content.
     pub files: BTreeMap<String, String>,
+    /// Files whose content is a secret: path to content. Never serialized: providers keep
+    /// them in memory (tmpfs) and mount them read-only.
+    #[serde(skip)]
+    pub secret_files: BTreeMap<String, String>,
     /// The working folder, if any.
     pub workdir: Option<String>,
     /// Where the instance will be reached, when the flavor says (from its health port).

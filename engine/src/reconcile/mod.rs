@@ -265,8 +265,7 @@ impl Reconciler {
         self.previous = vec![before];
         self.serial = serial;
         self.remember_history();
-        // The store is the truth (`tend apply --retry` clears it); what no longer holds for
-        // the new spec is forgotten.
+        // The store is the truth; what no longer holds for the new spec is forgotten.
         self.failed = rollouts::still_holding(&self.spec, self.store.failed_rollouts()?);
         self.store.save_failed_rollouts(&self.failed)?;
         self.given_up.clear();

@@ -261,6 +261,10 @@ pub struct Flavor {
     /// Files written for the instance: path to content (templates).
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Files whose content is a secret, by path: written to memory (tmpfs) and mounted
+    /// read-only, never onto disk nor into a container's configuration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, SecretRef>,
     /// Extra labels carried by the instance in its provider.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -286,6 +290,13 @@ pub enum EnvValue {
         /// The environment variable that holds the secret.
         secret: String,
     },
+}
+
+/// A secret by name: read from tend's environment at apply time, never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// The environment variable that holds it.
+    pub secret: String,
 }
 
 /// A health check and its timing.

@@ -1,7 +1,6 @@
 //! Rollouts that failed: a group paused at the batch that failed, or rolled back to the
 //! version before. Kept in the store so a restarted controller, `tend status` and the next
-//! `tend apply` all see the same thing; it holds until the group's spec changes (or
-//! `tend apply --retry`).
+//! `tend apply` all see the same thing; it holds until the group's spec changes.
 
 use serde::{Deserialize, Serialize};
 

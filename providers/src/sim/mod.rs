@@ -314,6 +314,7 @@ mod tests {
             command: vec![],
             env: BTreeMap::new(),
             files: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
             workdir: None,
             address: None,
             stop_timeout: engine::spec::Duration::from_secs(1),
