@@ -1,18 +1,17 @@
 //! `tend apply [SPEC | PLANFILE]`
 
-use engine::clock::Clock;
 use engine::fault::Fault;
 use engine::plan::{Plan, SavedPlan};
-use engine::reconcile::{preview, Mode, Preview, Reconciler};
+use engine::reconcile::Preview;
 use engine::spec::Spec;
 use engine::store::{Store, StoreError};
 
 use crate::cli::ApplyArgs;
 use crate::failure::Failure;
-use crate::progress::{confirm, printer, run_to_end};
+use crate::progress::confirm;
 
 use super::handover::hand_over;
-use super::setup::{load, reconcile_options, runtime, secrets, state_dir_for};
+use super::setup::{load, look, runtime, state_dir_for, Drive};
 
 fn stale(why: &str) -> Failure {
     Failure::Other {
@@ -66,13 +65,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let previous: Vec<Spec> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
     let providers = providers::all(&state_dir);
     let rt = runtime()?;
-    let look = rt.block_on(preview(
-        &spec,
-        &previous,
-        &providers,
-        &secrets(),
-        &Clock::real(),
-    ))?;
+    let look = look(&rt, &spec, &previous, &providers)?;
     let planned = match &saved {
         Some(s) if s.observed_fingerprint != look.observed.fingerprint() => {
             return Err(stale(
@@ -92,21 +85,17 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     }
     crate::outln!();
     let applied = store.commit(&spec)?;
-    let (events, tally) = printer(planned.actions.len());
-    rt.block_on(async {
-        let mut reconciler = Reconciler::new(
-            spec,
-            applied.serial,
-            previous,
-            store.clone(),
-            providers,
-            secrets(),
-            Clock::real(),
-            reconcile_options(args.parallelism, Mode::Apply),
-            events,
-        )?;
-        run_to_end(&mut reconciler, &tally, "Apply").await
-    })
+    Drive {
+        spec,
+        serial: applied.serial,
+        previous,
+        store: &store,
+        providers,
+        parallelism: args.parallelism,
+        planned: planned.actions.len(),
+        verb: "Apply",
+    }
+    .run(&rt)
 }
 
 /// True when the look shows the project converged: no action, nothing held, every live

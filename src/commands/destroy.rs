@@ -1,16 +1,13 @@
 //! `tend destroy`
 
-use engine::clock::Clock;
-use engine::reconcile::{preview, Mode, Reconciler};
 use engine::spec::Spec;
 use engine::store::Store;
 
 use crate::cli::ApplyArgs;
 use crate::failure::Failure;
-use crate::progress::{printer, run_to_end};
 
 use super::apply::ask;
-use super::setup::{load, reconcile_options, runtime, secrets, state_dir_for};
+use super::setup::{load, look, runtime, state_dir_for, Drive};
 
 /// Removes every instance of the project, dependents first, through the same reconciler as
 /// `apply`. Every provider that the spec or the last applied spec uses must answer: an
@@ -30,13 +27,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let mut previous = vec![spec.clone()];
     previous.extend(store.last_applied()?.map(|a| a.spec));
     let rt = runtime()?;
-    let look = rt.block_on(preview(
-        &nothing,
-        &previous,
-        &providers,
-        &secrets(),
-        &Clock::real(),
-    ))?;
+    let look = look(&rt, &nothing, &previous, &providers)?;
     let mut planned = look.plan;
     for action in &mut planned.actions {
         action.reason = "tend destroy removes every instance of the project".to_owned();
@@ -51,19 +42,15 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     }
     crate::outln!();
     let applied = store.commit(&nothing)?;
-    let (events, tally) = printer(planned.actions.len());
-    rt.block_on(async {
-        let mut reconciler = Reconciler::new(
-            nothing,
-            applied.serial,
-            previous,
-            store.clone(),
-            providers,
-            secrets(),
-            Clock::real(),
-            reconcile_options(args.parallelism, Mode::Apply),
-            events,
-        )?;
-        run_to_end(&mut reconciler, &tally, "Destroy").await
-    })
+    Drive {
+        spec: nothing,
+        serial: applied.serial,
+        previous,
+        store: &store,
+        providers,
+        parallelism: args.parallelism,
+        planned: planned.actions.len(),
+        verb: "Destroy",
+    }
+    .run(&rt)
 }

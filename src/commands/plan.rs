@@ -2,15 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::clock::Clock;
 use engine::plan::{SavedPlan, SAVED_PLAN_FORMAT};
-use engine::reconcile::preview;
 use engine::store::Store;
 
 use crate::cli::SpecArgs;
 use crate::failure::Failure;
 
-use super::setup::{load, runtime, secrets, state_dir_for};
+use super::setup::{load, look, runtime, state_dir_for};
 
 /// Plans, prints, and optionally saves the plan.
 pub fn run(
@@ -28,13 +26,7 @@ pub fn run(
         .map(|a| a.spec)
         .into_iter()
         .collect();
-    let look = runtime()?.block_on(preview(
-        &spec,
-        &previous,
-        &providers,
-        &secrets(),
-        &Clock::real(),
-    ))?;
+    let look = look(&runtime()?, &spec, &previous, &providers)?;
     let planned = look.plan;
     if json {
         crate::outln!("{}", planned.to_json());

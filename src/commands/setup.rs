@@ -73,3 +73,62 @@ pub fn reconcile_options(
         mode,
     }
 }
+
+/// One look at what the providers hold for `spec`: observed instances, their health and
+/// the plan. An unobservable provider is an error, never an empty view.
+pub fn look(
+    rt: &tokio::runtime::Runtime,
+    spec: &Spec,
+    previous: &[Spec],
+    providers: &engine::provider::ProviderSet,
+) -> Result<engine::reconcile::Preview, Failure> {
+    Ok(rt.block_on(engine::reconcile::preview(
+        spec,
+        previous,
+        providers,
+        &secrets(),
+        &engine::clock::Clock::real(),
+    ))?)
+}
+
+/// What `apply` and `destroy` run once the spec is committed: one reconciler, driven until
+/// the project converges or nothing more can be done, printing each action as it ends.
+pub struct Drive<'a> {
+    /// The spec to reach (empty for destroy).
+    pub spec: Spec,
+    /// Its serial in the store.
+    pub serial: u64,
+    /// Specs whose instances may still exist.
+    pub previous: Vec<Spec>,
+    /// The project's store.
+    pub store: &'a engine::store::Store,
+    /// The providers to act through.
+    pub providers: engine::provider::ProviderSet,
+    /// Actions in flight at once.
+    pub parallelism: usize,
+    /// Actions planned, for the progress counter.
+    pub planned: usize,
+    /// "Apply" or "Destroy", for the closing line.
+    pub verb: &'static str,
+}
+
+impl Drive<'_> {
+    /// Runs the reconciler to the end on `rt`; the exit status.
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> Result<i32, Failure> {
+        let (events, tally) = crate::progress::printer(self.planned);
+        rt.block_on(async {
+            let mut reconciler = engine::reconcile::Reconciler::new(
+                self.spec,
+                self.serial,
+                self.previous,
+                self.store.clone(),
+                self.providers,
+                secrets(),
+                engine::clock::Clock::real(),
+                reconcile_options(self.parallelism, engine::reconcile::Mode::Apply),
+                events,
+            )?;
+            crate::progress::run_to_end(&mut reconciler, &tally, self.verb).await
+        })
+    }
+}

@@ -2,14 +2,12 @@
 
 use std::path::PathBuf;
 
-use engine::clock::Clock;
-use engine::reconcile::preview;
 use engine::store::Store;
 
 use crate::cli::SpecArgs;
 use crate::failure::Failure;
 
-use super::setup::{load, runtime, secrets, state_dir_for};
+use super::setup::{load, look, runtime, state_dir_for};
 
 /// Shows what runs for the project, judged against the spec: each instance probed once
 /// with its own checks, failed rollouts from the store, and, while `tend run` holds the
@@ -21,13 +19,7 @@ pub fn run(args: &SpecArgs, json: bool, state_dir: Option<PathBuf>) -> Result<i3
     let applied = store.last_applied()?;
     let previous: Vec<_> = applied.iter().map(|a| a.spec.clone()).collect();
     let providers = providers::all(&state_dir);
-    let look = runtime()?.block_on(preview(
-        &spec,
-        &previous,
-        &providers,
-        &secrets(),
-        &Clock::real(),
-    ))?;
+    let look = look(&runtime()?, &spec, &previous, &providers)?;
     let mut status = engine::status::build(&spec, &look.observed, applied.as_ref(), &|id| {
         look.health.get(id).cloned()
     });

@@ -76,25 +76,15 @@ fn hash_of(spec: &Spec, group: &str) -> String {
 }
 
 fn request(spec: &Spec, group: &str, slot: &str, hash: &str) -> ProvisionRequest {
-    ProvisionRequest {
-        group: group.to_owned(),
-        slot: engine::spec::Slot::Id(slot.to_owned()),
-        tags: InstanceTags {
+    ProvisionRequest::bare(
+        engine::spec::Slot::Id(slot.to_owned()),
+        InstanceTags {
             project: spec.project.clone(),
             group: group.to_owned(),
             slot: slot.to_owned(),
             hash: hash.to_owned(),
         },
-        labels: BTreeMap::new(),
-        props: BTreeMap::new(),
-        command: vec![],
-        env: BTreeMap::new(),
-        files: BTreeMap::new(),
-        secret_files: BTreeMap::new(),
-        workdir: None,
-        address: None,
-        stop_timeout: engine::spec::Duration::from_secs(1),
-    }
+    )
 }
 
 /// Applies the startable actions of a plan through the Provider trait, as if each new

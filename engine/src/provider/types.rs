@@ -152,6 +152,27 @@ pub struct ProvisionRequest {
     pub stop_timeout: crate::spec::Duration,
 }
 
+impl ProvisionRequest {
+    /// A request for an instance with its identity and nothing else (no command, files or
+    /// settings; a one-second stop timeout), for providers that need no more, such as `sim`.
+    pub fn bare(slot: Slot, tags: InstanceTags) -> ProvisionRequest {
+        ProvisionRequest {
+            group: tags.group.clone(),
+            slot,
+            tags,
+            labels: BTreeMap::new(),
+            props: BTreeMap::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            files: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+            workdir: None,
+            address: None,
+            stop_timeout: crate::spec::Duration::from_secs(1),
+        }
+    }
+}
+
 /// A change a provider noticed on its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProviderEvent {

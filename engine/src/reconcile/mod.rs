@@ -509,21 +509,11 @@ impl Reconciler {
 
     /// Tells when a provider that may hold instances stops answering, or answers again.
     fn note_providers(&mut self, observed: &Observed) {
-        for (provider, error) in &observed.unobserved {
-            if self.unobserved.get(provider) != Some(error) {
-                (self.events)(Event::Provider {
-                    provider: provider.clone(),
-                    error: Some(error.clone()),
-                });
-            }
-        }
-        for provider in self.unobserved.keys() {
-            if !observed.unobserved.contains_key(provider) {
-                (self.events)(Event::Provider {
-                    provider: provider.clone(),
-                    error: None,
-                });
-            }
+        for (provider, error) in changes(&self.unobserved, &observed.unobserved) {
+            (self.events)(Event::Provider {
+                provider: provider.clone(),
+                error: error.cloned(),
+            });
         }
         self.unobserved = observed.unobserved.clone();
     }
@@ -615,21 +605,11 @@ impl Reconciler {
             paused: &paused,
             ..PlanInput::new(&self.kept, &graph, observed)
         });
-        for (group, hold) in &planned.held {
-            if self.held.get(group) != Some(hold) {
-                (self.events)(Event::Hold {
-                    group: group.clone(),
-                    hold: Some(hold.clone()),
-                });
-            }
-        }
-        for group in self.held.keys() {
-            if !planned.held.contains_key(group) {
-                (self.events)(Event::Hold {
-                    group: group.clone(),
-                    hold: None,
-                });
-            }
+        for (group, hold) in changes(&self.held, &planned.held) {
+            (self.events)(Event::Hold {
+                group: group.clone(),
+                hold: hold.cloned(),
+            });
         }
         self.held = planned.held.clone();
         Ok(planned)
@@ -980,4 +960,21 @@ pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     if stop.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// The keys whose values differ between `before` and `after`: the new value, or `None` for
+/// a key that is gone.
+fn changes<'a, V: PartialEq>(
+    before: &'a BTreeMap<String, V>,
+    after: &'a BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'a String, Option<&'a V>)> {
+    let set = after
+        .iter()
+        .filter(|(key, value)| before.get(*key) != Some(*value))
+        .map(|(key, value)| (key, Some(value)));
+    let gone = before
+        .keys()
+        .filter(|key| !after.contains_key(*key))
+        .map(|key| (key, None));
+    set.chain(gone)
 }

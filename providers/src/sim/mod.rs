@@ -305,20 +305,7 @@ mod tests {
             slot: slot.to_string(),
             hash: "abc".into(),
         };
-        ProvisionRequest {
-            group: group.into(),
-            slot: engine::spec::Slot::Index(slot),
-            tags: t,
-            labels: BTreeMap::new(),
-            props: BTreeMap::new(),
-            command: vec![],
-            env: BTreeMap::new(),
-            files: BTreeMap::new(),
-            secret_files: BTreeMap::new(),
-            workdir: None,
-            address: None,
-            stop_timeout: engine::spec::Duration::from_secs(1),
-        }
+        ProvisionRequest::bare(engine::spec::Slot::Index(slot), t)
     }
 
     #[tokio::test]

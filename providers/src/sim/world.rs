@@ -323,27 +323,28 @@ impl SimWorld {
 
     /// Kills instance `id` (a fault): it is dead, and watchers hear of it.
     pub fn kill(&self, id: &str) -> bool {
+        self.make_dead(id, "killed")
+    }
+
+    /// Marks live instance `id` dead, saying `what` happened; false when it was not live.
+    fn make_dead(&self, id: &str, what: &str) -> bool {
         self.notify(Change::Hitting { id: id.to_owned() });
-        let killed = self.with(|state, _| {
-            match state
+        let died = self.with(|state, _| {
+            let Some(i) = state
                 .instances
                 .iter_mut()
                 .find(|i| i.instance.id == id && i.instance.state.is_live())
-            {
-                Some(i) => {
-                    i.instance.state = InstanceState::Dead;
-                    Ok((
-                        true,
-                        Some(Change::Fault {
-                            id: id.to_owned(),
-                            what: "killed".into(),
-                        }),
-                    ))
-                }
-                None => Ok((false, None)),
-            }
+            else {
+                return Ok((false, None));
+            };
+            i.instance.state = InstanceState::Dead;
+            let change = Change::Fault {
+                id: id.to_owned(),
+                what: what.into(),
+            };
+            Ok((true, Some(change)))
         });
-        if killed.unwrap_or(false) {
+        if died.unwrap_or(false) {
             self.announce_gone(id);
             return true;
         }
@@ -352,43 +353,33 @@ impl SimWorld {
 
     /// Hangs or releases instance `id`: a hung instance is alive but answers nothing.
     pub fn set_hung(&self, id: &str, hung: bool) {
-        self.notify(Change::Hitting { id: id.to_owned() });
-        let _ = self.with(|state, _| {
-            let Some(i) = state.instances.iter_mut().find(|i| i.instance.id == id) else {
-                return Ok(((), None));
-            };
-            i.hung = hung;
-            let what = if hung { "hung" } else { "released" };
-            Ok((
-                (),
-                Some(Change::Fault {
-                    id: id.to_owned(),
-                    what: what.into(),
-                }),
-            ))
-        });
+        let what = if hung { "hung" } else { "released" };
+        self.alter(id, what, |i| i.hung = hung);
     }
 
     /// Makes instance `id`'s checks fail (or pass again) while it keeps working.
     pub fn set_flapping(&self, id: &str, flapping: bool) {
+        let what = if flapping {
+            "checks fail"
+        } else {
+            "checks pass"
+        };
+        self.alter(id, what, |i| i.flapping = flapping);
+    }
+
+    /// Changes instance `id` by `change` (a fault saying `what`), if it exists.
+    fn alter(&self, id: &str, what: &str, change: impl FnOnce(&mut SimInstance)) {
         self.notify(Change::Hitting { id: id.to_owned() });
         let _ = self.with(|state, _| {
             let Some(i) = state.instances.iter_mut().find(|i| i.instance.id == id) else {
                 return Ok(((), None));
             };
-            i.flapping = flapping;
-            let what = if flapping {
-                "checks fail"
-            } else {
-                "checks pass"
+            change(i);
+            let fault = Change::Fault {
+                id: id.to_owned(),
+                what: what.into(),
             };
-            Ok((
-                (),
-                Some(Change::Fault {
-                    id: id.to_owned(),
-                    what: what.into(),
-                }),
-            ))
+            Ok(((), Some(fault)))
         });
     }
 
@@ -397,29 +388,7 @@ impl SimWorld {
         let world = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            world.notify(Change::Hitting { id: id.clone() });
-            let died = world.with(|state, _| {
-                match state
-                    .instances
-                    .iter_mut()
-                    .find(|i| i.instance.id == id && i.instance.state.is_live())
-                {
-                    Some(i) => {
-                        i.instance.state = InstanceState::Dead;
-                        Ok((
-                            true,
-                            Some(Change::Fault {
-                                id: id.clone(),
-                                what: "crashed".into(),
-                            }),
-                        ))
-                    }
-                    None => Ok((false, None)),
-                }
-            });
-            if died.unwrap_or(false) {
-                world.announce_gone(&id);
-            }
+            world.make_dead(&id, "crashed");
         });
     }
 }
