@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::examples::http_get;
-use crate::harness::{repo, skip, text};
+use crate::harness::{repo, signal, skip, spawn_tend, text};
 use crate::process::{wait_for, Project};
 
 pub const IMAGE: &str = "tend-busybox:test";
@@ -148,9 +148,7 @@ impl OwnEngine {
     /// Stops the engine (SIGTERM to the dockerd this test started) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            signal(child.id(), "-TERM");
             let _ = child.wait();
         }
     }
@@ -322,13 +320,11 @@ fn the_controller_waits_out_an_engine_restart_and_converges() {
         engine.host
     );
     let p = Project::new("it-docker-restart", &spec);
-    let run = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["run", "--listen", "127.0.0.1:19301", "--resync", "1s"])
-        .current_dir(p.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let run = spawn_tend(
+        p.path(),
+        &["run", "--listen", "127.0.0.1:19301", "--resync", "1s"],
+        Stdio::null,
+    );
     // Stopped by pid even when an assertion below fails.
     let _run = StopOnDrop(run);
     let converged = || {
@@ -464,9 +460,7 @@ struct StopOnDrop(std::process::Child);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
+        signal(self.0.id(), "-TERM");
         let _ = self.0.wait();
     }
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::harness::repo;
+use crate::harness::{repo, signal};
 use crate::process::{wait_for, Project};
 
 /// The body of `GET path` on 127.0.0.1:`port`, or the error.
@@ -98,9 +98,7 @@ fn etcd_cluster_forms_and_heals_a_member() {
         .find(|l| l.slot == "b")
         .map(|l| l.pid)
         .unwrap_or_default();
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &member_b.to_string()])
-        .status();
+    signal(member_b, "-9");
     wait_for(|| !p.live().iter().any(|l| l.pid == member_b));
     let plan = p.ok(&["plan"]);
     assert!(plan.starts_with("! heal    etcd/b ("), "{plan}");

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: running the binary, paths, insta settings.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -19,6 +19,25 @@ pub fn tend(cwd: &Path, args: &[&str]) -> Output {
         Ok(output) => output,
         Err(e) => panic!("cannot run tend: {e}"),
     }
+}
+
+/// Starts the built `tend` binary in `cwd` with `args`, its output going to `output()`
+/// (`Stdio::piped` to read it, `Stdio::null` for a long-running one nobody reads).
+pub fn spawn_tend(cwd: &Path, args: &[&str], output: fn() -> Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start tend: {e}"))
+}
+
+/// Sends `signal` (such as "-9" or "-TERM") to process `pid`, through kill(1).
+pub fn signal(pid: impl ToString, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
 }
 
 /// Text of a process stream.

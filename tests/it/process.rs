@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{tend, text};
+use crate::harness::{signal, spawn_tend, tend, text};
 
 /// A live instance process: pid, group, slot, hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +97,7 @@ impl Drop for Project {
         let _ = self.tend(&["destroy", "--yes"]);
         for live in self.live() {
             // Only processes carrying this test's project tag are touched.
-            let _ = Command::new("kill")
-                .args(["-9", &live.pid.to_string()])
-                .status();
+            signal(live.pid, "-9");
         }
     }
 }
@@ -176,9 +174,7 @@ fn apply_converges_then_heals_a_killed_instance_and_destroy_leaves_nothing() {
         .starts_with("No changes: 3 instances match the spec."));
 
     let victim = live[1].pid;
-    let _ = Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status();
+    signal(victim, "-9");
     wait_for(|| !p.live().iter().any(|l| l.pid == victim));
     let plan = p.ok(&["plan"]);
     assert!(plan.starts_with("! heal    work/1 ("), "{plan}");
@@ -226,13 +222,7 @@ fn a_rolling_update_never_has_more_than_max_unavailable_down() {
     let old_hash = p.live()[0].hash.clone();
     p.write_spec(&sleeper(4, "1001", update));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes"])
-        .current_dir(p.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = spawn_tend(p.path(), &["apply", "--yes"], Stdio::piped);
     let mut fewest = usize::MAX;
     let mut most = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -261,13 +251,11 @@ fn sigkill_during_apply_then_apply_again_gives_exactly_the_allocation() {
 "#
     );
     let p = Project::new("it-crash", &spec);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes", "--parallelism", "2"])
-        .current_dir(p.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = spawn_tend(
+        p.path(),
+        &["apply", "--yes", "--parallelism", "2"],
+        Stdio::null,
+    );
     wait_for(|| p.live().len() >= 5);
     let _ = child.kill();
     let _ = child.wait();
@@ -296,13 +284,11 @@ fn a_second_apply_is_refused_while_one_runs() {
 "#
     );
     let p = Project::new("it-lock", &spec);
-    let mut first = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes", "--parallelism", "1"])
-        .current_dir(p.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut first = spawn_tend(
+        p.path(),
+        &["apply", "--yes", "--parallelism", "1"],
+        Stdio::null,
+    );
     wait_for(|| !p.live().is_empty());
     let second = p.tend(&["apply", "--yes"]);
     let _ = first.wait();
@@ -507,17 +493,13 @@ fn ctrl_c_stops_new_actions_and_leaves_only_tagged_instances() {
 "#
     );
     let p = Project::new("it-interrupt", &spec);
-    let child = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes", "--parallelism", "2"])
-        .current_dir(p.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let child = spawn_tend(
+        p.path(),
+        &["apply", "--yes", "--parallelism", "2"],
+        Stdio::piped,
+    );
     wait_for(|| p.live().len() >= 3);
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    signal(child.id(), "-INT");
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("Stopping: no new actions start; running ones finish."));
@@ -581,15 +563,7 @@ fn of_twenty_applies_at_once_exactly_one_acts_and_the_others_name_it() {
 "#;
     let p = Project::new("it-lock-race", spec);
     let applies: Vec<std::process::Child> = (0..20)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_tend"))
-                .args(["apply", "--yes"])
-                .current_dir(p.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{e}"))
-        })
+        .map(|_| spawn_tend(p.path(), &["apply", "--yes"], Stdio::piped))
         .collect();
     let outcomes: Vec<(u32, Output)> = applies
         .into_iter()
@@ -641,13 +615,7 @@ fn a_closed_stdout_ends_quietly() {
         vec!["validate"],
         vec!["graph"],
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
-            .args(&args)
-            .current_dir(p.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut child = spawn_tend(p.path(), &args, Stdio::piped);
         // The reader goes away before anything is written: `tend ... | head -0`.
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
@@ -670,19 +638,15 @@ fn a_second_ctrl_c_stops_at_once_and_leaves_only_tagged_instances() {
 "#
     );
     let p = Project::new("it-interrupt-twice", &spec);
-    let child = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes", "--parallelism", "3"])
-        .current_dir(p.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let child = spawn_tend(
+        p.path(),
+        &["apply", "--yes", "--parallelism", "3"],
+        Stdio::piped,
+    );
     // Three instances wait for a health check that takes 30 s.
     wait_for(|| p.live().len() >= 3);
     let interrupt = || {
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
+        signal(child.id(), "-INT");
     };
     interrupt();
     std::thread::sleep(Duration::from_millis(200));

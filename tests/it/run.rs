@@ -1,11 +1,11 @@
 //! `tend run` with real processes: healing deaths and failed health checks, backing off a
 //! crash loop, rolling a changed spec, resuming after a SIGKILL, and its HTTP endpoint.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::examples::http_get;
-use crate::harness::text;
+use crate::harness::{signal, spawn_tend, text};
 use crate::process::{wait_for, Project};
 
 /// A running `tend run`, stopped with SIGTERM when dropped.
@@ -19,13 +19,7 @@ impl Running {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["run", "--listen", listen.as_str(), "--resync", "2s"];
         args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_tend"))
-            .args(&args)
-            .current_dir(p.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let child = spawn_tend(p.path(), &args, Stdio::null);
         let running = Running {
             child: Some(child),
             port,
@@ -73,7 +67,7 @@ impl Drop for Running {
         if let Some(mut child) = self.child.take() {
             let pid = child.id().to_string();
             let term = || {
-                let _ = Command::new("kill").args(["-TERM", &pid]).status();
+                signal(&pid, "-TERM");
             };
             term();
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -101,9 +95,7 @@ fn a_killed_instance_is_replaced_and_stopping_leaves_instances_running() {
     let run = Running::start(&p, 19281, &[]);
     wait_for(|| p.live().len() == 3 && converged(&p));
     let victim = p.live()[1].clone();
-    let _ = Command::new("kill")
-        .args(["-9", &victim.pid.to_string()])
-        .status();
+    signal(victim.pid, "-9");
     wait_for(|| {
         let live = p.live();
         live.len() == 3 && !live.iter().any(|l| l.pid == victim.pid)
@@ -236,13 +228,7 @@ fn a_controller_killed_mid_rollout_resumes_it_when_restarted() {
     wait_for(|| p.live().len() == 4 && converged(&p));
     let old = p.live()[0].hash.clone();
     p.write_spec(&rolling_spec("1001"));
-    let apply = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes"])
-        .current_dir(p.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let apply = spawn_tend(p.path(), &["apply", "--yes"], Stdio::null);
     wait_for(|| p.live().iter().filter(|l| l.hash != old).count() >= 1);
     run.kill();
     let updated = p.live().iter().filter(|l| l.hash != old).count();
@@ -290,9 +276,7 @@ fn events_stream_live() {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     let _ = write!(stream, "GET /events?follow HTTP/1.0\r\n\r\n");
     let victim = p.live()[0].pid;
-    let _ = Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status();
+    signal(victim, "-9");
     let mut reader = BufReader::new(stream);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = String::new();
@@ -398,9 +382,7 @@ fn a_bad_deploy_under_run_pauses_after_one_batch_and_apply_says_so() {
         .into_iter()
         .find(|l| l.slot == "2")
         .unwrap_or_else(|| panic!("no instance in slot 2"));
-    let _ = Command::new("kill")
-        .args(["-9", &victim.pid.to_string()])
-        .status();
+    signal(victim.pid, "-9");
     wait_for(|| {
         p.live()
             .iter()
@@ -455,9 +437,7 @@ fn kills_right_after_start_are_healed_at_once_and_never_trip_the_breaker() {
             .into_iter()
             .find(|l| !killed.contains(&l.slot))
             .unwrap_or_else(|| panic!("round {round}: nobody left to kill"));
-        let _ = Command::new("kill")
-            .args(["-9", &victim.pid.to_string()])
-            .status();
+        signal(victim.pid, "-9");
         killed.push(victim.slot.clone());
         wait_for(|| {
             let live = p.live();
@@ -490,13 +470,7 @@ group(name = "other", size = 2, provider = process(), flavor = flavor(command = 
     wait_for(|| p.live().len() == 4 && converged(&p));
     // The new version never passes its check: its first replace waits a minute for it.
     p.write_spec(&spec("1001"));
-    let mut apply = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["apply", "--yes"])
-        .current_dir(p.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut apply = spawn_tend(p.path(), &["apply", "--yes"], Stdio::null);
     wait_for(|| {
         run.get("/events")
             .contains("\"kind\":\"started\",\"group\":\"slow\"")
@@ -506,9 +480,7 @@ group(name = "other", size = 2, provider = process(), flavor = flavor(command = 
         .into_iter()
         .find(|l| l.group == "other")
         .unwrap_or_else(|| panic!("no instance of group other"));
-    let _ = Command::new("kill")
-        .args(["-9", &victim.pid.to_string()])
-        .status();
+    signal(victim.pid, "-9");
     // The heal happens while the rollout still waits.
     wait_for(|| run.events("healed") >= 1);
     let events = run.get("/events");
@@ -529,27 +501,21 @@ fn a_controller_whose_output_is_closed_keeps_working() {
 "#;
     let p = Project::new("it-run-closed-pipe", spec);
     // `tend run 2>&1 | head -0`: nobody reads what it writes.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["run", "--listen", "127.0.0.1:19295"])
-        .current_dir(p.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = spawn_tend(
+        p.path(),
+        &["run", "--listen", "127.0.0.1:19295"],
+        Stdio::piped,
+    );
     drop(child.stdout.take());
     drop(child.stderr.take());
     wait_for(|| p.live().len() == 2 && converged(&p));
     let victim = p.live()[0].pid;
-    let _ = Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status();
+    signal(victim, "-9");
     wait_for(|| {
         let live = p.live();
         live.len() == 2 && !live.iter().any(|l| l.pid == victim)
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    signal(child.id(), "-TERM");
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(0));
 }
