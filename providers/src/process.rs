@@ -212,6 +212,7 @@ impl ProcessProvider {
 /// nothing, never a process that reused its pid.
 struct Pidfd {
     pid: u32,
+    ticks: u64,
     fd: std::os::fd::OwnedFd,
 }
 
@@ -227,7 +228,7 @@ impl Pidfd {
         // SAFETY: the descriptor was just returned to us and is owned by nobody else.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
         // The pid may have been reused before the descriptor was opened: check it is ours.
-        procfs::is_alive(pid, ticks).then_some(Pidfd { pid, fd })
+        procfs::is_alive(pid, ticks).then_some(Pidfd { pid, ticks, fd })
     }
 
     /// Sends `signal` to the process itself.
@@ -246,14 +247,12 @@ impl Pidfd {
         sent == 0
     }
 
-    /// Sends `signal` to the process and every member of its process group. The group is
-    /// signalled only while its leader still runs, so its id cannot have been reused.
+    /// Sends `signal` to every member of the process's group, then to the process itself.
+    /// The group goes first: a shell leader that dies at once must not leave its children
+    /// unsignalled.
     fn signal_group(&self, signal: libc::c_int) {
-        if self.signal(signal) && !self.has_exited() {
-            // SAFETY: kill only sends a signal; the leader (whose pid is the group id) was
-            // alive an instant ago, so the group is still this instance's.
-            unsafe { libc::kill(-(self.pid as libc::pid_t), signal) };
-        }
+        signal_leftovers(self.pid, self.ticks, signal);
+        self.signal(signal);
     }
 
     /// True when the process has exited (its descriptor is readable).
@@ -292,6 +291,18 @@ impl Pidfd {
                 }
             }
         }
+    }
+}
+
+/// Sends `signal` to process group `pgid`, led by the instance's process that started at
+/// `ticks`, which may be gone. A group id is never reused while a member of the group
+/// lives; once the group is empty, its number can only come back as a new process with that
+/// pid, so the group is signalled only when no other process holds the pid.
+fn signal_leftovers(pgid: u32, ticks: u64, signal: libc::c_int) {
+    let reused = procfs::stat(pgid).is_some_and(|s| s.start_ticks != ticks);
+    if !reused {
+        // SAFETY: kill only sends a signal, to the instance's own process group.
+        unsafe { libc::kill(-(pgid as libc::pid_t), signal) };
     }
 }
 
@@ -550,6 +561,9 @@ impl Provider for ProcessProvider {
                     return Err(backend(format!("process {pid} survived SIGKILL")));
                 }
             }
+            // What the instance started and left behind in its group goes with it, as a
+            // container's processes go with the container.
+            signal_leftovers(pid, ticks, libc::SIGKILL);
         }
         if !alive && !known {
             return Err(ProviderError::NotFound {

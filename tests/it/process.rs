@@ -188,6 +188,39 @@ fn apply_converges_then_heals_a_killed_instance_and_destroy_leaves_nothing() {
     assert!(p.live().is_empty());
 }
 
+/// The processes of the sessions that `leaders` lead, with their start times.
+fn session_members(leaders: &[u32]) -> Vec<(u32, u64)> {
+    engine::procfs::pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, engine::procfs::stat(pid)?)))
+        .filter(|(_, s)| leaders.contains(&(s.session as u32)) && !s.is_zombie())
+        .map(|(pid, s)| (pid, s.start_ticks))
+        .collect()
+}
+
+#[test]
+fn destroy_stops_what_an_instance_started_too() {
+    // A shell that dies at once on SIGTERM must not leave its child behind.
+    let p = Project::new(
+        "it-children",
+        r#"group(name = "work", size = 3, provider = process(), flavor = flavor(command = ["sh", "-c", "sleep 1000; true"]))
+"#,
+    );
+    p.ok(&["apply", "--yes"]);
+    let leaders: Vec<u32> = p.live().iter().map(|l| l.pid).collect();
+    let mut members = Vec::new();
+    wait_for(|| {
+        members = session_members(&leaders);
+        members.len() == 6
+    });
+    p.ok(&["destroy", "--yes"]);
+    let left: Vec<_> = members
+        .iter()
+        .filter(|(pid, ticks)| engine::procfs::is_alive(*pid, *ticks))
+        .collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+}
+
 #[test]
 fn deleting_the_state_folder_loses_no_instance() {
     let p = Project::new("it-stateless", &sleeper(2, "1000", ""));
@@ -482,6 +515,36 @@ fn a_failed_rollout_with_rollback_returns_to_the_last_applied_version() {
     assert!(stdout.contains("group work is rolled back: "), "{stdout}");
     let live = p.live();
     assert_eq!(slots(&live), ["0", "1", "2"]);
+    assert!(live.iter().all(|l| l.hash == old), "{live:?}");
+}
+
+#[test]
+fn a_rollback_returns_every_slot_of_the_failed_batch() {
+    // Two replacements in one batch fail; the second fails after the first already rolled
+    // the group back, and its slot must go back too, not be given up on.
+    let spec = |arg: &str, health: &str| {
+        format!(
+            r#"group(
+    name = "work",
+    size = 4,
+    provider = process(),
+    flavor = flavor(command = ["sleep", "{arg}"]{health}),
+    update = rolling(max_unavailable = 2, health_timeout = "20s", on_failure = "rollback"),
+)
+"#
+        )
+    };
+    let p = Project::new("it-rollback-batch", &spec("1000", ""));
+    p.ok(&["apply", "--yes"]);
+    let old = p.live()[0].hash.clone();
+    p.write_spec(&spec("1001", NEVER_HEALTHY));
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("group work is rolled back: "), "{stdout}");
+    assert!(!stdout.contains("gave up"), "{stdout}");
+    let live = p.live();
+    assert_eq!(slots(&live), ["0", "1", "2", "3"]);
     assert!(live.iter().all(|l| l.hash == old), "{live:?}");
 }
 

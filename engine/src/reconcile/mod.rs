@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::exec::{Catalog, Context, ExecOptions, Outcome, SecretSource};
+use crate::exec::{Catalog, Context, ExecOptions, SecretSource};
 use crate::graph::GroupGraph;
 use crate::plan::{plan, Action, ActionKind, Expectation, Expected, Hold, Paused, Plan, PlanInput};
 use crate::provider::{observe, InstanceState, Observed, ProviderError, ProviderSet};
@@ -42,7 +42,7 @@ pub use monitor::{Monitor, Verdict};
 pub use phase::GroupPhase;
 pub use preview::{preview, Preview, PreviewError};
 
-use running::Running;
+use running::{Finished, Running};
 
 /// How long work done is trusted before the provider must show it.
 pub const EXPECT_FOR: Duration = Duration::from_secs(30);
@@ -328,8 +328,8 @@ impl Reconciler {
 
     /// Waits for every running action to finish.
     pub async fn drain(&mut self) {
-        while let Some((action, outcome, elapsed)) = self.running.next().await {
-            self.finish(action, outcome, elapsed);
+        while let Some(finished) = self.running.next().await {
+            self.finish(finished);
         }
     }
 
@@ -726,8 +726,8 @@ impl Reconciler {
             tokio::select! {
                 biased;
                 finished = self.running.next(), if !self.running.is_empty() => {
-                    if let Some((action, outcome, elapsed)) = finished {
-                        let replan = self.finish(action, outcome, elapsed);
+                    if let Some(finished) = finished {
+                        let replan = self.finish(finished);
                         self.start_queued();
                         if replan {
                             return Wake::Finished;
@@ -771,11 +771,17 @@ impl Reconciler {
     }
 
     /// Takes in a finished action; true when a new round should look now.
-    fn finish(&mut self, action: Action, outcome: Outcome, elapsed: Duration) -> bool {
+    fn finish(&mut self, finished: Finished) -> bool {
+        let Finished {
+            action,
+            outcome,
+            took,
+            generation,
+        } = finished;
         (self.events)(Event::Finished {
             action: action.clone(),
             outcome: outcome.clone(),
-            elapsed,
+            elapsed: took,
         });
         let now = self.clock.now();
         let slot = action.slot.to_string();
@@ -822,6 +828,19 @@ impl Reconciler {
             }
             // It stopped before making anything: the next round plans the slot again.
             Err(crate::exec::ActionError::Halted(_)) => true,
+            // A sibling in a batch whose rollout already failed, planned before it did: its
+            // failure is the rollout's, already recorded, not its slot's. The next round
+            // plans the slot under the pause or the rollback.
+            Err(error)
+                if error.is_unhealthy()
+                    && generation < self.generation
+                    && self
+                        .failed
+                        .get(&action.group)
+                        .is_some_and(|f| action.hash.as_ref() == Some(&f.hash)) =>
+            {
+                true
+            }
             Err(error) => {
                 let made = action
                     .hash

@@ -14,20 +14,38 @@ use crate::plan::Action;
 /// The running actions.
 #[derive(Default)]
 pub(super) struct Running {
-    tasks: JoinSet<(Action, Outcome, Duration)>,
-    by_task: BTreeMap<Id, Action>,
+    tasks: JoinSet<Finished>,
+    by_task: BTreeMap<Id, (Action, u64)>,
+}
+
+/// An action that ended.
+pub(super) struct Finished {
+    /// The action.
+    pub action: Action,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long it ran.
+    pub took: Duration,
+    /// How many rollout failures the reconciler had seen when it planned the action.
+    pub generation: u64,
 }
 
 impl Running {
     /// Starts `action` with `context`.
     pub(super) fn start(&mut self, context: Arc<Context>, action: Action) {
         let task = action.clone();
+        let generation = context.generation;
         let handle = self.tasks.spawn(async move {
             let started = Instant::now();
             let outcome = perform(&context, &task).await;
-            (task, outcome, started.elapsed())
+            Finished {
+                action: task,
+                outcome,
+                took: started.elapsed(),
+                generation,
+            }
         });
-        self.by_task.insert(handle.id(), action);
+        self.by_task.insert(handle.id(), (action, generation));
     }
 
     /// How many run.
@@ -42,11 +60,11 @@ impl Running {
 
     /// The running actions, in the order they started.
     pub(super) fn actions(&self) -> Vec<Action> {
-        self.by_task.values().cloned().collect()
+        self.by_task.values().map(|(a, _)| a.clone()).collect()
     }
 
     /// The next action to finish, with its outcome; `None` when none runs.
-    pub(super) async fn next(&mut self) -> Option<(Action, Outcome, Duration)> {
+    pub(super) async fn next(&mut self) -> Option<Finished> {
         loop {
             let joined = self.tasks.join_next_with_id().await?;
             match joined {
@@ -55,7 +73,7 @@ impl Running {
                     return Some(done);
                 }
                 Err(error) => {
-                    let Some(action) = self.by_task.remove(&error.id()) else {
+                    let Some((action, generation)) = self.by_task.remove(&error.id()) else {
                         continue;
                     };
                     let why = if error.is_panic() {
@@ -63,7 +81,12 @@ impl Running {
                     } else {
                         "the action was cancelled".to_owned()
                     };
-                    return Some((action, Err(ActionError::Panicked(why)), Duration::ZERO));
+                    return Some(Finished {
+                        action,
+                        outcome: Err(ActionError::Panicked(why)),
+                        took: Duration::ZERO,
+                        generation,
+                    });
                 }
             }
         }
