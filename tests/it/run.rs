@@ -519,3 +519,65 @@ fn a_controller_whose_output_is_closed_keeps_working() {
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(0));
 }
+
+/// The first line of what the endpoint answers on a connection that sent `request`.
+fn first_line(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.write_all(request.as_bytes());
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn the_endpoint_stays_bounded_and_answering() {
+    use std::net::TcpStream;
+    let spec = r#"group(name = "work", size = 1, provider = process(), flavor = flavor(command = ["sleep", "1000"]))
+"#;
+    let p = Project::new("it-run-endpoint", spec);
+    let run = Running::start(&p, 19296, &[]);
+    let connect =
+        || TcpStream::connect(("127.0.0.1", run.port)).unwrap_or_else(|e| panic!("connect: {e}"));
+
+    // Clients that connect and say nothing take every place: the next is refused at once
+    // rather than queued behind them.
+    let idle: Vec<TcpStream> = (0..64).map(|_| connect()).collect();
+    wait_for(|| first_line(run.port, "GET /healthz HTTP/1.0\r\n\r\n").contains(" 503 "));
+    // A client that hangs up gives its place back.
+    drop(idle);
+    wait_for(|| http_get(run.port, "/healthz").is_ok());
+
+    // A client that never finishes its request is answered 408 (after the read timeout).
+    assert_eq!(
+        first_line(run.port, "GET /heal"),
+        "HTTP/1.1 408 Request Timeout"
+    );
+    assert_eq!(
+        first_line(run.port, "POST /status HTTP/1.0\r\n\r\n"),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+
+    // Event streams whose clients hang up end at once, on an idle controller too, and
+    // streams never take the places of plain requests.
+    for _ in 0..3 {
+        let streams: Vec<TcpStream> = (0..40)
+            .map(|_| {
+                let mut s = connect();
+                let _ = std::io::Write::write_all(&mut s, b"GET /events?follow HTTP/1.0\r\n\r\n");
+                s
+            })
+            .collect();
+        assert!(http_get(run.port, "/healthz").is_ok());
+        drop(streams);
+    }
+    wait_for(|| {
+        let mut s = connect();
+        let _ = std::io::Write::write_all(&mut s, b"GET /events?follow HTTP/1.0\r\n\r\n");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut s, &mut head).is_ok() && &head == b"HTTP/1.1 200"
+    });
+}

@@ -1,22 +1,26 @@
 //! The controller's HTTP endpoint: `/healthz`, `/status`, `/metrics`, `/events` (recent
 //! events as NDJSON; `/events?follow` keeps the connection open and streams new ones).
 //!
-//! It is bounded: at most [`MAX_CONNECTIONS`] at once (more are answered 503 at once), a
-//! request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, only `GET` is served,
-//! and `/status` is the controller's last round, never an observe per request.
+//! It is bounded: at most [`MAX_CONNECTIONS`] requests at once (more are answered 503 at
+//! once), a request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, only `GET`
+//! is served, and `/status` is the controller's last round, never an observe per request.
+//! Streams of `/events?follow` count apart, at most [`MAX_FOLLOWERS`], so they never keep
+//! `/healthz` from answering, and a stream ends as soon as its client hangs up.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::journal::Journal;
 use crate::status::Status;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// `/events?follow` streams open at once.
+pub const MAX_FOLLOWERS: usize = 16;
 /// How long a client may take to send its request head.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one answer may take to write (a stream's each line).
@@ -33,6 +37,7 @@ pub struct Endpoint {
 /// Serves until the listener fails.
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let followers = Arc::new(Semaphore::new(MAX_FOLLOWERS));
     while let Ok((mut socket, _)) = listener.accept().await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tokio::spawn(async move {
@@ -45,9 +50,9 @@ pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
             continue;
         };
         let endpoint = endpoint.clone();
+        let followers = followers.clone();
         tokio::spawn(async move {
-            let _ = answer(socket, &endpoint).await;
-            drop(permit);
+            let _ = answer(socket, &endpoint, permit, &followers).await;
         });
     }
 }
@@ -72,7 +77,14 @@ async fn read_head(socket: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
-async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
+/// Answers one request; `permit` is its place among the requests served at once, given
+/// back when a stream starts (streams count among `followers` instead).
+async fn answer(
+    mut socket: TcpStream,
+    endpoint: &Endpoint,
+    permit: OwnedSemaphorePermit,
+    followers: &Arc<Semaphore>,
+) -> std::io::Result<()> {
     let Some(request) = read_head(&mut socket).await? else {
         return reply(&mut socket, 408, "text/plain", "request timeout\n").await;
     };
@@ -107,17 +119,11 @@ async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
                 .split('&')
                 .any(|q| q == "follow" || q.starts_with("follow=")) =>
         {
-            let mut live = endpoint.journal.subscribe();
-            let header = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
-            write_within(&mut socket, header.as_bytes()).await?;
-            write_within(&mut socket, endpoint.journal.recent_ndjson().as_bytes()).await?;
-            loop {
-                match live.recv().await {
-                    Ok(line) => write_within(&mut socket, format!("{line}\n").as_bytes()).await?,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return Ok(()),
-                }
-            }
+            let Ok(_stream) = followers.clone().try_acquire_owned() else {
+                return reply(&mut socket, 503, "text/plain", "too many event streams\n").await;
+            };
+            drop(permit);
+            follow(socket, endpoint).await
         }
         "/events" => {
             let text = endpoint.journal.recent_ndjson();
@@ -131,6 +137,30 @@ async fn answer(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
                 "not found: try /healthz, /status, /metrics or /events\n",
             )
             .await
+        }
+    }
+}
+
+/// Streams events until the client hangs up (or stops reading) or the journal ends.
+async fn follow(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
+    let mut live = endpoint.journal.subscribe();
+    let header =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
+    write_within(&mut socket, header.as_bytes()).await?;
+    write_within(&mut socket, endpoint.journal.recent_ndjson().as_bytes()).await?;
+    let mut ignored = [0u8; 256];
+    loop {
+        tokio::select! {
+            event = live.recv() => match event {
+                Ok(line) => write_within(&mut socket, format!("{line}\n").as_bytes()).await?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return Ok(()),
+            },
+            // A client sends nothing more: end of stream or an error means it is gone.
+            read = socket.read(&mut ignored) => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
         }
     }
 }
