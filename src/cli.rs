@@ -48,7 +48,8 @@ pub enum Command {
         /// Save the plan, bound to this spec and observed state, for a later apply.
         #[arg(short = 'o', long = "out")]
         out: Option<PathBuf>,
-        /// Exit 2 when the plan has changes, 0 when it has none.
+        /// Exit 2 when the project does not match the spec (the plan has changes, or a group
+        /// is held: paused, rolled back or degraded), 0 when it matches.
         #[arg(long)]
         detailed_exitcode: bool,
         /// Where tend keeps state (default: .tend beside the spec).

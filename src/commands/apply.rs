@@ -65,7 +65,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let previous: Vec<Spec> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
     let providers = providers::all(&state_dir);
     let rt = runtime()?;
-    let look = look(&rt, &spec, &previous, &providers)?;
+    let look = look(&rt, &spec, &previous, &store, &providers)?;
     let planned = match &saved {
         Some(s) if s.observed_fingerprint != look.observed.fingerprint() => {
             return Err(stale(

@@ -27,7 +27,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let mut previous = vec![spec.clone()];
     previous.extend(store.last_applied()?.map(|a| a.spec));
     let rt = runtime()?;
-    let look = look(&rt, &nothing, &previous, &providers)?;
+    let look = look(&rt, &nothing, &previous, &store, &providers)?;
     let mut planned = look.plan;
     for action in &mut planned.actions {
         action.reason = "tend destroy removes every instance of the project".to_owned();

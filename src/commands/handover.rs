@@ -8,10 +8,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use engine::clock::Clock;
 use engine::controller::report::{self, Report};
 use engine::fault::Fault;
-use engine::reconcile::{preview, GroupPhase};
+use engine::reconcile::GroupPhase;
 use engine::spec::Spec;
 use engine::store::Store;
 
@@ -19,7 +18,7 @@ use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 
 use super::apply::{ask, nothing_to_do};
-use super::setup::{runtime, secrets};
+use super::setup::{look, runtime};
 
 /// Hands `spec` to the controller with pid `pid` and follows it.
 pub fn hand_over(
@@ -32,13 +31,7 @@ pub fn hand_over(
     let last = store.last_applied()?;
     let previous: Vec<Spec> = last.iter().map(|a| a.spec.clone()).collect();
     let providers = providers::all(state_dir);
-    let look = runtime()?.block_on(preview(
-        spec,
-        &previous,
-        &providers,
-        &secrets(),
-        &Clock::real(),
-    ))?;
+    let look = look(&runtime()?, spec, &previous, store, &providers)?;
     crate::out!("{}", look.plan.to_text());
     let same_spec = last
         .as_ref()

@@ -21,12 +21,9 @@ pub fn run(
     let (spec, _) = load(args)?;
     let state_dir = state_dir_for(&args.spec, state_dir);
     let providers = providers::all(&state_dir);
-    let previous: Vec<_> = Store::new(&state_dir)
-        .last_applied()?
-        .map(|a| a.spec)
-        .into_iter()
-        .collect();
-    let look = look(&runtime()?, &spec, &previous, &providers)?;
+    let store = Store::new(&state_dir);
+    let previous: Vec<_> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
+    let look = look(&runtime()?, &spec, &previous, &store, &providers)?;
     let planned = look.plan;
     if json {
         crate::outln!("{}", planned.to_json());
@@ -48,9 +45,11 @@ pub fn run(
             crate::outln!("Saved the plan to {}.", path.display());
         }
     }
-    Ok(if detailed_exitcode && !planned.is_empty() {
-        2
-    } else {
-        0
-    })
+    Ok(
+        if detailed_exitcode && (!planned.is_empty() || !planned.held.is_empty()) {
+            2
+        } else {
+            0
+        },
+    )
 }

@@ -75,16 +75,19 @@ pub fn reconcile_options(
 }
 
 /// One look at what the providers hold for `spec`: observed instances, their health and
-/// the plan. An unobservable provider is an error, never an empty view.
+/// the plan, with the rollouts the store says failed. An unobservable provider is an
+/// error, never an empty view.
 pub fn look(
     rt: &tokio::runtime::Runtime,
     spec: &Spec,
     previous: &[Spec],
+    store: &engine::store::Store,
     providers: &engine::provider::ProviderSet,
 ) -> Result<engine::reconcile::Preview, Failure> {
     Ok(rt.block_on(engine::reconcile::preview(
         spec,
         previous,
+        store.failed_rollouts()?,
         providers,
         &secrets(),
         &engine::clock::Clock::real(),

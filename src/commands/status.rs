@@ -19,7 +19,7 @@ pub fn run(args: &SpecArgs, json: bool, state_dir: Option<PathBuf>) -> Result<i3
     let applied = store.last_applied()?;
     let previous: Vec<_> = applied.iter().map(|a| a.spec.clone()).collect();
     let providers = providers::all(&state_dir);
-    let look = look(&runtime()?, &spec, &previous, &providers)?;
+    let look = look(&runtime()?, &spec, &previous, &store, &providers)?;
     let mut status = engine::status::build(&spec, &look.observed, applied.as_ref(), &|id| {
         look.health.get(id).cloned()
     });

@@ -222,6 +222,37 @@ fn destroy_stops_what_an_instance_started_too() {
 }
 
 #[test]
+fn one_look_calls_an_instance_unhealthy_exactly_when_a_controller_would() {
+    let flag = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let p = Project::new(
+        "it-one-look",
+        &format!(
+            r#"group(name = "work", size = 2, provider = process(),
+      flavor = flavor(command = ["sleep", "1000"],
+                      health = exec(command = ["test", "-e", "{}/{{{{ instance.index }}}}"], grace_period = "0s", interval = "200ms", failures = 3)))
+"#,
+            flag.path().display()
+        ),
+    );
+    for slot in ["0", "1"] {
+        std::fs::write(flag.path().join(slot), "").unwrap_or_else(|e| panic!("{e}"));
+    }
+    p.ok(&["apply", "--yes"]);
+    assert!(p.ok(&["plan"]).starts_with("No changes: 2 instances"));
+    // Slot 1 stops passing its check: one look probes it up to its threshold.
+    std::fs::remove_file(flag.path().join("1")).unwrap_or_else(|e| panic!("{e}"));
+    let plan = p.ok(&["plan"]);
+    assert!(plan.starts_with("! heal    work/1 ("), "{plan}");
+    assert!(
+        plan.contains("unhealthy past its failure threshold"),
+        "{plan}"
+    );
+    let status = p.ok(&["status"]);
+    assert!(status.contains("unhealthy"), "{status}");
+    assert!(!status.contains("starting"), "{status}");
+}
+
+#[test]
 fn deleting_the_state_folder_loses_no_instance() {
     let p = Project::new("it-stateless", &sleeper(2, "1000", ""));
     p.ok(&["apply", "--yes"]);
@@ -491,6 +522,13 @@ fn a_failed_rollout_pauses_at_the_failed_batch() {
     // The next look shows the pause, and a controller would keep it.
     let status = p.ok(&["status"]);
     assert!(status.contains("PAUSED: work/0: new instance"), "{status}");
+    // The plan says what apply would do: nothing while paused, and not "no changes".
+    let plan = p.tend(&["plan", "--detailed-exitcode"]);
+    let shown = text(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("group work is paused: work/0"), "{shown}");
+    assert!(shown.contains("Nothing to do while held"), "{shown}");
+    assert!(!shown.contains("replace "), "{shown}");
     let live = p.live();
     assert_eq!(live.iter().filter(|l| l.hash == old).count(), 2, "{live:?}");
 }

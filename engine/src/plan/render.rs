@@ -38,16 +38,23 @@ impl Plan {
                 let _ = writeln!(out, "group {group} is {}: {}", hold.name(), hold.reason());
             }
         }
-        if self.actions.is_empty() {
+        let instances = if self.unchanged == 1 {
+            "instance"
+        } else {
+            "instances"
+        };
+        if self.actions.is_empty() && !self.held.is_empty() {
+            // Not "no changes": the project does not match the spec, tend only waits.
             let _ = writeln!(
                 out,
-                "No changes: {} {} match the spec.",
-                self.unchanged,
-                if self.unchanged == 1 {
-                    "instance"
-                } else {
-                    "instances"
-                }
+                "Nothing to do while held: {} {instances} left as they are.",
+                self.unchanged
+            );
+        } else if self.actions.is_empty() {
+            let _ = writeln!(
+                out,
+                "No changes: {} {instances} match the spec.",
+                self.unchanged
             );
         } else {
             out.push('\n');

@@ -182,12 +182,22 @@ impl Monitor {
 
     /// Starts the probes that are due.
     pub fn start_due(&mut self, providers: &ProviderSet, now: Instant) {
+        self.start_due_of(providers, now, |_| true);
+    }
+
+    /// Starts the probes that are due of the instances `which` picks.
+    fn start_due_of(
+        &mut self,
+        providers: &ProviderSet,
+        now: Instant,
+        which: impl Fn(&Track) -> bool,
+    ) {
         let mut budget = CONCURRENT_PROBES.saturating_sub(self.probes.len());
         for (id, track) in self.tracks.iter_mut() {
             if budget == 0 {
                 break;
             }
-            if track.probing || track.next > now {
+            if track.probing || track.next > now || !which(track) {
                 continue;
             }
             let Ok(provider) = providers.get(&track.provider).map(Arc::clone) else {
@@ -269,11 +279,31 @@ impl Monitor {
             .any(|t| t.state() == InstanceState::Starting)
     }
 
-    /// Probes every followed instance once and records the results: for commands that look
-    /// once (`plan`, `status`).
+    /// Probes every followed instance until it has a verdict, for commands that look once
+    /// (`plan`, `status`, `apply` before it asks): once for most; an instance that fails
+    /// past its grace period is probed again at its interval until it passes or reaches
+    /// its failure threshold, so the look says *unhealthy* exactly when a controller would.
+    /// That costs at most `failures` intervals, and only when something fails.
     pub async fn probe_all(&mut self, providers: &ProviderSet, clock: &Clock) {
+        let failing = |t: &Track| t.failures > 0 && t.failures < t.health.failures;
+        let mut first = true;
         loop {
-            self.start_due(providers, clock.now());
+            if first {
+                self.start_due(providers, clock.now());
+                first = false;
+            } else {
+                let Some(next) = self
+                    .tracks
+                    .values()
+                    .filter(|t| failing(t))
+                    .map(|t| t.next)
+                    .min()
+                else {
+                    return;
+                };
+                tokio::time::sleep_until(next).await;
+                self.start_due_of(providers, clock.now(), failing);
+            }
             if self.probes.is_empty() {
                 return;
             }
@@ -281,9 +311,6 @@ impl Monitor {
                 if let Ok((id, result)) = joined {
                     self.record(&id, result, clock);
                 }
-            }
-            if self.tracks.values().all(|t| t.next > clock.now()) {
-                return;
             }
         }
     }

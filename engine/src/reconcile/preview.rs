@@ -3,14 +3,18 @@
 //! planner as a round; nothing is started. A view that misses a provider which may hold the
 //! project's instances is an error, never "no changes".
 
+use std::collections::BTreeMap;
+
 use crate::clock::Clock;
 use crate::exec::{Catalog, SecretSource};
 use crate::graph::GroupGraph;
 use crate::plan::{plan, Plan, PlanInput};
-use crate::provider::{observe, Observed, PartialView, ProviderError, ProviderSet};
-use crate::spec::Spec;
+use crate::provider::{observe, InstanceState, Observed, PartialView, ProviderError, ProviderSet};
+use crate::spec::{Spec, SpecHash};
+use crate::store::FailedRollout;
 
 use super::monitor::Monitor;
+use super::rollouts;
 
 /// Why a preview failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,28 +41,35 @@ pub struct Preview {
     pub health: std::collections::BTreeMap<String, String>,
 }
 
-/// Observes the project (every provider that `spec` or a `previous` spec uses must answer), probes
-/// each live instance once with the checks of its own version, and plans.
+/// Observes the project (every provider that `spec` or a `previous` spec uses must answer),
+/// probes each live instance with the checks of its own version until it has a verdict,
+/// and plans as a round would: groups whose rollout `failed` (from the store) stay paused
+/// or rolled back while that still holds for `spec`.
 pub async fn preview(
     spec: &Spec,
     previous: &[Spec],
+    failed: BTreeMap<String, FailedRollout>,
     providers: &ProviderSet,
     secret: &SecretSource,
     clock: &Clock,
 ) -> Result<Preview, PreviewError> {
-    let graph = GroupGraph::build(spec).map_err(|e| PreviewError::Graph(e.to_string()))?;
+    let failed = rollouts::still_holding(spec, failed);
+    let kept = rollouts::effective(spec, &failed);
+    let graph = GroupGraph::build(&kept).map_err(|e| PreviewError::Graph(e.to_string()))?;
     let mut observed = observe(spec, previous, providers).await?.complete()?;
-    let mut catalog = Catalog::new(spec.clone());
-    for p in previous {
-        catalog.remember(p);
-    }
+    let catalog = rollouts::catalog(&kept, spec, previous, &failed);
     let mut monitor = Monitor::default();
     monitor.sync(&observed, &catalog, secret, &Default::default());
     monitor.probe_all(providers, clock).await;
     monitor.judge(&mut observed);
+    let mut paused = rollouts::paused(spec, &kept, &failed, &catalog);
+    for (group, p) in paused.iter_mut() {
+        p.serving = serving_versions(&observed, group, &p.failed, &catalog);
+    }
     let planned = plan(PlanInput {
         previous: previous.first(),
-        ..PlanInput::new(spec, &graph, &observed)
+        paused: &paused,
+        ..PlanInput::new(&kept, &graph, &observed)
     });
     let health = observed
         .iter()
@@ -69,4 +80,26 @@ pub async fn preview(
         plan: planned,
         health,
     })
+}
+
+/// The versions of `group` that its running (healthy) instances have, most common first,
+/// other than `failed` and known to `catalog`: what a paused group is made from.
+fn serving_versions(
+    observed: &Observed,
+    group: &str,
+    failed: &SpecHash,
+    catalog: &Catalog,
+) -> Vec<SpecHash> {
+    let mut counts: BTreeMap<SpecHash, usize> = BTreeMap::new();
+    for (_, i) in observed.iter() {
+        if i.tags.group == group && i.state == InstanceState::Running {
+            *counts.entry(SpecHash::from_tag(&i.tags.hash)).or_default() += 1;
+        }
+    }
+    let mut versions: Vec<(SpecHash, usize)> = counts
+        .into_iter()
+        .filter(|(h, _)| h != failed && catalog.knows(group, h))
+        .collect();
+    versions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    versions.into_iter().map(|(h, _)| h).collect()
 }
