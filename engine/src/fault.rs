@@ -5,8 +5,11 @@ use std::fmt;
 /// The class of an error, so the CLI can say who should act on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// The spec (or the command line) is wrong: the user fixes it.
+    /// The spec is wrong: the user fixes it.
     Spec,
+    /// The command line asks for something that cannot be done as asked (a question
+    /// without a terminal to answer it, a saved plan with a controller running).
+    Usage,
     /// A provider, service or file outside tend failed.
     Environment,
     /// tend itself is wrong: a bug to report.
@@ -17,6 +20,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Fault::Spec => "spec error",
+            Fault::Usage => "usage error",
             Fault::Environment => "environment error",
             Fault::Internal => "internal error (a bug in tend)",
         })

@@ -51,7 +51,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         }) if holder.command == "run" => {
             if saved.is_some() {
                 return Err(Failure::Other {
-                    fault: Fault::Spec,
+                    fault: Fault::Usage,
                     message: format!(
                         "`tend run` (pid {}) keeps this project: apply the spec, not a saved plan",
                         holder.pid
@@ -123,7 +123,7 @@ pub fn ask(planned: &Plan, spec: &Spec, verb: &str, yes: bool) -> Result<bool, F
             Ok(false)
         }
         Err(message) => Err(Failure::Other {
-            fault: Fault::Spec,
+            fault: Fault::Usage,
             message,
         }),
     }

@@ -131,6 +131,19 @@ const FLAVOR_FIELDS: [&str; 8] = [
 /// The flavor fields that are dicts, merged key by key by `combo()`.
 const FLAVOR_DICTS: [&str; 4] = ["env", "files", "secret_files", "labels"];
 
+/// A path of `files` or `secret_files`: inside the instance's working folder, so relative
+/// and without `..`.
+fn check_instance_path(path: &str) -> anyhow::Result<()> {
+    let inside =
+        !path.is_empty() && !path.starts_with('/') && path.split('/').all(|part| part != "..");
+    if !inside {
+        anyhow::bail!(
+            "file path {path:?} must stay inside the instance's working folder: relative, without `..`"
+        );
+    }
+    Ok(())
+}
+
 #[starlark_module]
 pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     /// Declares a group of instances kept at an allocation (`size = N` or `ids = [...]`).
@@ -206,7 +219,15 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         let drain_command = drain_command
             .map(|c| string_list("drain_command", c))
             .transpose()?;
+        let files = files.map(|f| f.entries).unwrap_or_default();
         let secret_files = secret_files.map(|f| f.entries).unwrap_or_default();
+        for path in files
+            .iter()
+            .map(|f| &f.0)
+            .chain(secret_files.iter().map(|f| &f.0))
+        {
+            check_instance_path(path)?;
+        }
         for (path, value) in &secret_files {
             let is_secret = value
                 .to_json_value()
@@ -238,10 +259,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                     "env",
                     heap.alloc(AllocDict(env.map(|e| e.entries).unwrap_or_default())),
                 ),
-                (
-                    "files",
-                    heap.alloc(AllocDict(files.map(|f| f.entries).unwrap_or_default())),
-                ),
+                ("files", heap.alloc(AllocDict(files))),
                 ("secret_files", heap.alloc(AllocDict(secret_files))),
                 (
                     "labels",
