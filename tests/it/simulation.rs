@@ -601,21 +601,37 @@ impl Checker {
         if victim.serves(now) || tags.hash != SpecHash::of(&current).as_str() {
             return;
         }
+        // Sick slots: a slot whose instance (or duplicate) has been unhealthy for long and
+        // in which nothing serves. A duplicate on its way out beside a serving instance
+        // leaves its slot well.
+        let in_group = |i: &&providers::sim::SimInstance| {
+            i.instance.tags.group == tags.group
+                && i.instance.state.is_live()
+                && current
+                    .allocation
+                    .contains(&current.allocation.parse_slot(&i.instance.tags.slot))
+        };
+        let serving_slots: BTreeSet<&str> = world
+            .instances
+            .iter()
+            .filter(in_group)
+            .filter(|i| i.serves(now))
+            .map(|i| i.instance.tags.slot.as_str())
+            .collect();
         let sick = world
             .instances
             .iter()
+            .filter(in_group)
             .filter(|i| {
-                i.instance.tags.group == tags.group
-                    && i.instance.state.is_live()
-                    && current
-                        .allocation
-                        .contains(&current.allocation.parse_slot(&i.instance.tags.slot))
-                    && !failed_hashes.contains(&i.instance.tags.hash)
+                !failed_hashes.contains(&i.instance.tags.hash)
+                    && !serving_slots.contains(i.instance.tags.slot.as_str())
                     && s.unserved_since
                         .get(&i.instance.id)
                         .is_some_and(|since| now.saturating_sub(*since) >= K_MS)
             })
-            .count();
+            .map(|i| i.instance.tags.slot.as_str())
+            .collect::<BTreeSet<_>>()
+            .len();
         let size = current.allocation.len();
         let since = *self
             .controller_since
