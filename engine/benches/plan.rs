@@ -60,6 +60,8 @@ fn observed_for(spec: &Spec) -> Observed {
                 address: None,
                 state,
                 started_at: n,
+                ended: None,
+                remains: 0,
             });
         }
     }

@@ -10,6 +10,8 @@ use std::path::Path;
 pub struct ProcStat {
     /// The state letter: `R`, `S`, `D`, `Z` (zombie), `T`, ...
     pub state: char,
+    /// Parent process id.
+    pub ppid: u32,
     /// Process group id.
     pub pgrp: i32,
     /// Session id: equal to the pid for a session leader.
@@ -36,6 +38,7 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
     // Fields after the name start at field 3 (state); starttime is field 22.
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         session: fields.get(3)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,

@@ -79,7 +79,7 @@ fn health_of(spec: &Spec, i: &ObservedInstance, last_error: Option<&str>) -> Str
         .group(&i.tags.group)
         .is_some_and(|g| g.flavor.health.is_some());
     match i.state {
-        InstanceState::Dead => "-".to_owned(),
+        InstanceState::Dead => dead_note(i),
         _ if !has_check => "no check".to_owned(),
         InstanceState::Running => "healthy".to_owned(),
         InstanceState::Starting => match last_error {
@@ -89,6 +89,26 @@ fn health_of(spec: &Spec, i: &ObservedInstance, last_error: Option<&str>) -> Str
         InstanceState::Unhealthy => {
             format!("unhealthy: {}", last_error.unwrap_or("failing its checks"))
         }
+    }
+}
+
+/// What is known of a dead instance: why it ended, and what it left running.
+fn dead_note(i: &ObservedInstance) -> String {
+    let mut notes = Vec::new();
+    match i.ended.as_deref() {
+        Some("oom") => notes.push("oom: killed for going over its memory limit".to_owned()),
+        Some(other) => notes.push(other.to_owned()),
+        None => {}
+    }
+    match i.remains {
+        0 => {}
+        1 => notes.push("1 process left running".to_owned()),
+        n => notes.push(format!("{n} processes left running")),
+    }
+    if notes.is_empty() {
+        "-".to_owned()
+    } else {
+        notes.join("; ")
     }
 }
 
@@ -163,7 +183,13 @@ pub fn build(
     let orphans = by_group
         .into_values()
         .flatten()
-        .map(|(provider, i)| instance_status(provider, i, "-".to_owned(), None))
+        .map(|(provider, i)| {
+            let health = match i.state {
+                InstanceState::Dead => dead_note(i),
+                _ => "-".to_owned(),
+            };
+            instance_status(provider, i, health, None)
+        })
         .collect();
     Status {
         project: spec.project.clone(),
@@ -252,7 +278,12 @@ impl Status {
                 "\norphans (tagged with the project, owned by no group):"
             );
             for i in &self.orphans {
-                let _ = writeln!(out, "  {} slot {} hash {}", i.id, i.slot, i.hash);
+                let state = format!("{:?}", i.state).to_lowercase();
+                let _ = writeln!(
+                    out,
+                    "  {} slot {} hash {} {state} {}",
+                    i.id, i.slot, i.hash, i.health
+                );
             }
         }
         out

@@ -276,6 +276,8 @@ impl DockerProvider {
                     address,
                     state: state_of(c.state.as_ref()),
                     started_at: c.created.unwrap_or(0).max(0) as u64 * 1000,
+                    ended: None,
+                    remains: 0,
                 })
             })
             .collect())
@@ -557,7 +559,7 @@ async fn follow_events(
                 let id = short(&event.actor.and_then(|a| a.id).unwrap_or_default());
                 let message = match event.action.as_deref() {
                     Some("start") => ProviderEvent::Changed,
-                    _ => ProviderEvent::Gone { id },
+                    _ => ProviderEvent::Gone { id, why: None },
                 };
                 if events.send(message).await.is_err() {
                     return;

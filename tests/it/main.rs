@@ -6,6 +6,7 @@ mod docker;
 mod errors;
 mod examples;
 mod harness;
+mod instance_processes;
 mod planner_props;
 mod plans;
 mod process;

@@ -264,6 +264,8 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 address: None,
                 state: *state,
                 started_at: started_at as u64 + 1,
+                ended: None,
+                remains: 0,
             })
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -64,6 +64,8 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
             address: None,
             state: f.state,
             started_at: f.started_at,
+            ended: None,
+            remains: 0,
         };
         observed.add(&provider, vec![instance]);
     }

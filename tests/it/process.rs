@@ -93,11 +93,17 @@ impl Project {
 }
 
 impl Drop for Project {
+    /// Destroys the project, and checks the process table for its tags: a test whose
+    /// instances leave a process behind fails.
     fn drop(&mut self) {
         let _ = self.tend(&["destroy", "--yes"]);
-        for live in self.live() {
+        let left = self.live();
+        for live in &left {
             // Only processes carrying this test's project tag are touched.
             signal(live.pid, "-9");
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("destroy left processes of {} running: {left:?}", self.name);
         }
     }
 }

@@ -288,10 +288,19 @@ impl Controller {
                 _ = reconcile::stopped(stop) => return true,
                 event = events.recv() => {
                     match event {
-                        Some((_, ProviderEvent::Gone { id })) if self.reconciler.removing(&id) => continue,
-                        Some((provider, ProviderEvent::Gone { id })) => {
-                            self.journal.event("exited", "", "", format!("{provider} instance {id} is gone"));
+                        Some((_, ProviderEvent::Gone { id, .. })) if self.reconciler.removing(&id) => continue,
+                        Some((provider, ProviderEvent::Gone { id, why })) => {
+                            let why = match why.as_deref() {
+                                Some("oom") => " (oom: killed for going over its memory limit)".to_owned(),
+                                Some(other) => format!(" ({other})"),
+                                None => String::new(),
+                            };
+                            self.journal.event("exited", "", "", format!("{provider} instance {id} is gone{why}"));
                             self.reconciler.instance_gone(id);
+                        }
+                        Some((_, ProviderEvent::Note { message })) => {
+                            self.journal.event("note", "", "", message);
+                            continue;
                         }
                         _ => {}
                     }

@@ -47,9 +47,11 @@ pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
                 project: ctx.catalog.spec().project.clone(),
             };
             // A dead instance holds no port: its replacement starts first and the remains
-            // go after, so the slot serves again as soon as it can. So does a surge.
+            // go after, so the slot serves again as soon as it can. So does a surge. What
+            // a dead instance left running may hold its port: that goes first.
             let old_is_dead = action.action == ActionKind::Heal
-                && !holder.alive(old, &selector).await.unwrap_or(true);
+                && !holder.alive(old, &selector).await.unwrap_or(true)
+                && !holder.has_remains(old).await.unwrap_or(true);
             if old_is_dead || action.surge {
                 let made = create_healthy(ctx, provider.as_ref(), &group, action).await?;
                 let retire = match (&made.instance, action.surge) {

@@ -264,6 +264,7 @@ pub fn render_instance(
             workdir,
             address,
             stop_timeout,
+            resources: flavor.resources.clone().filter(|r| !r.is_empty()),
         },
         probe,
         drain,

@@ -117,7 +117,7 @@ fn string_list(param: &str, items: UnpackListOrTuple<Value<'_>>) -> anyhow::Resu
 }
 
 /// Names of the fields of a flavor struct, in the order `flavor()` writes them.
-const FLAVOR_FIELDS: [&str; 8] = [
+const FLAVOR_FIELDS: [&str; 9] = [
     "command",
     "env",
     "files",
@@ -126,6 +126,7 @@ const FLAVOR_FIELDS: [&str; 8] = [
     "workdir",
     "health",
     "drain",
+    "resources",
 ];
 
 /// The flavor fields that are dicts, merged key by key by `combo()`.
@@ -201,7 +202,8 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
 
     /// What an instance runs and how to judge it. Strings are templates rendered per instance.
     /// `files` are written into the instance's working folder; `secret_files` maps paths
-    /// there to `secret("NAME")` values, written to memory (tmpfs) and mounted read-only.
+    /// there to `secret("NAME")` values, written to memory (tmpfs) and mounted read-only;
+    /// `resources` (from `resources()`) limits what it may use.
     fn flavor<'v>(
         #[starlark(require = named)] command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named)] env: Option<UnpackDictEntries<String, Value<'v>>>,
@@ -212,6 +214,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] health: Option<Value<'v>>,
         #[starlark(require = named)] drain_command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named, default = "10s")] drain_timeout: &str,
+        #[starlark(require = named)] resources: Option<Value<'v>>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         check_duration("drain_timeout", drain_timeout)?;
@@ -236,6 +239,15 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             if !is_secret {
                 anyhow::bail!(
                     "`secret_files[{path:?}]` must be secret(\"NAME\"); plain content goes in `files`"
+                );
+            }
+        }
+        if let Some(given) = resources {
+            let json = given.to_json_value().unwrap_or(serde_json::Value::Null);
+            if json.get("kind").and_then(|k| k.as_str()) != Some("resources") {
+                anyhow::bail!(
+                    "`resources` must be resources(...), got {}",
+                    convert::describe_kind(&json)
                 );
             }
         }
@@ -268,6 +280,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                 ("workdir", opt_str(heap, workdir)),
                 ("health", health),
                 ("drain", drain),
+                ("resources", resources.unwrap_or_else(Value::new_none)),
             ],
         );
         convert::flavor(value.to_json_value()?)?;
@@ -323,9 +336,21 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         Ok(heap.alloc(AllocStruct(fields)))
     }
 
-    /// Instances as local OS processes.
-    fn process<'v>(heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
-        Ok(marker(heap, "provider", "type", "process"))
+    /// Instances as local OS processes, each in a session of its own and, where tend may
+    /// make them, in cgroups of its own (`cgroups = False` keeps to the session alone; then
+    /// `resources()` cannot be enforced).
+    fn process<'v>(
+        #[starlark(require = named, default = true)] cgroups: bool,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let mut fields = vec![
+            ("kind", heap.alloc("provider")),
+            ("type", heap.alloc("process")),
+        ];
+        if !cgroups {
+            fields.push(("cgroups", heap.alloc(false)));
+        }
+        Ok(alloc_struct(heap, fields))
     }
 
     /// Simulated instances, kept as JSON in the state folder: for spec tests and plans.
@@ -527,6 +552,48 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         Ok(alloc_struct(
             heap,
             vec![("kind", heap.alloc("secret")), ("secret", heap.alloc(name))],
+        ))
+    }
+
+    /// Limits for an instance, the same for every provider: `memory` as `"256M"` or `"1G"`
+    /// (powers of 1024), `cpu` in cores (`0.5` is half a core), `pids` the most processes
+    /// at once. An instance killed for going over its memory is reported `oom`.
+    fn resources<'v>(
+        #[starlark(require = named)] memory: Option<&str>,
+        #[starlark(require = named)] cpu: Option<Value<'v>>,
+        #[starlark(require = named)] pids: Option<i32>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        if let Some(memory) = memory {
+            crate::spec::parse_memory(memory)?;
+        }
+        let cpu = match cpu {
+            None => None,
+            Some(v) => {
+                let cores = v
+                    .unpack_i32()
+                    .map(f64::from)
+                    .or_else(|| v.to_json_value().ok().and_then(|j| j.as_f64()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("`cpu` must be a number of cores, got {}", v.get_type())
+                    })?;
+                Some(crate::spec::check_cpu(cores)?)
+            }
+        };
+        if let Some(pids) = pids {
+            crate::spec::check_pids(i64::from(pids))?;
+        }
+        if memory.is_none() && cpu.is_none() && pids.is_none() {
+            anyhow::bail!("resources() needs at least one of `memory`, `cpu` or `pids`");
+        }
+        Ok(alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("resources")),
+                ("memory", opt_str(heap, memory)),
+                ("cpu", cpu.map_or_else(Value::new_none, |c| heap.alloc(c))),
+                ("pids", pids.map_or_else(Value::new_none, |p| heap.alloc(p))),
+            ],
         ))
     }
 

@@ -65,6 +65,7 @@ pub fn describe_kind(json: &Json) -> String {
             Some("update") => "an update policy".to_owned(),
             Some("group") => "a group".to_owned(),
             Some("secret") => "a secret".to_owned(),
+            Some("resources") => "resource limits".to_owned(),
             Some(other) => format!("a struct of kind {other:?}"),
             None => "a struct".to_owned(),
         },

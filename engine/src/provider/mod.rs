@@ -122,6 +122,13 @@ pub trait Provider: Send + Sync {
             .any(|i| i.id == id && i.state.is_live()))
     }
 
+    /// True when instance `id`, whose main process is gone, left something running that may
+    /// hold what its replacement needs (a port, a lock): a heal then removes the remains
+    /// before it makes the replacement, not after. The default: nothing is left.
+    async fn has_remains(&self, _id: &str) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
+
     /// Answers a health probe of instance `id` itself, for providers whose instances are
     /// simulated (`sim`). `None`, the default, means the probe goes to the instance over the
     /// network.

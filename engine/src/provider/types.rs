@@ -119,6 +119,18 @@ pub struct ObservedInstance {
     pub state: InstanceState,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_at: u64,
+    /// Why a dead instance ended, when the provider knows: `oom` for one killed for going
+    /// over its memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// Processes of a dead instance that still run: what it left behind, which the next
+    /// heal or destroy stops.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub remains: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Everything a provider needs to create one instance, already rendered.
@@ -150,6 +162,10 @@ pub struct ProvisionRequest {
     pub address: Option<String>,
     /// How long a stop may take before the instance is killed.
     pub stop_timeout: crate::spec::Duration,
+    /// Limits on what the instance may use; a provider that cannot enforce one refuses
+    /// the request rather than run without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::spec::Resources>,
 }
 
 impl ProvisionRequest {
@@ -169,6 +185,7 @@ impl ProvisionRequest {
             workdir: None,
             address: None,
             stop_timeout: crate::spec::Duration::from_secs(1),
+            resources: None,
         }
     }
 }
@@ -180,7 +197,14 @@ pub enum ProviderEvent {
     Gone {
         /// Its id.
         id: String,
+        /// Why, when the provider knows: `oom` for one killed by its memory limit.
+        why: Option<String>,
     },
     /// Something changed; describe again.
     Changed,
+    /// Something an operator should know once, such as a feature the machine lacks.
+    Note {
+        /// What to say.
+        message: String,
+    },
 }

@@ -178,6 +178,8 @@ pub struct Reconciler {
     serving_now: BTreeMap<String, BTreeSet<SpecHash>>,
     /// Versions whose new instances died soon after start lately, by (group, hash).
     crashing: BTreeMap<(String, SpecHash), Instant>,
+    /// Dead instances already counted as killed by their memory limit.
+    out_of_memory: BTreeSet<String>,
     stopping: bool,
 }
 
@@ -238,6 +240,7 @@ impl Reconciler {
             serving: BTreeMap::new(),
             serving_now: BTreeMap::new(),
             crashing: BTreeMap::new(),
+            out_of_memory: BTreeSet::new(),
             stopping: false,
         };
         r.remember_history();
@@ -473,6 +476,7 @@ impl Reconciler {
         let seen: BTreeSet<&str> = observed.iter().map(|(_, i)| i.id.as_str()).collect();
         self.pending
             .retain(|p| now < p.until && !seen.contains(p.instance.as_str()));
+        self.count_out_of_memory(&observed, now);
         self.count_quick_deaths(&observed, now);
         let live: BTreeSet<(String, String)> = observed
             .iter()
@@ -516,6 +520,38 @@ impl Reconciler {
             });
         }
         self.unobserved = observed.unobserved.clone();
+    }
+
+    /// An instance killed for going over its memory limit is a crash of its slot, however
+    /// long it ran: its next instance would go the same way.
+    fn count_out_of_memory(&mut self, observed: &Observed, now: Instant) {
+        let dead: Vec<&crate::provider::ObservedInstance> = observed
+            .iter()
+            .map(|(_, i)| i)
+            .filter(|i| i.state == InstanceState::Dead && i.ended.as_deref() == Some("oom"))
+            .collect();
+        self.out_of_memory
+            .retain(|id| dead.iter().any(|i| i.id == *id));
+        for i in dead {
+            if !self.out_of_memory.insert(i.id.clone()) {
+                continue;
+            }
+            // `apply` heals what it finds dead; only its own new instances count against a
+            // slot. Counted here, not again as a quick death.
+            let made_here = self.fresh.remove(&i.id).is_some();
+            if self.options.mode == Mode::Apply && !made_here {
+                continue;
+            }
+            self.crashing.insert(
+                (i.tags.group.clone(), SpecHash::from_tag(&i.tags.hash)),
+                now,
+            );
+            let why = format!(
+                "instance {} was killed for going over its memory limit (oom)",
+                i.id
+            );
+            self.slot_failed(&i.tags.group, &i.tags.slot, Failure::QuickDeath, why);
+        }
     }
 
     /// An instance tend made that died before it held is a failure of its slot.

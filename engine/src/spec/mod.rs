@@ -6,6 +6,7 @@
 
 mod duration;
 mod hash;
+mod resources;
 mod slot;
 pub mod validate;
 
@@ -17,6 +18,7 @@ use crate::diagnostic::SourceLocation;
 
 pub use duration::Duration;
 pub use hash::{canonical_json, sha256_hex, SpecHash};
+pub use resources::{check_cpu, check_pids, parse_memory, ResourceError, Resources};
 pub use slot::Slot;
 
 /// Errors in the model itself: values that no spec may hold.
@@ -277,6 +279,9 @@ pub struct Flavor {
     /// What to run before an instance is stopped, and how long to wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// Limits on what the instance may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// The value of an environment variable.

@@ -105,6 +105,8 @@ pub fn simulate(
                 address: Some(format!("{}-{slot}.sim:0", group.name)),
                 state,
                 started_at: clock,
+                ended: None,
+                remains: 0,
             });
         }
         // Each group's instances are where its provider keeps them.
@@ -156,6 +158,8 @@ pub fn observed_from_json(project: &str, value: &Json) -> Result<Observed, Strin
             address: text("address"),
             state,
             started_at: i as u64 + 1,
+            ended: None,
+            remains: 0,
         };
         observed.add(&provider, vec![instance]);
     }

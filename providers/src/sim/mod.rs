@@ -179,6 +179,8 @@ impl Provider for SimProvider {
                     address: Some(address),
                     state: InstanceState::Running,
                     started_at: now,
+                    ended: None,
+                    remains: 0,
                 },
                 behaviour,
                 hung: false,
@@ -398,7 +400,10 @@ mod tests {
         assert!(world.kill(&good));
         assert_eq!(
             events.recv().await,
-            Some(ProviderEvent::Gone { id: good.clone() })
+            Some(ProviderEvent::Gone {
+                id: good.clone(),
+                why: None
+            })
         );
         Ok(())
     }

@@ -310,9 +310,13 @@ impl SimWorld {
     /// Tells every watcher that instance `id` is gone.
     pub(super) fn announce_gone(&self, id: &str) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner
-                .watchers
-                .retain(|w| w.send(ProviderEvent::Gone { id: id.to_owned() }).is_ok());
+            inner.watchers.retain(|w| {
+                w.send(ProviderEvent::Gone {
+                    id: id.to_owned(),
+                    why: None,
+                })
+                .is_ok()
+            });
         }
     }
 

@@ -52,6 +52,8 @@ fn instance(group: &str, slot: u32, hash: &str, state: InstanceState) -> Observe
         address: None,
         state,
         started_at: u64::from(slot) + 1,
+        ended: None,
+        remains: 0,
     }
 }
 
