@@ -256,7 +256,7 @@ impl DockerProvider {
             .list_containers(Some(options))
             .await
             .map_err(|e| backend(format!("cannot list containers on {host}: {e}")))?;
-        Ok(list
+        let mut found: Vec<ObservedInstance> = list
             .into_iter()
             .filter_map(|c| {
                 let labels: BTreeMap<String, String> =
@@ -280,7 +280,15 @@ impl DockerProvider {
                     remains: 0,
                 })
             })
-            .collect())
+            .collect();
+        // Why a stopped container ended is only in its details: ask for the dead ones.
+        for instance in found.iter_mut().filter(|i| i.state == InstanceState::Dead) {
+            if let Ok(details) = docker.inspect_container(&instance.id, None).await {
+                let oom = details.state.and_then(|s| s.oom_killed).unwrap_or(false);
+                instance.ended = oom.then(|| "oom".to_owned());
+            }
+        }
+        Ok(found)
     }
 
     /// Writes the flavor's files to a folder that is mounted as the container's working folder.
@@ -304,6 +312,22 @@ impl DockerProvider {
 /// The folder of a container's secret files in memory.
 fn secrets_name(container: &str) -> String {
     format!("docker-{container}")
+}
+
+/// The engine's limits for `resources`: memory (and no swap beyond it), CPU in
+/// nano-cores, and a cap on processes.
+fn limits(resources: Option<&engine::spec::Resources>) -> HostConfig {
+    let Some(r) = resources else {
+        return HostConfig::default();
+    };
+    let memory = r.memory.and_then(|m| i64::try_from(m).ok());
+    HostConfig {
+        memory,
+        memory_swap: memory,
+        nano_cpus: r.cpu.map(|c| (c * 1e9).round() as i64),
+        pids_limit: r.pids.and_then(|p| i64::try_from(p).ok()),
+        ..Default::default()
+    }
 }
 
 fn state_of(state: Option<&ContainerSummaryStateEnum>) -> InstanceState {
@@ -403,7 +427,7 @@ impl Provider for DockerProvider {
                 network_mode: s.network.clone(),
                 binds,
                 init: Some(true),
-                ..Default::default()
+                ..limits(request.resources.as_ref())
             }),
             ..Default::default()
         };

@@ -504,3 +504,50 @@ fn a_secret_file_reaches_the_container_and_not_its_configuration() {
     p.ok(&["destroy", "--yes"]);
     assert!(containers("it-docker-secret", true).is_empty());
 }
+
+#[test]
+fn resources_reach_the_engine_and_an_oom_kill_is_reported() {
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    if !have_engine("docker::resources_reach_the_engine_and_an_oom_kill_is_reported") {
+        return;
+    }
+    let spec = format!(
+        r#"group(name = "api", size = 1, provider = docker("{IMAGE}"),
+      flavor = flavor(command = ["sleep", "1000"], resources = resources(memory = "64M", cpu = 0.5, pids = 64)))
+group(name = "hog", size = 1, provider = docker("{IMAGE}"),
+      flavor = flavor(command = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+                      resources = resources(memory = "16M")))
+"#
+    );
+    let p = Project::new("it-docker-resources", &spec);
+    // The hog dies of its limit once it allocates; apply says so and exits 1.
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let ids = containers("it-docker-resources", true);
+    let limits = |id: &str| {
+        text(
+            &docker(&[
+                "inspect",
+                "--format",
+                "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}",
+                id,
+            ])
+            .stdout,
+        )
+        .trim()
+        .to_owned()
+    };
+    assert!(
+        ids.iter()
+            .any(|id| limits(id) == "67108864 67108864 500000000 64"),
+        "{:?}",
+        ids.iter().map(|id| limits(id)).collect::<Vec<_>>()
+    );
+    let status = p.ok(&["status"]);
+    assert!(
+        status.contains("oom: killed for going over its memory limit"),
+        "{status}"
+    );
+    p.ok(&["destroy", "--yes"]);
+    assert!(containers("it-docker-resources", true).is_empty());
+}
