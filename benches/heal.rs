@@ -5,6 +5,9 @@
 //!     starting one second after the group came up (instances that young dying count as
 //!     crashes of their slot: the first must still heal at once), once fifteen seconds
 //!     after.
+//!     Then, fifteen seconds after, the cost of an instance being all of its processes:
+//!     with and without cgroups (`process(cgroups = False)`), and with instances that
+//!     leave a child behind when killed (a wrapper shell), which the heal stops first.
 //! (b) 200 instances managed for 60 s: the controller's CPU time over that window.
 //!
 //! Run: `cargo bench --bench heal`
@@ -40,11 +43,46 @@ struct Controller {
     dir: tempfile::TempDir,
 }
 
+/// What the bench's instances are made of.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// `process(cgroups = ...)`.
+    cgroups: bool,
+    /// A wrapper shell that leaves its child running when it is killed.
+    wrapper: bool,
+}
+
+impl Shape {
+    const PLAIN: Shape = Shape {
+        cgroups: true,
+        wrapper: false,
+    };
+
+    fn name(self) -> &'static str {
+        match (self.cgroups, self.wrapper) {
+            (true, false) => "cgroups",
+            (false, false) => "no cgroups",
+            (true, true) => "cgroups, a child left behind",
+            (false, true) => "no cgroups, a child left behind",
+        }
+    }
+}
+
 impl Controller {
-    fn start(project: &str, size: usize, port: u16) -> Controller {
+    fn start(project: &str, size: usize, port: u16, shape: Shape) -> Controller {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let provider = if shape.cgroups {
+            "process()"
+        } else {
+            "process(cgroups = False)"
+        };
+        let command = if shape.wrapper {
+            r#"["sh", "-c", "sleep 1000; : wrapper"]"#
+        } else {
+            r#"["sleep", "1000"]"#
+        };
         let spec = format!(
-            "project(name = {project:?})\ngroup(name = \"work\", size = {size}, provider = process(), flavor = flavor(command = [\"sleep\", \"1000\"]))\n"
+            "project(name = {project:?})\ngroup(name = \"work\", size = {size}, provider = {provider}, flavor = flavor(command = {command}))\n"
         );
         std::fs::write(dir.path().join("main.star"), spec).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_tend"))
@@ -121,21 +159,46 @@ fn kill_twenty(project: &str) -> Vec<Duration> {
 fn main() {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut rows = Vec::new();
-    for (settle, port) in [(1, 19391), (15, 19393)] {
-        let project = format!("bench-heal-{settle}-{}", std::process::id());
-        let ctl = Controller::start(&project, 50, port);
+    let runs = [
+        (1, Shape::PLAIN),
+        (15, Shape::PLAIN),
+        (
+            15,
+            Shape {
+                cgroups: false,
+                wrapper: false,
+            },
+        ),
+        (
+            15,
+            Shape {
+                cgroups: true,
+                wrapper: true,
+            },
+        ),
+        (
+            15,
+            Shape {
+                cgroups: false,
+                wrapper: true,
+            },
+        ),
+    ];
+    for (n, (settle, shape)) in runs.into_iter().enumerate() {
+        let project = format!("bench-heal-{n}-{}", std::process::id());
+        let ctl = Controller::start(&project, 50, 19391 + n as u16, shape);
         std::thread::sleep(Duration::from_secs(settle));
         let latencies = kill_twenty(&project);
         ctl.stop();
         rows.push((
-            format!("kills from {settle} s after it came up"),
+            format!("from {settle} s after up, {}", shape.name()),
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.95),
         ));
     }
     let median = rows[1].1;
     let idle_project = format!("bench-idle-{}", std::process::id());
-    let idle = Controller::start(&idle_project, 200, 19392);
+    let idle = Controller::start(&idle_project, 200, 19399, Shape::PLAIN);
     std::thread::sleep(Duration::from_secs(5));
     let (before, started) = (cpu_ticks(idle.child.id()), Instant::now());
     std::thread::sleep(Duration::from_secs(60));
@@ -145,10 +208,15 @@ fn main() {
     idle.stop();
 
     println!("tend run heal latency: SIGKILL to replacement process, 20 different instances of 50");
-    println!("{:<40} {:>10} {:>10}", "", "median ms", "p95 ms");
+    println!("{:<50} {:>10} {:>10}", "", "median ms", "p95 ms");
     for (what, median, p95) in &rows {
-        println!("{what:<40} {:>10.1} {:>10.1}", ms(*median), ms(*p95));
+        println!("{what:<50} {:>10.1} {:>10.1}", ms(*median), ms(*p95));
     }
+    println!(
+        "reaping: no cgroups / cgroups median {:.2}x; a child left behind / none, with cgroups {:.2}x",
+        ms(rows[2].1) / ms(rows[1].1),
+        ms(rows[3].1) / ms(rows[1].1)
+    );
     println!("targets: median under 25 ms, p95 under 100 ms");
     println!(
         "against Docker Swarm figures measured on this machine kind (../shared/CRATES.md, not this run): \

@@ -190,3 +190,27 @@ fn resources_without_cgroups_are_refused_not_ignored() {
     );
     assert_eq!(p.live(), Vec::new());
 }
+
+#[test]
+fn leftovers_no_record_names_are_found_by_their_tags_and_reaped() {
+    let p = Project::new(
+        "it-leftover-unrecorded",
+        r#"group(name = "w", size = 1, provider = process(),
+      flavor = flavor(command = ["sh", "-c", "sleep 1005; : wrapper"]))
+"#,
+    );
+    p.ok(&["apply", "--yes"]);
+    wait_for(|| process_with(&p.name, "sleep").is_some());
+    let child = process_with(&p.name, "sleep").unwrap_or(0);
+    let leader = p.live().iter().map(|l| l.pid).min().unwrap_or(0);
+    signal(leader, "-9");
+    wait_for(|| !p.live().iter().any(|l| l.pid == leader));
+    // Nothing on disk remembers the instance: its tags on the leftover still do.
+    std::fs::remove_dir_all(p.path().join(".tend")).unwrap_or_else(|e| panic!("{e}"));
+    let status = p.ok(&["status"]);
+    assert!(status.contains("1 process left running"), "{status}");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("1 healed"), "{out}");
+    assert!(!live_tagged(&p.name).iter().any(|l| l.pid == child));
+    assert_eq!(p.live().len(), 2, "{:?}", p.live());
+}
