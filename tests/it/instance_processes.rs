@@ -214,3 +214,45 @@ fn leftovers_no_record_names_are_found_by_their_tags_and_reaped() {
     assert!(!live_tagged(&p.name).iter().any(|l| l.pid == child));
     assert_eq!(p.live().len(), 2, "{:?}", p.live());
 }
+
+/// The value of `file` in the cgroup folder of `pid` that has it (v2 or a v1 hierarchy).
+fn cgroup_value(pid: u32, files: &[&str]) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for line in text.lines().filter(|l| l.contains("/tend/")) {
+        let path = line.splitn(3, ':').nth(2)?;
+        for mount in mounts.lines().filter(|m| m.contains(" - cgroup")) {
+            let point = mount.split(' ').nth(4)?;
+            for file in files {
+                let at = format!("{point}{path}/{file}");
+                if let Ok(value) = std::fs::read_to_string(&at) {
+                    return Some(value.trim().to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn limits_are_written_to_the_instance_cgroups() {
+    let p = Project::new(
+        "it-limits",
+        r#"group(name = "w", size = 1, provider = process(),
+      flavor = flavor(command = ["sleep", "1000"], resources = resources(memory = "64M", cpu = 0.5, pids = 32)))
+"#,
+    );
+    p.ok(&["apply", "--yes"]);
+    let pid = p.live()[0].pid;
+    if !in_tend_cgroup("limits_are_written_to_the_instance_cgroups", pid) {
+        return;
+    }
+    assert_eq!(
+        cgroup_value(pid, &["memory.max", "memory.limit_in_bytes"]).as_deref(),
+        Some("67108864")
+    );
+    assert_eq!(cgroup_value(pid, &["pids.max"]).as_deref(), Some("32"));
+    let cpu = cgroup_value(pid, &["cpu.max", "cpu.cfs_quota_us"]).unwrap_or_default();
+    assert!(cpu == "50000" || cpu == "50000 100000", "{cpu}");
+    p.ok(&["destroy", "--yes"]);
+}
