@@ -108,6 +108,10 @@ pub struct ApplyArgs {
     /// Actions in flight at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+    /// Where instance ports are allocated from, as FIRST-LAST (default: the spec's
+    /// project(ports = ...), else 20000-32767).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub ports: Option<engine::spec::PortRange>,
     /// Where tend keeps state (default: .tend beside the spec).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -131,6 +135,10 @@ pub struct RunArgs {
     /// Actions in flight at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+    /// Where instance ports are allocated from, as FIRST-LAST (default: the spec's
+    /// project(ports = ...), else 20000-32767).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub ports: Option<engine::spec::PortRange>,
     /// Where tend keeps state (default: .tend beside the spec).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,

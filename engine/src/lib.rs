@@ -5,6 +5,7 @@
 //! action DAG; [`reconcile`] runs the plan's actions through [`exec`], round after round,
 //! for `apply`, `destroy` and `run` alike. [`template`] checks and renders flavor templates.
 
+pub mod balancer;
 pub mod clock;
 pub mod controller;
 pub mod diagnostic;

@@ -32,6 +32,9 @@ pub struct InstanceStatus {
     /// Where it is reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Its own ports as reached on 127.0.0.1, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// One group.
@@ -56,6 +59,9 @@ pub struct GroupStatus {
     /// Set by `tend run`: slots waiting out a backoff, with when they retry and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backoff: BTreeMap<String, String>,
+    /// Where its balancer listens, when the spec exposes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<String>,
 }
 
 /// The whole status.
@@ -71,6 +77,9 @@ pub struct Status {
     pub groups: Vec<GroupStatus>,
     /// Instances of the project that no group owns.
     pub orphans: Vec<InstanceStatus>,
+    /// Set by `tend run`: its balancers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balancers: Vec<crate::balancer::BalancerStatus>,
 }
 
 /// What the health column says of an instance whose state was judged by its checks.
@@ -127,6 +136,7 @@ fn instance_status(
         hash: i.tags.hash.clone(),
         outdated: current != Some(i.tags.hash.as_str()),
         address: i.address.clone(),
+        ports: i.ports.clone(),
     }
 }
 
@@ -178,6 +188,7 @@ pub fn build(
             instances,
             failing: None,
             backoff: BTreeMap::new(),
+            expose: group.expose.as_ref().map(|e| e.listen.clone()),
         });
     }
     let orphans = by_group
@@ -197,6 +208,7 @@ pub fn build(
         applied_ms_ago: applied.map(|a| now_ms().saturating_sub(a.applied_at)),
         groups,
         orphans,
+        balancers: Vec::new(),
     }
 }
 
@@ -253,11 +265,16 @@ impl Status {
             }
             for i in &g.instances {
                 let outdated = if i.outdated { " (outdated)" } else { "" };
-                let address = i
+                let mut address = i
                     .address
                     .as_deref()
                     .map(|a| format!(" at {a}"))
                     .unwrap_or_default();
+                if i.ports.len() > 1 {
+                    let ports: Vec<String> =
+                        i.ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+                    address.push_str(&format!(" (ports {})", ports.join(" ")));
+                }
                 let state = format!("{:?}", i.state).to_lowercase();
                 let _ = writeln!(
                     out,
@@ -270,6 +287,21 @@ impl Status {
             }
             for (slot, why) in &g.backoff {
                 let _ = writeln!(out, "  slot {slot} backing off: {why}");
+            }
+            if let Some(listen) = &g.expose {
+                let line = match self.balancers.iter().find(|b| b.group == g.name) {
+                    Some(b) if b.listening => format!(
+                        "balancer on {listen}: {} in rotation, {} connections open",
+                        b.in_rotation.len(),
+                        b.open.values().sum::<usize>()
+                    ),
+                    Some(b) => format!(
+                        "balancer on {listen}: NOT LISTENING: {}",
+                        b.problem.as_deref().unwrap_or("not started")
+                    ),
+                    None => format!("balancer on {listen}: served by tend run"),
+                };
+                let _ = writeln!(out, "  {line}");
             }
         }
         if !self.orphans.is_empty() {

@@ -261,19 +261,40 @@ impl DockerProvider {
             .filter_map(|c| {
                 let labels: BTreeMap<String, String> =
                     c.labels.clone().unwrap_or_default().into_iter().collect();
-                let address = c
+                let tags = InstanceTags::from_map(&labels);
+                let public = |inside: u16| {
+                    c.ports.iter().flatten().find_map(|p| {
+                        (p.private_port == inside)
+                            .then_some(p.public_port)
+                            .flatten()
+                    })
+                };
+                let ports: BTreeMap<String, u16> = tags
                     .ports
-                    .as_ref()
-                    .and_then(|ports| ports.iter().filter_map(|p| p.public_port).min())
+                    .iter()
+                    .filter_map(|(name, inside)| Some((name.clone(), public(*inside)?)))
+                    .collect();
+                // The address port comes first in the tags; without own ports, the lowest
+                // published one.
+                let address = tags
+                    .ports
+                    .first()
+                    .and_then(|(name, _)| ports.get(name).copied())
+                    .or_else(|| {
+                        c.ports
+                            .as_ref()
+                            .and_then(|ports| ports.iter().filter_map(|p| p.public_port).min())
+                    })
                     .map(|port| format!("127.0.0.1:{port}"));
                 Some(ObservedInstance {
                     id: short(&c.id?),
-                    tags: InstanceTags::from_map(&labels),
+                    tags,
                     labels: labels
                         .into_iter()
                         .filter(|(k, _)| !k.starts_with("tend."))
                         .collect(),
                     address,
+                    ports,
                     state: state_of(c.state.as_ref()),
                     started_at: c.created.unwrap_or(0).max(0) as u64 * 1000,
                     ended: None,
@@ -365,8 +386,15 @@ impl Provider for DockerProvider {
         let name = format!("tend-{}-{}-{}-{}", t.project, t.group, t.slot, short_id());
         let mut labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
         labels.extend(t.to_map());
+        // The instance's own ports: each published on a host port the engine picks.
+        let mut published: Vec<(u16, u16)> = s.ports.clone();
+        for (_, port) in &t.ports {
+            if !published.iter().any(|(inside, _)| inside == port) {
+                published.push((*port, 0));
+            }
+        }
         let mut bindings = HashMap::new();
-        for (inside, outside) in &s.ports {
+        for (inside, outside) in &published {
             let host_port = if *outside == 0 {
                 String::new()
             } else {
@@ -416,7 +444,7 @@ impl Provider for DockerProvider {
             labels: Some(labels),
             working_dir: (request.workdir.is_some() || binds.is_some()).then_some(workdir),
             exposed_ports: Some(
-                s.ports
+                published
                     .iter()
                     .map(|(inside, _)| format!("{inside}/tcp"))
                     .collect(),
@@ -457,6 +485,10 @@ impl Provider for DockerProvider {
             return Err(backend(format!("cannot start container {name}: {e}")));
         }
         Ok(short(&created.id))
+    }
+
+    fn publishes_ports(&self) -> bool {
+        true
     }
 
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {

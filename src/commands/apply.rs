@@ -92,6 +92,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         store: &store,
         providers,
         parallelism: args.parallelism,
+        ports: args.ports,
         planned: planned.actions.len(),
         verb: "Apply",
     }

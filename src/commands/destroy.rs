@@ -19,6 +19,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let _lock = store.lock("destroy")?;
     let providers = providers::all(&state_dir);
     let nothing = Spec {
+        ports: None,
         project: spec.project.clone(),
         groups: Vec::new(),
     };
@@ -49,6 +50,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         store: &store,
         providers,
         parallelism: args.parallelism,
+        ports: args.ports,
         planned: planned.actions.len(),
         verb: "Destroy",
     }

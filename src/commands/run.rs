@@ -91,6 +91,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let options = Options {
         resync: resync.to_std(),
         parallelism: args.parallelism.max(1),
+        ports: args.ports,
         state_dir: Some(state_dir.clone()),
         listen: Some(args.listen.clone()),
         reload,

@@ -63,14 +63,17 @@ impl From<StoreError> for Failure {
 /// The reconciler's options for `apply` and `destroy` (and, with `Mode::Run`, `run`).
 pub fn reconcile_options(
     parallelism: usize,
+    ports: Option<engine::spec::PortRange>,
     mode: engine::reconcile::Mode,
 ) -> engine::reconcile::Options {
     engine::reconcile::Options {
         exec: engine::exec::ExecOptions {
             parallelism: parallelism.max(1),
+            ports,
             ..engine::exec::ExecOptions::default()
         },
         mode,
+        balancers: Default::default(),
     }
 }
 
@@ -109,6 +112,8 @@ pub struct Drive<'a> {
     pub providers: engine::provider::ProviderSet,
     /// Actions in flight at once.
     pub parallelism: usize,
+    /// Where instance ports come from (`--ports`), when given.
+    pub ports: Option<engine::spec::PortRange>,
     /// Actions planned, for the progress counter.
     pub planned: usize,
     /// "Apply" or "Destroy", for the closing line.
@@ -128,7 +133,7 @@ impl Drive<'_> {
                 self.providers,
                 secrets(),
                 engine::clock::Clock::real(),
-                reconcile_options(self.parallelism, engine::reconcile::Mode::Apply),
+                reconcile_options(self.parallelism, self.ports, engine::reconcile::Mode::Apply),
                 events,
             )?;
             crate::progress::run_to_end(&mut reconciler, &tally, self.verb).await

@@ -38,6 +38,8 @@ pub struct Options {
     pub resync: Duration,
     /// Actions in flight at once.
     pub parallelism: usize,
+    /// Where instance ports come from (`--ports`), when given.
+    pub ports: Option<crate::spec::PortRange>,
     /// The state folder (for `controller.json`); `None` writes no report.
     pub state_dir: Option<PathBuf>,
     /// Where the HTTP endpoint listens, for the report.
@@ -68,6 +70,7 @@ pub enum ControllerError {
 /// The controller of one project.
 pub struct Controller {
     reconciler: Reconciler,
+    balancers: crate::balancer::Balancers,
     store: Store,
     providers: ProviderSet,
     clock: Clock,
@@ -91,6 +94,7 @@ impl Controller {
         journal: Arc<Journal>,
         options: Options,
     ) -> Result<Controller, ControllerError> {
+        let balancers = crate::balancer::Balancers::default();
         let sink_journal = journal.clone();
         let events: reconcile::EventSink = Arc::new(move |e| record_event(&sink_journal, e));
         let reconciler = Reconciler::new(
@@ -104,14 +108,17 @@ impl Controller {
             reconcile::Options {
                 exec: ExecOptions {
                     parallelism: options.parallelism.max(1),
+                    ports: options.ports,
                     ..ExecOptions::default()
                 },
                 mode: Mode::Run,
+                balancers: balancers.clone(),
             },
             events,
         )?;
         let mut controller = Controller {
             reconciler,
+            balancers,
             store,
             providers,
             clock,
@@ -153,8 +160,10 @@ impl Controller {
                 break;
             }
             self.adopt_stored_spec()?;
+            self.serve_balancers().await;
             let started = self.clock.now();
             let round = self.reconciler.round().await?;
+            self.balancers.sync(&round.observed, &round.serving);
             self.record(&round, started);
             let resync_at = self.clock.now() + self.options.resync;
             if self.wait(&mut stop, &mut events, resync_at).await {
@@ -169,6 +178,7 @@ impl Controller {
         );
         self.reconciler.stop_starting();
         self.reconciler.drain().await;
+        self.balancers.shutdown();
         if let Some(dir) = &self.options.state_dir {
             report::clear(dir);
         }
@@ -179,6 +189,14 @@ impl Controller {
             "controller stopped; instances keep running".to_owned(),
         );
         Ok(())
+    }
+
+    /// Listens for the groups the spec exposes (and stops what it no longer exposes).
+    async fn serve_balancers(&mut self) {
+        let spec = self.reconciler.spec().0.clone();
+        for message in self.balancers.serve(&spec).await {
+            self.journal.event("balancer", "", "", message);
+        }
     }
 
     /// Starts every provider's event stream; events arrive on the returned channel.
@@ -253,6 +271,7 @@ impl Controller {
             unobserved: round.observed.unobserved.clone(),
         };
         report.annotate(&mut status);
+        status.balancers = self.balancers.status();
         if let Ok(mut shown) = self.status.lock() {
             *shown = Some(status);
         }

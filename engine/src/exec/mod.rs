@@ -7,6 +7,7 @@
 //! the planner and the reconciler (`crate::reconcile`), never here.
 
 mod perform;
+mod ports;
 mod render;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::provider::ProviderError;
 use crate::spec::{Group, Spec, SpecHash, Template};
 
 pub use perform::perform;
+pub use ports::{NoFreePort, PortAllocator, SharedPorts};
 pub use render::{context, render_instance, RenderError, RenderedInstance};
 
 /// How actions are performed.
@@ -28,6 +30,9 @@ pub struct ExecOptions {
     pub attempts: u32,
     /// How long a new instance may take to turn healthy when no rolling policy says.
     pub health_timeout: Duration,
+    /// Where instance ports come from when set (`--ports`); else the spec's range, else
+    /// the default.
+    pub ports: Option<crate::spec::PortRange>,
 }
 
 impl Default for ExecOptions {
@@ -36,6 +41,7 @@ impl Default for ExecOptions {
             parallelism: 10,
             attempts: 3,
             health_timeout: Duration::from_secs(300),
+            ports: None,
         }
     }
 }
@@ -61,6 +67,9 @@ pub enum ActionError {
     /// The instance's templates or secrets could not be rendered.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// No port could be allocated for the new instance.
+    #[error(transparent)]
+    Ports(#[from] NoFreePort),
     /// The provider refused or failed to create the instance (after retries).
     #[error("cannot create the instance: {0}")]
     Provision(String),
@@ -204,6 +213,11 @@ pub struct Context {
     pub halted: Halted,
     /// How many rollout failures the reconciler had seen when this context was made.
     pub generation: u64,
+    /// Where new instances get their ports.
+    pub ports: SharedPorts,
+    /// The balancers in front of groups: a new instance joins its group's rotation when it
+    /// is healthy, and one leaving is drained first.
+    pub balancers: crate::balancer::Balancers,
 }
 
 /// Versions whose rollout failed, by (group, hash), with the generation at which they

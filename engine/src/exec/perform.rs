@@ -164,6 +164,8 @@ async fn stop(
     id: &str,
     retire: Retire<'_>,
 ) -> Result<(), ActionError> {
+    // Out of its balancer's rotation first; its open connections get the drain timeout.
+    ctx.balancers.drain(&action.group, id).await;
     if let Some(group) =
         group.filter(|g| g.flavor.drain.as_ref().is_some_and(|d| d.command.is_some()))
     {
@@ -173,6 +175,7 @@ async fn stop(
             &spec.project,
             group,
             &action.slot,
+            &[],
             &empty,
             ctx.secret.as_ref(),
         ) {
@@ -207,6 +210,10 @@ async fn stop(
         provider.destroy(id).await.map_err(Stop::Provider)
     })
     .await;
+    if matches!(destroyed, Err(Stop::Halted(_)) | Err(Stop::Lost(_))) {
+        // It stays: back into rotation.
+        ctx.balancers.undrain(&action.group, id);
+    }
     match destroyed {
         Ok(()) | Err(Stop::Provider(ProviderError::NotFound { .. })) => Ok(()),
         Err(Stop::Halted(hash)) => Err(ActionError::Halted(hash)),
@@ -258,7 +265,23 @@ async fn create_healthy(
             .await
             .map_err(|e| ActionError::Provision(chain(&e)))?
     };
-    let rendered = render_instance(project, group, &action.slot, &observed, ctx.secret.as_ref())?;
+    let names = group.flavor.port_names();
+    let ports = if names.is_empty() {
+        Vec::new()
+    } else {
+        ctx.ports
+            .lock()
+            .map_err(|_| ActionError::Panicked("the port allocator was poisoned".into()))?
+            .allocate(&names)?
+    };
+    let mut rendered = render_instance(
+        project,
+        group,
+        &action.slot,
+        &ports,
+        &observed,
+        ctx.secret.as_ref(),
+    )?;
     // A rollout that failed while this action waited (or retried) makes no more of its
     // version: every attempt checks first.
     let halted = || ctx.halted(action);
@@ -280,6 +303,18 @@ async fn create_healthy(
     // The grace period and the health timeout run from the instance's start, not from the
     // provider call: a slow provider eats none of them.
     let started = Instant::now();
+    let mut reachable: std::collections::BTreeMap<String, u16> = ports.iter().cloned().collect();
+    if !ports.is_empty() && provider.publishes_ports() {
+        let selector = Selector {
+            project: project.clone(),
+        };
+        if let Ok(found) = provider.describe(&selector).await {
+            if let Some(made) = found.iter().find(|i| i.id == id) {
+                rendered.reach(group, &made.ports);
+                reachable.clone_from(&made.ports);
+            }
+        }
+    }
     let (health_timeout, min_ready) = match (&group.update, action.action) {
         (UpdatePolicy::Rolling(r), ActionKind::Replace) => {
             (r.health_timeout.to_std(), r.min_ready.to_std())
@@ -309,6 +344,12 @@ async fn create_healthy(
         }
         return Err(ActionError::NotHealthy { id, why });
     }
+    ctx.balancers.admit(
+        &group.name,
+        &id,
+        rendered.request.address.as_deref(),
+        &reachable,
+    );
     let checked = rendered.probe.as_ref().map(|p| match p {
         RenderedProbe::Http { address, path } => format!("answers http://{address}{path}"),
         RenderedProbe::Tcp { address } => format!("accepts TCP on {address}"),

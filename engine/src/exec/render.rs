@@ -28,6 +28,16 @@ pub enum RenderError {
     /// A `secret()` whose variable is not set.
     #[error("secret {0} is not set in tend's environment")]
     MissingSecret(String),
+    /// A port the instance should have and has not.
+    #[error("{group}/{slot}: the instance has no port {name:?}")]
+    MissingPort {
+        /// The group.
+        group: String,
+        /// The slot.
+        slot: String,
+        /// The port's name.
+        name: String,
+    },
     /// A rendered port that is not a port.
     #[error("{group}/{slot}: health port {value:?} is not a port number")]
     BadPort {
@@ -49,6 +59,34 @@ pub struct RenderedInstance {
     pub probe: Option<RenderedProbe>,
     /// The drain command, if the flavor has one.
     pub drain: Option<Vec<String>>,
+}
+
+impl RenderedInstance {
+    /// Points the health probe at the ports the instance is reached on, when they differ from
+    /// its own (a container's ports published on host ports the engine picked).
+    pub fn reach(&mut self, group: &Group, reachable: &BTreeMap<String, u16>) {
+        let named = match group.flavor.health.as_ref().map(|h| &h.probe) {
+            Some(Probe::Http {
+                port: PortValue::Named(p),
+                ..
+            })
+            | Some(Probe::Tcp {
+                port: PortValue::Named(p),
+            }) => &p.name,
+            _ => return,
+        };
+        let Some(port) = reachable.get(named) else {
+            return;
+        };
+        let at = format!("127.0.0.1:{port}");
+        match &mut self.probe {
+            Some(RenderedProbe::Http { address, .. }) | Some(RenderedProbe::Tcp { address }) => {
+                address.clone_from(&at);
+            }
+            _ => {}
+        }
+        self.request.address = Some(at);
+    }
 }
 
 /// The template context of one slot. `groups` holds the live addresses of every group the
@@ -99,6 +137,7 @@ pub fn context(group: &Group, slot: &Slot, observed: &Observed) -> TemplateConte
             index,
             slot: slot.to_string(),
             group: group.name.clone(),
+            ports: BTreeMap::new(),
         },
         group: GroupVars {
             name: group.name.clone(),
@@ -141,15 +180,29 @@ fn render_props(
         .collect()
 }
 
-/// Renders the instance of `group` for `slot` in `project`.
+/// Renders the instance of `group` for `slot` in `project`, with `ports` its own ports by
+/// name (allocated for a new instance, read from the tags of one that runs).
 pub fn render_instance(
     project: &str,
     group: &Group,
     slot: &Slot,
+    ports: &[(String, u16)],
     observed: &Observed,
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<RenderedInstance, RenderError> {
-    let ctx = context(group, slot, observed);
+    let mut ctx = context(group, slot, observed);
+    ctx.instance.ports = ports.iter().cloned().collect();
+    let own = |name: &str| -> Result<u16, RenderError> {
+        ctx.instance
+            .ports
+            .get(name)
+            .copied()
+            .ok_or_else(|| RenderError::MissingPort {
+                group: group.name.clone(),
+                slot: slot.to_string(),
+                name: name.to_owned(),
+            })
+    };
     let fill = |field: &str, text: &str| {
         render(text, &ctx).map_err(|error| RenderError::Template {
             group: group.name.clone(),
@@ -200,6 +253,7 @@ pub fn render_instance(
     let port = |value: &PortValue| -> Result<u16, RenderError> {
         match value {
             PortValue::Number(n) => Ok(*n),
+            PortValue::Named(p) => own(&p.name),
             PortValue::Template(t) => {
                 let text = fill("health.port", t)?;
                 text.trim().parse().map_err(|_| RenderError::BadPort {
@@ -230,7 +284,7 @@ pub fn render_instance(
         Some(RenderedProbe::Http { address, .. }) | Some(RenderedProbe::Tcp { address }) => {
             Some(address.clone())
         }
-        _ => None,
+        _ => ports.first().map(|(_, p)| format!("127.0.0.1:{p}")),
     };
     let drain = match flavor.drain.as_ref().and_then(|d| d.command.as_ref()) {
         Some(cmd) => Some(
@@ -254,6 +308,7 @@ pub fn render_instance(
                 group: group.name.clone(),
                 slot: slot.to_string(),
                 hash: SpecHash::of(group).to_string(),
+                ports: ports.to_vec(),
             },
             labels,
             props: render_props(&group.provider.props, &fill)?,

@@ -51,16 +51,45 @@ fn check_duration(param: &str, text: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("`{param}`: {e}"))
 }
 
-/// A port argument: a number in range, or a template string.
+/// A `port("name")` value.
+fn named_port<'v>(heap: Heap<'v>, name: &str) -> anyhow::Result<Value<'v>> {
+    validate::port_name(name)?;
+    Ok(alloc_struct(
+        heap,
+        vec![("kind", heap.alloc("port")), ("name", heap.alloc(name))],
+    ))
+}
+
+/// The name of a `port("name")` value, or of a plain port name string.
+fn port_name_of(value: Value<'_>) -> Option<String> {
+    if let Some(text) = value.unpack_str() {
+        return (!crate::template::is_template(text)).then(|| text.to_owned());
+    }
+    let json = value.to_json_value().ok()?;
+    (json.get("kind")?.as_str()? == "port")
+        .then(|| json.get("name")?.as_str().map(str::to_owned))
+        .flatten()
+}
+
+/// A port argument: a number in range, one of the instance's own ports (`port("http")` or
+/// `"http"`), or a template string.
 fn port_value<'v>(heap: Heap<'v>, port: Value<'v>) -> anyhow::Result<Value<'v>> {
     if let Some(number) = port.unpack_i32() {
         validate::port(i64::from(number))?;
         Ok(heap.alloc(number))
-    } else if let Some(text) = port.unpack_str() {
+    } else if let Some(text) = port
+        .unpack_str()
+        .filter(|t| crate::template::is_template(t))
+    {
         Ok(heap.alloc(text))
+    } else if let Some(text) = port.unpack_str().filter(|t| t.parse::<i64>().is_ok()) {
+        let number = text.parse::<i64>().unwrap_or_default();
+        Ok(heap.alloc(validate::port(number)? as i32))
+    } else if let Some(name) = port_name_of(port) {
+        named_port(heap, &name)
     } else {
         anyhow::bail!(
-            "`port` must be a number or a template string, got {}",
+            "`port` must be a number, port(\"name\") or a template string, got {}",
             port.get_type()
         )
     }
@@ -117,7 +146,7 @@ fn string_list(param: &str, items: UnpackListOrTuple<Value<'_>>) -> anyhow::Resu
 }
 
 /// Names of the fields of a flavor struct, in the order `flavor()` writes them.
-const FLAVOR_FIELDS: [&str; 9] = [
+const FLAVOR_FIELDS: [&str; 10] = [
     "command",
     "env",
     "files",
@@ -127,6 +156,7 @@ const FLAVOR_FIELDS: [&str; 9] = [
     "health",
     "drain",
     "resources",
+    "ports",
 ];
 
 /// The flavor fields that are dicts, merged key by key by `combo()`.
@@ -157,6 +187,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] ids: Option<UnpackListOrTuple<String>>,
         #[starlark(require = named)] depends_on: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named)] update: Option<Value<'v>>,
+        #[starlark(require = named)] expose: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<Value<'v>> {
         validate::group_name(name)?;
@@ -168,6 +199,17 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             Some(u) if !u.is_none() => convert::update(u.to_json_value()?)?,
             _ => Default::default(),
         };
+        let expose = match expose {
+            Some(e) if !e.is_none() => Some(convert::expose(e.to_json_value()?)?),
+            _ => None,
+        };
+        if let Some(target) = expose.as_ref().and_then(|e| e.target.as_ref()) {
+            if !flavor.port_names().contains(target) {
+                anyhow::bail!(
+                    "the balancer forwards to port {target:?}, but the flavor declares no such port: add ports = [\"{target}\"] to the flavor"
+                );
+            }
+        }
         let mut deps = Vec::new();
         for dep in depends_on.map(|d| d.items).unwrap_or_default() {
             deps.push(dependency_name(dep)?);
@@ -195,6 +237,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             depends_on: deps,
             reads_groups: templates.reads_groups.into_iter().collect(),
             update,
+            expose,
             origin,
         })?;
         Ok(handle)
@@ -215,9 +258,29 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] drain_command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named, default = "10s")] drain_timeout: &str,
         #[starlark(require = named)] resources: Option<Value<'v>>,
+        #[starlark(require = named)] ports: Option<UnpackListOrTuple<Value<'v>>>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         check_duration("drain_timeout", drain_timeout)?;
+        let mut port_names: Vec<String> = Vec::new();
+        for (i, item) in ports
+            .map(|p| p.items)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let name = port_name_of(item).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "`ports[{i}]` must be a port name such as \"http\" or port(\"http\"), got {}",
+                    item.get_type()
+                )
+            })?;
+            validate::port_name(&name)?;
+            if port_names.contains(&name) {
+                anyhow::bail!("`ports` names {name:?} twice");
+            }
+            port_names.push(name);
+        }
         let command = command.map(|c| string_list("command", c)).transpose()?;
         let drain_command = drain_command
             .map(|c| string_list("drain_command", c))
@@ -281,6 +344,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                 ("health", health),
                 ("drain", drain),
                 ("resources", resources.unwrap_or_else(Value::new_none)),
+                ("ports", heap.alloc(port_names)),
             ],
         );
         convert::flavor(value.to_json_value()?)?;
@@ -295,6 +359,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<Value<'v>> {
         let mut merged: Vec<(String, Value<'v>)> = Vec::new();
         let mut dicts: [Vec<(Value<'v>, Value<'v>)>; 4] = Default::default();
+        let mut ports: Vec<Value<'v>> = Vec::new();
         for (position, flavor) in flavors.items.iter().enumerate() {
             convert::flavor(flavor.to_json_value()?)
                 .map_err(|e| anyhow::anyhow!("argument {} of combo(): {e}", position + 1))?;
@@ -313,6 +378,14 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                     }
                     continue;
                 }
+                if key == "ports" {
+                    for name in value.iterate(heap).into_iter().flatten() {
+                        if !ports.iter().any(|p| p.equals(name).ok() == Some(true)) {
+                            ports.push(name);
+                        }
+                    }
+                    continue;
+                }
                 let empty = value.is_none() || (key == "command" && value.length().ok() == Some(0));
                 if empty && merged.iter().any(|(k, _)| k == key) {
                     continue;
@@ -324,6 +397,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         let mut fields: Vec<(String, Value<'v>)> = vec![("kind".to_owned(), heap.alloc("flavor"))];
         for name in FLAVOR_FIELDS {
             let value = match FLAVOR_DICTS.iter().position(|k| *k == name) {
+                _ if name == "ports" => heap.alloc(std::mem::take(&mut ports)),
                 Some(slot) => heap.alloc(AllocDict(std::mem::take(&mut dicts[slot]))),
                 None => merged
                     .iter()
@@ -503,6 +577,63 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         health_struct(heap, probe, grace_period, interval, timeout, failures)
     }
 
+    /// A port of the instance's own, by name: tend allocates a free one per instance, and
+    /// templates read it as `{{ instance.ports.<name> }}`. Use it in `flavor(ports = [...])`
+    /// and as a health check's `port`.
+    fn port<'v>(
+        #[starlark(require = pos)] name: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        named_port(heap, name)
+    }
+
+    /// A TCP balancer in front of a group, served by `tend run`: `port` listens on
+    /// 127.0.0.1 (or give the whole `listen` address). New connections go only to live,
+    /// healthy instances (`strategy`: "round_robin" or "least_connections"), on the port
+    /// named by `target` (default: the instance's address). An instance leaving is taken out
+    /// of rotation first, and its open connections get `drain_timeout` to finish.
+    fn balancer<'v>(
+        #[starlark(require = named)] port: Option<i32>,
+        #[starlark(require = named)] listen: Option<&str>,
+        #[starlark(require = named)] target: Option<Value<'v>>,
+        #[starlark(require = named, default = "round_robin")] strategy: &str,
+        #[starlark(require = named, default = "5s")] drain_timeout: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let listen = match (port, listen) {
+            (Some(p), None) => format!("127.0.0.1:{}", validate::port(i64::from(p))?),
+            (None, Some(address)) => address.to_owned(),
+            _ => anyhow::bail!("balancer() needs exactly one of `port` or `listen`"),
+        };
+        validate::listen(&listen)?;
+        check_duration("drain_timeout", drain_timeout)?;
+        let target = match target {
+            None => Value::new_none(),
+            Some(t) => {
+                let name = port_name_of(t).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "`target` must be a port name such as \"http\", got {}",
+                        t.get_type()
+                    )
+                })?;
+                validate::port_name(&name)?;
+                heap.alloc(name)
+            }
+        };
+        let value = alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("balancer")),
+                ("listen", heap.alloc(listen)),
+                ("target", target),
+                ("strategy", heap.alloc(strategy)),
+                ("drain_timeout", heap.alloc(drain_timeout)),
+            ],
+        );
+        convert::expose(value.to_json_value()?)?;
+        Ok(value)
+    }
+
     /// Update policy: replace outdated instances in batches behind health gates.
     fn rolling<'v>(
         #[starlark(require = named, default = 1)] max_unavailable: i32,
@@ -598,13 +729,19 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// Names the project every instance is tagged with (default: the spec's folder name).
+    /// `ports = "20000-32767"` is the range instance ports are allocated from (`--ports`
+    /// overrides it).
     fn project(
         #[starlark(require = named)] name: &str,
+        #[starlark(require = named)] ports: Option<&str>,
         eval: &mut Evaluator<'_, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         validate::project_name(name)?;
+        let ports = ports
+            .map(str::parse::<crate::spec::PortRange>)
+            .transpose()?;
         let at = eval.call_stack_top_location().map(|span| location(&span));
-        recorder(eval)?.set_project(name.to_owned(), at)?;
+        recorder(eval)?.set_project(name.to_owned(), ports, at)?;
         Ok(NoneType)
     }
 }

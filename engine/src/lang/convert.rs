@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value as Json};
 
 use crate::spec::{
-    validate, Duration, EnvValue, Flavor, Health, OnFailure, PortValue, Probe, ProviderSpec,
-    Rolling, SpecError, UpdatePolicy,
+    validate, Duration, EnvValue, Expose, Flavor, Health, OnFailure, PortValue, Probe,
+    ProviderSpec, Rolling, SpecError, Strategy, UpdatePolicy,
 };
 use crate::template::{analyze, TemplateInfo};
 
@@ -121,7 +121,14 @@ pub fn flavor(json: Json) -> Result<(Flavor, TemplateInfo), ConvertError> {
     for name in flavor.env.keys() {
         validate::env_name(name)?;
     }
+    for name in &flavor.ports {
+        validate::port_name(name)?;
+    }
     let info = flavor_templates(&flavor)?;
+    let declared = flavor.port_names();
+    if let Some(missing) = info.reads_ports.iter().find(|p| !declared.contains(p)) {
+        return Err(SpecError::UndeclaredPort(missing.clone()).into());
+    }
     Ok((flavor, info))
 }
 
@@ -161,6 +168,7 @@ fn flavor_templates(flavor: &Flavor) -> Result<TemplateInfo, ConvertError> {
             error,
         })?;
         info.reads_groups.extend(found.reads_groups);
+        info.reads_ports.extend(found.reads_ports);
     }
     Ok(info)
 }
@@ -184,6 +192,44 @@ fn probe_fields<'a>(probe: &'a Probe, prefix: &str, fields: &mut Vec<(String, &'
             }
         }
     }
+}
+
+/// Converts a `balancer()` struct.
+pub fn expose(json: Json) -> Result<Expose, ConvertError> {
+    let mut map = expect_kind(json, "balancer", "expose", "a balancer (from balancer())")?;
+    let strategy = match map.get("strategy").and_then(|s| s.as_str()) {
+        Some("round_robin") => Strategy::RoundRobin,
+        Some("least_connections") => Strategy::LeastConnections,
+        other => {
+            return Err(ConvertError::Shape {
+                what: "balancer".to_owned(),
+                detail: format!(
+                    "strategy must be \"round_robin\" or \"least_connections\", got {}",
+                    other.unwrap_or("nothing")
+                ),
+            })
+        }
+    };
+    map.remove("strategy");
+    let drain = map
+        .remove("drain_timeout")
+        .and_then(|d| d.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "5s".to_owned());
+    let listen = map
+        .get("listen")
+        .and_then(|l| l.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    validate::listen(&listen)?;
+    Ok(Expose {
+        listen,
+        target: map
+            .get("target")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned),
+        strategy,
+        drain_timeout: duration(&drain)?,
+    })
 }
 
 /// Converts a health check struct (`http()`, `tcp()`, `exec()`).

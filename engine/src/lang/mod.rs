@@ -193,6 +193,7 @@ fn evaluate(
     };
     let spec = Spec {
         project,
+        ports: recorded.ports,
         groups: recorded.groups,
     };
     check(&spec)?;

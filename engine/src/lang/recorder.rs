@@ -29,12 +29,20 @@ pub struct Recorded {
     pub project: Option<(String, Option<SourceLocation>)>,
     /// Every `group()` call, in order.
     pub groups: Vec<Group>,
+    /// `project(ports = ...)`: where instance ports come from.
+    pub ports: Option<crate::spec::PortRange>,
 }
 
 impl SpecRecorder {
     /// Records the project name; a second call is an error naming the first.
-    pub fn set_project(&self, name: String, at: Option<SourceLocation>) -> anyhow::Result<()> {
+    pub fn set_project(
+        &self,
+        name: String,
+        ports: Option<crate::spec::PortRange>,
+        at: Option<SourceLocation>,
+    ) -> anyhow::Result<()> {
         let mut inner = self.inner.borrow_mut();
+        inner.ports = ports;
         if let Some((first, first_at)) = &inner.project {
             let place = first_at
                 .as_ref()

@@ -244,15 +244,38 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
             .chain(group.flavor.secret_files.values().map(|s| s.secret.clone()))
             .map(|name| (name.clone(), format!("<secret {name}>")))
             .collect();
-        let rendered =
-            crate::exec::render_instance(&spec.project, group, &slot, &observed, &|name: &str| {
-                secrets.get(name).cloned()
-            })?;
+        // Ports as tend would allocate them on an empty machine: in turn from the range.
+        let names = group.flavor.port_names();
+        let first = spec.ports.unwrap_or_default().first;
+        let index = group.slots().iter().position(|s| *s == slot).unwrap_or(0);
+        let ports: Vec<(String, u16)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let offset = (index * names.len() + k) as u16;
+                (name.clone(), first.saturating_add(offset))
+            })
+            .collect();
+        let rendered = crate::exec::render_instance(
+            &spec.project,
+            group,
+            &slot,
+            &ports,
+            &observed,
+            &|name: &str| secrets.get(name).cloned(),
+        )?;
         let r = rendered.request;
         let mut shown = serde_json::json!({
             "command": r.command, "env": r.env, "files": r.files,
             "workdir": r.workdir, "address": r.address,
         });
+        // Only specs with ports show them, so older snapshots stay true.
+        if !ports.is_empty() {
+            shown["ports"] = serde_json::json!(ports
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeMap<_, _>>());
+        }
         // Only specs that have secret files show them, so older snapshots stay true.
         if !r.secret_files.is_empty() {
             shown["secret_files"] = serde_json::json!(r.secret_files);

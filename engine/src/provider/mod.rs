@@ -106,6 +106,13 @@ pub trait Provider: Send + Sync {
     /// Creates one instance with its tags set atomically; returns the instance id.
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError>;
 
+    /// True when an instance is reached on other ports than its own (a container's ports
+    /// published on host ports the engine picks): `describe` then reports them in
+    /// `ObservedInstance::ports`.
+    fn publishes_ports(&self) -> bool {
+        false
+    }
+
     /// Removes the instance `id`.
     async fn destroy(&self, id: &str) -> Result<(), ProviderError>;
 

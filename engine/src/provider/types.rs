@@ -19,6 +19,8 @@ pub mod tags {
     pub const SLOT: &str = "tend.slot";
     /// The spec hash it was created from.
     pub const HASH: &str = "tend.hash";
+    /// Its own ports, `name=port` separated by `,`, the address port first.
+    pub const PORTS: &str = "tend.ports";
 }
 
 /// The `tend.*` tags of an instance, typed. Every instance carries all four in its
@@ -33,12 +35,16 @@ pub struct InstanceTags {
     pub slot: String,
     /// `tend.hash`
     pub hash: String,
+    /// `tend.ports`: the instance's own ports by name, the address port first (empty when
+    /// its flavor names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<(String, u16)>,
 }
 
 impl InstanceTags {
     /// The tags as key/value pairs, for providers that store labels.
     pub fn to_map(&self) -> Tags {
-        [
+        let mut map: Tags = [
             (tags::PROJECT, &self.project),
             (tags::GROUP, &self.group),
             (tags::SLOT, &self.slot),
@@ -46,7 +52,40 @@ impl InstanceTags {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.clone()))
-        .collect()
+        .collect();
+        if !self.ports.is_empty() {
+            map.insert(tags::PORTS.to_owned(), self.ports_text());
+        }
+        map
+    }
+
+    /// The `tend.ports` tag value: `http=20001,metrics=20002`.
+    pub fn ports_text(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(name, port)| format!("{name}={port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Reads a `tend.ports` tag value; what does not parse is left out.
+    pub fn parse_ports(text: &str) -> Vec<(String, u16)> {
+        text.split(',')
+            .filter_map(|pair| {
+                let (name, port) = pair.split_once('=')?;
+                Some((name.trim().to_owned(), port.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The instance's own ports by name, as a map.
+    pub fn port_map(&self) -> BTreeMap<String, u16> {
+        self.ports.iter().cloned().collect()
+    }
+
+    /// The instance's own port called `name`.
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
     }
 
     /// The first tag that is empty, if any: no instance may be created without all four.
@@ -70,6 +109,10 @@ impl InstanceTags {
             group: get(tags::GROUP),
             slot: get(tags::SLOT),
             hash: get(tags::HASH),
+            ports: map
+                .get(tags::PORTS)
+                .map(|t| InstanceTags::parse_ports(t))
+                .unwrap_or_default(),
         }
     }
 }
@@ -115,6 +158,10 @@ pub struct ObservedInstance {
     /// Where it is reached, such as `127.0.0.1:8000`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Its own ports as reached on 127.0.0.1, by name: the ports of its tags, or, for a
+    /// container, the host ports they are published on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
     /// How it is doing.
     pub state: InstanceState,
     /// When it started, in milliseconds since the Unix epoch.

@@ -70,6 +70,8 @@ pub struct Options {
     pub exec: ExecOptions,
     /// Apply or run.
     pub mode: Mode,
+    /// The balancers in front of exposed groups (`tend run` serves them; empty otherwise).
+    pub balancers: crate::balancer::Balancers,
 }
 
 /// Why the reconciler cannot go on.
@@ -108,6 +110,8 @@ pub struct Round {
     pub plan: Plan,
     /// Where each group stands.
     pub groups: BTreeMap<String, GroupPhase>,
+    /// Instances that serve: running and judged healthy by their checks, or without any.
+    pub serving: BTreeSet<String>,
     /// True when every slot is live, healthy and at its group's hash, and nothing runs.
     pub converged: bool,
     /// True when nothing runs or can start, and no health verdict is pending: what is left
@@ -181,6 +185,7 @@ pub struct Reconciler {
     /// Dead instances already counted as killed by their memory limit.
     out_of_memory: BTreeSet<String>,
     stopping: bool,
+    ports: crate::exec::SharedPorts,
 }
 
 impl Reconciler {
@@ -214,6 +219,8 @@ impl Reconciler {
                 secret: secret.clone(),
                 halted: Default::default(),
                 generation: 0,
+                ports: Default::default(),
+                balancers: Default::default(),
             }),
             halted: Default::default(),
             generation: 0,
@@ -242,6 +249,9 @@ impl Reconciler {
             crashing: BTreeMap::new(),
             out_of_memory: BTreeSet::new(),
             stopping: false,
+            ports: Arc::new(std::sync::Mutex::new(crate::exec::PortAllocator::new(
+                Default::default(),
+            ))),
         };
         r.remember_history();
         if r.previous.is_empty() {
@@ -400,6 +410,8 @@ impl Reconciler {
             secret: self.secret.clone(),
             halted: self.halted.clone(),
             generation: self.generation,
+            ports: self.ports.clone(),
+            balancers: self.options.balancers.clone(),
         });
     }
 
@@ -455,6 +467,16 @@ impl Reconciler {
         let mut observed = observe(&self.kept, &self.previous, &self.providers).await?;
         self.note_providers(&observed);
         self.learn_versions(&observed);
+        if let Ok(mut ports) = self.ports.lock() {
+            let range = self
+                .options
+                .exec
+                .ports
+                .or(self.spec.ports)
+                .unwrap_or_default();
+            ports.set_range(range);
+            ports.note_in_use(&observed);
+        }
         self.gone
             .retain(|_, at| now.duration_since(*at) < EXPECT_FOR);
         for instance in observed.iter_mut() {
@@ -723,8 +745,22 @@ impl Reconciler {
             && self.pending.is_empty()
             && !startable
             && !self.monitor.undecided();
+        let serving = observed
+            .iter()
+            .filter(|(_, i)| i.state == InstanceState::Running)
+            .filter(|(_, i)| {
+                self.monitor.follows(&i.id)
+                    || self
+                        .context
+                        .catalog
+                        .group(&i.tags.group, Some(&SpecHash::from_tag(&i.tags.hash)))
+                        .is_some_and(|g| g.flavor.health.is_none())
+            })
+            .map(|(_, i)| i.id.clone())
+            .collect();
         Round {
             serial: self.serial,
+            serving,
             observed,
             plan,
             groups,

@@ -102,11 +102,17 @@ impl Monitor {
                 continue;
             };
             let slot = group.allocation.parse_slot(&instance.tags.slot);
-            let Ok(rendered) =
-                render_instance(&spec.project, &group, &slot, &empty, secret.as_ref())
-            else {
+            let Ok(mut rendered) = render_instance(
+                &spec.project,
+                &group,
+                &slot,
+                &instance.tags.ports,
+                &empty,
+                secret.as_ref(),
+            ) else {
                 continue;
             };
+            rendered.reach(&group, &instance.ports);
             let Some(probe) = rendered.probe else {
                 continue;
             };

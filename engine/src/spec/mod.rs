@@ -87,6 +87,38 @@ pub enum SpecError {
     /// An environment variable name that is not one.
     #[error("invalid environment variable name {0:?}")]
     BadEnvName(String),
+    /// A port name that is not a short lowercase word.
+    #[error("invalid port name {0:?}: use 1 to 32 lowercase letters, digits and '_', starting with a letter")]
+    BadPortName(String),
+    /// A template reads a port the flavor does not declare.
+    #[error("a template reads instance.ports.{0}, but the flavor declares no port {0:?}: add ports = [\"{0}\"] to the flavor")]
+    UndeclaredPort(String),
+    /// A port range that is empty or outside the unprivileged ports.
+    #[error("invalid port range {0:?}: write \"FIRST-LAST\" with 1024 <= FIRST <= LAST <= 65535, such as \"20000-32767\"")]
+    BadPortRange(String),
+    /// Surge with an address that depends on the slot alone.
+    #[error("group {group:?} has max_surge = {surge}, but its health check reaches {what}, which depends only on the slot: a surge instance and the one it replaces would need the same port at once. Give each instance a port of its own: ports = [\"http\"] in the flavor, {{{{ instance.ports.http }}}} where the program takes its port, and http(port = \"http\")")]
+    SurgeOnSlotPort {
+        /// The group.
+        group: String,
+        /// Its max_surge.
+        surge: u32,
+        /// What the check reaches, such as `port 8000`.
+        what: String,
+    },
+    /// A balancer address that is not `127.0.0.1:PORT` or `[::1]:PORT` style.
+    #[error("invalid balancer address {0:?}: write HOST:PORT, such as \"127.0.0.1:8000\"")]
+    BadListen(String),
+    /// Two groups exposed on one address.
+    #[error("groups {first:?} and {second:?} are both exposed on {listen}")]
+    SharedListen {
+        /// The first group.
+        first: String,
+        /// The second group.
+        second: String,
+        /// The address.
+        listen: String,
+    },
 }
 
 /// The largest `size` of one group.
@@ -97,6 +129,9 @@ pub const MAX_GROUP_SIZE: i64 = 100_000;
 pub struct Spec {
     /// The project every instance is tagged with; projects never touch each other.
     pub project: String,
+    /// Where instance ports are allocated from, when the spec says (`project(ports = ...)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<PortRange>,
     /// The groups, in declaration order.
     pub groups: Vec<Group>,
 }
@@ -134,6 +169,9 @@ pub struct Group {
     pub reads_groups: Vec<String>,
     /// How outdated instances are replaced.
     pub update: UpdatePolicy,
+    /// A balancer in front of the group, under `tend run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
     /// Where the group was declared, for error messages; not part of any hash.
     #[serde(skip)]
     pub origin: Option<SourceLocation>,
@@ -282,6 +320,33 @@ pub struct Flavor {
     /// Limits on what the instance may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Named ports: each instance gets a free port of its own for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+impl Flavor {
+    /// Every port an instance of this flavor gets, the address port first: the health
+    /// check's named port, then the declared ones.
+    pub fn port_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(Probe::Http {
+            port: PortValue::Named(p),
+            ..
+        })
+        | Some(Probe::Tcp {
+            port: PortValue::Named(p),
+        }) = self.health.as_ref().map(|h| &h.probe)
+        {
+            names.push(p.name.clone());
+        }
+        for name in &self.ports {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
 }
 
 /// The value of an environment variable.
@@ -348,8 +413,80 @@ pub enum Probe {
 pub enum PortValue {
     /// A fixed port.
     Number(u16),
+    /// One of the instance's own ports, by name (`port("http")`).
+    Named(NamedPort),
     /// A template that renders to a port.
     Template(String),
+}
+
+/// A port of the instance's own, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPort {
+    /// The port's name, as in `instance.ports.<name>`.
+    pub name: String,
+}
+
+/// A range of ports instance ports are allocated from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    /// The first port of the range.
+    pub first: u16,
+    /// The last port of the range (included).
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            first: 20000,
+            last: 32767,
+        }
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = SpecError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || SpecError::BadPortRange(text.to_owned());
+        let (first, last) = text.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first < 1024 || first > last {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// A TCP balancer in front of a group (`expose = balancer(...)`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Expose {
+    /// Where it accepts connections, such as `127.0.0.1:8000`.
+    pub listen: String,
+    /// Which of the instance's ports it forwards to; the instance's address when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// How it picks an instance for a new connection.
+    pub strategy: Strategy,
+    /// How long an instance leaving the group keeps its open connections before it stops.
+    pub drain_timeout: Duration,
+}
+
+/// How a balancer picks an instance for a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// In turn.
+    RoundRobin,
+    /// The one with the fewest open connections.
+    LeastConnections,
 }
 
 /// How an instance is drained before it is stopped.

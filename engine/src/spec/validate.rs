@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Allocation, Group, Spec, SpecError, MAX_GROUP_SIZE};
+use super::{Allocation, Group, PortValue, Probe, Spec, SpecError, UpdatePolicy, MAX_GROUP_SIZE};
 
 /// True when `name` is a DNS label: 1–63 of `[a-z0-9-]`, starting with a letter, not ending with `-`.
 pub fn is_dns_label(name: &str) -> bool {
@@ -103,6 +103,68 @@ pub fn port(port: i64) -> Result<u16, SpecError> {
         .ok_or(SpecError::BadPort(port))
 }
 
+/// Checks a port name: 1 to 32 of `[a-z0-9_]`, starting with a letter (it is read as
+/// `instance.ports.<name>`).
+pub fn port_name(name: &str) -> Result<(), SpecError> {
+    let bytes = name.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 32
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(SpecError::BadPortName(name.to_owned()))
+    }
+}
+
+/// Checks a balancer address: `HOST:PORT` with a port in range.
+pub fn listen(address: &str) -> Result<(), SpecError> {
+    match address.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(()),
+        _ => Err(SpecError::BadListen(address.to_owned())),
+    }
+}
+
+/// What a surge instance could not have for itself: a health port or a published host port
+/// that depends on the slot alone. `None` when every address is the instance's own.
+pub fn slot_bound_address(group: &Group) -> Option<String> {
+    let UpdatePolicy::Rolling(rolling) = &group.update else {
+        return None;
+    };
+    if rolling.max_surge == 0 {
+        return None;
+    }
+    let port = match group.flavor.health.as_ref().map(|h| &h.probe) {
+        Some(Probe::Http { port, .. }) | Some(Probe::Tcp { port }) => Some(port),
+        _ => None,
+    };
+    match port {
+        Some(PortValue::Number(n)) => return Some(format!("port {n}")),
+        Some(PortValue::Template(t)) if !t.contains("instance.ports") => {
+            return Some(format!("port {t:?}"))
+        }
+        _ => {}
+    }
+    let published = group
+        .provider
+        .props
+        .get("ports")
+        .and_then(|p| p.as_object());
+    published
+        .into_iter()
+        .flatten()
+        .find_map(|(inside, outside)| {
+            let own = outside.as_u64() == Some(0)
+                || outside
+                    .as_str()
+                    .is_some_and(|t| t.contains("instance.ports"));
+            (!own).then(|| format!("host port {outside} for container port {inside}"))
+        })
+}
+
 /// Checks an environment variable name: letters, digits and `_`, not starting with a digit.
 pub fn env_name(name: &str) -> Result<(), SpecError> {
     let valid = !name.is_empty()
@@ -135,6 +197,36 @@ pub fn spec(spec: &Spec) -> Vec<GroupProblem> {
                 group_index: index,
                 error: SpecError::DuplicateGroup(group.name.clone()),
             });
+        }
+    }
+    let mut listens: Vec<(&str, &str)> = Vec::new();
+    for (index, group) in spec.groups.iter().enumerate() {
+        if let Some(what) = slot_bound_address(group) {
+            let surge = match &group.update {
+                UpdatePolicy::Rolling(r) => r.max_surge,
+                UpdatePolicy::Recreate => 0,
+            };
+            problems.push(GroupProblem {
+                group_index: index,
+                error: SpecError::SurgeOnSlotPort {
+                    group: group.name.clone(),
+                    surge,
+                    what,
+                },
+            });
+        }
+        if let Some(expose) = &group.expose {
+            if let Some((first, _)) = listens.iter().find(|(_, l)| *l == expose.listen) {
+                problems.push(GroupProblem {
+                    group_index: index,
+                    error: SpecError::SharedListen {
+                        first: (*first).to_owned(),
+                        second: group.name.clone(),
+                        listen: expose.listen.clone(),
+                    },
+                });
+            }
+            listens.push((&group.name, &expose.listen));
         }
     }
     for (index, group) in spec.groups.iter().enumerate() {

@@ -11,13 +11,15 @@ use super::{is_template, TemplateError};
 pub struct TemplateInfo {
     /// Groups read through `groups.<name>`: implicit dependencies.
     pub reads_groups: BTreeSet<String>,
+    /// Ports read through `instance.ports.<name>`: each must be one the flavor declares.
+    pub reads_ports: BTreeSet<String>,
 }
 
 /// Functions a flavor template may call. `get_env` is left out on purpose: secrets come
 /// through `secret()`, never through a template.
 const ALLOWED_FUNCTIONS: [&str; 2] = ["range", "throw"];
 
-const INSTANCE_FIELDS: [&str; 4] = ["id", "index", "slot", "group"];
+const INSTANCE_FIELDS: [&str; 5] = ["id", "index", "slot", "group", "ports"];
 const GROUP_FIELDS: [&str; 3] = ["name", "size", "ids"];
 const PEER_FIELDS: [&str; 2] = ["addresses", "instances"];
 
@@ -169,8 +171,15 @@ impl Walker<'_> {
         let field = path.get(1).map(String::as_str);
         match head {
             "instance" => match field {
+                Some("ports") => match path.get(2).filter(|p| !p.starts_with('[')) {
+                    Some(port) => {
+                        self.info.reads_ports.insert(port.clone());
+                        Ok(())
+                    }
+                    None => Err(unknown("read a port as instance.ports.<name>")),
+                },
                 Some(f) if INSTANCE_FIELDS.contains(&f) => Ok(()),
-                _ => Err(unknown("instance has id, index, slot and group")),
+                _ => Err(unknown("instance has id, index, slot, group and ports")),
             },
             "group" => match field {
                 Some(f) if GROUP_FIELDS.contains(&f) => Ok(()),
@@ -264,7 +273,9 @@ mod tests {
     fn rejects_unknown_variables_and_forbidden_constructs() {
         let err = |t: &str| analyze(t).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err("{{ instanc.index }}").contains("unknown template variable `instanc.index`"));
-        assert!(err("{{ instance.port }}").contains("instance has id, index, slot and group"));
+        assert!(
+            err("{{ instance.port }}").contains("instance has id, index, slot, group and ports")
+        );
         assert!(err("{{ get_env(name='HOME') }}").contains("`get_env()` is not allowed"));
         assert!(err("{% include 'x' %}").contains("`include` is not allowed"));
         assert!(err("{{ groups[name].addresses }}").contains("groups.<name>"));

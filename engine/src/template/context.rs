@@ -26,6 +26,8 @@ pub struct InstanceVars {
     pub slot: String,
     /// The group's name.
     pub group: String,
+    /// The instance's own ports, by name: what it listens on.
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// `group.*`

@@ -100,6 +100,7 @@ pub fn simulate(
                     group: group.name.clone(),
                     slot: slot.to_string(),
                     hash,
+                    ports: Default::default(),
                 },
                 labels: Default::default(),
                 address: Some(format!("{}-{slot}.sim:0", group.name)),
@@ -107,6 +108,7 @@ pub fn simulate(
                 started_at: clock,
                 ended: None,
                 remains: 0,
+                ports: Default::default(),
             });
         }
         // Each group's instances are where its provider keeps them.
@@ -153,6 +155,7 @@ pub fn observed_from_json(project: &str, value: &Json) -> Result<Observed, Strin
                 group: need("group")?,
                 slot: need("slot")?,
                 hash: need("hash")?,
+                ports: Default::default(),
             },
             labels: Default::default(),
             address: text("address"),
@@ -160,6 +163,7 @@ pub fn observed_from_json(project: &str, value: &Json) -> Result<Observed, Strin
             started_at: i as u64 + 1,
             ended: None,
             remains: 0,
+            ports: Default::default(),
         };
         observed.add(&provider, vec![instance]);
     }

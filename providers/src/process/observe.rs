@@ -9,7 +9,7 @@ use engine::provider::{InstanceState, InstanceTags, ObservedInstance};
 
 use super::cgroup::{Cgroups, InstanceCgroup};
 use super::records::Record;
-use super::spawn::{ENV_ADDRESS, ENV_GROUP, ENV_HASH, ENV_PROJECT, ENV_SLOT};
+use super::spawn::{ENV_ADDRESS, ENV_GROUP, ENV_HASH, ENV_PORTS, ENV_PROJECT, ENV_SLOT};
 
 /// Splits an instance id into pid and start ticks.
 pub fn parse_id(id: &str) -> Option<(u32, u64)> {
@@ -28,6 +28,7 @@ fn tags_in(env: &BTreeMap<String, String>, project: &str) -> Option<InstanceTags
         group: tag(ENV_GROUP),
         slot: tag(ENV_SLOT),
         hash: tag(ENV_HASH),
+        ports: InstanceTags::parse_ports(&tag(ENV_PORTS)),
     })
 }
 
@@ -92,6 +93,7 @@ pub fn instances(project: &str, records: &[Record]) -> Vec<ObservedInstance> {
             tags,
             labels: BTreeMap::new(),
             address,
+            ports: BTreeMap::new(),
             state: InstanceState::Running,
             started_at: procfs::start_time_ms(stat.start_ticks),
             ended: None,
@@ -137,6 +139,7 @@ pub fn instances(project: &str, records: &[Record]) -> Vec<ObservedInstance> {
             tags: r.tags.clone(),
             labels: BTreeMap::new(),
             address: r.address.clone(),
+            ports: r.tags.port_map(),
             state: InstanceState::Dead,
             started_at: r.started_at,
             ended: cgroup.oom_killed().then(|| "oom".to_owned()),
@@ -159,11 +162,16 @@ pub fn instances(project: &str, records: &[Record]) -> Vec<ObservedInstance> {
             tags,
             labels: BTreeMap::new(),
             address: None,
+            ports: BTreeMap::new(),
             state: InstanceState::Dead,
             started_at: procfs::start_time_ms(earliest),
             ended: None,
             remains: u32::try_from(members.len()).unwrap_or(u32::MAX),
         });
+    }
+    // A process is reached on its own ports.
+    for instance in &mut found {
+        instance.ports = instance.tags.port_map();
     }
     found
 }

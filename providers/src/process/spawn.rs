@@ -21,6 +21,8 @@ pub const ENV_SLOT: &str = "TEND_SLOT";
 pub const ENV_HASH: &str = "TEND_HASH";
 /// Where the instance is reached.
 pub const ENV_ADDRESS: &str = "TEND_ADDRESS";
+/// The instance's own ports, `name=port` separated by `,` (the `tend.ports` tag).
+pub const ENV_PORTS: &str = "TEND_PORTS";
 /// How long a stop may take, in milliseconds.
 pub const ENV_STOP_TIMEOUT: &str = "TEND_STOP_TIMEOUT_MS";
 /// Variables passed through from tend's own environment; nothing else is inherited, so a
@@ -129,6 +131,9 @@ pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Child, Prov
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    if !request.tags.ports.is_empty() {
+        command.env(ENV_PORTS, request.tags.ports_text());
+    }
     if let Some(address) = &request.address {
         command.env(ENV_ADDRESS, address);
     }

@@ -177,6 +177,7 @@ impl Provider for SimProvider {
                     tags: request.tags.clone(),
                     labels: request.labels.clone(),
                     address: Some(address),
+                    ports: request.tags.port_map(),
                     state: InstanceState::Running,
                     started_at: now,
                     ended: None,

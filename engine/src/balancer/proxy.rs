@@ -1,0 +1,54 @@
+//! The TCP side of a balancer: accept, pick an instance, copy both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::pool::Pool;
+
+/// How long a connection waits for an instance when none is in rotation.
+const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(2);
+
+/// How long connecting to one instance may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Instances tried for one connection before it is given up.
+const TRIES: usize = 3;
+
+/// Accepts connections on `listener` forever, each forwarded to an instance of `pool`.
+pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
+    loop {
+        let inbound = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors or a connection reset before accept: wait a
+                // moment rather than spin.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        tokio::spawn(forward(inbound, pool.clone()));
+    }
+}
+
+/// Forwards one connection. When an instance refuses, the next is tried: the client has
+/// sent nothing that could be lost, since nothing was read from it yet.
+async fn forward(mut inbound: TcpStream, pool: Arc<Pool>) {
+    let _ = inbound.set_nodelay(true);
+    let mut tried = Vec::new();
+    for _ in 0..TRIES {
+        let Some(picked) = pool.pick(&tried, WAIT_FOR_INSTANCE).await else {
+            return;
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(picked.address)).await {
+            Ok(Ok(mut outbound)) => {
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                drop(picked.guard);
+                return;
+            }
+            _ => tried.push(picked.id),
+        }
+    }
+}

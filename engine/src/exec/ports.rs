@@ -1,0 +1,165 @@
+//! Allocating instance ports: each new instance gets, for each port its flavor names, a port
+//! of the range that no live instance of the project holds, that no instance was given
+//! lately, and that nothing on the machine has bound.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::provider::Observed;
+use crate::spec::PortRange;
+
+/// How long a port given to an instance is not given again, when no live instance shows it
+/// (the instance may not be visible yet, or may still be stopping).
+const ISSUED_FOR: Duration = Duration::from_secs(600);
+
+/// Why no port could be allocated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no free port left in {range} for port {name:?}: widen the range (project(ports = \"FIRST-LAST\") or --ports)")]
+pub struct NoFreePort {
+    /// The range searched.
+    pub range: PortRange,
+    /// The port that could not be given.
+    pub name: String,
+}
+
+/// The ports of one project's instances, shared by every action of a reconciler.
+#[derive(Debug)]
+pub struct PortAllocator {
+    range: PortRange,
+    next: u16,
+    in_use: BTreeSet<u16>,
+    issued: BTreeMap<u16, Instant>,
+}
+
+/// A port allocator shared by running actions.
+pub type SharedPorts = Arc<Mutex<PortAllocator>>;
+
+impl Default for PortAllocator {
+    fn default() -> Self {
+        PortAllocator::new(PortRange::default())
+    }
+}
+
+impl PortAllocator {
+    /// An allocator over `range`, starting at a place that differs between processes so two
+    /// projects on one machine do not race for the same first ports.
+    pub fn new(range: PortRange) -> PortAllocator {
+        let span = u32::from(range.last - range.first) + 1;
+        let offset = (std::process::id().wrapping_mul(7919)) % span;
+        PortAllocator {
+            range,
+            next: range.first + offset as u16,
+            in_use: BTreeSet::new(),
+            issued: BTreeMap::new(),
+        }
+    }
+
+    /// The range ports come from.
+    pub fn range(&self) -> PortRange {
+        self.range
+    }
+
+    /// Allocates from `range` from now on.
+    pub fn set_range(&mut self, range: PortRange) {
+        if range != self.range {
+            *self = PortAllocator {
+                in_use: std::mem::take(&mut self.in_use),
+                issued: std::mem::take(&mut self.issued),
+                ..PortAllocator::new(range)
+            };
+        }
+    }
+
+    /// Takes in the ports that the instances of `observed` hold: those of live instances and
+    /// of dead ones that left processes running, as tagged and as reached.
+    pub fn note_in_use(&mut self, observed: &Observed) {
+        self.in_use = observed
+            .iter()
+            .filter(|(_, i)| i.state.is_live() || i.remains > 0)
+            .flat_map(|(_, i)| {
+                i.tags
+                    .ports
+                    .iter()
+                    .map(|(_, p)| *p)
+                    .chain(i.ports.values().copied())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let now = Instant::now();
+        self.issued
+            .retain(|_, at| now.saturating_duration_since(*at) < ISSUED_FOR);
+    }
+
+    /// A port for each of `names`, in order.
+    pub fn allocate(&mut self, names: &[String]) -> Result<Vec<(String, u16)>, NoFreePort> {
+        let mut given = Vec::with_capacity(names.len());
+        for name in names {
+            let port = self.one().ok_or_else(|| NoFreePort {
+                range: self.range,
+                name: name.clone(),
+            })?;
+            given.push((name.clone(), port));
+        }
+        Ok(given)
+    }
+
+    fn one(&mut self) -> Option<u16> {
+        let span = u32::from(self.range.last - self.range.first) + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if port >= self.range.last {
+                self.range.first
+            } else {
+                port + 1
+            };
+            if self.in_use.contains(&port) || self.issued.contains_key(&port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            self.issued.insert(port, Instant::now());
+            return Some(port);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("p{i}")).collect()
+    }
+
+    #[test]
+    fn never_gives_a_port_twice_nor_one_in_use() {
+        let range = PortRange {
+            first: 29100,
+            last: 29109,
+        };
+        let mut ports = PortAllocator::new(range);
+        let held = std::net::TcpListener::bind("127.0.0.1:29104").ok();
+        let given = ports.allocate(&names(9)).map(|g| g.len());
+        let all: BTreeSet<u16> = ports.issued.keys().copied().collect();
+        if held.is_some() {
+            assert_eq!(given, Ok(9));
+            assert!(
+                !all.contains(&29104),
+                "a port bound on the machine is never given"
+            );
+            assert_eq!(
+                ports.allocate(&names(1)),
+                Err(NoFreePort {
+                    range,
+                    name: "p0".into()
+                })
+            );
+        }
+        assert!(all.iter().all(|p| range.first <= *p && *p <= range.last));
+    }
+}
