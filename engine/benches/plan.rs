@@ -55,6 +55,7 @@ fn observed_for(spec: &Spec) -> Observed {
                     group: group.name.clone(),
                     slot: slot.to_string(),
                     hash,
+                    ports: Default::default(),
                 },
                 labels: BTreeMap::new(),
                 address: None,
@@ -62,6 +63,7 @@ fn observed_for(spec: &Spec) -> Observed {
                 started_at: n,
                 ended: None,
                 remains: 0,
+                ports: Default::default(),
             });
         }
     }

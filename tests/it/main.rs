@@ -1,6 +1,7 @@
 //! The one integration test binary: real `tend` processes, the real sim provider, golden
 //! files under `testdata/`.
 
+mod balancer;
 mod cli;
 mod docker;
 mod errors;

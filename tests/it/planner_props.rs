@@ -83,6 +83,7 @@ fn request(spec: &Spec, group: &str, slot: &str, hash: &str) -> ProvisionRequest
             group: group.to_owned(),
             slot: slot.to_owned(),
             hash: hash.to_owned(),
+            ports: Default::default(),
         },
     )
 }
@@ -256,6 +257,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 group: group.to_owned(),
                 slot: SLOTS[*s].to_owned(),
                 hash,
+                ports: Default::default(),
             };
             sim.insert(ObservedInstance {
                 id: String::new(),
@@ -266,6 +268,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 started_at: started_at as u64 + 1,
                 ended: None,
                 remains: 0,
+                ports: Default::default(),
             })
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;

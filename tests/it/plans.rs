@@ -59,6 +59,7 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
                 group: f.group,
                 slot: f.slot,
                 hash,
+                ports: Default::default(),
             },
             labels: BTreeMap::new(),
             address: None,
@@ -66,6 +67,7 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
             started_at: f.started_at,
             ended: None,
             remains: 0,
+            ports: Default::default(),
         };
         observed.add(&provider, vec![instance]);
     }

@@ -464,7 +464,14 @@ fn a_secret_reaches_its_instance_and_nothing_else() {
     let environ = std::fs::read(format!("/proc/{}/environ", live[0].pid)).unwrap_or_default();
     assert!(String::from_utf8_lossy(&environ).contains(&format!("TOKEN={secret}")));
     // The secret file is in the instance's working folder, as a link to memory.
-    let link = p.path().join(".tend/process/run/api-0/keys/token");
+    let workdir =
+        std::fs::read_link(format!("/proc/{}/cwd", live[0].pid)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        workdir.starts_with(p.path().join(".tend/process/run")),
+        "{}",
+        workdir.display()
+    );
+    let link = workdir.join("keys/token");
     let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{e}"));
     assert!(!target.starts_with(p.path()), "{}", target.display());
     assert_eq!(std::fs::read_to_string(&link).ok(), Some(secret.clone()));

@@ -57,6 +57,7 @@ fn group(name: &str, provider: &str, size: u32) -> Group {
         reads_groups: vec![],
         update: UpdatePolicy::default(),
         origin: None,
+        expose: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn a_panic_in_one_action_fails_it_alone() {
     let spec = Spec {
         project: "panics".into(),
         groups: vec![group("fine", "sim", 3), group("broken", "buggy", 1)],
+        ports: Default::default(),
     };
     let serial = store.commit(&spec).map(|a| a.serial).unwrap_or(0);
     let world = SimWorld::in_memory(Clock::real(), Arc::new(Calm), None);
@@ -103,6 +105,7 @@ fn a_panic_in_one_action_fails_it_alone() {
             Options {
                 exec: ExecOptions::default(),
                 mode: Mode::Apply,
+                balancers: Default::default(),
             },
             events,
         )

@@ -148,8 +148,10 @@ fn an_instance_failing_its_health_check_is_replaced_after_its_threshold() {
     let run = Running::start(&p, 19282, &[]);
     wait_for(|| converged(&p) && http_get(17401, "/ok").is_ok());
     let first = p.live()[0].pid;
-    std::fs::remove_file(p.path().join(".tend/process/run/web-0/ok"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    // The instance's working folder, where its files are.
+    let workdir =
+        std::fs::read_link(format!("/proc/{first}/cwd")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(workdir.join("ok")).unwrap_or_else(|e| panic!("{e}"));
     wait_for(|| p.live().first().is_some_and(|l| l.pid != first) && http_get(17401, "/ok").is_ok());
     wait_for(|| run.events("healed") >= 1);
     assert_eq!(run.events("unhealthy"), 1);

@@ -223,6 +223,7 @@ fn group(name: &str, v: &Version, ids: bool, depends_on: &[&str]) -> Group {
             })
         },
         origin: None,
+        expose: None,
     }
 }
 
@@ -243,6 +244,7 @@ impl Versions {
                 group("web", &self.web, false, &["db"]),
                 group("worker", &self.worker, false, &[]),
             ],
+            ports: Default::default(),
         }
     }
 
@@ -870,6 +872,7 @@ fn new_controller(
             state_dir: None,
             listen: None,
             reload: None,
+            ports: Default::default(),
         },
     )
     .unwrap_or_else(|e| panic!("controller: {e}"))

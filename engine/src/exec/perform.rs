@@ -7,10 +7,10 @@ use tokio::time::Instant;
 
 use super::render::render_instance;
 use super::{chain, ActionError, Context, Done, Outcome};
-use crate::health::{wait_healthy, RenderedProbe};
+use crate::health::{wait_healthy, ProbeError, RenderedProbe};
 use crate::plan::{Action, ActionKind};
 use crate::provider::{observe, probe_instance, Observed, Provider, ProviderError, Selector};
-use crate::spec::{Group, UpdatePolicy};
+use crate::spec::{Group, PortValue, Probe, UpdatePolicy};
 
 /// Performs `action`. A surge instance that fails is removed again; an in-place
 /// replacement that fails is left for the planner (it counts as unavailable).
@@ -373,7 +373,30 @@ async fn wait_until_healthy(
     match (rendered, &group.flavor.health) {
         (Some(p), Some(health)) => {
             let probe_timeout = health.timeout.to_std();
-            let check = || probe_instance(provider, id, p, probe_timeout);
+            // A port of the instance's own reaches it alone; any other address may be
+            // answered by another instance, so a pass there counts only when none has it.
+            let reaches_it_alone = provider.probes_by_id()
+                || matches!(
+                    group.flavor.health.as_ref().map(|h| &h.probe),
+                    Some(Probe::Http {
+                        port: PortValue::Named(_),
+                        ..
+                    }) | Some(Probe::Tcp {
+                        port: PortValue::Named(_)
+                    })
+                );
+            let check = || async move {
+                probe_instance(provider, id, p, probe_timeout).await?;
+                if reaches_it_alone {
+                    return Ok(());
+                }
+                match address_holder(provider, project, id, p).await {
+                    Some(other) => Err(ProbeError::Io(format!(
+                        "its address is also instance {other}'s: a probe there cannot tell them apart"
+                    ))),
+                    None => Ok(()),
+                }
+            };
             let alive = || is_live(provider, project, id);
             wait_healthy(health, started, started + timeout, check, alive)
                 .await
@@ -389,6 +412,26 @@ async fn wait_until_healthy(
             }
         }
     }
+}
+
+/// Another live instance of the project whose address is where `probe` goes, if any.
+async fn address_holder(
+    provider: &dyn Provider,
+    project: &str,
+    id: &str,
+    probe: &RenderedProbe,
+) -> Option<String> {
+    let (RenderedProbe::Http { address, .. } | RenderedProbe::Tcp { address }) = probe else {
+        return None;
+    };
+    let selector = Selector {
+        project: project.to_owned(),
+    };
+    let found = provider.describe(&selector).await.ok()?;
+    found
+        .into_iter()
+        .find(|i| i.id != id && i.state.is_live() && i.address.as_deref() == Some(address))
+        .map(|i| i.id)
 }
 
 async fn stays_healthy(

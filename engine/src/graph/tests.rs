@@ -14,6 +14,7 @@ fn group(name: &str, depends_on: &[&str], reads: &[&str]) -> Group {
         reads_groups: reads.iter().map(|s| s.to_string()).collect(),
         update: UpdatePolicy::default(),
         origin: None,
+        expose: None,
     }
 }
 
@@ -21,6 +22,7 @@ fn spec(groups: Vec<Group>) -> Spec {
     Spec {
         project: "p".to_owned(),
         groups,
+        ports: Default::default(),
     }
 }
 

@@ -146,7 +146,7 @@ fn string_list(param: &str, items: UnpackListOrTuple<Value<'_>>) -> anyhow::Resu
 }
 
 /// Names of the fields of a flavor struct, in the order `flavor()` writes them.
-const FLAVOR_FIELDS: [&str; 10] = [
+const FLAVOR_FIELDS: [&str; 11] = [
     "command",
     "env",
     "files",
@@ -157,6 +157,7 @@ const FLAVOR_FIELDS: [&str; 10] = [
     "drain",
     "resources",
     "ports",
+    "expose",
 ];
 
 /// The flavor fields that are dicts, merged key by key by `combo()`.
@@ -194,14 +195,18 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         let ids_vec = ids.map(|i| i.items);
         let allocation = validate::allocation(name, size.map(i64::from), ids_vec)?;
         let provider = convert::provider(provider.to_json_value()?)?;
-        let (flavor, templates) = convert::flavor(flavor.to_json_value()?)?;
+        let flavor_json = flavor.to_json_value()?;
+        let suggested = flavor_json.get("expose").cloned().filter(|e| !e.is_null());
+        let (flavor, templates) = convert::flavor(flavor_json)?;
+        convert::declared_ports(&flavor, &templates)?;
         let update = match update {
             Some(u) if !u.is_none() => convert::update(u.to_json_value()?)?,
             _ => Default::default(),
         };
+        // The group's own `expose`, else the one its flavor suggests.
         let expose = match expose {
             Some(e) if !e.is_none() => Some(convert::expose(e.to_json_value()?)?),
-            _ => None,
+            _ => suggested.map(convert::expose).transpose()?,
         };
         if let Some(target) = expose.as_ref().and_then(|e| e.target.as_ref()) {
             if !flavor.port_names().contains(target) {
@@ -246,7 +251,9 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     /// What an instance runs and how to judge it. Strings are templates rendered per instance.
     /// `files` are written into the instance's working folder; `secret_files` maps paths
     /// there to `secret("NAME")` values, written to memory (tmpfs) and mounted read-only;
-    /// `resources` (from `resources()`) limits what it may use.
+    /// `resources` (from `resources()`) limits what it may use; `ports` names the ports
+    /// each instance gets for itself (`{{ instance.ports.<name> }}`); `expose` (from
+    /// `balancer()`) is the balancer its groups get unless they say otherwise.
     fn flavor<'v>(
         #[starlark(require = named)] command: Option<UnpackListOrTuple<Value<'v>>>,
         #[starlark(require = named)] env: Option<UnpackDictEntries<String, Value<'v>>>,
@@ -259,9 +266,14 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = "10s")] drain_timeout: &str,
         #[starlark(require = named)] resources: Option<Value<'v>>,
         #[starlark(require = named)] ports: Option<UnpackListOrTuple<Value<'v>>>,
+        #[starlark(require = named)] expose: Option<Value<'v>>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         check_duration("drain_timeout", drain_timeout)?;
+        let expose = expose.filter(|e| !e.is_none());
+        if let Some(e) = expose {
+            convert::expose(e.to_json_value()?)?;
+        }
         let mut port_names: Vec<String> = Vec::new();
         for (i, item) in ports
             .map(|p| p.items)
@@ -345,6 +357,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                 ("drain", drain),
                 ("resources", resources.unwrap_or_else(Value::new_none)),
                 ("ports", heap.alloc(port_names)),
+                ("expose", expose.unwrap_or_else(Value::new_none)),
             ],
         );
         convert::flavor(value.to_json_value()?)?;

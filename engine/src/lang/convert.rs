@@ -117,6 +117,10 @@ pub fn flavor(json: Json) -> Result<(Flavor, TemplateInfo), ConvertError> {
         "flavor",
         "a flavor (from flavor() or combo())",
     )?;
+    let mut map = map;
+    // A balancer the flavor suggests for its groups: read by `group()`, not part of the
+    // flavor (nor of its hash).
+    map.remove("expose");
     let flavor: Flavor = shape("flavor", map)?;
     for name in flavor.env.keys() {
         validate::env_name(name)?;
@@ -125,11 +129,17 @@ pub fn flavor(json: Json) -> Result<(Flavor, TemplateInfo), ConvertError> {
         validate::port_name(name)?;
     }
     let info = flavor_templates(&flavor)?;
-    let declared = flavor.port_names();
-    if let Some(missing) = info.reads_ports.iter().find(|p| !declared.contains(p)) {
-        return Err(SpecError::UndeclaredPort(missing.clone()).into());
-    }
     Ok((flavor, info))
+}
+
+/// Checks that every port a group's flavor templates read is one the flavor declares
+/// (checked on the whole flavor a group gets, after `combo()`).
+pub fn declared_ports(flavor: &Flavor, info: &TemplateInfo) -> Result<(), ConvertError> {
+    let declared = flavor.port_names();
+    match info.reads_ports.iter().find(|p| !declared.contains(p)) {
+        Some(missing) => Err(SpecError::UndeclaredPort(missing.clone()).into()),
+        None => Ok(()),
+    }
 }
 
 /// Checks every template of a flavor, naming the field of the first bad one.

@@ -62,12 +62,12 @@ fn builtins_build_the_model() {
 load("@tend//flavors.star", "http_service")
 db = group(name = "db", ids = ["a", "b"], provider = sim(), flavor = flavor(command = ["db"]))
 base = flavor(env = {"MODE": "prod", "TOKEN": secret("API_TOKEN")}, labels = {"team": "shop"})
-api = http_service(command = ["api"], port = "{{ 8000 + instance.index }}", path = "/healthz")
+api = http_service(command = ["api", "{{ instance.ports.http }}"], port = port("http"), path = "/healthz")
 group(
     name = "web",
     size = 2,
     provider = sim(),
-    flavor = combo(base, api, flavor(env = {"MODE": "debug"})),
+    flavor = combo(base, api, flavor(env = {"MODE": "debug"}, ports = ["metrics"])),
     depends_on = [db, "db"],
     update = rolling(max_surge = 2, min_ready = "1m30s", on_failure = "rollback"),
 )
@@ -76,7 +76,8 @@ group(
     let web = &spec.groups[1];
     assert_eq!(web.allocation, Allocation::Size(2));
     assert_eq!(web.depends_on, ["db", "db"]);
-    assert_eq!(web.flavor.command, ["api"]);
+    assert_eq!(web.flavor.command, ["api", "{{ instance.ports.http }}"]);
+    assert_eq!(web.flavor.port_names(), ["http", "metrics"]);
     assert_eq!(web.flavor.env["MODE"], EnvValue::Plain("debug".into()));
     assert_eq!(
         web.flavor.env["TOKEN"],
@@ -93,7 +94,7 @@ group(
     assert_eq!(
         health.flatten(),
         Some(serde_json::json!({
-            "probe": {"kind": "http", "port": "{{ 8000 + instance.index }}", "path": "/healthz"},
+            "probe": {"kind": "http", "port": {"name": "http"}, "path": "/healthz"},
             "grace_period": "5s", "interval": "2s", "timeout": "1s", "failures": 3
         }))
     );

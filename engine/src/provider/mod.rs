@@ -148,6 +148,12 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// True when `probe` answers for the instance itself (by id), whatever its address: two
+    /// instances with one address can then still be told apart.
+    fn probes_by_id(&self) -> bool {
+        false
+    }
+
     /// A stream of changes for instant detection of exits, when the provider has one.
     /// Callers fall back to periodic `describe` when this is `None`.
     async fn watch(

@@ -37,6 +37,9 @@ struct Track {
     next: Instant,
     last_error: String,
     probing: bool,
+    /// Another live instance has the address this probe reaches: its answers could come
+    /// from either, so they count for neither.
+    shared: Option<String>,
 }
 
 impl Track {
@@ -132,6 +135,7 @@ impl Monitor {
                     next: Instant::now(),
                     last_error: String::new(),
                     probing: false,
+                    shared: None,
                 },
             );
         }
@@ -140,6 +144,22 @@ impl Monitor {
                 || (observed.unobserved.contains_key(&t.provider)
                     && !busy.contains(&(t.group.clone(), t.slot.clone())))
         });
+        let mut holders: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (_, i) in observed.iter().filter(|(_, i)| i.state.is_live()) {
+            if let Some(address) = &i.address {
+                holders.entry(address).or_default().push(&i.id);
+            }
+        }
+        for (id, track) in self.tracks.iter_mut() {
+            let address = match &track.probe {
+                RenderedProbe::Http { address, .. } | RenderedProbe::Tcp { address } => address,
+                RenderedProbe::Exec { .. } => continue,
+            };
+            track.shared = holders
+                .get(address.as_str())
+                .and_then(|ids| ids.iter().find(|other| **other != id.as_str()))
+                .map(|other| (*other).to_owned());
+        }
         if self.vouched.len() > 10_000 {
             self.vouched.clear();
         }
@@ -209,6 +229,9 @@ impl Monitor {
             let Ok(provider) = providers.get(&track.provider).map(Arc::clone) else {
                 continue;
             };
+            if provider.probes_by_id() {
+                track.shared = None;
+            }
             track.probing = true;
             budget -= 1;
             let (id, probe, timeout) = (
@@ -247,6 +270,13 @@ impl Monitor {
                 .to_std()
                 .max(Duration::from_millis(100));
         let before = track.state();
+        if let Some(other) = &track.shared {
+            // Not counted either way: the answer may be the other instance's.
+            track.last_error = format!(
+                "its address is also instance {other}'s: a probe there cannot tell them apart"
+            );
+            return Verdict::Same;
+        }
         match result {
             Ok(()) => {
                 track.passed = true;

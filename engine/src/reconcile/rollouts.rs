@@ -231,6 +231,7 @@ mod tests {
                 ..Rolling::default()
             }),
             origin: None,
+            expose: None,
         }
     }
 
@@ -238,6 +239,7 @@ mod tests {
         Spec {
             project: "p".into(),
             groups: vec![g],
+            ports: Default::default(),
         }
     }
 

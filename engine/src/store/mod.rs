@@ -251,6 +251,7 @@ mod tests {
         Spec {
             project: project.to_owned(),
             groups: vec![],
+            ports: Default::default(),
         }
     }
 

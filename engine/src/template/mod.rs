@@ -99,6 +99,7 @@ mod tests {
                 index: 2,
                 slot: "2".into(),
                 group: "web".into(),
+                ports: Default::default(),
             },
             group: GroupVars {
                 name: "web".into(),

@@ -29,13 +29,15 @@ pub const ENV_STOP_TIMEOUT: &str = "TEND_STOP_TIMEOUT_MS";
 /// secret given to tend reaches only the instances whose flavor asks for it.
 const PASS_THROUGH: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
 
-/// The working folder of an instance: its `workdir`, or one under the state folder.
+/// The working folder of an instance: its `workdir`, or one under the state folder for its
+/// slot and version, so a surge instance never writes over the files of the one it replaces.
 fn workdir(dir: &Path, request: &ProvisionRequest) -> PathBuf {
     match &request.workdir {
         Some(dir) => PathBuf::from(dir),
-        None => dir
-            .join("run")
-            .join(format!("{}-{}", request.group, request.slot)),
+        None => dir.join("run").join(format!(
+            "{}-{}-{}",
+            request.group, request.slot, request.tags.hash
+        )),
     }
 }
 

@@ -239,6 +239,10 @@ impl Provider for SimProvider {
 
     /// Sim instances answer their checks from the world: a hung one times out, one that
     /// does not work (or is not ready yet, or flaps) refuses.
+    fn probes_by_id(&self) -> bool {
+        true
+    }
+
     async fn probe(
         &self,
         id: &str,
@@ -307,6 +311,7 @@ mod tests {
             group: group.into(),
             slot: slot.to_string(),
             hash: "abc".into(),
+            ports: Default::default(),
         };
         ProvisionRequest::bare(engine::spec::Slot::Index(slot), t)
     }

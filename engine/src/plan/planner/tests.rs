@@ -21,6 +21,7 @@ fn group(name: &str, size: u32, update: UpdatePolicy) -> Group {
         reads_groups: vec![],
         update,
         origin: None,
+        expose: None,
     }
 }
 
@@ -36,6 +37,7 @@ fn spec(groups: Vec<Group>) -> Spec {
     Spec {
         project: "p".into(),
         groups,
+        ports: Default::default(),
     }
 }
 
@@ -47,6 +49,7 @@ fn instance(group: &str, slot: u32, hash: &str, state: InstanceState) -> Observe
             group: group.into(),
             slot: slot.to_string(),
             hash: hash.into(),
+            ports: Default::default(),
         },
         labels: Default::default(),
         address: None,
@@ -54,6 +57,7 @@ fn instance(group: &str, slot: u32, hash: &str, state: InstanceState) -> Observe
         started_at: u64::from(slot) + 1,
         ended: None,
         remains: 0,
+        ports: Default::default(),
     }
 }
 

@@ -1,0 +1,412 @@
+//! Ports of their own and the balancer, with real processes: rolling updates behind the
+//! balancer lose no request, a killed instance costs at most its open connections, an
+//! unhealthy one gets no new connections.
+//!
+//! Clients talk to 127.0.0.1 only, and every load loop is bounded in count and time.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::examples::http_get;
+use crate::harness::{signal, spawn_tend};
+use crate::process::{wait_for, Project};
+
+/// Requests a load loop sends at most.
+const MAX_REQUESTS: usize = 20_000;
+/// How long a load loop runs at most.
+const MAX_LOAD: Duration = Duration::from_secs(120);
+
+/// One request through the balancer: when it started and what came back (the body, or why
+/// it failed).
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub at: Instant,
+    pub result: Result<String, String>,
+}
+
+/// One HTTP/1.0 GET on 127.0.0.1:`port`: the body of a 200 answer, or why not.
+pub fn get(port: u16, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if !answer.starts_with("HTTP/1.0 200") && !answer.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "answer: {:?}",
+            answer.lines().next().unwrap_or("(nothing)")
+        ));
+    }
+    Ok(answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_owned())
+}
+
+/// Clients sending requests to the balancer one after another until stopped, or until
+/// `MAX_REQUESTS` or `MAX_LOAD`.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16, path: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, answers) = (stop.clone(), answers.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LOAD {
+                        let at = Instant::now();
+                        let result = get(port, path);
+                        let mut all = answers.lock().unwrap_or_else(|e| e.into_inner());
+                        if all.len() >= MAX_REQUESTS {
+                            return;
+                        }
+                        all.push(Answer { at, result });
+                        drop(all);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answers,
+            threads,
+        }
+    }
+
+    /// Stops the clients and returns every answer.
+    pub fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let all = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        all.clone()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The failed answers, as text.
+pub fn failures(answers: &[Answer]) -> Vec<String> {
+    answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().err().cloned())
+        .collect()
+}
+
+/// A `tend run`, stopped with SIGTERM when dropped.
+struct Controller {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Controller {
+    fn start(p: &Project, port: u16, ports: &str) -> Controller {
+        let listen = format!("127.0.0.1:{port}");
+        let child = spawn_tend(
+            p.path(),
+            &[
+                "run", "--listen", &listen, "--resync", "2s", "--ports", ports,
+            ],
+            Stdio::null,
+        );
+        let c = Controller {
+            child: Some(child),
+            port,
+        };
+        wait_for(|| http_get(port, "/healthz").is_ok());
+        c
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        http_get(self.port, "/status")
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn converged(&self, p: &Project) -> bool {
+        std::fs::read_to_string(p.path().join(".tend/controller.json"))
+            .is_ok_and(|t| t.contains("\"converged\": true"))
+    }
+
+    /// The ids in the balancer's rotation of `group`.
+    fn rotation(&self, group: &str) -> Vec<String> {
+        self.status()["balancers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["group"] == group)
+            .flat_map(|b| b["in_rotation"].as_array().cloned().unwrap_or_default())
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "-TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                signal(child.id(), "-KILL");
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A 4-instance web group on ports of its own, serving `version` at `/v`, behind a balancer
+/// on `lb`, updated by `update`.
+fn web(version: &str, lb: u16, update: &str) -> String {
+    format!(
+        r#"load("@tend//policies.star", "rolling_safe")
+group(
+    name = "web",
+    size = 4,
+    provider = process(),
+    flavor = flavor(
+        command = ["python3", "-m", "http.server", "{{{{ instance.ports.http }}}}", "--bind", "127.0.0.1"],
+        files = {{"v": "{version} {{{{ instance.ports.http }}}}"}},
+        ports = ["http"],
+        health = http(port = "http", path = "/v", grace_period = "10s", interval = "300ms", failures = 2),
+        drain_timeout = "5s",
+    ),
+    update = {update},
+    expose = balancer(port = {lb}, drain_timeout = "5s"),
+)
+"#
+    )
+}
+
+/// Rolls the group from `from` to `to` under load; checks that no request failed and that
+/// every answer after the rollout comes from the new version.
+fn roll_under_load(p: &Project, c: &Controller, lb: u16, to: &str, update: &str) {
+    let load = Load::start(lb, "/v", 3);
+    std::thread::sleep(Duration::from_millis(300));
+    p.write_spec(&web(to, lb, update));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("converged"), "{out}");
+    wait_for(|| c.converged(p));
+    let done = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = load.finish();
+    let failed = failures(&answers);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollout to {to}: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert!(answers.len() > 50, "too few requests: {}", answers.len());
+    let after: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.at > done)
+        .filter_map(|a| a.result.as_ref().ok())
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|body| body.starts_with(&format!("{to} "))),
+        "answers after the rollout to {to}: {after:?}"
+    );
+    // Every instance got its own port, all different.
+    let ports: std::collections::BTreeSet<String> = after
+        .iter()
+        .filter_map(|b| b.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(ports.len(), 4, "{ports:?}");
+}
+
+#[test]
+fn rolling_updates_behind_the_balancer_lose_no_request() {
+    let lb = 19701;
+    let p = Project::new(
+        "it-lb-roll",
+        &web("v1", lb, "rolling_safe(min_ready = \"1s\")"),
+    );
+    let c = Controller::start(&p, 19702, "24200-24299");
+    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
+    assert!(get(lb, "/v").is_ok_and(|b| b.starts_with("v1 ")));
+    // Surge one, never below the allocation.
+    roll_under_load(&p, &c, lb, "v2", "rolling_safe(min_ready = \"1s\")");
+    // One down at a time, in place.
+    roll_under_load(&p, &c, lb, "v3", "rolling(max_unavailable = 1)");
+    // The instances really have the ports the status names, inside the range.
+    let status = c.status();
+    let instances = status["groups"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(instances.len(), 4);
+    for i in &instances {
+        let port = i["ports"]["http"].as_u64().unwrap_or(0);
+        assert!((24200..=24299).contains(&port), "{i}");
+        assert_eq!(i["address"], format!("127.0.0.1:{port}"));
+        assert!(get(port as u16, "/v").is_ok_and(|b| b == format!("v3 {port}")));
+    }
+}
+
+#[test]
+fn a_killed_instance_costs_at_most_its_open_connections() {
+    let lb = 19711;
+    let p = Project::new("it-lb-kill", &web("v1", lb, "rolling()"));
+    let c = Controller::start(&p, 19712, "24300-24399");
+    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
+    let clients = 3;
+    let load = Load::start(lb, "/v", clients);
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = p.live()[0].pid;
+    signal(victim, "-KILL");
+    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4 && p.live().len() == 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.finish();
+    let failed = failures(&answers);
+    // Only the connections open on it when it died can fail: at most one per client.
+    assert!(
+        failed.len() <= clients,
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert!(answers.len() > 50, "too few requests: {}", answers.len());
+}
+
+#[test]
+fn an_unhealthy_instance_gets_no_new_connections() {
+    let lb = 19721;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sick = dir.path().display().to_string();
+    let spec = format!(
+        r#"group(
+    name = "web",
+    size = 3,
+    provider = process(),
+    flavor = flavor(
+        command = ["python3", "-m", "http.server", "{{{{ instance.ports.http }}}}", "--bind", "127.0.0.1"],
+        files = {{"v": "{{{{ instance.ports.http }}}}"}},
+        ports = ["http"],
+        health = exec(command = ["sh", "-c", "test ! -e {sick}/{{{{ instance.ports.http }}}}"], grace_period = "5s", interval = "200ms", failures = 3),
+    ),
+    expose = balancer(port = {lb}, target = "http"),
+)
+"#
+    );
+    let p = Project::new("it-lb-sick", &spec);
+    let c = Controller::start(&p, 19722, "24400-24499");
+    wait_for(|| c.converged(&p) && c.rotation("web").len() == 3);
+    // Its check looks at a file, not at the server: wait until every server answers.
+    wait_for(|| {
+        c.status()["groups"][0]["instances"]
+            .as_array()
+            .is_some_and(|is| {
+                is.len() == 3
+                    && is
+                        .iter()
+                        .all(|i| get(i["ports"]["http"].as_u64().unwrap_or(0) as u16, "/v").is_ok())
+            })
+    });
+    let load = Load::start(lb, "/v", 2);
+    std::thread::sleep(Duration::from_millis(300));
+    // Two of the three still serve, but their checks fail from now on: more than half of
+    // the group, so tend replaces neither (degraded) and they stay up, unhealthy.
+    let status = c.status();
+    let sick: Vec<(String, String)> = status["groups"][0]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(2)
+        .map(|i| {
+            let port = i["ports"]["http"].as_u64().unwrap_or(0).to_string();
+            (i["id"].as_str().unwrap_or_default().to_owned(), port)
+        })
+        .collect();
+    assert_eq!(sick.len(), 2);
+    // Both turn sick while the controller is stopped, so it judges them in one round (else
+    // it might replace the first before it sees the second).
+    signal(c.pid(), "-STOP");
+    for (_, port) in &sick {
+        std::fs::write(dir.path().join(port), "").unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    signal(c.pid(), "-CONT");
+    // The round that judges them unhealthy takes them out of rotation.
+    wait_for(|| c.rotation("web").len() == 1);
+    let since = Instant::now();
+    assert!(sick.iter().all(|(id, _)| !c.rotation("web").contains(id)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let answers = load.finish();
+    assert!(failures(&answers).is_empty(), "{:?}", failures(&answers));
+    let events = http_get(19722, "/events").unwrap_or_default();
+    assert!(events.contains("\"kind\":\"degraded\""), "{events}");
+    for (id, _) in &sick {
+        assert!(
+            events
+                .lines()
+                .any(|l| l.contains("\"kind\":\"unhealthy\"") && l.contains(id.as_str())),
+            "{id} left the rotation for another reason: {events}"
+        );
+    }
+    // Still there, not replaced: only out of rotation.
+    let live: Vec<String> = c.status()["groups"][0]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(sick.iter().all(|(id, _)| live.contains(id)), "{live:?}");
+    let late: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.at > since)
+        .filter(|a| {
+            sick.iter()
+                .any(|(_, port)| a.result.as_deref() == Ok(port.as_str()))
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "unhealthy instances got new connections: {late:?}"
+    );
+    assert!(
+        answers.iter().filter(|a| a.at > since).count() > 20,
+        "too few requests after the verdict"
+    );
+    assert!(
+        answers.iter().any(|a| a.at < since
+            && sick
+                .iter()
+                .any(|(_, p)| a.result.as_deref() == Ok(p.as_str()))),
+        "they served through the balancer before"
+    );
+    // Healthy again: back in rotation.
+    for (_, port) in &sick {
+        std::fs::remove_file(dir.path().join(port)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    wait_for(|| c.rotation("web").len() == 3);
+}
