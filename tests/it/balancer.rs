@@ -410,3 +410,76 @@ fn an_unhealthy_instance_gets_no_new_connections() {
     }
     wait_for(|| c.rotation("web").len() == 3);
 }
+
+/// The same rolling update with containers: each publishes its own port on a host port the
+/// engine picks, and the balancer reaches it there.
+#[test]
+fn containers_roll_behind_the_balancer_without_losing_a_request() {
+    use crate::docker::{containers, have_engine, ENGINE, IMAGE};
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    if !have_engine("balancer::containers_roll_behind_the_balancer_without_losing_a_request") {
+        return;
+    }
+    let lb = 19731;
+    let spec = |version: &str| {
+        format!(
+            r#"load("@tend//policies.star", "rolling_safe")
+group(
+    name = "web",
+    size = 4,
+    provider = docker("{IMAGE}"),
+    flavor = flavor(
+        command = ["httpd", "-f", "-p", "{{{{ instance.ports.http }}}}", "-h", "/tend"],
+        files = {{"v": "{version} {{{{ instance.ports.http }}}}\n"}},
+        ports = ["http"],
+        health = http(port = "http", path = "/v", grace_period = "10s", interval = "300ms", failures = 2),
+        drain_timeout = "5s",
+    ),
+    update = rolling_safe(min_ready = "1s"),
+    expose = balancer(port = {lb}, drain_timeout = "5s"),
+)
+"#
+        )
+    };
+    let p = Project::new("it-lb-docker", &spec("v1"));
+    let c = Controller::start(&p, 19732, "24600-24699");
+    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
+    // Reached on host ports the engine picked, not on the ports inside.
+    let status = c.status();
+    for i in status["groups"][0]["instances"].as_array().into_iter().flatten() {
+        let host = i["ports"]["http"].as_u64().unwrap_or(0) as u16;
+        let body = get(host, "/v").unwrap_or_else(|e| panic!("{i}: {e}"));
+        let inside: u16 = body
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!((24600..=24699).contains(&inside), "{body}");
+        assert_ne!(host, inside, "{i}");
+    }
+    let load = Load::start(lb, "/v", 3);
+    std::thread::sleep(Duration::from_millis(300));
+    p.write_spec(&spec("v2"));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("converged"), "{out}");
+    wait_for(|| c.converged(&p));
+    let done = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = load.finish();
+    let failed = failures(&answers);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    let after: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.at > done)
+        .filter_map(|a| a.result.as_ref().ok())
+        .collect();
+    assert!(!after.is_empty() && after.iter().all(|b| b.starts_with("v2 ")), "{after:?}");
+    drop(c);
+    p.ok(&["destroy", "--yes"]);
+    assert!(containers("it-lb-docker", true).is_empty());
+}

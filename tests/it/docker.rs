@@ -184,7 +184,7 @@ fn containers_on(host: Option<&str>, project: &str, all: bool) -> Vec<String> {
         .collect()
 }
 
-fn containers(project: &str, all: bool) -> Vec<String> {
+pub fn containers(project: &str, all: bool) -> Vec<String> {
     containers_on(None, project, all)
 }
 
