@@ -446,7 +446,11 @@ group(
     wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
     // Reached on host ports the engine picked, not on the ports inside.
     let status = c.status();
-    for i in status["groups"][0]["instances"].as_array().into_iter().flatten() {
+    for i in status["groups"][0]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let host = i["ports"]["http"].as_u64().unwrap_or(0) as u16;
         let body = get(host, "/v").unwrap_or_else(|e| panic!("{i}: {e}"));
         let inside: u16 = body
@@ -478,8 +482,69 @@ group(
         .filter(|a| a.at > done)
         .filter_map(|a| a.result.as_ref().ok())
         .collect();
-    assert!(!after.is_empty() && after.iter().all(|b| b.starts_with("v2 ")), "{after:?}");
+    assert!(
+        !after.is_empty() && after.iter().all(|b| b.starts_with("v2 ")),
+        "{after:?}"
+    );
     drop(c);
     p.ok(&["destroy", "--yes"]);
     assert!(containers("it-lb-docker", true).is_empty());
+}
+
+/// Ports come from the range, are recorded on the instances, and a later command (a new
+/// process, with no memory of what it gave) never gives one a live instance holds, even one
+/// that nothing has bound. A range with no port left is an error that names it.
+#[test]
+fn a_port_held_by_a_live_instance_is_never_given_again() {
+    let spec = |size: u32| {
+        format!(
+            r#"group(name = "w", size = {size}, provider = process(),
+      flavor = flavor(command = ["sleep", "1000"], env = {{"PORT": "{{{{ instance.ports.http }}}}"}}, ports = ["http"]))
+"#
+        )
+    };
+    let p = Project::new("it-ports-held", &spec(3));
+    p.ok(&["apply", "--yes", "--ports", "24700-24705"]);
+    let ports = |p: &Project| -> Vec<u16> {
+        let status: serde_json::Value =
+            serde_json::from_str(&p.ok(&["status", "--json"])).unwrap_or_default();
+        let mut ports: Vec<u16> = status["groups"][0]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["state"] == "running")
+            .filter_map(|i| i["ports"]["http"].as_u64().map(|p| p as u16))
+            .collect();
+        ports.sort_unstable();
+        ports
+    };
+    let first = ports(&p);
+    assert_eq!(first.len(), 3, "{first:?}");
+    // The port is on the instance itself: in its environment, as the tag and as rendered.
+    for live in p.live() {
+        let environ = std::fs::read(format!("/proc/{}/environ", live.pid)).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ).into_owned();
+        let port = environ
+            .split('\0')
+            .find_map(|kv| kv.strip_prefix("PORT="))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            environ.contains(&format!("TEND_PORTS=http={port}")),
+            "{environ}"
+        );
+    }
+    p.write_spec(&spec(6));
+    p.ok(&["apply", "--yes", "--ports", "24700-24705"]);
+    let all = ports(&p);
+    assert_eq!(all, (24700..=24705).collect::<Vec<u16>>());
+    p.write_spec(&spec(7));
+    let out = p.tend(&["apply", "--yes", "--ports", "24700-24705"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = format!(
+        "{}{}",
+        crate::harness::text(&out.stdout),
+        crate::harness::text(&out.stderr)
+    );
+    assert!(said.contains("no free port left in 24700-24705"), "{said}");
 }
