@@ -92,7 +92,7 @@ impl Balancers {
     /// Serves the balancers `spec` asks for: listens on new addresses, stops those no group
     /// exposes any more, and tries again to listen where it could not before. Returns what
     /// changed, or could not, for the journal.
-    pub async fn serve(&self, spec: &Spec) -> Vec<String> {
+    pub fn serve(&self, spec: &Spec) -> Vec<String> {
         let wanted: BTreeMap<&str, &Expose> = spec
             .groups
             .iter()
@@ -122,16 +122,14 @@ impl Balancers {
                 Some(p) => p,
                 None => Arc::new(Pool::new(expose.clone())),
             };
-            let (task, problem) = match tokio::net::TcpListener::bind(&expose.listen).await {
+            let (task, problem) = match proxy::bind(&expose.listen) {
                 Ok(listener) => {
                     said.push(format!(
                         "balancer of {group} listening on {}",
                         expose.listen
                     ));
-                    (
-                        Some(tokio::spawn(proxy::serve(listener, pool.clone()))),
-                        None,
-                    )
+                    let task = tokio::spawn(proxy::serve(listener, pool.clone()));
+                    (Some(task), None)
                 }
                 Err(e) => {
                     let problem = format!("cannot listen on {}: {e}", expose.listen);

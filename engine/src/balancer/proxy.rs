@@ -16,8 +16,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Instances tried for one connection before it is given up.
 const TRIES: usize = 3;
 
+/// Listens on `address`, ready to be served from the balancer's runtime.
+pub fn bind(address: &str) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 /// Accepts connections on `listener` forever, each forwarded to an instance of `pool`.
-pub async fn serve(listener: TcpListener, pool: Arc<Pool>) {
+pub async fn serve(listener: std::net::TcpListener, pool: Arc<Pool>) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
     loop {
         let inbound = match listener.accept().await {
             Ok((stream, _)) => stream,

@@ -160,7 +160,7 @@ impl Controller {
                 break;
             }
             self.adopt_stored_spec()?;
-            self.serve_balancers().await;
+            self.serve_balancers();
             let started = self.clock.now();
             let round = self.reconciler.round().await?;
             self.balancers.sync(&round.observed, &round.serving);
@@ -192,9 +192,9 @@ impl Controller {
     }
 
     /// Listens for the groups the spec exposes (and stops what it no longer exposes).
-    async fn serve_balancers(&mut self) {
+    fn serve_balancers(&mut self) {
         let spec = self.reconciler.spec().0.clone();
-        for message in self.balancers.serve(&spec).await {
+        for message in self.balancers.serve(&spec) {
             self.journal.event("balancer", "", "", message);
         }
     }
