@@ -309,8 +309,6 @@ fn a_killed_instance_costs_at_most_its_open_connections() {
 #[test]
 fn an_unhealthy_instance_gets_no_new_connections() {
     let lb = 19721;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let sick = dir.path().display().to_string();
     let spec = format!(
         r#"group(
     name = "web",
@@ -318,9 +316,9 @@ fn an_unhealthy_instance_gets_no_new_connections() {
     provider = process(),
     flavor = flavor(
         command = ["python3", "-m", "http.server", "{{{{ instance.ports.http }}}}", "--bind", "127.0.0.1"],
-        files = {{"v": "{{{{ instance.ports.http }}}}"}},
-        ports = ["http"],
-        health = exec(command = ["sh", "-c", "test ! -e {sick}/{{{{ instance.ports.http }}}}"], grace_period = "5s", interval = "200ms", failures = 3),
+        files = {{"v": "{{{{ instance.ports.http }}}}", "ok": "yes"}},
+        ports = ["http", "admin"],
+        health = http(port = "http", path = "/ok", grace_period = "5s", interval = "200ms", failures = 1),
     ),
     expose = balancer(port = {lb}, target = "http"),
 )
@@ -329,17 +327,6 @@ fn an_unhealthy_instance_gets_no_new_connections() {
     let p = Project::new("it-lb-sick", &spec);
     let c = Controller::start(&p, 19722, "24400-24499");
     wait_for(|| c.converged(&p) && c.rotation("web").len() == 3);
-    // Its check looks at a file, not at the server: wait until every server answers.
-    wait_for(|| {
-        c.status()["groups"][0]["instances"]
-            .as_array()
-            .is_some_and(|is| {
-                is.len() == 3
-                    && is
-                        .iter()
-                        .all(|i| get(i["ports"]["http"].as_u64().unwrap_or(0) as u16, "/v").is_ok())
-            })
-    });
     let load = Load::start(lb, "/v", 2);
     std::thread::sleep(Duration::from_millis(300));
     // Two of the three still serve, but their checks fail from now on: more than half of
@@ -356,13 +343,20 @@ fn an_unhealthy_instance_gets_no_new_connections() {
         })
         .collect();
     assert_eq!(sick.len(), 2);
-    // Both turn sick while the controller is stopped, so it judges them in one round (else
-    // it might replace the first before it sees the second).
+    // The file its check asks for, in each one's working folder.
+    let ok_file = |id: &str| {
+        let pid = id.split('-').next().unwrap_or_default();
+        std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .join("ok")
+    };
+    // Both turn sick while the controller is stopped, so their next probes run together and
+    // one round judges both (else it might replace the first before it sees the second).
     signal(c.pid(), "-STOP");
-    for (_, port) in &sick {
-        std::fs::write(dir.path().join(port), "").unwrap_or_else(|e| panic!("{e}"));
+    for (id, _) in &sick {
+        std::fs::remove_file(ok_file(id)).unwrap_or_else(|e| panic!("{e}"));
     }
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(500));
     signal(c.pid(), "-CONT");
     // The round that judges them unhealthy takes them out of rotation.
     wait_for(|| c.rotation("web").len() == 1);
@@ -413,8 +407,8 @@ fn an_unhealthy_instance_gets_no_new_connections() {
         "they served through the balancer before"
     );
     // Healthy again: back in rotation.
-    for (_, port) in &sick {
-        std::fs::remove_file(dir.path().join(port)).unwrap_or_else(|e| panic!("{e}"));
+    for (id, _) in &sick {
+        std::fs::write(ok_file(id), "yes").unwrap_or_else(|e| panic!("{e}"));
     }
     wait_for(|| c.rotation("web").len() == 3);
 }

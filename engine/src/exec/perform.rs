@@ -331,6 +331,15 @@ async fn create_healthy(
         health_timeout,
     )
     .await;
+    // Healthy: it joins its balancer's rotation, so `min_ready` watches it under traffic.
+    if healthy.is_ok() {
+        ctx.balancers.admit(
+            &group.name,
+            &id,
+            rendered.request.address.as_deref(),
+            &reachable,
+        );
+    }
     let ready = match healthy {
         Ok(()) if !min_ready.is_zero() => {
             tokio::time::sleep(min_ready).await;
@@ -339,17 +348,14 @@ async fn create_healthy(
         other => other,
     };
     if let Err(why) = ready {
+        // A failed surge instance goes again, drained first; one made in place stays, and
+        // its checks take it out of rotation.
         if action.surge {
+            ctx.balancers.drain(&group.name, &id).await;
             let _ = provider.destroy(&id).await;
         }
         return Err(ActionError::NotHealthy { id, why });
     }
-    ctx.balancers.admit(
-        &group.name,
-        &id,
-        rendered.request.address.as_deref(),
-        &reachable,
-    );
     let checked = rendered.probe.as_ref().map(|p| match p {
         RenderedProbe::Http { address, path } => format!("answers http://{address}{path}"),
         RenderedProbe::Tcp { address } => format!("accepts TCP on {address}"),

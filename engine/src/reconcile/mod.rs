@@ -491,8 +491,13 @@ impl Reconciler {
             .filter(|a| a.action != ActionKind::Destroy)
             .map(|a| (a.group, a.slot.to_string()))
             .collect();
-        self.monitor
-            .sync(&observed, &self.context.catalog, &self.secret, &busy);
+        self.monitor.sync(
+            &observed,
+            &self.context.catalog,
+            &self.secret,
+            &busy,
+            &self.providers,
+        );
         self.monitor.judge(&mut observed);
         self.monitor.start_due(&self.providers, now);
         let seen: BTreeSet<&str> = observed.iter().map(|(_, i)| i.id.as_str()).collect();

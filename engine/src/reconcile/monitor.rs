@@ -86,6 +86,7 @@ impl Monitor {
         catalog: &Catalog,
         secret: &SecretSource,
         busy: &BTreeSet<(String, String)>,
+        providers: &ProviderSet,
     ) {
         let spec = catalog.spec();
         let mut seen = BTreeSet::new();
@@ -151,6 +152,14 @@ impl Monitor {
             }
         }
         for (id, track) in self.tracks.iter_mut() {
+            // A provider that probes by id tells instances apart whatever their address.
+            if providers
+                .get(&track.provider)
+                .is_ok_and(|p| p.probes_by_id())
+            {
+                track.shared = None;
+                continue;
+            }
             let address = match &track.probe {
                 RenderedProbe::Http { address, .. } | RenderedProbe::Tcp { address } => address,
                 RenderedProbe::Exec { .. } => continue,
@@ -229,9 +238,6 @@ impl Monitor {
             let Ok(provider) = providers.get(&track.provider).map(Arc::clone) else {
                 continue;
             };
-            if provider.probes_by_id() {
-                track.shared = None;
-            }
             track.probing = true;
             budget -= 1;
             let (id, probe, timeout) = (

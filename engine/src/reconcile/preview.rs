@@ -59,7 +59,7 @@ pub async fn preview(
     let mut observed = observe(spec, previous, providers).await?.complete()?;
     let catalog = rollouts::catalog(&kept, spec, previous, &failed);
     let mut monitor = Monitor::default();
-    monitor.sync(&observed, &catalog, secret, &Default::default());
+    monitor.sync(&observed, &catalog, secret, &Default::default(), providers);
     monitor.probe_all(providers, clock).await;
     monitor.judge(&mut observed);
     let mut paused = rollouts::paused(spec, &kept, &failed, &catalog);
