@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use engine::procfs;
 
+mod common;
+
 const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 
 /// The instance program: answers every request on every connection with `ANSWER`.
@@ -200,15 +202,7 @@ impl Project {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let _ = Command::new(env!("CARGO_BIN_EXE_tend"))
-            .args(["destroy", "--yes", "--parallelism", "50"])
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .status();
+        common::stop_and_destroy(&mut self.child, self.dir.path());
     }
 }
 

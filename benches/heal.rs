@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use engine::procfs;
 
+mod common;
+
 /// Session leaders tagged with `project` started after pid `newer_than`: (pid, slot).
 fn instances(project: &str, newer_than: u32) -> Vec<(u32, String)> {
     procfs::pids()
@@ -107,15 +109,7 @@ impl Controller {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let _ = Command::new(env!("CARGO_BIN_EXE_tend"))
-            .args(["destroy", "--yes", "--parallelism", "50"])
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .status();
+        common::stop_and_destroy(&mut self.child, self.dir.path());
     }
 }
 

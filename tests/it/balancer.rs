@@ -4,16 +4,14 @@
 //!
 //! Clients talk to 127.0.0.1 only, and every load loop is bounded in count and time.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::examples::http_get;
-use crate::harness::{signal, spawn_tend};
+use crate::harness::signal;
 use crate::process::{wait_for, Project};
+use crate::run::{converged, Running};
 
 /// Requests a load loop sends at most.
 const MAX_REQUESTS: usize = 20_000;
@@ -28,27 +26,9 @@ pub struct Answer {
     pub result: Result<String, String>,
 }
 
-/// One HTTP/1.0 GET on 127.0.0.1:`port`: the body of a 200 answer, or why not.
+/// One GET on 127.0.0.1:`port`: the trimmed body of a 200 answer, or why not.
 pub fn get(port: u16, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    stream
-        .read_to_string(&mut answer)
-        .map_err(|e| e.to_string())?;
-    if !answer.starts_with("HTTP/1.0 200") && !answer.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "answer: {:?}",
-            answer.lines().next().unwrap_or("(nothing)")
-        ));
-    }
-    Ok(answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_owned())
+    http_get(port, path).map(|body| body.trim().to_owned())
 }
 
 /// Clients sending requests to the balancer one after another until stopped, or until
@@ -114,73 +94,16 @@ pub fn failures(answers: &[Answer]) -> Vec<String> {
         .collect()
 }
 
-/// A `tend run`, stopped with SIGTERM when dropped.
-struct Controller {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Controller {
-    fn start(p: &Project, port: u16, ports: &str) -> Controller {
-        let listen = format!("127.0.0.1:{port}");
-        let child = spawn_tend(
-            p.path(),
-            &[
-                "run", "--listen", &listen, "--resync", "2s", "--ports", ports,
-            ],
-            Stdio::null,
-        );
-        let c = Controller {
-            child: Some(child),
-            port,
-        };
-        wait_for(|| http_get(port, "/healthz").is_ok());
-        c
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        http_get(self.port, "/status")
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
-    }
-
-    fn converged(&self, p: &Project) -> bool {
-        std::fs::read_to_string(p.path().join(".tend/controller.json"))
-            .is_ok_and(|t| t.contains("\"converged\": true"))
-    }
-
-    /// The ids in the balancer's rotation of `group`.
-    fn rotation(&self, group: &str) -> Vec<String> {
-        self.status()["balancers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|b| b["group"] == group)
-            .flat_map(|b| b["in_rotation"].as_array().cloned().unwrap_or_default())
-            .filter_map(|id| id.as_str().map(str::to_owned))
-            .collect()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), "-TERM");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if child.try_wait().ok().flatten().is_none() {
-                signal(child.id(), "-KILL");
-            }
-            let _ = child.wait();
-        }
-    }
+/// The ids in the rotation of `group`'s balancer, as the controller's `/status` says.
+fn rotation(c: &Running, group: &str) -> Vec<String> {
+    c.status()["balancers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["group"] == group)
+        .flat_map(|b| b["in_rotation"].as_array().cloned().unwrap_or_default())
+        .filter_map(|id| id.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A 4-instance web group on ports of its own, serving `version` at `/v`, behind a balancer
@@ -209,13 +132,13 @@ group(
 /// Rolls the group to version `to` (its `spec`) under load; checks that no request failed,
 /// that every answer after the rollout comes from the new version, and from four instances
 /// on four ports.
-fn roll_under_load(p: &Project, c: &Controller, lb: u16, to: &str, spec: &str) {
+fn roll_under_load(p: &Project, lb: u16, to: &str, spec: &str) {
     let load = Load::start(lb, "/v", 3);
     std::thread::sleep(Duration::from_millis(300));
     p.write_spec(spec);
     let out = p.ok(&["apply", "--yes"]);
     assert!(out.contains("converged"), "{out}");
-    wait_for(|| c.converged(p));
+    wait_for(|| converged(p));
     let done = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     let answers = load.finish();
@@ -252,20 +175,14 @@ fn rolling_updates_behind_the_balancer_lose_no_request() {
         "it-lb-roll",
         &web("v1", lb, "rolling_safe(min_ready = \"1s\")"),
     );
-    let c = Controller::start(&p, 19702, "24200-24299");
-    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
+    let c = Running::start(&p, 19702, &["--ports", "24200-24299"]);
+    wait_for(|| converged(&p) && rotation(&c, "web").len() == 4);
     assert!(get(lb, "/v").is_ok_and(|b| b.starts_with("v1 ")));
     // Surge one, never below the allocation.
     let safe = "rolling_safe(min_ready = \"1s\")";
-    roll_under_load(&p, &c, lb, "v2", &web("v2", lb, safe));
+    roll_under_load(&p, lb, "v2", &web("v2", lb, safe));
     // One down at a time, in place.
-    roll_under_load(
-        &p,
-        &c,
-        lb,
-        "v3",
-        &web("v3", lb, "rolling(max_unavailable = 1)"),
-    );
+    roll_under_load(&p, lb, "v3", &web("v3", lb, "rolling(max_unavailable = 1)"));
     // The instances really have the ports the status names, inside the range.
     let status = c.status();
     let instances = status["groups"][0]["instances"]
@@ -285,14 +202,14 @@ fn rolling_updates_behind_the_balancer_lose_no_request() {
 fn a_killed_instance_costs_at_most_its_open_connections() {
     let lb = 19711;
     let p = Project::new("it-lb-kill", &web("v1", lb, "rolling()"));
-    let c = Controller::start(&p, 19712, "24300-24399");
-    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
+    let c = Running::start(&p, 19712, &["--ports", "24300-24399"]);
+    wait_for(|| converged(&p) && rotation(&c, "web").len() == 4);
     let clients = 3;
     let load = Load::start(lb, "/v", clients);
     std::thread::sleep(Duration::from_millis(500));
     let victim = p.live()[0].pid;
     signal(victim, "-KILL");
-    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4 && p.live().len() == 4);
+    wait_for(|| converged(&p) && rotation(&c, "web").len() == 4 && p.live().len() == 4);
     std::thread::sleep(Duration::from_millis(300));
     let answers = load.finish();
     let failed = failures(&answers);
@@ -325,8 +242,8 @@ fn an_unhealthy_instance_gets_no_new_connections() {
 "#
     );
     let p = Project::new("it-lb-sick", &spec);
-    let c = Controller::start(&p, 19722, "24400-24499");
-    wait_for(|| c.converged(&p) && c.rotation("web").len() == 3);
+    let c = Running::start(&p, 19722, &["--ports", "24400-24499"]);
+    wait_for(|| converged(&p) && rotation(&c, "web").len() == 3);
     let load = Load::start(lb, "/v", 2);
     std::thread::sleep(Duration::from_millis(300));
     // Two of the three still serve, but their checks fail from now on: more than half of
@@ -359,9 +276,9 @@ fn an_unhealthy_instance_gets_no_new_connections() {
     std::thread::sleep(Duration::from_millis(500));
     signal(c.pid(), "-CONT");
     // The round that judges them unhealthy takes them out of rotation.
-    wait_for(|| c.rotation("web").len() == 1);
+    wait_for(|| rotation(&c, "web").len() == 1);
     let since = Instant::now();
-    assert!(sick.iter().all(|(id, _)| !c.rotation("web").contains(id)));
+    assert!(sick.iter().all(|(id, _)| !rotation(&c, "web").contains(id)));
     std::thread::sleep(Duration::from_millis(1500));
     let answers = load.finish();
     assert!(failures(&answers).is_empty(), "{:?}", failures(&answers));
@@ -410,7 +327,7 @@ fn an_unhealthy_instance_gets_no_new_connections() {
     for (id, _) in &sick {
         std::fs::write(ok_file(id), "yes").unwrap_or_else(|e| panic!("{e}"));
     }
-    wait_for(|| c.rotation("web").len() == 3);
+    wait_for(|| rotation(&c, "web").len() == 3);
 }
 
 /// The same rolling update with containers: each publishes its own port on a host port the
@@ -445,8 +362,8 @@ group(
     };
     let safe = r#"rolling_safe(min_ready = "1s")"#;
     let p = Project::new("it-lb-docker", &spec("v1", safe));
-    let c = Controller::start(&p, 19732, "24600-24699");
-    wait_for(|| c.converged(&p) && c.rotation("web").len() == 4);
+    let c = Running::start(&p, 19732, &["--ports", "24600-24699"]);
+    wait_for(|| converged(&p) && rotation(&c, "web").len() == 4);
     // Reached on host ports the engine picked, not on the ports inside.
     let status = c.status();
     for i in status["groups"][0]["instances"]
@@ -465,14 +382,8 @@ group(
         assert_ne!(host, inside, "{i}");
     }
     // Surge one at a time, then one down at a time in place.
-    roll_under_load(&p, &c, lb, "v2", &spec("v2", safe));
-    roll_under_load(
-        &p,
-        &c,
-        lb,
-        "v3",
-        &spec("v3", "rolling(max_unavailable = 1)"),
-    );
+    roll_under_load(&p, lb, "v2", &spec("v2", safe));
+    roll_under_load(&p, lb, "v3", &spec("v3", "rolling(max_unavailable = 1)"));
     drop(c);
     p.ok(&["destroy", "--yes"]);
     assert!(containers("it-lb-docker", true).is_empty());

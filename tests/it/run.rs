@@ -9,13 +9,13 @@ use crate::harness::{signal, spawn_tend, text};
 use crate::process::{wait_for, Project};
 
 /// A running `tend run`, stopped with SIGTERM when dropped.
-struct Running {
+pub struct Running {
     child: Option<Child>,
     port: u16,
 }
 
 impl Running {
-    fn start(p: &Project, port: u16, extra: &[&str]) -> Running {
+    pub fn start(p: &Project, port: u16, extra: &[&str]) -> Running {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["run", "--listen", listen.as_str(), "--resync", "2s"];
         args.extend_from_slice(extra);
@@ -28,7 +28,7 @@ impl Running {
         running
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
@@ -37,7 +37,7 @@ impl Running {
     }
 
     /// The controller's last round (`null` until it has one).
-    fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> serde_json::Value {
         http_get(self.port, "/status")
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -82,7 +82,8 @@ impl Drop for Running {
     }
 }
 
-fn converged(p: &Project) -> bool {
+/// True once the controller of `p` reported its spec converged.
+pub fn converged(p: &Project) -> bool {
     std::fs::read_to_string(p.path().join(".tend/controller.json"))
         .is_ok_and(|t| t.contains("\"converged\": true"))
 }

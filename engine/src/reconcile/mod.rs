@@ -53,6 +53,11 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// their own checks and to heal them at their own hash.
 const REMEMBERED_VERSIONS: usize = 10;
 
+/// Instances judged unhealthy this close together are judged in one round: failures of
+/// something they share read as one (the group degrades), not as instances to replace one
+/// after another.
+const UNHEALTHY_TOGETHER: Duration = Duration::from_millis(50);
+
 /// What a failed action does to its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -819,7 +824,8 @@ impl Reconciler {
                         }
                         Verdict::Unhealthy(why) => {
                             self.tell_unhealthy(&id, why);
-                            wake.get_or_insert((Wake::Health, now + Duration::from_millis(5)));
+                            let at = self.clock.now() + UNHEALTHY_TOGETHER;
+                            wake.get_or_insert((Wake::Health, at));
                         }
                     }
                 }
