@@ -290,6 +290,9 @@ impl Status {
             }
             if let Some(listen) = &g.expose {
                 let line = match self.balancers.iter().find(|b| b.group == g.name) {
+                    Some(b) if b.listening && b.open.is_empty() => {
+                        format!("balancer on {listen}: {} in rotation", b.in_rotation.len())
+                    }
                     Some(b) if b.listening => format!(
                         "balancer on {listen}: {} in rotation, {} connections open",
                         b.in_rotation.len(),
@@ -299,7 +302,7 @@ impl Status {
                         "balancer on {listen}: NOT LISTENING: {}",
                         b.problem.as_deref().unwrap_or("not started")
                     ),
-                    None => format!("balancer on {listen}: served by tend run"),
+                    None => format!("balancer on {listen}: not served (only `tend run` serves it)"),
                 };
                 let _ = writeln!(out, "  {line}");
             }

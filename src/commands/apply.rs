@@ -58,6 +58,12 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
                     ),
                 });
             }
+            if let Some(range) = args.ports {
+                crate::errln!(
+                    "note: --ports {range} is not used: tend run (pid {}) gives ports from its own range (its --ports, else the spec's project(ports = ...))",
+                    holder.pid
+                );
+            }
             return hand_over(&spec, &store, &state_dir, holder.pid, &args);
         }
         Err(e) => return Err(e.into()),

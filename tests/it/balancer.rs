@@ -446,3 +446,168 @@ fn a_port_held_by_a_live_instance_is_never_given_again() {
     );
     assert!(said.contains("no free port left in 24700-24705"), "{said}");
 }
+
+/// A connection held open through the balancer on 127.0.0.1:`lb`: the server has answered
+/// nothing yet, so it stays open until the client or the instance closes it.
+fn hold(lb: u16) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", lb)).unwrap_or_else(|e| panic!("{e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    stream
+}
+
+/// True when the peer closed `stream` (reading returns the end of the stream or an error).
+fn closed(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let _ = stream.set_nonblocking(true);
+    let mut byte = [0u8; 1];
+    let gone = match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = stream.set_nonblocking(false);
+    gone
+}
+
+/// New balancer settings keep its socket and its rotation: no request fails while they
+/// change, and a removed group's instances are drained before they stop.
+#[test]
+fn new_settings_keep_the_balancer_and_a_removed_group_is_drained() {
+    let lb = 19741;
+    let spec = |strategy: &str, drain: &str| {
+        format!(
+            r#"group(
+    name = "web",
+    size = 2,
+    provider = process(),
+    flavor = flavor(
+        command = ["python3", "-m", "http.server", "{{{{ instance.ports.http }}}}", "--bind", "127.0.0.1"],
+        files = {{"v": "{{{{ instance.ports.http }}}}"}},
+        health = http(port = "http", path = "/v", grace_period = "10s", interval = "300ms"),
+    ),
+    expose = balancer(port = {lb}, strategy = "{strategy}", drain_timeout = "{drain}"),
+)
+"#
+        )
+    };
+    let p = Project::new("it-lb-settings", &spec("round_robin", "5s"));
+    let c = Running::start(&p, 19742, &["--ports", "24800-24899"]);
+    wait_for(|| converged(&p) && rotation(&c, "web").len() == 2);
+    let load = Load::start(lb, "/v", 3);
+    for (strategy, drain) in [("least_connections", "20s"), ("round_robin", "30s")] {
+        std::thread::sleep(Duration::from_millis(300));
+        p.write_spec(&spec(strategy, drain));
+        p.ok(&["apply", "--yes"]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let answers = load.finish();
+    assert!(failures(&answers).is_empty(), "{:?}", failures(&answers));
+    let events = http_get(19742, "/events").unwrap_or_default();
+    assert!(events.contains("takes new settings"), "{events}");
+    assert!(!events.contains("stopped"), "{events}");
+    assert_eq!(rotation(&c, "web").len(), 2);
+
+    // The group goes: its instances stop only once the connection open on them ends
+    // (here, well before the drain timeout of 30 s).
+    let mut held = hold(lb);
+    std::thread::sleep(Duration::from_millis(200));
+    p.write_spec("");
+    let removing = std::thread::spawn({
+        let dir = p.path().to_path_buf();
+        move || crate::harness::tend(&dir, &["apply", "--yes"])
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !closed(&mut held),
+        "the open connection was cut without a drain"
+    );
+    assert!(
+        get(lb, "/v").is_err(),
+        "a removed group's balancer still takes connections"
+    );
+    assert!(!p.live().is_empty(), "stopped before its connection ended");
+    drop(held);
+    let out = removing.join().unwrap_or_else(|_| panic!("apply panicked"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::harness::text(&out.stderr)
+    );
+    wait_for(|| p.live().is_empty());
+}
+
+/// Without `tend run`, `tend status` says nobody serves the balancer; a drain command reads
+/// the ports of the instance it drains.
+#[test]
+fn status_says_who_serves_a_balancer_and_a_drain_command_gets_its_ports() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let drained = dir.path().join("drained");
+    let spec = |version: &str| {
+        format!(
+            r#"group(
+    name = "w",
+    size = 1,
+    provider = process(),
+    flavor = flavor(
+        command = ["sh", "-c", "sleep 1000; : {version}"],
+        ports = ["http"],
+        drain_command = ["sh", "-c", "echo {{{{ instance.ports.http }}}} >> {}"],
+    ),
+    expose = balancer(port = 19751),
+)
+"#,
+            drained.display()
+        )
+    };
+    let p = Project::new("it-lb-drain-ports", &spec("v1"));
+    p.ok(&["apply", "--yes", "--ports", "24900-24999"]);
+    let status = p.ok(&["status"]);
+    assert!(
+        status.contains("balancer on 127.0.0.1:19751: not served (only `tend run` serves it)"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&p.ok(&["status", "--json"])).unwrap_or_default();
+    let old = json["groups"][0]["instances"][0]["ports"]["http"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!((24900..=24999).contains(&old), "{json}");
+    p.write_spec(&spec("v2"));
+    p.ok(&["apply", "--yes", "--ports", "24900-24999"]);
+    let written = std::fs::read_to_string(&drained).unwrap_or_default();
+    assert_eq!(written.trim(), old.to_string());
+}
+
+/// Two live instances on one fixed port cannot be told apart by a probe there: the new one
+/// is reported as such at once (no waiting for a timeout), and `apply` ends with exit 1.
+#[test]
+fn a_probe_that_cannot_tell_two_instances_apart_is_an_error_not_a_pass() {
+    let spec = r#"group(
+    name = "twins",
+    size = 2,
+    provider = process(),
+    flavor = flavor(
+        command = ["sh", "-c", "python3 -m http.server 24751 --bind 127.0.0.1; sleep 1000"],
+        health = http(port = 24751, path = "/", grace_period = "20s", interval = "200ms"),
+    ),
+    update = rolling(health_timeout = "60s"),
+)
+"#;
+    let p = Project::new("it-lb-twins", spec);
+    let started = Instant::now();
+    let out = p.tend(&["apply", "--yes"]);
+    let said = format!(
+        "{}{}",
+        crate::harness::text(&out.stdout),
+        crate::harness::text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("127.0.0.1:24751 is also instance")
+            && said.contains("cannot tell them apart"),
+        "{said}"
+    );
+    // Well before the 20 s grace and 60 s timeout that waiting would have taken.
+    assert!(started.elapsed() < Duration::from_secs(20), "{said}");
+}

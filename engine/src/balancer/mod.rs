@@ -26,13 +26,22 @@ struct Served {
     pool: Arc<Pool>,
     task: Option<JoinHandle<()>>,
     problem: Option<String>,
+    /// No group is exposed here any more: it listens no longer, and goes once nothing
+    /// open is left.
+    retired: bool,
+}
+
+impl Served {
+    fn stop_listening(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.stop_listening();
     }
 }
 
@@ -89,9 +98,11 @@ impl Balancers {
         self.lock().get(group).map(|s| s.pool.clone())
     }
 
-    /// Serves the balancers `spec` asks for: listens on new addresses, stops those no group
-    /// exposes any more, and tries again to listen where it could not before. Returns what
-    /// changed, or could not, for the journal.
+    /// Serves the balancers `spec` asks for: listens on new addresses, takes new settings
+    /// without closing anything, stops listening where no group is exposed any more (its
+    /// rotation stays, so what is open drains as its instances go), and tries again to
+    /// listen where it could not before. Returns what changed, or could not, for the
+    /// journal.
     pub fn serve(&self, spec: &Spec) -> Vec<String> {
         let wanted: BTreeMap<&str, &Expose> = spec
             .groups
@@ -99,55 +110,55 @@ impl Balancers {
             .filter_map(|g| g.expose.as_ref().map(|e| (g.name.as_str(), e)))
             .collect();
         let mut said = Vec::new();
-        let to_bind: Vec<(String, Expose)> = {
-            let mut served = self.lock();
-            served.retain(|group, s| {
-                let keep = wanted.get(group.as_str()) == Some(&s.pool.expose());
-                if !keep {
-                    said.push(format!(
-                        "balancer of {group} on {} stopped",
-                        s.pool.expose().listen
-                    ));
-                }
-                keep
+        let mut served = self.lock();
+        for (group, s) in served.iter_mut() {
+            if !wanted.contains_key(group.as_str()) && !s.retired {
+                s.stop_listening();
+                s.retired = true;
+                said.push(format!(
+                    "balancer of {group} on {} stopped; open connections drain as its instances go",
+                    s.pool.expose().listen
+                ));
+            }
+        }
+        for (group, expose) in wanted {
+            let s = served.entry(group.to_owned()).or_insert_with(|| Served {
+                pool: Arc::new(Pool::new(expose.clone())),
+                task: None,
+                problem: None,
+                retired: false,
             });
-            wanted
-                .iter()
-                .filter(|(g, _)| served.get(**g).is_none_or(|s| s.task.is_none()))
-                .map(|(g, e)| ((*g).to_owned(), (*e).clone()))
-                .collect()
-        };
-        for (group, expose) in to_bind {
-            let pool = match self.pool(&group) {
-                Some(p) => p,
-                None => Arc::new(Pool::new(expose.clone())),
-            };
-            let (task, problem) = match proxy::bind(&expose.listen) {
+            let before = s.pool.expose();
+            if before.listen != expose.listen || s.retired {
+                s.stop_listening();
+                s.retired = false;
+            } else if before != *expose {
+                said.push(format!(
+                    "balancer of {group} on {} takes new settings",
+                    expose.listen
+                ));
+            }
+            s.pool.set_expose(expose.clone());
+            if s.task.is_some() {
+                continue;
+            }
+            match proxy::bind(&expose.listen) {
                 Ok(listener) => {
                     said.push(format!(
                         "balancer of {group} listening on {}",
                         expose.listen
                     ));
-                    let task = tokio::spawn(proxy::serve(listener, pool.clone()));
-                    (Some(task), None)
+                    s.task = Some(tokio::spawn(proxy::serve(listener, s.pool.clone())));
+                    s.problem = None;
                 }
                 Err(e) => {
                     let problem = format!("cannot listen on {}: {e}", expose.listen);
-                    let known = self.lock().get(&group).and_then(|s| s.problem.clone());
-                    if known.as_deref() != Some(problem.as_str()) {
+                    if s.problem.as_deref() != Some(problem.as_str()) {
                         said.push(format!("balancer of {group}: {problem}"));
                     }
-                    (None, Some(problem))
+                    s.problem = Some(problem);
                 }
-            };
-            self.lock().insert(
-                group,
-                Served {
-                    pool,
-                    task,
-                    problem,
-                },
-            );
+            }
         }
         said
     }
@@ -160,18 +171,26 @@ impl Balancers {
     /// Brings every rotation in line with a round: `serving` are the instances judged
     /// healthy (or without checks) in `observed`.
     pub fn sync(&self, observed: &Observed, serving: &BTreeSet<String>) {
+        self.lock().retain(|group, s| {
+            !s.retired
+                || !s.pool.idle()
+                || observed
+                    .iter()
+                    .any(|(_, i)| i.tags.group == *group && i.state.is_live())
+        });
         let pools: Vec<(String, Arc<Pool>)> = self
             .lock()
             .iter()
             .map(|(g, s)| (g.clone(), s.pool.clone()))
             .collect();
         for (group, pool) in pools {
+            let expose = pool.expose();
             let seen: Vec<Seen> = observed
                 .iter()
                 .filter(|(_, i)| i.tags.group == group && i.state.is_live())
                 .map(|(_, i)| Seen {
                     id: i.id.clone(),
-                    address: target(pool.expose(), i.address.as_deref(), &i.ports),
+                    address: target(&expose, i.address.as_deref(), &i.ports),
                     serving: i.state == InstanceState::Running && serving.contains(&i.id),
                     fine: i.state != InstanceState::Unhealthy,
                 })
@@ -189,7 +208,7 @@ impl Balancers {
         ports: &BTreeMap<String, u16>,
     ) {
         if let Some(pool) = self.pool(group) {
-            if let Some(at) = target(pool.expose(), address, ports) {
+            if let Some(at) = target(&pool.expose(), address, ports) {
                 pool.admit(id, at);
             }
         }
@@ -214,9 +233,10 @@ impl Balancers {
     pub fn status(&self) -> Vec<BalancerStatus> {
         self.lock()
             .iter()
+            .filter(|(_, s)| !s.retired)
             .map(|(group, s)| BalancerStatus {
                 group: group.clone(),
-                listen: s.pool.expose().listen.clone(),
+                listen: s.pool.expose().listen,
                 listening: s.task.is_some(),
                 problem: s.problem.clone(),
                 in_rotation: s.pool.in_rotation(),

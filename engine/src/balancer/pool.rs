@@ -84,7 +84,7 @@ pub struct Seen {
 /// The rotation of one exposed group.
 #[derive(Debug)]
 pub struct Pool {
-    expose: Expose,
+    expose: Mutex<Expose>,
     rotation: Mutex<Rotation>,
     turn: AtomicUsize,
     changed: Notify,
@@ -94,7 +94,7 @@ impl Pool {
     /// An empty rotation for `expose`.
     pub fn new(expose: Expose) -> Pool {
         Pool {
-            expose,
+            expose: Mutex::new(expose),
             rotation: Mutex::new(Rotation::default()),
             turn: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -102,8 +102,22 @@ impl Pool {
     }
 
     /// The balancer's settings.
-    pub fn expose(&self) -> &Expose {
-        &self.expose
+    pub fn expose(&self) -> Expose {
+        self.expose
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes new settings: the rotation, its open connections and the instances draining
+    /// stay as they are.
+    pub fn set_expose(&self, expose: Expose) {
+        *self.expose.lock().unwrap_or_else(|e| e.into_inner()) = expose;
+    }
+
+    /// True when no connection through this rotation is open.
+    pub fn idle(&self) -> bool {
+        self.open().values().all(|n| *n == 0)
     }
 
     fn lock(&self) -> MutexGuard<'_, Rotation> {
@@ -208,7 +222,7 @@ impl Pool {
                 .insert(id.to_owned(), backend.open.clone());
             backend.open
         };
-        let deadline = Instant::now() + self.expose.drain_timeout.to_std();
+        let deadline = Instant::now() + self.expose().drain_timeout.to_std();
         while open.count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -244,7 +258,7 @@ impl Pool {
         if candidates.is_empty() {
             return None;
         }
-        let chosen = match self.expose.strategy {
+        let chosen = match self.expose().strategy {
             Strategy::RoundRobin => {
                 candidates[self.turn.fetch_add(1, Ordering::Relaxed) % candidates.len()]
             }

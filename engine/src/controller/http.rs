@@ -3,7 +3,8 @@
 //!
 //! It is bounded: at most [`MAX_CONNECTIONS`] requests at once (more are answered 503 at
 //! once), a request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, only `GET`
-//! is served, and `/status` is the controller's last round, never an observe per request.
+//! is served, and `/status` is the controller's last round, never an observe per request
+//! (but for its balancers, whose open connections it counts as they are).
 //! Streams of `/events?follow` count apart, at most [`MAX_FOLLOWERS`], so they never keep
 //! `/healthz` from answering, and a stream ends as soon as its client hangs up.
 
@@ -32,6 +33,8 @@ pub struct Endpoint {
     pub journal: Arc<Journal>,
     /// The status of the controller's last round.
     pub status: Arc<Mutex<Option<Status>>>,
+    /// The balancers, whose rotations and open connections `/status` shows as they are now.
+    pub balancers: crate::balancer::Balancers,
 }
 
 /// Serves until the listener fails.
@@ -104,7 +107,8 @@ async fn answer(
         "/status" => {
             let status = endpoint.status.lock().ok().and_then(|s| s.clone());
             match status {
-                Some(status) => {
+                Some(mut status) => {
+                    status.balancers = endpoint.balancers.status();
                     let text = serde_json::to_string_pretty(&status).unwrap_or_default();
                     reply(&mut socket, 200, "application/json", &text).await
                 }

@@ -137,6 +137,7 @@ impl Controller {
         http::Endpoint {
             journal: self.journal.clone(),
             status: self.status.clone(),
+            balancers: self.balancers.clone(),
         }
     }
 
@@ -269,6 +270,15 @@ impl Controller {
             groups: round.groups.clone(),
             backoff,
             unobserved: round.observed.unobserved.clone(),
+            balancers: self
+                .balancers
+                .status()
+                .into_iter()
+                .map(|mut b| {
+                    b.open.clear();
+                    b
+                })
+                .collect(),
         };
         report.annotate(&mut status);
         status.balancers = self.balancers.status();

@@ -30,6 +30,10 @@ pub struct Report {
     /// Providers it cannot observe, with why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unobserved: BTreeMap<String, String>,
+    /// Its balancers: where they listen (or why not) and the instances in rotation, without
+    /// open connection counts (those change too often for a file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balancers: Vec<crate::balancer::BalancerStatus>,
 }
 
 const FILE: &str = "controller.json";
@@ -53,6 +57,7 @@ impl Report {
             }
             group.backoff = self.backoff.get(&group.name).cloned().unwrap_or_default();
         }
+        status.balancers.clone_from(&self.balancers);
     }
 }
 

@@ -166,31 +166,7 @@ async fn stop(
 ) -> Result<(), ActionError> {
     // Out of its balancer's rotation first; its open connections get the drain timeout.
     ctx.balancers.drain(&action.group, id).await;
-    if let Some(group) =
-        group.filter(|g| g.flavor.drain.as_ref().is_some_and(|d| d.command.is_some()))
-    {
-        let spec = ctx.catalog.spec();
-        let empty = Observed::new(&spec.project);
-        if let Ok(rendered) = render_instance(
-            &spec.project,
-            group,
-            &action.slot,
-            &[],
-            &empty,
-            ctx.secret.as_ref(),
-        ) {
-            if let Some(command) = rendered.drain {
-                let timeout = group
-                    .flavor
-                    .drain
-                    .as_ref()
-                    .map(|d| d.timeout.to_std())
-                    .unwrap_or_default();
-                // A drain that fails does not keep the instance alive: it is stopped anyway.
-                let _ = crate::health::probe(&RenderedProbe::Exec { command }, timeout).await;
-            }
-        }
-    }
+    run_drain_command(ctx, provider, group, action, id).await;
     let project = &ctx.catalog.spec().project;
     // Every attempt checks again: retries can come seconds later.
     let destroyed = retry(ctx.options.attempts, || async {
@@ -225,6 +201,64 @@ async fn stop(
             id: id.to_owned(),
             detail: chain(&e),
         }),
+    }
+}
+
+/// Runs the flavor's drain command for instance `id`, rendered as the instance was made: at
+/// its own version (`from_hash`), with its own ports (from its tags). A drain that cannot
+/// be rendered or fails does not keep the instance alive: it is stopped anyway.
+async fn run_drain_command(
+    ctx: &Context,
+    provider: &dyn Provider,
+    group: Option<&Group>,
+    action: &Action,
+    id: &str,
+) {
+    let own = action
+        .from_hash
+        .as_ref()
+        .and_then(|h| ctx.catalog.group(&action.group, Some(h)));
+    let Some(group) = own
+        .as_ref()
+        .or(group)
+        .filter(|g| g.flavor.drain.as_ref().is_some_and(|d| d.command.is_some()))
+    else {
+        return;
+    };
+    let spec = ctx.catalog.spec();
+    let ports = if group.flavor.port_names().is_empty() {
+        Vec::new()
+    } else {
+        let selector = Selector {
+            project: spec.project.clone(),
+        };
+        provider
+            .describe(&selector)
+            .await
+            .ok()
+            .and_then(|found| found.into_iter().find(|i| i.id == id))
+            .map(|i| i.tags.ports)
+            .unwrap_or_default()
+    };
+    let empty = Observed::new(&spec.project);
+    let Ok(rendered) = render_instance(
+        &spec.project,
+        group,
+        &action.slot,
+        &ports,
+        &empty,
+        ctx.secret.as_ref(),
+    ) else {
+        return;
+    };
+    if let Some(command) = rendered.drain {
+        let timeout = group
+            .flavor
+            .drain
+            .as_ref()
+            .map(|d| d.timeout.to_std())
+            .unwrap_or_default();
+        let _ = crate::health::probe(&RenderedProbe::Exec { command }, timeout).await;
     }
 }
 
@@ -397,8 +431,8 @@ async fn wait_until_healthy(
                     return Ok(());
                 }
                 match address_holder(provider, project, id, p).await {
-                    Some(other) => Err(ProbeError::Io(format!(
-                        "its address is also instance {other}'s: a probe there cannot tell them apart"
+                    Some((other, address)) => Err(ProbeError::Ambiguous(format!(
+                        "{address} is also instance {other}'s address, so a probe there cannot tell them apart: give each instance a port of its own (ports = [\"http\"] and http(port = \"http\"))"
                     ))),
                     None => Ok(()),
                 }
@@ -420,13 +454,14 @@ async fn wait_until_healthy(
     }
 }
 
-/// Another live instance of the project whose address is where `probe` goes, if any.
+/// Another live instance of the project whose address is where `probe` goes, if any, and
+/// the address.
 async fn address_holder(
     provider: &dyn Provider,
     project: &str,
     id: &str,
     probe: &RenderedProbe,
-) -> Option<String> {
+) -> Option<(String, String)> {
     let (RenderedProbe::Http { address, .. } | RenderedProbe::Tcp { address }) = probe else {
         return None;
     };
@@ -437,7 +472,7 @@ async fn address_holder(
     found
         .into_iter()
         .find(|i| i.id != id && i.state.is_live() && i.address.as_deref() == Some(address))
-        .map(|i| i.id)
+        .map(|i| (i.id, address.clone()))
 }
 
 async fn stays_healthy(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::provider::Observed;
-use crate::spec::PortRange;
+use crate::spec::{PortRange, PortValue, Probe, Spec};
 
 /// How long a port given to an instance is not given again, when no live instance shows it
 /// (the instance may not be visible yet, or may still be stopping).
@@ -32,6 +32,35 @@ pub struct PortAllocator {
     next: u16,
     in_use: BTreeSet<u16>,
     issued: BTreeMap<u16, Instant>,
+}
+
+/// The ports a spec names as numbers: health check ports, and host ports a container is
+/// published on.
+fn fixed_ports(spec: &Spec) -> Vec<u16> {
+    let mut fixed = Vec::new();
+    for group in &spec.groups {
+        if let Some(Probe::Http {
+            port: PortValue::Number(n),
+            ..
+        })
+        | Some(Probe::Tcp {
+            port: PortValue::Number(n),
+        }) = group.flavor.health.as_ref().map(|h| &h.probe)
+        {
+            fixed.push(*n);
+        }
+        let published = group
+            .provider
+            .props
+            .get("ports")
+            .and_then(|p| p.as_object());
+        for outside in published.into_iter().flat_map(|m| m.values()) {
+            if let Some(n) = outside.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                fixed.push(n);
+            }
+        }
+    }
+    fixed
 }
 
 /// A port allocator shared by running actions.
@@ -73,9 +102,15 @@ impl PortAllocator {
         }
     }
 
-    /// Takes in the ports that the instances of `observed` hold: those of live instances and
-    /// of dead ones that left processes running, as tagged and as reached.
-    pub fn note_in_use(&mut self, observed: &Observed) {
+    /// Takes in the ports in use: those the instances of `observed` hold (live ones, and
+    /// dead ones that left processes running: as tagged, as reached, and the port of their
+    /// address), and the fixed ports `spec` names for health checks and published ports.
+    pub fn note_in_use(&mut self, observed: &Observed, spec: &Spec) {
+        let address_port = |a: &Option<String>| {
+            a.as_deref()
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+        };
         self.in_use = observed
             .iter()
             .filter(|(_, i)| i.state.is_live() || i.remains > 0)
@@ -85,8 +120,10 @@ impl PortAllocator {
                     .iter()
                     .map(|(_, p)| *p)
                     .chain(i.ports.values().copied())
+                    .chain(address_port(&i.address))
                     .collect::<Vec<_>>()
             })
+            .chain(fixed_ports(spec))
             .collect();
         let now = Instant::now();
         self.issued
@@ -161,5 +198,73 @@ mod tests {
             );
         }
         assert!(all.iter().all(|p| range.first <= *p && *p <= range.last));
+    }
+
+    #[test]
+    fn never_gives_a_port_the_spec_or_a_live_address_uses() {
+        use crate::provider::{InstanceState, InstanceTags, ObservedInstance};
+        use crate::spec::{Allocation, Flavor, Group, Health, ProviderSpec};
+        let range = PortRange {
+            first: 29200,
+            last: 29202,
+        };
+        let fixed = Group {
+            name: "fixed".into(),
+            allocation: Allocation::Size(1),
+            provider: ProviderSpec {
+                kind: "process".into(),
+                props: Default::default(),
+            },
+            flavor: Flavor {
+                health: Some(Health {
+                    probe: Probe::Tcp {
+                        port: PortValue::Number(29200),
+                    },
+                    grace_period: crate::spec::Duration::from_secs(1),
+                    interval: crate::spec::Duration::from_secs(1),
+                    timeout: crate::spec::Duration::from_secs(1),
+                    failures: 1,
+                }),
+                ..Flavor::default()
+            },
+            depends_on: Vec::new(),
+            reads_groups: Vec::new(),
+            update: Default::default(),
+            expose: None,
+            origin: None,
+        };
+        let spec = Spec {
+            project: "p".into(),
+            ports: None,
+            groups: vec![fixed],
+        };
+        let mut observed = Observed::new("p");
+        observed.add(
+            "process",
+            vec![ObservedInstance {
+                id: "1-1".into(),
+                tags: InstanceTags {
+                    project: "p".into(),
+                    group: "other".into(),
+                    slot: "0".into(),
+                    hash: "h".into(),
+                    ports: Vec::new(),
+                },
+                labels: Default::default(),
+                address: Some("127.0.0.1:29201".into()),
+                ports: Default::default(),
+                state: InstanceState::Running,
+                started_at: 0,
+                ended: None,
+                remains: 0,
+            }],
+        );
+        let mut ports = PortAllocator::new(range);
+        ports.note_in_use(&observed, &spec);
+        let given = ports.allocate(&names(1));
+        if std::net::TcpListener::bind("127.0.0.1:29202").is_ok() {
+            assert_eq!(given, Ok(vec![("p0".to_owned(), 29202)]));
+        }
+        assert!(ports.allocate(&names(1)).is_err());
     }
 }

@@ -48,6 +48,10 @@ pub enum ProbeError {
     /// The command exited with a failure.
     #[error("command exited with {0}")]
     Exit(String),
+    /// The probe passed, but at an address another instance has too: it cannot tell which
+    /// one answered.
+    #[error("{0}")]
+    Ambiguous(String),
 }
 
 /// Runs one probe with a timeout.
@@ -141,6 +145,9 @@ pub enum NotHealthy {
     /// It stopped running while being waited for.
     #[error("exited while starting")]
     Exited,
+    /// Its probe cannot tell it from another instance: waiting longer would not help.
+    #[error("cannot be judged: {0}")]
+    Ambiguous(String),
 }
 
 /// Waits until `check` passes, judged by `health`: failures inside the grace period do not
@@ -167,6 +174,7 @@ where
     loop {
         match check().await {
             Ok(()) => return Ok(()),
+            Err(ProbeError::Ambiguous(why)) => return Err(NotHealthy::Ambiguous(why)),
             Err(e) => {
                 last = e.to_string();
                 if started.elapsed() >= health.grace_period.to_std() {

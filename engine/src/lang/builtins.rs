@@ -208,6 +208,16 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             Some(e) if !e.is_none() => Some(convert::expose(e.to_json_value()?)?),
             _ => suggested.map(convert::expose).transpose()?,
         };
+        let has_address = !flavor.port_names().is_empty()
+            || matches!(
+                flavor.health.as_ref().map(|h| &h.probe),
+                Some(crate::spec::Probe::Http { .. }) | Some(crate::spec::Probe::Tcp { .. })
+            );
+        if expose.is_some() && !has_address {
+            anyhow::bail!(
+                "the balancer has nowhere to send connections: give the flavor a port of its own (ports = [\"http\"]) or a health check on its port (http(port = ...) or tcp(port = ...))"
+            );
+        }
         if let Some(target) = expose.as_ref().and_then(|e| e.target.as_ref()) {
             if !flavor.port_names().contains(target) {
                 anyhow::bail!(

@@ -480,7 +480,7 @@ impl Reconciler {
                 .or(self.spec.ports)
                 .unwrap_or_default();
             ports.set_range(range);
-            ports.note_in_use(&observed);
+            ports.note_in_use(&observed, &self.spec);
         }
         self.gone
             .retain(|_, at| now.duration_since(*at) < EXPECT_FOR);

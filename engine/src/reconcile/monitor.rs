@@ -37,8 +37,8 @@ struct Track {
     next: Instant,
     last_error: String,
     probing: bool,
-    /// Another live instance has the address this probe reaches: its answers could come
-    /// from either, so they count for neither.
+    /// Another live instance has the address this probe reaches: a pass could be either's,
+    /// so it counts for neither (a failure counts).
     shared: Option<String>,
 }
 
@@ -276,8 +276,9 @@ impl Monitor {
                 .to_std()
                 .max(Duration::from_millis(100));
         let before = track.state();
-        if let Some(other) = &track.shared {
-            // Not counted either way: the answer may be the other instance's.
+        if let (Some(other), Ok(())) = (&track.shared, &result) {
+            // A pass may be the other instance's answer: not counted. A failure counts:
+            // nothing there answers for either.
             track.last_error = format!(
                 "its address is also instance {other}'s: a probe there cannot tell them apart"
             );
@@ -314,11 +315,13 @@ impl Monitor {
             .min()
     }
 
-    /// True while some live instance with a check has not been judged running or unhealthy.
+    /// True while some live instance with a check has not been judged running or unhealthy
+    /// (and can be).
     pub fn undecided(&self) -> bool {
+        // One whose address another instance has cannot be decided by waiting.
         self.tracks
             .values()
-            .any(|t| t.state() == InstanceState::Starting)
+            .any(|t| t.state() == InstanceState::Starting && t.shared.is_none())
     }
 
     /// Probes every followed instance until it has a verdict, for commands that look once

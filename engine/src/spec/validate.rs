@@ -165,6 +165,21 @@ pub fn slot_bound_address(group: &Group) -> Option<String> {
         })
 }
 
+/// True when two balancer addresses cannot both be listened on: the same address, or the
+/// same port where one of them is every address (`0.0.0.0`, `[::]`).
+fn overlap(a: &str, b: &str) -> bool {
+    match (
+        a.parse::<std::net::SocketAddr>(),
+        b.parse::<std::net::SocketAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => {
+            a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        }
+        _ => a == b,
+    }
+}
+
 /// Checks an environment variable name: letters, digits and `_`, not starting with a digit.
 pub fn env_name(name: &str) -> Result<(), SpecError> {
     let valid = !name.is_empty()
@@ -216,7 +231,7 @@ pub fn spec(spec: &Spec) -> Vec<GroupProblem> {
             });
         }
         if let Some(expose) = &group.expose {
-            if let Some((first, _)) = listens.iter().find(|(_, l)| *l == expose.listen) {
+            if let Some((first, _)) = listens.iter().find(|(_, l)| overlap(l, &expose.listen)) {
                 problems.push(GroupProblem {
                     group_index: index,
                     error: SpecError::SharedListen {
