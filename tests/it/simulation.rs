@@ -620,20 +620,27 @@ impl Checker {
             .filter(|i| i.serves(now))
             .map(|i| i.instance.tags.slot.as_str())
             .collect();
-        let sick = world
-            .instances
+        // A slot is sick when it has been without service for long: every instance in it
+        // unserved for long (a duplicate long sick beside one that hung a moment ago does
+        // not make its slot long sick).
+        let mut slots: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+        for i in world.instances.iter().filter(in_group) {
+            let slot = i.instance.tags.slot.as_str();
+            let long = s
+                .unserved_since
+                .get(&i.instance.id)
+                .is_some_and(|since| now.saturating_sub(*since) >= K_MS);
+            let counts = !failed_hashes.contains(&i.instance.tags.hash);
+            let entry = slots.entry(slot).or_insert((true, false));
+            entry.0 &= long;
+            entry.1 |= counts;
+        }
+        let sick = slots
             .iter()
-            .filter(in_group)
-            .filter(|i| {
-                !failed_hashes.contains(&i.instance.tags.hash)
-                    && !serving_slots.contains(i.instance.tags.slot.as_str())
-                    && s.unserved_since
-                        .get(&i.instance.id)
-                        .is_some_and(|since| now.saturating_sub(*since) >= K_MS)
+            .filter(|(slot, (all_long, counts))| {
+                *all_long && *counts && !serving_slots.contains(*slot)
             })
-            .map(|i| i.instance.tags.slot.as_str())
-            .collect::<BTreeSet<_>>()
-            .len();
+            .count();
         let size = current.allocation.len();
         let since = *self
             .controller_since

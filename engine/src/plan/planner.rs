@@ -14,7 +14,8 @@
 //! - an outdated instance that serves is replaced only while the group has fewer than
 //!   `max_unavailable` unavailable slots (dead, missing, starting, unhealthy, or being
 //!   made), or with surge, in batches: the next batch starts when the last one is done;
-//! - a paused group replaces nothing; it heals dead instances at the hash they had.
+//! - a paused group replaces nothing; it heals dead instances at the hash they had (at the
+//!   hash the group serves with, when theirs serves nowhere).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -838,14 +839,17 @@ impl Builder {
 }
 
 /// The hash a dead instance comes back at: in a paused group (which makes no progress),
-/// the hash it had when its template is known, else the version most of the group serves
-/// stably with, else the version before the failed one. The group's hash otherwise.
+/// the hash it had when its template is known and it is not a version that serves nowhere
+/// while another one serves stably (healing at a version that never turned healthy would
+/// never heal), else the version most of the group serves stably with, else the version
+/// before the failed one. The group's hash otherwise.
 fn heal_hash(ctx: &GroupContext<'_>, dead: &Seen<'_>) -> SpecHash {
     let own = SpecHash::from_tag(dead.hash());
     let Some(paused) = ctx.paused else {
         return ctx.hash.clone();
     };
-    if paused.known.contains(&own) {
+    let serves_elsewhere = !paused.serving.is_empty() && !paused.serving.contains(&own);
+    if paused.known.contains(&own) && !serves_elsewhere {
         return own;
     }
     paused
