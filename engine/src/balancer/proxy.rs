@@ -13,8 +13,11 @@ const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(2);
 /// How long connecting to one instance may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Instances tried for one connection before it is given up.
-const TRIES: usize = 3;
+/// Connects tried for one connection before it is given up.
+const TRIES: usize = 6;
+
+/// How long to wait, times the attempt, before trying again instances that all refused.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Listens on `address`, ready to be served from the balancer's runtime.
 pub fn bind(address: &str) -> std::io::Result<std::net::TcpListener> {
@@ -42,14 +45,22 @@ pub async fn serve(listener: std::net::TcpListener, pool: Arc<Pool>) {
     }
 }
 
-/// Forwards one connection. When an instance refuses, the next is tried: the client has
-/// sent nothing that could be lost, since nothing was read from it yet.
+/// Forwards one connection. When an instance refuses, another is tried (or, with no other
+/// in rotation, the same one again a moment later): the client has sent nothing that could
+/// be lost, since nothing was read from it yet.
 async fn forward(mut inbound: TcpStream, pool: Arc<Pool>) {
     let _ = inbound.set_nodelay(true);
     let mut tried = Vec::new();
-    for _ in 0..TRIES {
-        let Some(picked) = pool.pick(&tried, WAIT_FOR_INSTANCE).await else {
-            return;
+    for attempt in 0..TRIES {
+        let picked = match pool.pick(&tried, WAIT_FOR_INSTANCE).await {
+            Some(p) => p,
+            None if !tried.is_empty() && !pool.in_rotation().is_empty() => {
+                // Every instance in rotation refused once: try them again.
+                tried.clear();
+                tokio::time::sleep(RETRY_PAUSE * attempt as u32).await;
+                continue;
+            }
+            None => return,
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(picked.address)).await {
             Ok(Ok(mut outbound)) => {
