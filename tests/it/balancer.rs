@@ -107,16 +107,28 @@ fn rotation(c: &Running, group: &str) -> Vec<String> {
 }
 
 /// A 4-instance web group on ports of its own, serving `version` at `/v`, behind a balancer
-/// on `lb`, updated by `update`.
+/// on `lb`, updated by `update`: processes of python's http.server.
 fn web(version: &str, lb: u16, update: &str) -> String {
+    web_on(
+        "process()",
+        r#"["python3", "-m", "http.server", "{{ instance.ports.http }}", "--bind", "127.0.0.1"]"#,
+        version,
+        lb,
+        update,
+    )
+}
+
+/// The same group made by `provider`, running `command` (which serves its working folder
+/// on its own port).
+fn web_on(provider: &str, command: &str, version: &str, lb: u16, update: &str) -> String {
     format!(
         r#"load("@tend//policies.star", "rolling_safe")
 group(
     name = "web",
     size = 4,
-    provider = process(),
+    provider = {provider},
     flavor = flavor(
-        command = ["python3", "-m", "http.server", "{{{{ instance.ports.http }}}}", "--bind", "127.0.0.1"],
+        command = {command},
         files = {{"v": "{version} {{{{ instance.ports.http }}}}"}},
         ports = ["http"],
         health = http(port = "http", path = "/v", grace_period = "10s", interval = "300ms", failures = 2),
@@ -340,26 +352,9 @@ fn containers_roll_behind_the_balancer_without_losing_a_request() {
         return;
     }
     let lb = 19731;
-    let spec = |version: &str, update: &str| {
-        format!(
-            r#"load("@tend//policies.star", "rolling_safe")
-group(
-    name = "web",
-    size = 4,
-    provider = docker("{IMAGE}"),
-    flavor = flavor(
-        command = ["httpd", "-f", "-p", "{{{{ instance.ports.http }}}}", "-h", "/tend"],
-        files = {{"v": "{version} {{{{ instance.ports.http }}}}\n"}},
-        ports = ["http"],
-        health = http(port = "http", path = "/v", grace_period = "10s", interval = "300ms", failures = 2),
-        drain_timeout = "5s",
-    ),
-    update = {update},
-    expose = balancer(port = {lb}, drain_timeout = "5s"),
-)
-"#
-        )
-    };
+    let provider = format!("docker(\"{IMAGE}\")");
+    let httpd = r#"["httpd", "-f", "-p", "{{ instance.ports.http }}", "-h", "/tend"]"#;
+    let spec = |version: &str, update: &str| web_on(&provider, httpd, version, lb, update);
     let safe = r#"rolling_safe(min_ready = "1s")"#;
     let p = Project::new("it-lb-docker", &spec("v1", safe));
     let c = Running::start(&p, 19732, &["--ports", "24600-24699"]);
