@@ -515,7 +515,7 @@ fn resources_reach_the_engine_and_an_oom_kill_is_reported() {
         r#"group(name = "api", size = 1, provider = docker("{IMAGE}"),
       flavor = flavor(command = ["sleep", "1000"], resources = resources(memory = "64M", cpu = 0.5, pids = 64)))
 group(name = "hog", size = 1, provider = docker("{IMAGE}"),
-      flavor = flavor(command = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+      flavor = flavor(command = ["awk", "BEGIN {{ s = sprintf(\"%67108864s\", \"\"); print length(s) }}"],
                       resources = resources(memory = "16M")))
 "#
     );
