@@ -169,11 +169,14 @@ impl Balancers {
     }
 
     /// Brings every rotation in line with a round: `serving` are the instances judged
-    /// healthy (or without checks) in `observed`.
+    /// healthy (or without checks) in `observed`. A provider that could not be observed
+    /// empties no rotation: its instances stay until a round sees them gone.
     pub fn sync(&self, observed: &Observed, serving: &BTreeSet<String>) {
+        let complete = observed.unobserved.is_empty();
         self.lock().retain(|group, s| {
             !s.retired
                 || !s.pool.idle()
+                || !complete
                 || observed
                     .iter()
                     .any(|(_, i)| i.tags.group == *group && i.state.is_live())
@@ -195,7 +198,7 @@ impl Balancers {
                     fine: i.state != InstanceState::Unhealthy,
                 })
                 .collect();
-            pool.sync(&seen);
+            pool.sync(&seen, complete);
         }
     }
 

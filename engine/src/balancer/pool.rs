@@ -167,8 +167,9 @@ impl Pool {
     }
 
     /// Brings the rotation in line with what a round saw: serving instances join, those
-    /// gone or judged unhealthy leave, those draining stay out.
-    pub fn sync(&self, seen: &[Seen]) {
+    /// gone or judged unhealthy leave, those draining stay out. When the round could not see
+    /// every provider (`complete` false), an instance it did not see is not taken for gone.
+    pub fn sync(&self, seen: &[Seen], complete: bool) {
         let now = Instant::now();
         let mut rotation = self.lock();
         let by_id: BTreeMap<&str, &Seen> = seen.iter().map(|s| (s.id.as_str(), s)).collect();
@@ -183,9 +184,11 @@ impl Pool {
                     true
                 }
                 Some(_) => false,
-                None => b
-                    .admitted
-                    .is_some_and(|at| now.saturating_duration_since(at) < ADMITTED_FOR),
+                None => {
+                    !complete
+                        || b.admitted
+                            .is_some_and(|at| now.saturating_duration_since(at) < ADMITTED_FOR)
+                }
             });
         let present: BTreeSet<String> = rotation.backends.iter().map(|b| b.id.clone()).collect();
         for s in seen {
@@ -306,22 +309,32 @@ mod tests {
     #[tokio::test]
     async fn only_serving_instances_join_and_a_drained_one_never_comes_back() {
         let p = pool(Strategy::RoundRobin);
-        p.sync(&[seen("a", 1, true), seen("b", 2, false)]);
+        p.sync(&[seen("a", 1, true), seen("b", 2, false)], true);
         assert_eq!(p.in_rotation(), ["a"]);
         p.drain("a").await;
-        p.sync(&[seen("a", 1, true), seen("b", 2, true)]);
+        p.sync(&[seen("a", 1, true), seen("b", 2, true)], true);
         assert_eq!(p.in_rotation(), ["b"], "a drained instance stays out");
         p.undrain("a");
-        p.sync(&[seen("a", 1, true), seen("b", 2, true)]);
+        p.sync(&[seen("a", 1, true), seen("b", 2, true)], true);
         assert_eq!(p.in_rotation(), ["b", "a"]);
-        p.sync(&[seen("a", 1, true)]);
+        p.sync(&[seen("a", 1, true)], true);
         assert_eq!(p.in_rotation(), ["a"], "a gone instance leaves");
+    }
+
+    #[tokio::test]
+    async fn a_round_that_could_not_see_every_provider_takes_nothing_out() {
+        let p = pool(Strategy::RoundRobin);
+        p.sync(&[seen("a", 1, true), seen("b", 2, true)], true);
+        p.sync(&[seen("b", 2, true)], false);
+        assert_eq!(p.in_rotation(), ["a", "b"]);
+        p.sync(&[seen("b", 2, true)], true);
+        assert_eq!(p.in_rotation(), ["b"]);
     }
 
     #[tokio::test]
     async fn drain_waits_for_open_connections_up_to_its_timeout() {
         let p = pool(Strategy::RoundRobin);
-        p.sync(&[seen("a", 1, true)]);
+        p.sync(&[seen("a", 1, true)], true);
         let held = p.pick(&[], Duration::ZERO).await;
         assert_eq!(p.open().get("a"), Some(&1));
         let started = Instant::now();
@@ -335,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn least_connections_prefers_the_idle_instance() {
         let p = pool(Strategy::LeastConnections);
-        p.sync(&[seen("a", 1, true), seen("b", 2, true)]);
+        p.sync(&[seen("a", 1, true), seen("b", 2, true)], true);
         let first = p.pick(&[], Duration::ZERO).await.map(|x| x.id.clone());
         let _busy = p.pick(&[], Duration::ZERO).await;
         let mut held = Vec::new();
