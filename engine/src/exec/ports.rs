@@ -86,11 +86,6 @@ impl PortAllocator {
         }
     }
 
-    /// The range ports come from.
-    pub fn range(&self) -> PortRange {
-        self.range
-    }
-
     /// Allocates from `range` from now on.
     pub fn set_range(&mut self, range: PortRange) {
         if range != self.range {
@@ -111,20 +106,16 @@ impl PortAllocator {
                 .and_then(|a| a.rsplit_once(':'))
                 .and_then(|(_, p)| p.parse::<u16>().ok())
         };
-        self.in_use = observed
-            .iter()
-            .filter(|(_, i)| i.state.is_live() || i.remains > 0)
-            .flat_map(|(_, i)| {
-                i.tags
-                    .ports
-                    .iter()
-                    .map(|(_, p)| *p)
-                    .chain(i.ports.values().copied())
-                    .chain(address_port(&i.address))
-                    .collect::<Vec<_>>()
-            })
-            .chain(fixed_ports(spec))
-            .collect();
+        self.in_use.clear();
+        for (_, i) in observed.iter() {
+            if !i.state.is_live() && i.remains == 0 {
+                continue;
+            }
+            self.in_use.extend(i.tags.ports.iter().map(|(_, p)| *p));
+            self.in_use.extend(i.ports.values().copied());
+            self.in_use.extend(address_port(&i.address));
+        }
+        self.in_use.extend(fixed_ports(spec));
         let now = Instant::now();
         self.issued
             .retain(|_, at| now.saturating_duration_since(*at) < ISSUED_FOR);

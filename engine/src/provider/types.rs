@@ -83,11 +83,6 @@ impl InstanceTags {
         self.ports.iter().cloned().collect()
     }
 
-    /// The instance's own port called `name`.
-    pub fn port(&self, name: &str) -> Option<u16> {
-        self.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
-    }
-
     /// The first tag that is empty, if any: no instance may be created without all four.
     pub fn missing(&self) -> Option<&'static str> {
         [
