@@ -73,3 +73,49 @@ async fn forward(mut inbound: TcpStream, pool: Arc<Pool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Expose, Strategy};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An address where nothing listens: connecting there is refused.
+    fn refusing() -> std::net::SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_tried_elsewhere_before_the_client_sees_it() {
+        // One instance answers "ok", the other refuses every connection.
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answering_at = answering.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = answering.accept().await {
+                let _ = s.write_all(b"ok").await;
+            }
+        });
+        let pool = Arc::new(Pool::new(Expose {
+            listen: "127.0.0.1:1".into(),
+            target: None,
+            strategy: Strategy::RoundRobin,
+            drain_timeout: crate::spec::Duration::from_secs(1),
+        }));
+        pool.admit("refusing", refusing());
+        pool.admit("answering", answering_at);
+        let front = bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let front_at = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(serve(front, pool.clone()));
+        for n in 0..10 {
+            let mut c = TcpStream::connect(front_at)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+            assert_eq!(got, b"ok", "connection {n}");
+        }
+    }
+}
