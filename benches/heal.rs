@@ -36,6 +36,14 @@ fn instances(project: &str, newer_than: u32) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// True when an instance of `project` is in a cgroup tend made for it.
+fn in_tend_cgroup(project: &str) -> bool {
+    instances(project, 0).first().is_some_and(|(pid, _)| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.contains("/tend/")))
+    })
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     procfs::stat(pid).map(|s| s.cpu_ticks).unwrap_or(0)
 }
@@ -181,6 +189,12 @@ fn main() {
     for (n, (settle, shape)) in runs.into_iter().enumerate() {
         let project = format!("bench-heal-{n}-{}", std::process::id());
         let ctl = Controller::start(&project, 50, 19391 + n as u16, shape);
+        if shape.cgroups && !in_tend_cgroup(&project) {
+            println!(
+                "note: instances of {:?} got no cgroup of their own here: that row measures sessions alone",
+                shape.name()
+            );
+        }
         std::thread::sleep(Duration::from_secs(settle));
         let latencies = kill_twenty(&project);
         ctl.stop();

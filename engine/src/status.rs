@@ -290,7 +290,7 @@ impl Status {
             }
             if let Some(listen) = &g.expose {
                 let line = match self.balancers.iter().find(|b| b.group == g.name) {
-                    Some(b) if b.listening && b.open.is_empty() => {
+                    Some(b) if b.listening && b.open.values().all(|n| *n == 0) => {
                         format!("balancer on {listen}: {} in rotation", b.in_rotation.len())
                     }
                     Some(b) if b.listening => format!(

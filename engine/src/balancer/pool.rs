@@ -261,7 +261,12 @@ impl Pool {
         if candidates.is_empty() {
             return None;
         }
-        let chosen = match self.expose().strategy {
+        let strategy = self
+            .expose
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .strategy;
+        let chosen = match strategy {
             Strategy::RoundRobin => {
                 candidates[self.turn.fetch_add(1, Ordering::Relaxed) % candidates.len()]
             }
@@ -349,16 +354,21 @@ mod tests {
     async fn least_connections_prefers_the_idle_instance() {
         let p = pool(Strategy::LeastConnections);
         p.sync(&[seen("a", 1, true), seen("b", 2, true)], true);
-        let first = p.pick(&[], Duration::ZERO).await.map(|x| x.id.clone());
-        let _busy = p.pick(&[], Duration::ZERO).await;
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            held.push(p.pick(&[], Duration::ZERO).await);
-        }
-        let open = p.open();
-        assert!(
-            open["a"].abs_diff(open["b"]) <= 1,
-            "{open:?} after {first:?}"
-        );
+        // Load a with three connections while b has none: every new one goes to b until
+        // they are even, whatever the turn says.
+        let held: Vec<Picked> = (0..3)
+            .filter_map(|_| p.pick_now(&["b".to_owned()]))
+            .collect();
+        assert!(held.iter().all(|x| x.id == "a"));
+        let next: Vec<String> = (0..3)
+            .filter_map(|_| p.pick_now(&[]))
+            .map(|x| {
+                let id = x.id.clone();
+                std::mem::forget(x.guard);
+                id
+            })
+            .collect();
+        assert_eq!(next, ["b", "b", "b"]);
+        drop(held);
     }
 }

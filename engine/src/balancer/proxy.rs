@@ -26,12 +26,20 @@ pub fn bind(address: &str) -> std::io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
+/// Connections one balancer forwards at once; more wait in the listen queue, so a flood
+/// cannot take the controller's file descriptors.
+const MAX_CONNECTIONS: usize = 4096;
+
 /// Accepts connections on `listener` forever, each forwarded to an instance of `pool`.
 pub async fn serve(listener: std::net::TcpListener, pool: Arc<Pool>) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         return;
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let inbound = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(_) => {
@@ -41,7 +49,11 @@ pub async fn serve(listener: std::net::TcpListener, pool: Arc<Pool>) {
                 continue;
             }
         };
-        tokio::spawn(forward(inbound, pool.clone()));
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            forward(inbound, pool).await;
+            drop(slot);
+        });
     }
 }
 
@@ -52,10 +64,17 @@ async fn forward(mut inbound: TcpStream, pool: Arc<Pool>) {
     let _ = inbound.set_nodelay(true);
     let mut tried = Vec::new();
     for attempt in 0..TRIES {
-        let picked = match pool.pick(&tried, WAIT_FOR_INSTANCE).await {
+        // Wait for an instance to join only when none was tried yet: one that refused is
+        // still in rotation, so waiting for a change would only cost the client time.
+        let wait = if tried.is_empty() {
+            WAIT_FOR_INSTANCE
+        } else {
+            Duration::ZERO
+        };
+        let picked = match pool.pick(&tried, wait).await {
             Some(p) => p,
-            None if !tried.is_empty() && !pool.in_rotation().is_empty() => {
-                // Every instance in rotation refused once: try them again.
+            None if !tried.is_empty() => {
+                // Every instance in rotation refused once: try them again a moment later.
                 tried.clear();
                 tokio::time::sleep(RETRY_PAUSE * attempt as u32).await;
                 continue;

@@ -262,6 +262,7 @@ impl Controller {
             reconciler.health_error(id)
         });
         let backoff = self.reconciler.backoffs();
+        let balancers = self.balancers.status();
         let report = Report {
             pid: std::process::id(),
             listen: self.options.listen.clone(),
@@ -270,10 +271,9 @@ impl Controller {
             groups: round.groups.clone(),
             backoff,
             unobserved: round.observed.unobserved.clone(),
-            balancers: self
-                .balancers
-                .status()
-                .into_iter()
+            balancers: balancers
+                .iter()
+                .cloned()
                 .map(|mut b| {
                     b.open.clear();
                     b
@@ -281,7 +281,7 @@ impl Controller {
                 .collect(),
         };
         report.annotate(&mut status);
-        status.balancers = self.balancers.status();
+        status.balancers = balancers;
         if let Ok(mut shown) = self.status.lock() {
             *shown = Some(status);
         }

@@ -186,8 +186,13 @@ async fn stop(
         provider.destroy(id).await.map_err(Stop::Provider)
     })
     .await;
-    if matches!(destroyed, Err(Stop::Halted(_)) | Err(Stop::Lost(_))) {
-        // It stays: back into rotation.
+    if destroyed.is_err()
+        && !matches!(
+            destroyed,
+            Err(Stop::Provider(ProviderError::NotFound { .. }))
+        )
+    {
+        // It may still run: a round that sees it serving puts it back into rotation.
         ctx.balancers.undrain(&action.group, id);
     }
     match destroyed {
@@ -430,7 +435,7 @@ async fn wait_until_healthy(
                 if reaches_it_alone {
                     return Ok(());
                 }
-                match address_holder(provider, project, id, p).await {
+                match address_holder(provider, project, &group.name, id, p).await {
                     Some((other, address)) => Err(ProbeError::Ambiguous(format!(
                         "{address} is also instance {other}'s address, so a probe there cannot tell them apart: give each instance a port of its own (ports = [\"http\"] and http(port = \"http\"))"
                     ))),
@@ -454,11 +459,12 @@ async fn wait_until_healthy(
     }
 }
 
-/// Another live instance of the project whose address is where `probe` goes, if any, and
-/// the address.
+/// Another live instance of `group` whose address is where `probe` goes, if any, and the
+/// address.
 async fn address_holder(
     provider: &dyn Provider,
     project: &str,
+    group: &str,
     id: &str,
     probe: &RenderedProbe,
 ) -> Option<(String, String)> {
@@ -471,7 +477,12 @@ async fn address_holder(
     let found = provider.describe(&selector).await.ok()?;
     found
         .into_iter()
-        .find(|i| i.id != id && i.state.is_live() && i.address.as_deref() == Some(address))
+        .find(|i| {
+            i.id != id
+                && i.tags.group == group
+                && i.state.is_live()
+                && i.address.as_deref() == Some(address)
+        })
         .map(|i| (i.id, address.clone()))
 }
 

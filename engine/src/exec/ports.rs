@@ -34,8 +34,8 @@ pub struct PortAllocator {
     issued: BTreeMap<u16, Instant>,
 }
 
-/// The ports a spec names as numbers: health check ports, and host ports a container is
-/// published on.
+/// The ports a spec names as numbers: health check ports, balancer ports, and host ports a
+/// container is published on.
 fn fixed_ports(spec: &Spec) -> Vec<u16> {
     let mut fixed = Vec::new();
     for group in &spec.groups {
@@ -48,6 +48,15 @@ fn fixed_ports(spec: &Spec) -> Vec<u16> {
         }) = group.flavor.health.as_ref().map(|h| &h.probe)
         {
             fixed.push(*n);
+        }
+        if let Some(expose) = group.expose.as_ref() {
+            fixed.extend(
+                expose
+                    .listen
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|a| a.port()),
+            );
         }
         let published = group
             .provider
@@ -99,7 +108,7 @@ impl PortAllocator {
 
     /// Takes in the ports in use: those the instances of `observed` hold (live ones, and
     /// dead ones that left processes running: as tagged, as reached, and the port of their
-    /// address), and the fixed ports `spec` names for health checks and published ports.
+    /// address), and the fixed ports `spec` names (health checks, balancers, published ports).
     pub fn note_in_use(&mut self, observed: &Observed, spec: &Spec) {
         let address_port = |a: &Option<String>| {
             a.as_deref()
@@ -243,9 +252,23 @@ mod tests {
             depends_on: Vec::new(),
             reads_groups: Vec::new(),
             update: Default::default(),
-            expose: None,
+            expose: Some(crate::spec::Expose {
+                listen: "127.0.0.1:8400".into(),
+                target: None,
+                strategy: crate::spec::Strategy::RoundRobin,
+                drain_timeout: crate::spec::Duration::from_secs(1),
+            }),
             origin: None,
         };
+        assert_eq!(
+            fixed_ports(&Spec {
+                project: "p".into(),
+                ports: None,
+                groups: vec![fixed.clone()],
+            }),
+            [fixed_port, 8400],
+            "health and balancer ports"
+        );
         let spec = Spec {
             project: "p".into(),
             ports: None,

@@ -185,6 +185,8 @@ pub struct Reconciler {
     serving: BTreeMap<String, BTreeMap<SpecHash, usize>>,
     /// Per group, the versions that served at all at the last look.
     serving_now: BTreeMap<String, BTreeSet<SpecHash>>,
+    /// The instances that serve, as `count_serving` found them this round.
+    serving_ids: BTreeSet<String>,
     /// Versions whose new instances died soon after start lately, by (group, hash).
     crashing: BTreeMap<(String, SpecHash), Instant>,
     /// Dead instances already counted as killed by their memory limit.
@@ -251,6 +253,7 @@ impl Reconciler {
             learned: Vec::new(),
             serving: BTreeMap::new(),
             serving_now: BTreeMap::new(),
+            serving_ids: BTreeSet::new(),
             crashing: BTreeMap::new(),
             out_of_memory: BTreeSet::new(),
             stopping: false,
@@ -435,18 +438,28 @@ impl Reconciler {
     fn count_serving(&mut self, observed: &Observed) {
         self.serving.clear();
         self.serving_now.clear();
+        self.serving_ids.clear();
+        // Whether a version has no checks, looked up once per group and version.
+        let mut unchecked: BTreeMap<(&str, &str), bool> = BTreeMap::new();
         for (_, i) in observed.iter() {
+            if i.state != InstanceState::Running {
+                continue;
+            }
             let hash = SpecHash::from_tag(&i.tags.hash);
             // Judged by its checks, or made from a version without any.
             let judged = self.monitor.follows(&i.id)
-                || self
-                    .context
-                    .catalog
-                    .group(&i.tags.group, Some(&hash))
-                    .is_some_and(|g| g.flavor.health.is_none());
-            if i.state != InstanceState::Running || !judged {
+                || *unchecked
+                    .entry((i.tags.group.as_str(), i.tags.hash.as_str()))
+                    .or_insert_with(|| {
+                        self.context
+                            .catalog
+                            .group(&i.tags.group, Some(&hash))
+                            .is_some_and(|g| g.flavor.health.is_none())
+                    });
+            if !judged {
                 continue;
             }
+            self.serving_ids.insert(i.id.clone());
             self.serving_now
                 .entry(i.tags.group.clone())
                 .or_default()
@@ -755,22 +768,9 @@ impl Reconciler {
             && self.pending.is_empty()
             && !startable
             && !self.monitor.undecided();
-        let serving = observed
-            .iter()
-            .filter(|(_, i)| i.state == InstanceState::Running)
-            .filter(|(_, i)| {
-                self.monitor.follows(&i.id)
-                    || self
-                        .context
-                        .catalog
-                        .group(&i.tags.group, Some(&SpecHash::from_tag(&i.tags.hash)))
-                        .is_some_and(|g| g.flavor.health.is_none())
-            })
-            .map(|(_, i)| i.id.clone())
-            .collect();
         Round {
             serial: self.serial,
-            serving,
+            serving: std::mem::take(&mut self.serving_ids),
             observed,
             plan,
             groups,

@@ -145,10 +145,15 @@ impl Monitor {
                 || (observed.unobserved.contains_key(&t.provider)
                     && !busy.contains(&(t.group.clone(), t.slot.clone())))
         });
-        let mut holders: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        // Instances of one group, by address (groups that check one shared thing, such as
+        // a database's port, are not each other's doubles).
+        let mut holders: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for (_, i) in observed.iter().filter(|(_, i)| i.state.is_live()) {
             if let Some(address) = &i.address {
-                holders.entry(address).or_default().push(&i.id);
+                holders
+                    .entry((i.tags.group.as_str(), address.as_str()))
+                    .or_default()
+                    .push(&i.id);
             }
         }
         for (id, track) in self.tracks.iter_mut() {
@@ -165,7 +170,7 @@ impl Monitor {
                 RenderedProbe::Exec { .. } => continue,
             };
             track.shared = holders
-                .get(address.as_str())
+                .get(&(track.group.as_str(), address.as_str()))
                 .and_then(|ids| ids.iter().find(|other| **other != id.as_str()))
                 .map(|other| (*other).to_owned());
         }

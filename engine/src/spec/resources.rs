@@ -10,6 +10,10 @@ pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 /// The most CPU cores a limit may name.
 pub const MAX_CPU: f64 = 1024.0;
 
+/// The fewest CPU cores a limit may name: what the Docker Engine and a cgroup's CPU quota
+/// can both enforce, so `cpu` means the same for every provider.
+pub const MIN_CPU: f64 = 0.01;
+
 /// Limits of one instance; each is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
@@ -45,7 +49,7 @@ pub enum ResourceError {
     #[error("memory {0:?} is too small: the least is 6M")]
     TooLittleMemory(String),
     /// A CPU limit that is not a positive number of cores.
-    #[error("cpu must be more than 0 and at most 1024 cores, got {0}")]
+    #[error("cpu must be at least 0.01 and at most 1024 cores, got {0}")]
     BadCpu(f64),
     /// A process cap below one.
     #[error("pids must be at least 1, got {0}")]
@@ -81,7 +85,7 @@ pub fn parse_memory(text: &str) -> Result<u64, ResourceError> {
 
 /// Checks a CPU limit in cores.
 pub fn check_cpu(cores: f64) -> Result<f64, ResourceError> {
-    if cores.is_finite() && cores > 0.0 && cores <= MAX_CPU {
+    if cores.is_finite() && (MIN_CPU..=MAX_CPU).contains(&cores) {
         Ok(cores)
     } else {
         Err(ResourceError::BadCpu(cores))
@@ -145,6 +149,11 @@ mod tests {
     fn cpu_and_pids_must_be_positive() {
         assert_eq!(check_cpu(0.5), Ok(0.5));
         assert!(check_cpu(0.0).is_err());
+        assert!(
+            check_cpu(0.001).is_err(),
+            "below what every provider enforces"
+        );
+        assert_eq!(check_cpu(0.01), Ok(0.01));
         assert!(check_cpu(f64::NAN).is_err());
         assert!(check_cpu(2000.0).is_err());
         assert_eq!(check_pids(64), Ok(64));

@@ -137,10 +137,11 @@ impl Cgroups {
         if let Some(v2) = &self.v2 {
             let dir = v2.join(name);
             mkdir(&dir)?;
+            // Recorded before its limits are written, so a failed write removes it too.
+            made.dirs.push(dir.clone());
             for controller in needed.iter().filter(|c| self.v2_controllers.contains(c)) {
                 write_limit_v2(&dir, *controller, limits)?;
             }
-            made.dirs.push(dir);
         }
         for controller in needed.iter().filter(|c| !self.v2_controllers.contains(c)) {
             let Some((_, base)) = self.v1.iter().find(|(c, _)| c == controller) else {

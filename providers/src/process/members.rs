@@ -56,14 +56,19 @@ impl Members {
                 return false;
             }
         }
+        // Looking may mean a scan of /proc (without cgroups): often at first, when processes
+        // usually end, then less.
+        let mut pause = Duration::from_millis(10);
         loop {
             if self.running().is_empty() {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 
