@@ -137,4 +137,35 @@ mod tests {
             assert_eq!(got, b"ok", "connection {n}");
         }
     }
+
+    #[tokio::test]
+    async fn a_connection_waits_for_an_instance_to_join() {
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answering_at = answering.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = answering.accept().await {
+                let _ = s.write_all(b"ok").await;
+            }
+        });
+        let pool = Arc::new(Pool::new(Expose {
+            listen: "127.0.0.1:1".into(),
+            target: None,
+            strategy: Strategy::RoundRobin,
+            drain_timeout: crate::spec::Duration::from_secs(1),
+        }));
+        let front = bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let front_at = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(serve(front, pool.clone()));
+        let mut c = TcpStream::connect(front_at)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Nothing in rotation yet; an instance joins well within the wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pool.admit("late", answering_at);
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        assert_eq!(got, b"ok");
+    }
 }
