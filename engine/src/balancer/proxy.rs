@@ -105,67 +105,65 @@ mod tests {
         l.local_addr().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    #[tokio::test]
-    async fn a_refused_connect_is_tried_elsewhere_before_the_client_sees_it() {
-        // One instance answers "ok", the other refuses every connection.
-        let answering = tokio::net::TcpListener::bind("127.0.0.1:0")
+    /// An instance that answers "ok" on every connection.
+    async fn answering() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let answering_at = answering.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         tokio::spawn(async move {
-            while let Ok((mut s, _)) = answering.accept().await {
+            while let Ok((mut s, _)) = listener.accept().await {
                 let _ = s.write_all(b"ok").await;
             }
         });
+        at
+    }
+
+    /// An empty rotation and a balancer serving it; where the balancer listens.
+    fn balancer() -> (Arc<Pool>, std::net::SocketAddr) {
         let pool = Arc::new(Pool::new(Expose {
             listen: "127.0.0.1:1".into(),
             target: None,
             strategy: Strategy::RoundRobin,
             drain_timeout: crate::spec::Duration::from_secs(1),
         }));
-        pool.admit("refusing", refusing());
-        pool.admit("answering", answering_at);
         let front = bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let front_at = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let at = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
         tokio::spawn(serve(front, pool.clone()));
+        (pool, at)
+    }
+
+    /// What a connection through the balancer gets back.
+    async fn answer(mut c: TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        got
+    }
+
+    async fn connect(at: std::net::SocketAddr) -> TcpStream {
+        TcpStream::connect(at)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_tried_elsewhere_before_the_client_sees_it() {
+        // One instance answers "ok", the other refuses every connection.
+        let (pool, at) = balancer();
+        pool.admit("refusing", refusing());
+        pool.admit("answering", answering().await);
         for n in 0..10 {
-            let mut c = TcpStream::connect(front_at)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let mut got = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
-            assert_eq!(got, b"ok", "connection {n}");
+            assert_eq!(answer(connect(at).await).await, b"ok", "connection {n}");
         }
     }
 
     #[tokio::test]
     async fn a_connection_waits_for_an_instance_to_join() {
-        let answering = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let answering_at = answering.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = answering.accept().await {
-                let _ = s.write_all(b"ok").await;
-            }
-        });
-        let pool = Arc::new(Pool::new(Expose {
-            listen: "127.0.0.1:1".into(),
-            target: None,
-            strategy: Strategy::RoundRobin,
-            drain_timeout: crate::spec::Duration::from_secs(1),
-        }));
-        let front = bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let front_at = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        tokio::spawn(serve(front, pool.clone()));
-        let mut c = TcpStream::connect(front_at)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (pool, at) = balancer();
+        let c = connect(at).await;
         // Nothing in rotation yet; an instance joins well within the wait.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        pool.admit("late", answering_at);
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
-        assert_eq!(got, b"ok");
+        pool.admit("late", answering().await);
+        assert_eq!(answer(c).await, b"ok");
     }
 }
