@@ -48,11 +48,11 @@ pub fn printer(total: usize) -> (engine::reconcile::EventSink, Arc<Mutex<Tally>>
                 let line = match &outcome {
                     Ok(done) => {
                         *tally.done.entry(action.action).or_default() += 1;
-                        let made = done
-                            .instance
-                            .as_deref()
-                            .map(|i| format!(" ({i})"))
-                            .unwrap_or_default();
+                        let made = match done.instance.as_deref() {
+                            Some(i) if done.in_place => format!(" ({i}) in place"),
+                            Some(i) => format!(" ({i})"),
+                            None => String::new(),
+                        };
                         let checked = done
                             .checked
                             .as_deref()

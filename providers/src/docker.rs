@@ -537,6 +537,32 @@ impl Provider for DockerProvider {
         })
     }
 
+    /// The engine's start of the exited container: the same container, with its id,
+    /// labels, configuration and mounts. Its published ports stay published; a port the
+    /// engine picked may come back as another host port, which `describe` tells.
+    async fn restart(&self, id: &str) -> Result<bool, ProviderError> {
+        for (host, required) in self.hosts() {
+            let docker = match self.client(&host).await {
+                Ok(d) => d,
+                Err(_) if !required => continue,
+                Err(e) => return Err(e),
+            };
+            match docker.start_container(id, None).await {
+                // 304: it runs already.
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => return Ok(true),
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(backend(format!("cannot start container {id} again: {e}"))),
+            }
+        }
+        Err(ProviderError::NotFound {
+            provider: NAME.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+
     async fn alive(&self, id: &str, _selector: &Selector) -> Result<bool, ProviderError> {
         for (host, required) in self.hosts() {
             let docker = match self.client(&host).await {

@@ -441,11 +441,11 @@ fn record_event(journal: &Journal, event: Event) {
                         ActionKind::Replace => "replaced",
                         ActionKind::Destroy => "destroyed",
                     };
-                    let made = done
-                        .instance
-                        .as_deref()
-                        .map(|i| format!(" as {i}"))
-                        .unwrap_or_default();
+                    let made = match done.instance.as_deref() {
+                        Some(i) if done.in_place => format!("; {i} started again in place"),
+                        Some(i) => format!(" as {i}"),
+                        None => String::new(),
+                    };
                     journal.event(
                         kind,
                         &action.group,

@@ -53,6 +53,9 @@ pub struct Done {
     pub instance: Option<String>,
     /// What its health check showed, such as `answers http://127.0.0.1:8001/`.
     pub checked: Option<String>,
+    /// The heal started the dead instance again in place (`instance` is the one it healed)
+    /// instead of making a new one.
+    pub in_place: bool,
 }
 
 /// Why an action failed.
@@ -218,7 +221,14 @@ pub struct Context {
     /// The balancers in front of groups: a new instance joins its group's rotation when it
     /// is healthy, and one leaving is drained first.
     pub balancers: crate::balancer::Balancers,
+    /// Slots whose heals make new instances rather than start the dead one again in place,
+    /// shared with the reconciler (see [`Context::make_anew`]).
+    pub anew: Anew,
 }
+
+/// Slots, by (group, slot), whose instance started in place did not hold: their heals make
+/// new instances until one of the slot holds. Shared by running actions and the reconciler.
+pub type Anew = Arc<std::sync::Mutex<std::collections::BTreeSet<(String, String)>>>;
 
 /// Versions whose rollout failed, by (group, hash), with the generation at which they
 /// failed and whether the group rolled back; shared by running actions and the reconciler
@@ -240,6 +250,25 @@ impl Context {
             .get(&(action.group.clone(), hash.clone()))
             .copied()?;
         (since > self.generation && (rolled_back || !own)).then(|| hash.clone())
+    }
+
+    /// Marks `action`'s slot as one whose heals make new instances: its instance, started
+    /// again in place, did not come back healthy or died again before it held. A dead
+    /// instance is started in place once; when that does not hold, it keeps failing in
+    /// place, and a new instance is the better bet. The reconciler forgets the mark once
+    /// an instance of the slot holds.
+    pub fn make_anew(&self, action: &crate::plan::Action) {
+        if let Ok(mut anew) = self.anew.lock() {
+            anew.insert((action.group.clone(), action.slot.to_string()));
+        }
+    }
+
+    /// True when `action`'s slot is marked by [`Context::make_anew`].
+    pub fn makes_anew(&self, action: &crate::plan::Action) -> bool {
+        self.anew
+            .lock()
+            .map(|anew| anew.contains(&(action.group.clone(), action.slot.to_string())))
+            .unwrap_or(true)
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::render::render_instance;
+use super::render::{render_instance, RenderedInstance};
 use super::{chain, ActionError, Context, Done, Outcome};
 use crate::health::{wait_healthy, ProbeError, RenderedProbe};
 use crate::plan::{Action, ActionKind};
@@ -32,6 +32,7 @@ pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
             Ok(Done {
                 instance: None,
                 checked: None,
+                in_place: false,
             })
         }
         ActionKind::Create => {
@@ -52,6 +53,19 @@ pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
             let old_is_dead = action.action == ActionKind::Heal
                 && !holder.alive(old, &selector).await.unwrap_or(true)
                 && !holder.has_remains(old).await.unwrap_or(true);
+            // Dead at the version to make, and its provider can start it again: the same
+            // instance is started in place, which costs no create. One that cannot be
+            // started, or is gone, gets a new instance below.
+            if old_is_dead && may_start_in_place(ctx, action) {
+                let started = start_in_place(ctx, provider.as_ref(), &group, action, old).await;
+                if matches!(started, Err(ActionError::NotHealthy { .. })) {
+                    // It did not come back healthy: the slot's next heals make new ones.
+                    ctx.make_anew(action);
+                }
+                if let Some(done) = started? {
+                    return Ok(done);
+                }
+            }
             if old_is_dead || action.surge {
                 let made = create_healthy(ctx, provider.as_ref(), &group, action).await?;
                 let retire = match (&made.instance, action.surge) {
@@ -77,6 +91,93 @@ pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
             }
         }
     }
+}
+
+/// True when `action` may start the dead instance it heals again in place: a heal at the
+/// instance's own version, by the provider that holds it, in a slot whose last instance
+/// started in place held (see [`Context::make_anew`]).
+fn may_start_in_place(ctx: &Context, action: &Action) -> bool {
+    action.action == ActionKind::Heal
+        && !action.surge
+        && action.instance_provider.is_none()
+        && action.hash.is_some()
+        && action.hash == action.from_hash
+        && !ctx.makes_anew(action)
+}
+
+/// Starts the dead instance `id` again in place and waits for it to pass the same health
+/// gate as a new instance. `Ok(None)` when nothing was started (the provider cannot start
+/// instances again, or this one is gone or would not start): the caller makes a new one.
+async fn start_in_place(
+    ctx: &Context,
+    provider: &dyn Provider,
+    group: &Group,
+    action: &Action,
+    id: &str,
+) -> Result<Option<Done>, ActionError> {
+    if let Some(hash) = ctx.halted(action) {
+        return Err(ActionError::Halted(hash));
+    }
+    match provider.restart(id).await {
+        Ok(true) => {}
+        Ok(false) | Err(_) => return Ok(None),
+    }
+    let started = Instant::now();
+    let spec = ctx.catalog.spec();
+    let project = &spec.project;
+    // Its own ports are in its tags; where they are reached may have changed with the
+    // start (an engine picks a container's host ports again).
+    let mut own = Vec::new();
+    let mut reachable = std::collections::BTreeMap::new();
+    if !group.flavor.port_names().is_empty() {
+        let selector = Selector {
+            project: project.clone(),
+        };
+        let found = provider
+            .describe(&selector)
+            .await
+            .ok()
+            .and_then(|found| found.into_iter().find(|i| i.id == id));
+        let Some(found) = found else {
+            return Err(ActionError::NotHealthy {
+                id: id.to_owned(),
+                why: "was started again in place and then not seen by its provider".to_owned(),
+            });
+        };
+        own = found.tags.ports;
+        reachable = if provider.publishes_ports() {
+            found.ports
+        } else {
+            own.iter().cloned().collect()
+        };
+    }
+    let empty = Observed::new(project);
+    let mut rendered = render_instance(
+        project,
+        group,
+        &action.slot,
+        &own,
+        &empty,
+        ctx.secret.as_ref(),
+    )?;
+    if provider.publishes_ports() && !reachable.is_empty() {
+        rendered.reach(group, &reachable);
+    }
+    let done = gate(
+        ctx,
+        provider,
+        group,
+        action,
+        id.to_owned(),
+        &rendered,
+        &reachable,
+        started,
+    )
+    .await?;
+    Ok(Some(Done {
+        in_place: true,
+        ..done
+    }))
 }
 
 fn provider(ctx: &Context, name: &str) -> Result<Arc<dyn Provider>, ActionError> {
@@ -354,6 +455,27 @@ async fn create_healthy(
             }
         }
     }
+    gate(
+        ctx, provider, group, action, id, &rendered, &reachable, started,
+    )
+    .await
+}
+
+/// The health gate of an instance just started (`started`): it must turn healthy within
+/// the health timeout, joins its balancer's rotation when it does, and on a rolling
+/// replace must stay healthy for `min_ready`. A failed surge instance is removed again.
+#[allow(clippy::too_many_arguments)]
+async fn gate(
+    ctx: &Context,
+    provider: &dyn Provider,
+    group: &Group,
+    action: &Action,
+    id: String,
+    rendered: &RenderedInstance,
+    reachable: &std::collections::BTreeMap<String, u16>,
+    started: Instant,
+) -> Outcome {
+    let project = &ctx.catalog.spec().project;
     let (health_timeout, min_ready) = match (&group.update, action.action) {
         (UpdatePolicy::Rolling(r), ActionKind::Replace) => {
             (r.health_timeout.to_std(), r.min_ready.to_std())
@@ -376,7 +498,7 @@ async fn create_healthy(
             &group.name,
             &id,
             rendered.request.address.as_deref(),
-            &reachable,
+            reachable,
         );
     }
     let ready = match healthy {
@@ -403,6 +525,7 @@ async fn create_healthy(
     Ok(Done {
         instance: Some(id),
         checked,
+        in_place: false,
     })
 }
 

@@ -136,6 +136,16 @@ pub trait Provider: Send + Sync {
         Ok(false)
     }
 
+    /// Starts instance `id`, whose program exited, again in place: the same instance, with
+    /// its id, tags, configuration and files, only its program started anew. Cheaper than a
+    /// new instance, so a heal tries it first for a dead instance of the version it makes.
+    /// `Ok(true)` when it started (or already runs); `Ok(false)`, the default, when this
+    /// provider cannot start an instance again; `NotFound` when it is gone. On anything but
+    /// `Ok(true)` the heal makes a new instance instead.
+    async fn restart(&self, _id: &str) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
+
     /// Answers a health probe of instance `id` itself, for providers whose instances are
     /// simulated (`sim`). `None`, the default, means the probe goes to the instance over the
     /// network.

@@ -131,6 +131,9 @@ struct Fresh {
     hash: SpecHash,
     made: Instant,
     stable_after: Duration,
+    /// Started again in place rather than made: dying before it holds marks its slot for
+    /// new instances.
+    in_place: bool,
 }
 
 /// How long a version whose new instance died soon after start is not trusted to serve.
@@ -193,6 +196,8 @@ pub struct Reconciler {
     out_of_memory: BTreeSet<String>,
     stopping: bool,
     ports: crate::exec::SharedPorts,
+    /// Slots whose heals make new instances: their instance started in place did not hold.
+    anew: crate::exec::Anew,
 }
 
 impl Reconciler {
@@ -228,6 +233,7 @@ impl Reconciler {
                 generation: 0,
                 ports: Default::default(),
                 balancers: Default::default(),
+                anew: Default::default(),
             }),
             halted: Default::default(),
             generation: 0,
@@ -260,6 +266,7 @@ impl Reconciler {
             ports: Arc::new(std::sync::Mutex::new(crate::exec::PortAllocator::new(
                 Default::default(),
             ))),
+            anew: Default::default(),
         };
         r.remember_history();
         if r.previous.is_empty() {
@@ -420,6 +427,7 @@ impl Reconciler {
             generation: self.generation,
             ports: self.ports.clone(),
             balancers: self.options.balancers.clone(),
+            anew: self.anew.clone(),
         });
     }
 
@@ -523,6 +531,7 @@ impl Reconciler {
             .retain(|p| now < p.until && !seen.contains(p.instance.as_str()));
         self.count_out_of_memory(&observed, now);
         self.count_quick_deaths(&observed, now);
+        self.forget_anew(&observed, &busy);
         let live: BTreeSet<(String, String)> = observed
             .iter()
             .filter(|(_, i)| i.state.is_live())
@@ -621,6 +630,7 @@ impl Reconciler {
                             fresh.hash.clone(),
                             id.clone(),
                             age,
+                            fresh.in_place,
                         ));
                     }
                     false
@@ -629,13 +639,42 @@ impl Reconciler {
         });
         self.crashing
             .retain(|_, at| now.duration_since(*at) < CRASH_MEMORY);
-        for (group, slot, hash, id, age) in died {
+        for (group, slot, hash, id, age, in_place) in died {
+            if in_place {
+                // Started in place and dead again before it held: it keeps failing in
+                // place, so the slot's next heals make new instances.
+                if let Ok(mut anew) = self.anew.lock() {
+                    anew.insert((group.clone(), slot.clone()));
+                }
+            }
             self.crashing.insert((group.clone(), hash), now);
             let why = format!(
                 "instance {id} died {:.1}s after it started",
                 age.as_secs_f64()
             );
             self.slot_failed(&group, &slot, Failure::QuickDeath, why);
+        }
+    }
+
+    /// A slot marked for new instances (its instance started in place did not hold) may
+    /// start its dead instances in place again once an instance of it holds: runs, judged
+    /// healthy (or without checks), past the time in which a death counts as a crash, with
+    /// no action at work on its slot (`busy`).
+    fn forget_anew(&mut self, observed: &Observed, busy: &BTreeSet<(String, String)>) {
+        let Ok(mut anew) = self.anew.lock() else {
+            return;
+        };
+        if anew.is_empty() {
+            return;
+        }
+        for (_, i) in observed.iter() {
+            let slot = (i.tags.group.clone(), i.tags.slot.clone());
+            if i.state == InstanceState::Running
+                && !self.fresh.contains_key(&i.id)
+                && !busy.contains(&slot)
+            {
+                anew.remove(&slot);
+            }
         }
     }
 
@@ -900,8 +939,15 @@ impl Reconciler {
                                 .unwrap_or_else(|| SpecHash::from_tag("")),
                             made: now,
                             stable_after,
+                            in_place: done.in_place,
                         },
                     );
+                    if done.in_place {
+                        // The instance lives on: its exit is news again, and the provider
+                        // event that said it was gone is history.
+                        self.removing.remove(id);
+                        self.gone.remove(id);
+                    }
                     self.monitor.vouch(id);
                     self.backoff
                         .succeeded(&action.group, &slot, stable_after, now);
