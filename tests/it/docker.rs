@@ -251,7 +251,15 @@ fn containers_are_created_healed_rolled_scaled_and_destroyed() {
     docker(&["kill", victim.trim()]);
     let plan = p.ok(&["plan"]);
     assert!(plan.starts_with("! heal    web/0 ("), "{plan}");
-    assert!(p.ok(&["apply", "--yes"]).contains("1 healed"));
+    // Healed by starting the same container again: nothing new is made.
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("1 healed"), "{out}");
+    assert!(
+        out.contains(&format!("web/0 ({}) in place", victim.trim())),
+        "{out}"
+    );
+    assert_eq!(containers("it-docker", true).len(), 2);
+    assert!(containers("it-docker", false).contains(&victim.trim().to_owned()));
     assert!(http_get(18201, "/").is_ok());
 
     // Removed by hand: the slot is created again.
@@ -550,4 +558,128 @@ group(name = "hog", size = 1, provider = docker("{IMAGE}"),
     );
     p.ok(&["destroy", "--yes"]);
     assert!(containers("it-docker-resources", true).is_empty());
+}
+
+/// The project's containers in `slot`, running or not.
+fn in_slot(project: &str, slot: &str) -> Vec<String> {
+    let project = format!("label=tend.project={project}");
+    let slot = format!("label=tend.slot={slot}");
+    text(&docker(&["ps", "-aq", "--filter", &project, "--filter", &slot]).stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The one container of `slot` once it is not `other`.
+fn one_other_than(project: &str, slot: &str, other: &str) -> String {
+    let mut found = String::new();
+    wait_for(|| match in_slot(project, slot).as_slice() {
+        [one] if one != other => {
+            found.clone_from(one);
+            true
+        }
+        _ => false,
+    });
+    found
+}
+
+#[test]
+fn a_killed_container_is_started_again_in_place_and_serves_behind_its_balancer() {
+    use crate::run::{converged, Running};
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    if !have_engine(
+        "docker::a_killed_container_is_started_again_in_place_and_serves_behind_its_balancer",
+    ) {
+        return;
+    }
+    let lb = 19741;
+    let spec = format!(
+        r#"group(
+    name = "web",
+    size = 2,
+    provider = docker("{IMAGE}"),
+    flavor = flavor(
+        command = ["httpd", "-f", "-p", "{{{{ instance.ports.http }}}}", "-h", "/tend"],
+        files = {{"index.html": "hello from {{{{ instance.id }}}}\n"}},
+        ports = ["http"],
+        health = http(port = "http", grace_period = "10s", interval = "300ms"),
+    ),
+    expose = balancer(port = {lb}),
+)
+"#
+    );
+    let p = Project::new("it-docker-in-place", &spec);
+    let run = Running::start(&p, 19742, &["--ports", "24700-24799"]);
+    wait_for(|| converged(&p) && containers("it-docker-in-place", false).len() == 2);
+    let mut before = containers("it-docker-in-place", true);
+    before.sort();
+    let victim = one_other_than("it-docker-in-place", "0", "");
+    let label = |id: &str| {
+        text(
+            &docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"tend.ports\"}}",
+                id,
+            ])
+            .stdout,
+        )
+    };
+    let ports = label(&victim);
+    docker(&["kill", &victim]);
+    wait_for(|| run.events("healed") == 1);
+    let events = run.get("/events");
+    assert!(
+        events.contains(&format!("{victim} started again in place")),
+        "{events}"
+    );
+    // The same container runs again, with its own port; no other was made.
+    let mut after = containers("it-docker-in-place", true);
+    after.sort();
+    assert_eq!(after, before);
+    assert!(containers("it-docker-in-place", false).contains(&victim));
+    assert_eq!(label(&victim), ports);
+    // Back in its balancer's rotation: both instances answer there.
+    wait_for(|| converged(&p));
+    let mut answers = std::collections::BTreeSet::new();
+    wait_for(|| {
+        if let Ok(body) = http_get(lb, "/") {
+            answers.insert(body);
+        }
+        answers.len() == 2
+    });
+    assert!(answers.contains("hello from web-0\n"), "{answers:?}");
+    drop(run);
+    p.ok(&["destroy", "--yes"]);
+    assert!(containers("it-docker-in-place", true).is_empty());
+}
+
+#[test]
+fn a_container_that_keeps_dying_in_place_is_replaced_by_a_new_one() {
+    use crate::run::Running;
+    let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    if !have_engine("docker::a_container_that_keeps_dying_in_place_is_replaced_by_a_new_one") {
+        return;
+    }
+    let spec = format!(
+        r#"group(name = "app", size = 1, provider = docker("{IMAGE}", network = "none"), flavor = flavor(command = ["sh", "-c", "sleep 2; exit 1"]))
+"#
+    );
+    let p = Project::new("it-docker-renew", &spec);
+    let run = Running::start(&p, 19743, &[]);
+    let first = one_other_than("it-docker-renew", "0", "");
+    let in_place = |id: &str| {
+        let line = format!("{id} started again in place");
+        run.get("/events").matches(&line).count()
+    };
+    // Its first death is healed in place; it dies again before it holds, so the next heal
+    // makes a new container and removes the one that kept failing.
+    let second = one_other_than("it-docker-renew", "0", &first);
+    assert_eq!(in_place(&first), 1, "{}", run.get("/events"));
+    // Until an instance of the slot holds, its heals keep making new ones.
+    one_other_than("it-docker-renew", "0", &second);
+    assert_eq!(in_place(&second), 0, "{}", run.get("/events"));
+    drop(run);
+    p.ok(&["destroy", "--yes"]);
+    assert!(containers("it-docker-renew", true).is_empty());
 }

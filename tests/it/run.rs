@@ -32,7 +32,8 @@ impl Running {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
-    fn get(&self, path: &str) -> String {
+    /// The body of `GET path` on the controller's endpoint.
+    pub fn get(&self, path: &str) -> String {
         http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
@@ -44,7 +45,8 @@ impl Running {
             .unwrap_or_default()
     }
 
-    fn events(&self, kind: &str) -> usize {
+    /// How many events of `kind` the controller told so far.
+    pub fn events(&self, kind: &str) -> usize {
         self.get("/events")
             .lines()
             .filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
