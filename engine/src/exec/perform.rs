@@ -47,16 +47,11 @@ pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
             let selector = Selector {
                 project: ctx.catalog.spec().project.clone(),
             };
-            // A dead instance holds no port: its replacement starts first and the remains
-            // go after, so the slot serves again as soon as it can. So does a surge. What
-            // a dead instance left running may hold its port: that goes first.
-            let old_is_dead = action.action == ActionKind::Heal
-                && !holder.alive(old, &selector).await.unwrap_or(true)
-                && !holder.has_remains(old).await.unwrap_or(true);
-            // Dead at the version to make, and its provider can start it again: the same
-            // instance is started in place, which costs no create. One that cannot be
-            // started, or is gone, gets a new instance below.
-            if old_is_dead && may_start_in_place(ctx, action) {
+            // Dead (the planner saw it so) at the version to make, and its provider can
+            // start it again: the same instance is started in place, which costs no create
+            // and no look before it (one that runs after all is simply judged by its gate).
+            // One that cannot be started, or is gone, gets a new instance below.
+            if !action.unhealthy && may_start_in_place(ctx, action) {
                 let started = start_in_place(ctx, provider.as_ref(), &group, action, old).await;
                 if matches!(started, Err(ActionError::NotHealthy { .. })) {
                     // It did not come back healthy: the slot's next heals make new ones.
@@ -66,6 +61,12 @@ pub async fn perform(ctx: &Context, action: &Action) -> Outcome {
                     return Ok(done);
                 }
             }
+            // A dead instance holds no port: its replacement starts first and the remains
+            // go after, so the slot serves again as soon as it can. So does a surge. What
+            // a dead instance left running may hold its port: that goes first.
+            let old_is_dead = action.action == ActionKind::Heal
+                && !holder.alive(old, &selector).await.unwrap_or(true)
+                && !holder.has_remains(old).await.unwrap_or(true);
             if old_is_dead || action.surge {
                 let made = create_healthy(ctx, provider.as_ref(), &group, action).await?;
                 let retire = match (&made.instance, action.surge) {
