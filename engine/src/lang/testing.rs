@@ -259,6 +259,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
         let rendered = crate::exec::render_instance(
             &spec.project,
             group,
+            &crate::spec::SpecHash::of(group),
             &slot,
             &ports,
             &observed,

@@ -4,10 +4,12 @@
 //! A round is four small steps: **observe** (describe every provider that may hold the
 //! project's instances, judge health with each instance's own checks, count work done but
 //! not yet visible), **plan** (the one planner, with the actions in flight and the paused
-//! groups), **start** (the startable actions, as long as their slot is not backing off, up
-//! to the parallelism), and **record** (phases per group, converged or not). Between rounds,
+//! groups), **start** (the startable actions, as long as their slot is not backing off; provider
+//! calls are limited by the parallelism), and **record** (phases per group, converged or not). Between rounds,
 //! [`Reconciler::wait`] returns when something changed: an action finished, a health check
-//! crossed its threshold or passed, a backoff ran out, a new instance became visible.
+//! crossed its threshold or passed, a backoff ran out, a new instance became visible. Such
+//! rounds are spaced by twice the time the last one took, so a large project spends most
+//! of its time acting, not looking.
 //!
 //! Actions run as tasks beside the loop: a rollout waiting on health never delays the heal
 //! of another slot or group. A failed batch pauses its group (or rolls it back) in both
@@ -15,6 +17,7 @@
 //! spec is applied. A panic in an action fails that action alone.
 
 mod backoff;
+mod deaths;
 mod events;
 mod monitor;
 mod phase;
@@ -57,6 +60,13 @@ const REMEMBERED_VERSIONS: usize = 10;
 /// something they share read as one (the group degrades), not as instances to replace one
 /// after another.
 const UNHEALTHY_TOGETHER: Duration = Duration::from_millis(50);
+
+/// Actions running at once. Provider calls are limited by `parallelism`; this bounds the
+/// health gates waited on beside them (and the memory they take).
+const ACTIONS_IN_FLIGHT: usize = 4096;
+
+/// How many times its own duration passes between a round and the next one that can wait.
+const ROUND_SPACING: u32 = 2;
 
 /// What a failed action does to its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +203,17 @@ pub struct Reconciler {
     out_of_memory: BTreeSet<String>,
     stopping: bool,
     ports: crate::exec::SharedPorts,
+    /// Permits for provider calls, `parallelism` of them, kept across spec changes.
+    calls: Arc<tokio::sync::Semaphore>,
+    /// When the last round ended, and how long it took.
+    round_done: Instant,
+    round_took: Duration,
+    /// The last full look, judged (`tend run` only): deaths are healed from it.
+    last_look: Option<Observed>,
+    /// Instances finished actions removed since the last look.
+    removed_since: BTreeSet<String>,
+    /// Instances providers said are gone since the last round or heal of deaths.
+    dead_since: BTreeSet<String>,
 }
 
 impl Reconciler {
@@ -212,6 +233,7 @@ impl Reconciler {
         options: Options,
         events: EventSink,
     ) -> Result<Reconciler, ReconcileError> {
+        let calls = Arc::new(tokio::sync::Semaphore::new(options.exec.parallelism.max(1)));
         let mut r = Reconciler {
             kept: spec.clone(),
             spec,
@@ -228,7 +250,14 @@ impl Reconciler {
                 generation: 0,
                 ports: Default::default(),
                 balancers: Default::default(),
+                calls: calls.clone(),
             }),
+            calls,
+            round_done: clock.now(),
+            round_took: Duration::ZERO,
+            last_look: None,
+            removed_since: BTreeSet::new(),
+            dead_since: BTreeSet::new(),
             halted: Default::default(),
             generation: 0,
             providers,
@@ -338,6 +367,7 @@ impl Reconciler {
     /// A provider event said instance `id` is gone: it counts as dead even while a lagging
     /// listing still shows it running.
     pub fn instance_gone(&mut self, id: String) {
+        self.dead_since.insert(id.clone());
         self.gone.insert(id, self.clock.now());
     }
 
@@ -420,16 +450,31 @@ impl Reconciler {
             generation: self.generation,
             ports: self.ports.clone(),
             balancers: self.options.balancers.clone(),
+            calls: self.calls.clone(),
         });
     }
 
     /// One round: observe, plan, start, record.
     pub async fn round(&mut self) -> Result<Round, ReconcileError> {
+        let began = self.clock.now();
+        self.dead_since.clear();
         let observed = self.observe().await?;
+        self.remember_look(&observed);
         self.count_serving(&observed);
         let plan = self.plan(&observed)?;
         self.start(&plan);
-        Ok(self.record(observed, plan))
+        let round = self.record(observed, plan);
+        self.round_done = self.clock.now();
+        self.round_took = self.round_done.duration_since(began);
+        Ok(round)
+    }
+
+    /// The earliest time the next round may start for a reason that can wait (an action
+    /// finished, a health verdict, an instance expected to show): rounds are spaced by
+    /// twice the time the last one took, so at any size at most a third of the time goes
+    /// to looking and planning, and the rest to the actions.
+    pub(crate) fn next_round_at(&self) -> Instant {
+        self.round_done + self.round_took * ROUND_SPACING
     }
 
     /// Counts, per group and version, the instances that serve (running, judged by their
@@ -537,9 +582,13 @@ impl Reconciler {
     /// not know yet: each instance is probed with its own checks, and healed at its own
     /// version when its group is paused.
     fn learn_versions(&mut self, observed: &Observed) {
-        let unknown: BTreeSet<(String, SpecHash)> = observed
+        let versions: BTreeSet<(&str, &str)> = observed
             .iter()
-            .map(|(_, i)| (i.tags.group.clone(), SpecHash::from_tag(&i.tags.hash)))
+            .map(|(_, i)| (i.tags.group.as_str(), i.tags.hash.as_str()))
+            .collect();
+        let unknown: BTreeSet<(String, SpecHash)> = versions
+            .into_iter()
+            .map(|(g, h)| (g.to_owned(), SpecHash::from_tag(h)))
             .filter(|(g, h)| {
                 !self.context.catalog.knows(g, h)
                     && !self.looked_up.contains(&(g.clone(), h.clone()))
@@ -721,7 +770,7 @@ impl Reconciler {
     }
 
     fn start_queued(&mut self) {
-        while self.running.len() < self.options.exec.parallelism.max(1) && !self.stopping {
+        while self.running.len() < ACTIONS_IN_FLIGHT && !self.stopping {
             let Some(action) = self.queue.pop() else {
                 break;
             };
@@ -784,6 +833,7 @@ impl Reconciler {
         let mut wake: Option<(Wake, Instant)> = None;
         loop {
             let now = self.clock.now();
+            let spaced = self.next_round_at();
             self.monitor.start_due(&self.providers, now);
             let mut timer = now + Duration::from_secs(3600);
             let mut timer_wakes = false;
@@ -796,8 +846,9 @@ impl Reconciler {
                     timer_wakes = true;
                 }
             }
-            if !self.pending.is_empty() && now + Duration::from_millis(100) <= timer {
-                timer = now + Duration::from_millis(100);
+            let expected = (now + Duration::from_millis(100)).max(spaced);
+            if !self.pending.is_empty() && expected <= timer {
+                timer = expected;
                 timer_wakes = true;
             }
             if let Some((_, at)) = wake {
@@ -812,7 +863,10 @@ impl Reconciler {
                         let replan = self.finish(finished);
                         self.start_queued();
                         if replan {
-                            return Wake::Finished;
+                            if now >= spaced {
+                                return Wake::Finished;
+                            }
+                            wake.get_or_insert((Wake::Finished, spaced));
                         }
                     }
                 }
@@ -820,11 +874,12 @@ impl Reconciler {
                     match self.monitor.record(&id, result, &self.clock) {
                         Verdict::Same => {}
                         Verdict::Passing => {
-                            wake.get_or_insert((Wake::Health, now + Duration::from_millis(5)));
+                            let at = (now + Duration::from_millis(5)).max(spaced);
+                            wake.get_or_insert((Wake::Health, at));
                         }
                         Verdict::Unhealthy(why) => {
                             self.tell_unhealthy(&id, why);
-                            let at = self.clock.now() + UNHEALTHY_TOGETHER;
+                            let at = (self.clock.now() + UNHEALTHY_TOGETHER).max(spaced);
                             wake.get_or_insert((Wake::Health, at));
                         }
                     }
@@ -870,6 +925,9 @@ impl Reconciler {
         let slot = action.slot.to_string();
         match &outcome {
             Ok(done) => {
+                if let Some(old) = &action.instance {
+                    self.removed_since.insert(old.clone());
+                }
                 if let Some(id) = &done.instance {
                     self.pending.push(Pending {
                         expectation: Expectation {
