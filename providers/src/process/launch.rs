@@ -240,3 +240,88 @@ extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
         fail(child, Step::Exec)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn null() -> OwnedFd {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => f.into(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_child_runs_in_its_folder_and_session_with_only_its_environment() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let out_path = dir.path().join("out");
+        let out = std::fs::File::create(&out_path).unwrap_or_else(|e| panic!("{e}"));
+        let started = launch(Launch {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo \"$GREETING\"; echo \"$HOME\"; pwd; echo $$; cut -d' ' -f6 /proc/$$/stat"
+                    .into(),
+            ],
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("GREETING".into(), "hello there".into()),
+            ],
+            workdir: dir.path().to_owned(),
+            stdio: [null(), out.into(), null()],
+            cgroups: Vec::new(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !reap(started.pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child did not end"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let folder = dir.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+        let pid = started.pid.to_string();
+        assert_eq!(
+            lines,
+            ["hello there", "", folder.to_str().unwrap_or(""), &pid, &pid],
+            "environment, folder, and a session led by the child itself"
+        );
+    }
+
+    #[test]
+    fn a_program_that_cannot_run_is_an_error_and_leaves_no_process() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let missing = launch(Launch {
+            program: "no-such-program-for-tend".into(),
+            args: Vec::new(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            workdir: dir.path().to_owned(),
+            stdio: [null(), null(), null()],
+            cgroups: Vec::new(),
+        });
+        assert_eq!(
+            missing.map(|s| s.pid).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::NotFound)
+        );
+        // A folder that is not there fails in the child, which is reaped.
+        let no_folder = launch(Launch {
+            program: "true".into(),
+            args: Vec::new(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            workdir: dir.path().join("missing"),
+            stdio: [null(), null(), null()],
+            cgroups: Vec::new(),
+        });
+        match no_folder {
+            Ok(s) => panic!("started {} in a missing folder", s.pid),
+            Err(e) => assert!(
+                e.to_string().starts_with("cannot enter its working folder"),
+                "{e}"
+            ),
+        }
+    }
+}
