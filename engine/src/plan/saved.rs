@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 use super::model::Plan;
 use crate::spec::Spec;
 
-/// The version of the saved-plan format this tend writes and reads.
-pub const FORMAT: u32 = 1;
+/// The version of the saved-plan format this tend writes and reads. Format 2 writes the
+/// sets of actions that many actions wait for once, as barriers; format 1 listed them in
+/// every action's `after`.
+pub const FORMAT: u32 = 2;
 
 /// Why a saved plan cannot be used.
 #[derive(Debug, thiserror::Error)]
