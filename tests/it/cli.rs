@@ -122,6 +122,27 @@ fn saved_plan_is_bound_to_spec_and_observed_state() {
 }
 
 #[test]
+fn a_plan_saved_in_an_older_format_is_refused_with_what_to_do() {
+    let dir = project_with_spec();
+    let out = tend(dir.path(), &["plan", "-o", "web.plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // As tend 0.1 wrote it: format 1, every wait listed in `after`.
+    let mut saved = json(&std::fs::read(dir.path().join("web.plan")).unwrap_or_default());
+    saved["format"] = serde_json::json!(1);
+    saved["tend_version"] = serde_json::json!("0.1.0");
+    if let Err(e) = std::fs::write(dir.path().join("web.plan"), saved.to_string()) {
+        panic!("{e}");
+    }
+    let out = tend(dir.path(), &["apply", "web.plan", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: usage error: web.plan was saved by tend 0.1.0 in plan format 1, and this tend \
+         reads format 2 only: run `tend plan -o web.plan` again"
+    );
+}
+
+#[test]
 fn graph_prints_dot_and_mermaid_with_implicit_edges() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let spec = r#"
