@@ -760,9 +760,8 @@ impl Reconciler {
         }
         let now = self.clock.now();
         self.queue = plan
-            .actions
-            .iter()
-            .filter(|a| a.startable() && self.may_try(a, now))
+            .startable()
+            .filter(|a| self.may_try(a, now))
             .cloned()
             .collect();
         self.queue.reverse();
@@ -808,10 +807,7 @@ impl Reconciler {
             && self.running.is_empty()
             && observed.unobserved.is_empty();
         let converged = nothing_left && groups.values().all(|p| *p == GroupPhase::Converged);
-        let startable = plan
-            .actions
-            .iter()
-            .any(|a| a.startable() && self.may_try(a, now));
+        let startable = plan.startable().any(|a| self.may_try(a, now));
         let idle = self.running.is_empty()
             && self.queue.is_empty()
             && self.pending.is_empty()
