@@ -117,14 +117,13 @@ impl Reconciler {
         });
         let now = self.clock.now();
         let heals: Vec<_> = planned
-            .actions
-            .into_iter()
+            .startable()
             .filter(|a| {
                 a.group == group
                     && matches!(a.action, ActionKind::Heal | ActionKind::Create)
-                    && a.startable()
                     && self.may_try(a, now)
             })
+            .cloned()
             .collect();
         if heals.is_empty() {
             return;
