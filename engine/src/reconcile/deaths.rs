@@ -9,7 +9,8 @@
 //!
 //! The plan is the one planner's, over the dead instance's group and the groups it depends
 //! on, with every action in flight and every instance expected: a heal made this way keeps
-//! the same promises as one from a full round. A look that missed a provider is never used.
+//! the same promises as one from a full round. A look that missed a provider is never used,
+//! nor one older than a failed action (which may have left an instance nothing expects).
 
 use std::collections::BTreeSet;
 
@@ -109,10 +110,11 @@ impl Reconciler {
             .into_iter()
             .filter(|a| needed.contains(&a.group))
             .collect();
+        let paused = self.paused_now();
         let planned = plan(PlanInput {
             expectations: &expectations,
             in_flight: &in_flight,
-            paused: &self.paused,
+            paused: &paused,
             ..PlanInput::new(&spec, &sub_graph, &observed)
         });
         let now = self.clock.now();

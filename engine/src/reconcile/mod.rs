@@ -7,9 +7,9 @@
 //! groups), **start** (the startable actions, as long as their slot is not backing off; provider
 //! calls are limited by the parallelism), and **record** (phases per group, converged or not). Between rounds,
 //! [`Reconciler::wait`] returns when something changed: an action finished, a health check
-//! crossed its threshold or passed, a backoff ran out, a new instance became visible. Such
-//! rounds are spaced by twice the time the last one took, so a large project spends most
-//! of its time acting, not looking.
+//! crossed its threshold or passed, a backoff ran out, a new instance became visible. In a
+//! project of 500 instances or more such rounds are spaced by twice the time the last one
+//! took, so it spends most of its time acting, not looking.
 //!
 //! Actions run as tasks beside the loop: a rollout waiting on health never delays the heal
 //! of another slot or group. A failed batch pauses its group (or rolls it back) in both
@@ -67,6 +67,10 @@ const ACTIONS_IN_FLIGHT: usize = 4096;
 
 /// How many times its own duration passes between a round and the next one that can wait.
 const ROUND_SPACING: u32 = 2;
+
+/// Rounds are spaced from this many instances on: below it a round costs little, and the
+/// next one starts as soon as there is a reason.
+const SPACED_FROM: usize = 500;
 
 /// What a failed action does to its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -465,14 +469,18 @@ impl Reconciler {
         self.start(&plan);
         let round = self.record(observed, plan);
         self.round_done = self.clock.now();
-        self.round_took = self.round_done.duration_since(began);
+        self.round_took = if round.observed.len() >= SPACED_FROM {
+            self.round_done.duration_since(began)
+        } else {
+            Duration::ZERO
+        };
         Ok(round)
     }
 
     /// The earliest time the next round may start for a reason that can wait (an action
-    /// finished, a health verdict, an instance expected to show): rounds are spaced by
-    /// twice the time the last one took, so at any size at most a third of the time goes
-    /// to looking and planning, and the rest to the actions.
+    /// finished, a health verdict, an instance expected to show): from 500 instances on,
+    /// rounds are spaced by twice the time the last one took, so at any size at most a
+    /// third of the time goes to looking and planning, and the rest to the actions.
     pub(crate) fn next_round_at(&self) -> Instant {
         self.round_done + self.round_took * ROUND_SPACING
     }
@@ -713,21 +721,7 @@ impl Reconciler {
         let expectations: Vec<Expectation> =
             self.pending.iter().map(|p| p.expectation.clone()).collect();
         let in_flight = self.running.actions();
-        // Paused groups are made from what serves stably now.
-        let mut paused = self.paused.clone();
-        for (group, p) in paused.iter_mut() {
-            let mut versions: Vec<(&SpecHash, &usize)> = self
-                .serving
-                .get(group)
-                .map(|c| c.iter().collect())
-                .unwrap_or_default();
-            versions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            p.serving = versions
-                .into_iter()
-                .map(|(h, _)| h.clone())
-                .filter(|h| self.context.catalog.knows(group, h))
-                .collect();
-        }
+        let paused = self.paused_now();
         let planned = plan(PlanInput {
             expectations: &expectations,
             previous: self.previous.first(),
@@ -743,6 +737,25 @@ impl Reconciler {
         }
         self.held = planned.held.clone();
         Ok(planned)
+    }
+
+    /// The paused groups, each made from the versions that serve stably now.
+    fn paused_now(&self) -> BTreeMap<String, Paused> {
+        let mut paused = self.paused.clone();
+        for (group, p) in paused.iter_mut() {
+            let mut versions: Vec<(&SpecHash, &usize)> = self
+                .serving
+                .get(group)
+                .map(|c| c.iter().collect())
+                .unwrap_or_default();
+            versions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            p.serving = versions
+                .into_iter()
+                .map(|(h, _)| h.clone())
+                .filter(|h| self.context.catalog.knows(group, h))
+                .collect();
+        }
+        paused
     }
 
     /// True when `action`'s slot may be tried now.
@@ -919,6 +932,11 @@ impl Reconciler {
         });
         let now = self.clock.now();
         let slot = action.slot.to_string();
+        if outcome.is_err() {
+            // A failed action may have left an instance no look has seen and no expectation
+            // names (a new one that never turned healthy): deaths wait for a full look.
+            self.last_look = None;
+        }
         match &outcome {
             Ok(done) => {
                 if let Some(old) = &action.instance {
