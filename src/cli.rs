@@ -105,7 +105,8 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Actions in flight at once.
+    /// Provider calls that make or remove instances at once (health checks of new
+    /// instances are waited for beside them).
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
     /// Where instance ports are allocated from, as FIRST-LAST (default: the spec's
@@ -132,7 +133,8 @@ pub struct RunArgs {
     /// Evaluate the spec again when its files change.
     #[arg(long)]
     pub watch: bool,
-    /// Actions in flight at once.
+    /// Provider calls that make or remove instances at once (health checks of new
+    /// instances are waited for beside them).
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
     /// Where instance ports are allocated from, as FIRST-LAST (default: the spec's

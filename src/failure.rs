@@ -59,8 +59,13 @@ impl From<ProviderError> for Failure {
 
 impl From<SavedPlanError> for Failure {
     fn from(e: SavedPlanError) -> Self {
+        // A plan from another tend is not broken: it asks to be made again.
+        let fault = match e {
+            SavedPlanError::OtherFormat { .. } => Fault::Usage,
+            SavedPlanError::NotAPlan { .. } | SavedPlanError::Io { .. } => Fault::Environment,
+        };
         Failure::Other {
-            fault: Fault::Environment,
+            fault,
             message: e.to_string(),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod docker;
 mod files;
+mod journal;
 pub mod process;
 pub mod sim;
 

@@ -1,7 +1,7 @@
 //! `tend apply [SPEC | PLANFILE]`
 
 use engine::fault::Fault;
-use engine::plan::{Plan, SavedPlan};
+use engine::plan::{Plan, SavedPlan, SavedPlanError};
 use engine::reconcile::Preview;
 use engine::spec::Spec;
 use engine::store::{Store, StoreError};
@@ -24,7 +24,12 @@ fn stale(why: &str) -> Failure {
 /// it converges or nothing more can be done. While `tend run` keeps the project, hands it
 /// the spec instead and follows it.
 pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
-    let saved = SavedPlan::read(&args.spec.spec).ok();
+    // A file that is not a saved plan is a spec; a plan saved by another tend is refused.
+    let saved = match SavedPlan::read(&args.spec.spec) {
+        Ok(saved) => Some(saved),
+        Err(e @ SavedPlanError::OtherFormat { .. }) => return Err(e.into()),
+        Err(_) => None,
+    };
     let spec_args = crate::cli::SpecArgs {
         spec: match &saved {
             Some(s) => s.spec_path.clone().into(),

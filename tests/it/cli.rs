@@ -38,7 +38,7 @@ fn plan_reads_main_star_by_default_and_orders_dependencies_first() {
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "+ create  db/a   no instance in slot");
-    assert_eq!(lines[3], "+ create  web/1  no instance in slot");
+    assert_eq!(lines[3], "+ create  web/1  no instance in slot; after db");
     assert_eq!(
         lines.last().copied(),
         Some("Plan: 4 to create, 0 to replace, 0 to heal, 0 to destroy.")
@@ -80,10 +80,16 @@ fn json_plan_has_every_summary_key_and_dependency_edges() {
             assert!(!action[key].is_null(), "action without {key}: {action}");
         }
     }
-    // web's creates wait for both db creates.
+    // web's creates wait for both db creates, through one barrier: db's builds.
+    assert_eq!(
+        plan["barriers"],
+        serde_json::json!([{"group": "db", "kind": "builds", "actions": [0, 1]}])
+    );
     assert_eq!(actions[2]["group"], "web");
-    assert_eq!(actions[2]["after"], serde_json::json!([0, 1]));
+    assert_eq!(actions[2]["after"], serde_json::json!([]));
+    assert_eq!(actions[2]["after_barriers"], serde_json::json!([0]));
     assert_eq!(actions[0]["after"], serde_json::json!([]));
+    assert!(actions[0].get("after_barriers").is_none(), "{}", actions[0]);
 }
 
 #[test]
@@ -93,7 +99,7 @@ fn saved_plan_is_bound_to_spec_and_observed_state() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Saved the plan to web.plan."));
     let saved = json(&std::fs::read(dir.path().join("web.plan")).unwrap_or_default());
-    assert_eq!(saved["format"], 1);
+    assert_eq!(saved["format"], 2);
     assert_eq!(saved["spec_path"], "main.star");
     assert_eq!(saved["spec_fingerprint"].as_str().map(str::len), Some(64));
     assert_eq!(
@@ -113,6 +119,27 @@ fn saved_plan_is_bound_to_spec_and_observed_state() {
     let again = json(&std::fs::read(dir.path().join("web2.plan")).unwrap_or_default());
     assert_ne!(again["spec_fingerprint"], saved["spec_fingerprint"]);
     assert_eq!(again["observed_fingerprint"], saved["observed_fingerprint"]);
+}
+
+#[test]
+fn a_plan_saved_in_an_older_format_is_refused_with_what_to_do() {
+    let dir = project_with_spec();
+    let out = tend(dir.path(), &["plan", "-o", "web.plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // As tend 0.1 wrote it: format 1, every wait listed in `after`.
+    let mut saved = json(&std::fs::read(dir.path().join("web.plan")).unwrap_or_default());
+    saved["format"] = serde_json::json!(1);
+    saved["tend_version"] = serde_json::json!("0.1.0");
+    if let Err(e) = std::fs::write(dir.path().join("web.plan"), saved.to_string()) {
+        panic!("{e}");
+    }
+    let out = tend(dir.path(), &["apply", "web.plan", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: usage error: web.plan was saved by tend 0.1.0 in plan format 1, and this tend \
+         reads format 2 only: run `tend plan -o web.plan` again"
+    );
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //! nothing the spec still wants is destroyed; the startable actions of a plan never take
 //! more of a group down than its budget allows; applying what may start, again and again,
 //! converges to one live, current instance per slot; no slot ever holds two live instances
-//! except a surge pair.
+//! except a surge pair; what each action waits for (its `after` and its barriers) is what
+//! the dependency and batch rules say.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use engine::clock::Clock;
@@ -91,7 +92,7 @@ fn request(spec: &Spec, group: &str, slot: &str, hash: &str) -> ProvisionRequest
 /// Applies the startable actions of a plan through the Provider trait, as if each new
 /// instance turned healthy at once.
 async fn apply_startable(sim: &SimProvider, spec: &Spec, planned: &Plan) -> Result<(), String> {
-    for action in planned.actions.iter().filter(|a| a.startable()) {
+    for action in planned.startable() {
         if action.action != ActionKind::Create
             && action.action != ActionKind::Destroy
             && action.instance.is_none()
@@ -182,9 +183,8 @@ fn check_plan(spec: &Spec, before: &Observed, planned: &Plan) -> Result<(), Test
             .filter(|s| state_of(&s.to_string()) != Some(InstanceState::Running))
             .count();
         let startable: Vec<_> = planned
-            .actions
-            .iter()
-            .filter(|a| a.group == group.name && a.startable())
+            .startable()
+            .filter(|a| a.group == group.name)
             .collect();
         let disrupting = startable
             .iter()
@@ -223,6 +223,94 @@ fn check_plan(spec: &Spec, before: &Observed, planned: &Plan) -> Result<(), Test
             prop_assert_eq!(at_current, 0);
         }
     }
+    Ok(())
+}
+
+/// Checks what each action waits for, flattened from `after` and the barriers, against the
+/// planner's rules (as the per-action lists of older plans gave it): every create and heal
+/// of a group waits for every create, heal and replace of each group it depends on, and
+/// for nothing else of another group; a replace does too, or (in a later rolling batch)
+/// waits for the whole batch before it; every destroy waits for every destroy of each group
+/// that depends on its group. And the barriers are well formed: none empty, every index in
+/// the plan, sorted, one per group, kind and batch.
+fn check_waits(graph: &GroupGraph, planned: &Plan) -> Result<(), TestCaseError> {
+    let n = planned.actions.len();
+    let of = |group: &str, destroys: bool| -> BTreeSet<usize> {
+        (0..n)
+            .filter(|i| {
+                let a = &planned.actions[*i];
+                a.group == group && (a.action == ActionKind::Destroy) == destroys
+            })
+            .collect()
+    };
+    for (i, action) in planned.actions.iter().enumerate() {
+        let waits: BTreeSet<usize> = planned.waits_for(i).into_iter().collect();
+        prop_assert!(
+            waits.iter().all(|w| *w < n && *w != i),
+            "action {i}: {waits:?}"
+        );
+        if action.in_flight {
+            prop_assert!(waits.is_empty(), "running action {i} waits for {waits:?}");
+            continue;
+        }
+        let other_groups: BTreeSet<usize> = waits
+            .iter()
+            .copied()
+            .filter(|w| planned.actions[*w].group != action.group)
+            .collect();
+        let text = planned.to_text();
+        if action.action == ActionKind::Destroy {
+            let expected: BTreeSet<usize> = graph
+                .dependents(&action.group)
+                .iter()
+                .flat_map(|d| of(d, true))
+                .collect();
+            prop_assert_eq!(
+                &other_groups,
+                &expected,
+                "destroy {}:
+{}",
+                i,
+                text
+            );
+            continue;
+        }
+        let expected: BTreeSet<usize> = graph
+            .dependencies(&action.group)
+            .iter()
+            .flat_map(|d| of(d, false))
+            .collect();
+        let previous_batch: BTreeSet<usize> = (0..n)
+            .filter(|j| {
+                let b = &planned.actions[*j];
+                b.group == action.group
+                    && b.action == ActionKind::Replace
+                    && b.batch.is_some()
+                    && b.batch.map(|x| x + 1) == action.batch
+            })
+            .collect();
+        let later_batch = action.action == ActionKind::Replace
+            && other_groups.is_empty()
+            && !previous_batch.is_empty()
+            && waits == previous_batch;
+        prop_assert!(
+            other_groups == expected || later_batch,
+            "{} {}: waits for {:?} of other groups, not {:?}:\n{}",
+            action.action.name(),
+            i,
+            other_groups,
+            expected,
+            text
+        );
+    }
+    let mut keys = Vec::new();
+    for barrier in &planned.barriers {
+        prop_assert!(!barrier.actions.is_empty(), "empty barrier {barrier:?}");
+        prop_assert!(barrier.actions.windows(2).all(|w| w[0] < w[1]));
+        prop_assert!(barrier.actions.iter().all(|a| *a < n));
+        keys.push((barrier.group.clone(), barrier.kind, barrier.batch));
+    }
+    prop_assert!(keys.windows(2).all(|w| w[0] < w[1]), "barriers: {keys:?}");
     Ok(())
 }
 
@@ -281,6 +369,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
             let planned = plan(PlanInput::new(&spec, &graph, &before));
             prop_assert_eq!(&planned, &plan(PlanInput::new(&spec, &graph, &before)));
             check_plan(&spec, &before, &planned)?;
+            check_waits(&graph, &planned)?;
             if planned.is_empty() && planned.held.is_empty() {
                 break;
             }

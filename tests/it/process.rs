@@ -162,6 +162,24 @@ fn sleeper(size: u32, arg: &str, extra: &str) -> String {
     )
 }
 
+/// `groups` groups of `size` sleepers, each created only once the one before it passes its
+/// health check `check`: an apply that makes them in steps (health gates run side by side
+/// within a group, so a chain is what spaces them out).
+fn chain(groups: u32, size: u32, check: &str) -> String {
+    (0..groups)
+        .map(|n| {
+            let after = if n == 0 {
+                String::new()
+            } else {
+                format!(", depends_on = [\"step{}\"]", n - 1)
+            };
+            format!(
+                "group(name = \"step{n}\", size = {size}, provider = process(), flavor = flavor(command = [\"sleep\", \"1000\"], health = {check}){after})\n"
+            )
+        })
+        .collect()
+}
+
 fn slots(live: &[Live]) -> Vec<String> {
     let mut s: Vec<String> = live.iter().map(|l| l.slot.clone()).collect();
     s.sort_by_key(|x| x.parse::<u32>().unwrap_or(u32::MAX));
@@ -314,18 +332,14 @@ fn a_rolling_update_never_has_more_than_max_unavailable_down() {
 
 #[test]
 fn sigkill_during_apply_then_apply_again_gives_exactly_the_allocation() {
-    // Each create waits for an exec health check that takes a while, one at a time.
-    let slow = r#", health = exec(command = ["sleep", "0.15"], grace_period = "0s")"#;
-    let spec = format!(
-        r#"group(name = "work", size = 20, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
-"#
+    // Four steps of five, each waiting for an exec health check of the step before.
+    let spec = chain(
+        4,
+        5,
+        r#"exec(command = ["sleep", "0.3"], grace_period = "0s")"#,
     );
     let p = Project::new("it-crash", &spec);
-    let mut child = spawn_tend(
-        p.path(),
-        &["apply", "--yes", "--parallelism", "2"],
-        Stdio::null,
-    );
+    let mut child = spawn_tend(p.path(), &["apply", "--yes"], Stdio::null);
     wait_for(|| p.live().len() >= 5);
     let _ = child.kill();
     let _ = child.wait();
@@ -339,8 +353,16 @@ fn sigkill_during_apply_then_apply_again_gives_exactly_the_allocation() {
     assert!(out.contains(&format!("{} created", 20 - partial)), "{out}");
     let live = p.live();
     assert_eq!(live.len(), 20, "{live:?}");
-    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
-    assert_eq!(slots(&live), expected);
+    // Every step holds slots 0 to 4 exactly once.
+    let mut slots: Vec<String> = live
+        .iter()
+        .map(|l| format!("{}/{}", l.group, l.slot))
+        .collect();
+    slots.sort();
+    let expected: Vec<String> = (0..4)
+        .flat_map(|g| (0..5).map(move |s| format!("step{g}/{s}")))
+        .collect();
+    assert_eq!(slots, expected);
     let status: serde_json::Value =
         serde_json::from_str(&p.ok(&["status", "--json"])).unwrap_or_default();
     assert_eq!(status["orphans"], serde_json::json!([]));
@@ -348,17 +370,13 @@ fn sigkill_during_apply_then_apply_again_gives_exactly_the_allocation() {
 
 #[test]
 fn a_second_apply_is_refused_while_one_runs() {
-    let slow = r#", health = exec(command = ["sleep", "0.3"], grace_period = "0s")"#;
-    let spec = format!(
-        r#"group(name = "work", size = 6, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
-"#
+    let spec = chain(
+        3,
+        2,
+        r#"exec(command = ["sleep", "0.3"], grace_period = "0s")"#,
     );
     let p = Project::new("it-lock", &spec);
-    let mut first = spawn_tend(
-        p.path(),
-        &["apply", "--yes", "--parallelism", "1"],
-        Stdio::null,
-    );
+    let mut first = spawn_tend(p.path(), &["apply", "--yes"], Stdio::null);
     wait_for(|| !p.live().is_empty());
     let second = p.tend(&["apply", "--yes"]);
     let _ = first.wait();
@@ -601,17 +619,13 @@ fn a_rollback_returns_every_slot_of_the_failed_batch() {
 
 #[test]
 fn ctrl_c_stops_new_actions_and_leaves_only_tagged_instances() {
-    let slow = r#", health = exec(command = ["sleep", "0.2"], grace_period = "0s")"#;
-    let spec = format!(
-        r#"group(name = "work", size = 12, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
-"#
+    let spec = chain(
+        4,
+        3,
+        r#"exec(command = ["sleep", "0.2"], grace_period = "0s")"#,
     );
     let p = Project::new("it-interrupt", &spec);
-    let child = spawn_tend(
-        p.path(),
-        &["apply", "--yes", "--parallelism", "2"],
-        Stdio::piped,
-    );
+    let child = spawn_tend(p.path(), &["apply", "--yes"], Stdio::piped);
     wait_for(|| p.live().len() >= 3);
     signal(child.id(), "-INT");
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
@@ -745,18 +759,13 @@ fn a_closed_stdout_ends_quietly() {
 
 #[test]
 fn a_second_ctrl_c_stops_at_once_and_leaves_only_tagged_instances() {
-    let slow =
-        r#", health = exec(command = ["sleep", "30"], grace_period = "0s", timeout = "60s")"#;
-    let spec = format!(
-        r#"group(name = "work", size = 6, provider = process(), flavor = flavor(command = ["sleep", "1000"]{slow}))
-"#
+    let spec = chain(
+        2,
+        3,
+        r#"exec(command = ["sleep", "30"], grace_period = "0s", timeout = "60s")"#,
     );
     let p = Project::new("it-interrupt-twice", &spec);
-    let child = spawn_tend(
-        p.path(),
-        &["apply", "--yes", "--parallelism", "3"],
-        Stdio::piped,
-    );
+    let child = spawn_tend(p.path(), &["apply", "--yes"], Stdio::piped);
     // Three instances wait for a health check that takes 30 s.
     wait_for(|| p.live().len() >= 3);
     let interrupt = || {

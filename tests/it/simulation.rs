@@ -348,7 +348,7 @@ impl Checker {
     /// Updates when slots last served and since when instances have not.
     fn sample(&self, s: &mut CheckState, world: &SimState) {
         let now = self.now();
-        for i in &world.instances {
+        for i in world.instances.values() {
             let key = (i.instance.tags.group.clone(), i.instance.tags.slot.clone());
             if i.serves(now) {
                 s.last_served.insert(key.clone(), now);
@@ -362,7 +362,7 @@ impl Checker {
         }
         let live: BTreeSet<&str> = world
             .instances
-            .iter()
+            .values()
             .filter(|i| i.instance.state.is_live())
             .map(|i| i.instance.id.as_str())
             .collect();
@@ -388,8 +388,7 @@ impl Checker {
         let place = |id: &str| {
             world
                 .instances
-                .iter()
-                .find(|i| i.instance.id == id)
+                .get(id)
                 .map(|i| {
                     let t = &i.instance.tags;
                     let serves = if i.serves(self.now()) {
@@ -444,7 +443,7 @@ impl Checker {
             // Slots that had the failed version, or were being given it, when it failed.
             let mut slots: BTreeSet<String> = world
                 .instances
-                .iter()
+                .values()
                 .filter(|i| i.instance.tags.group == *group && i.instance.tags.hash == hash)
                 .map(|i| i.instance.tags.slot.clone())
                 .collect();
@@ -475,7 +474,7 @@ impl Checker {
         failed: &BTreeMap<String, FailedRollout>,
     ) {
         let now = self.now();
-        let Some(victim) = world.instances.iter().find(|i| i.instance.id == id) else {
+        let Some(victim) = world.instances.get(id) else {
             return;
         };
         if !victim.instance.state.is_live() {
@@ -496,7 +495,7 @@ impl Checker {
         }
         // A duplicate may go when another instance of its slot serves (or served a moment
         // ago: a fault that hit it since may not be known yet).
-        let served_by_another = world.instances.iter().any(|i| {
+        let served_by_another = world.instances.values().any(|i| {
             i.instance.id != id
                 && i.instance.tags.group == tags.group
                 && i.instance.tags.slot == tags.slot
@@ -568,7 +567,7 @@ impl Checker {
                     .map(|sl| (tags.group.clone(), sl.to_string()))
                     .filter(|k| *k != key)
                     .filter(|k| {
-                        let serving = world.instances.iter().any(|i| {
+                        let serving = world.instances.values().any(|i| {
                             i.instance.tags.group == k.0
                                 && i.instance.tags.slot == k.1
                                 && i.serves(now)
@@ -615,7 +614,7 @@ impl Checker {
         };
         let serving_slots: BTreeSet<&str> = world
             .instances
-            .iter()
+            .values()
             .filter(in_group)
             .filter(|i| i.serves(now))
             .map(|i| i.instance.tags.slot.as_str())
@@ -624,7 +623,7 @@ impl Checker {
         // unserved for long (a duplicate long sick beside one that hung a moment ago does
         // not make its slot long sick).
         let mut slots: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
-        for i in world.instances.iter().filter(in_group) {
+        for i in world.instances.values().filter(in_group) {
             let slot = i.instance.tags.slot.as_str();
             let long = s
                 .unserved_since
@@ -693,7 +692,7 @@ impl Checker {
         // killed while it started) may fill a slot: that is no progress of a version that
         // does not work.
         let now = self.now();
-        let stable = world.instances.iter().any(|i| {
+        let stable = world.instances.values().any(|i| {
             i.instance.tags.group == group
                 && i.instance.tags.hash == hash
                 && (i.serves(now)
@@ -717,7 +716,7 @@ impl Checker {
         let mut live: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
         for i in world
             .instances
-            .iter()
+            .values()
             .filter(|i| i.instance.state.is_live())
         {
             live.entry((i.instance.tags.group.clone(), i.instance.tags.slot.clone()))
@@ -783,7 +782,7 @@ impl Checker {
                 let slot = slot.to_string();
                 let here: Vec<_> = world
                     .instances
-                    .iter()
+                    .values()
                     .filter(|i| {
                         i.instance.tags.group == g.name
                             && i.instance.tags.slot == slot
@@ -819,7 +818,7 @@ impl Checker {
                     return Some(format!("paused group {} has {down} slots down", g.name));
                 }
             }
-            let extra = world.instances.iter().any(|i| {
+            let extra = world.instances.values().any(|i| {
                 i.instance.tags.group == g.name
                     && i.instance.state.is_live()
                     && !g

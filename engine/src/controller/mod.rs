@@ -36,7 +36,7 @@ use report::Report;
 pub struct Options {
     /// The longest the controller sleeps without looking.
     pub resync: Duration,
-    /// Actions in flight at once.
+    /// Provider calls that make or remove instances at once.
     pub parallelism: usize,
     /// Where instance ports come from (`--ports`), when given.
     pub ports: Option<crate::spec::PortRange>,
@@ -310,8 +310,10 @@ impl Controller {
         resync_at: Instant,
     ) -> bool {
         let stored = self.store_time();
+        // After a death healed from the last look, a full round follows, spaced like any.
+        let mut look_at = resync_at;
         loop {
-            let poll = (self.clock.now() + Duration::from_millis(250)).min(resync_at);
+            let poll = (self.clock.now() + Duration::from_millis(250)).min(look_at);
             tokio::select! {
                 biased;
                 _ = reconcile::stopped(stop) => return true,
@@ -326,6 +328,10 @@ impl Controller {
                             };
                             self.journal.event("exited", "", "", format!("{provider} instance {id} is gone{why}"));
                             self.reconciler.instance_gone(id);
+                            if self.reconciler.heal_deaths() {
+                                look_at = look_at.min(self.reconciler.next_round_at());
+                                continue;
+                            }
                         }
                         Some((_, ProviderEvent::Note { message })) => {
                             self.journal.event("note", "", "", message);
@@ -338,7 +344,7 @@ impl Controller {
                 _ = self.reconciler.wait() => return false,
                 _ = tokio::time::sleep_until(poll) => {}
             }
-            if self.clock.now() >= resync_at
+            if self.clock.now() >= look_at
                 || self.store_time() != stored
                 || self.reload_if_changed()
             {

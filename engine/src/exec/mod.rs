@@ -24,7 +24,7 @@ pub use render::{context, render_instance, RenderError, RenderedInstance};
 /// How actions are performed.
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
-    /// Actions in flight at once.
+    /// Provider calls (create, destroy) in flight at once; health gates do not count.
     pub parallelism: usize,
     /// Attempts of a provider call before it counts as failed.
     pub attempts: u32,
@@ -120,16 +120,29 @@ pub type SecretSource = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     spec: Spec,
+    /// The spec's hash of each of its groups, computed once.
+    current: BTreeMap<String, SpecHash>,
     older: BTreeMap<(String, SpecHash), Template>,
 }
 
 impl Catalog {
     /// A catalog of `spec` alone.
     pub fn new(spec: Spec) -> Catalog {
+        let current = spec
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), SpecHash::of(g)))
+            .collect();
         Catalog {
             spec,
+            current,
             older: BTreeMap::new(),
         }
+    }
+
+    /// True when `hash` is the spec's own version of `group`.
+    fn is_current(&self, group: &str, hash: &SpecHash) -> bool {
+        self.current.get(group) == Some(hash)
     }
 
     /// Adds every group of an earlier spec, so instances can be made at its hashes again.
@@ -156,18 +169,14 @@ impl Catalog {
     /// The template of `group` at `hash`, when known.
     pub fn template(&self, group: &str, hash: &SpecHash) -> Option<Template> {
         match self.spec.group(group) {
-            Some(g) if SpecHash::of(g) == *hash => Some(g.template()),
+            Some(g) if self.is_current(group, hash) => Some(g.template()),
             _ => self.older.get(&(group.to_owned(), hash.clone())).cloned(),
         }
     }
 
     /// True when instances of `group` at `hash` can be made again.
     pub fn knows(&self, group: &str, hash: &SpecHash) -> bool {
-        self.older.contains_key(&(group.to_owned(), hash.clone()))
-            || self
-                .spec
-                .group(group)
-                .is_some_and(|g| SpecHash::of(g) == *hash)
+        self.is_current(group, hash) || self.older.contains_key(&(group.to_owned(), hash.clone()))
     }
 
     /// Hashes of `group` that can be made again, current one included.
@@ -178,10 +187,24 @@ impl Catalog {
             .filter(|(g, _)| g == group)
             .map(|(_, h)| h.clone())
             .collect();
-        if let Some(g) = self.spec.group(group) {
-            known.insert(SpecHash::of(g));
+        if let Some(h) = self.current.get(group) {
+            known.insert(h.clone());
         }
         known
+    }
+
+    /// The hash of what [`Catalog::group`] gives for the same arguments, without hashing
+    /// the group again.
+    pub fn hash_of(&self, name: &str, hash: Option<&SpecHash>) -> SpecHash {
+        match (hash, self.current.get(name)) {
+            (Some(h), _) if self.knows(name, h) => h.clone(),
+            (_, Some(current)) => current.clone(),
+            (_, None) => self
+                .spec
+                .group(name)
+                .map(SpecHash::of)
+                .unwrap_or_else(|| SpecHash::from_tag("")),
+        }
     }
 
     /// `group` as it makes instances at `hash` (the spec's own version when `hash` is
@@ -189,7 +212,7 @@ impl Catalog {
     pub fn group(&self, name: &str, hash: Option<&SpecHash>) -> Option<Group> {
         let current = self.spec.group(name)?;
         match hash {
-            Some(h) if *h != SpecHash::of(current) => {
+            Some(h) if !self.is_current(name, h) => {
                 match self.older.get(&(name.to_owned(), h.clone())) {
                     Some(template) => Some(current.with_template(template)),
                     None => Some(current.clone()),
@@ -224,6 +247,9 @@ pub struct Context {
     /// Slots whose heals make new instances rather than start the dead one again in place,
     /// shared with the reconciler (see [`Context::make_anew`]).
     pub anew: Anew,
+    /// Permits for provider calls that make or remove instances: `parallelism` of them,
+    /// shared by every action of the reconciler.
+    pub calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// Slots, by (group, slot), whose instance started in place did not hold: their heals make
@@ -236,6 +262,13 @@ pub type Anew = Arc<std::sync::Mutex<std::collections::BTreeSet<(String, String)
 pub type Halted = Arc<std::sync::Mutex<BTreeMap<(String, SpecHash), (u64, bool)>>>;
 
 impl Context {
+    /// Runs `call` (a provider call that makes or removes an instance) once a permit is
+    /// free, so at most `parallelism` run at once.
+    pub async fn limited<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let _permit = self.calls.acquire().await;
+        call.await
+    }
+
     /// The version `action`, planned with this context, must not make: the rollout of
     /// that version failed after it was planned. Healing a dead instance at its own
     /// version goes on in a paused group, never in one that rolled back.

@@ -119,7 +119,7 @@ async fn start_in_place(
     if let Some(hash) = ctx.halted(action) {
         return Err(ActionError::Halted(hash));
     }
-    match provider.restart(id).await {
+    match ctx.limited(provider.restart(id)).await {
         Ok(true) => {}
         Ok(false) | Err(_) => return Ok(None),
     }
@@ -153,9 +153,11 @@ async fn start_in_place(
         };
     }
     let empty = Observed::new(project);
+    let hash = ctx.catalog.hash_of(&group.name, action.hash.as_ref());
     let mut rendered = render_instance(
         project,
         group,
+        &hash,
         &action.slot,
         &own,
         &empty,
@@ -285,7 +287,9 @@ async fn stop(
                 return Err(Stop::Lost((*new).to_owned()));
             }
         }
-        provider.destroy(id).await.map_err(Stop::Provider)
+        ctx.limited(provider.destroy(id))
+            .await
+            .map_err(Stop::Provider)
     })
     .await;
     if destroyed.is_err()
@@ -351,6 +355,7 @@ async fn run_drain_command(
     let Ok(rendered) = render_instance(
         &spec.project,
         group,
+        &crate::spec::SpecHash::of(group),
         &action.slot,
         &ports,
         &empty,
@@ -415,9 +420,11 @@ async fn create_healthy(
             .map_err(|_| ActionError::Panicked("the port allocator was poisoned".into()))?
             .allocate(&names)?
     };
+    let hash = ctx.catalog.hash_of(&group.name, action.hash.as_ref());
     let mut rendered = render_instance(
         project,
         group,
+        &hash,
         &action.slot,
         &ports,
         &observed,
@@ -429,8 +436,8 @@ async fn create_healthy(
     let id = retry(ctx.options.attempts, || async {
         match halted() {
             Some(hash) => Err(Stop::Halted(hash)),
-            None => provider
-                .provision(rendered.request.clone())
+            None => ctx
+                .limited(provider.provision(rendered.request.clone()))
                 .await
                 .map_err(Stop::Provider),
         }
@@ -514,7 +521,7 @@ async fn gate(
         // its checks take it out of rotation.
         if action.surge {
             ctx.balancers.drain(&group.name, &id).await;
-            let _ = provider.destroy(&id).await;
+            let _ = ctx.limited(provider.destroy(&id)).await;
         }
         return Err(ActionError::NotHealthy { id, why });
     }

@@ -181,10 +181,12 @@ fn render_props(
 }
 
 /// Renders the instance of `group` for `slot` in `project`, with `ports` its own ports by
-/// name (allocated for a new instance, read from the tags of one that runs).
+/// name (allocated for a new instance, read from the tags of one that runs). `hash` is
+/// `group`'s spec hash (callers that make many instances compute it once).
 pub fn render_instance(
     project: &str,
     group: &Group,
+    hash: &SpecHash,
     slot: &Slot,
     ports: &[(String, u16)],
     observed: &Observed,
@@ -307,7 +309,7 @@ pub fn render_instance(
                 project: project.to_owned(),
                 group: group.name.clone(),
                 slot: slot.to_string(),
-                hash: SpecHash::of(group).to_string(),
+                hash: hash.to_string(),
                 ports: ports.to_vec(),
             },
             labels,

@@ -174,8 +174,10 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
         Ok(eval.heap().alloc(serde_json::to_value(&spec)?))
     }
 
-    /// The plan for `spec` against `observed` (default: nothing runs): `summary`, `actions`,
-    /// `unchanged` and `text` (as `tend plan` prints it).
+    /// The plan for `spec` against `observed` (default: nothing runs): as `tend plan --json`
+    /// gives it (`summary`, `actions`, `barriers`, `unchanged`), with `text` (as `tend plan`
+    /// prints it) and, on each action, `waits_for`: every action it waits for, directly or
+    /// through a barrier.
     fn plan<'v>(
         #[starlark(require = pos)] spec: Value<'v>,
         #[starlark(require = named)] observed: Option<Value<'v>>,
@@ -190,6 +192,11 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
         let graph = GroupGraph::build(&spec)?;
         let planned = plan(PlanInput::new(&spec, &graph, &observed));
         let mut json = serde_json::to_value(&planned)?;
+        if let Some(actions) = json["actions"].as_array_mut() {
+            for (index, action) in actions.iter_mut().enumerate() {
+                action["waits_for"] = serde_json::to_value(planned.waits_for(index))?;
+            }
+        }
         json["text"] = serde_json::Value::String(planned.to_text());
         Ok(heap.alloc(json))
     }
@@ -259,6 +266,7 @@ fn test_builtins(builder: &mut GlobalsBuilder) {
         let rendered = crate::exec::render_instance(
             &spec.project,
             group,
+            &crate::spec::SpecHash::of(group),
             &slot,
             &ports,
             &observed,

@@ -9,6 +9,8 @@ mod planner;
 mod render;
 mod saved;
 
-pub use model::{Action, ActionKind, Expectation, Expected, Hold, Plan, Summary};
+pub use model::{
+    Action, ActionKind, Barrier, BarrierKind, Expectation, Expected, Hold, Plan, Summary,
+};
 pub use planner::{plan, Paused, PlanInput};
 pub use saved::{SavedPlan, SavedPlanError, FORMAT as SAVED_PLAN_FORMAT};

@@ -51,8 +51,13 @@ pub struct Action {
     pub slot: Slot,
     /// Why, in words an operator reads.
     pub reason: String,
-    /// Indexes of the actions that must finish first.
+    /// Indexes of single actions that must finish first: a wait on one action of its own
+    /// group (the one rolling batch of one slot before it, say).
     pub after: Vec<usize>,
+    /// Indexes in [`Plan::barriers`] of the sets of actions that must finish first (the
+    /// builds of a group it depends on, say). Absent in JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_barriers: Vec<usize>,
     /// The provider that makes or holds the instance.
     pub provider: String,
     /// The existing instance acted on (destroyed, healed or replaced), if any.
@@ -79,8 +84,8 @@ pub struct Action {
     /// budget of health replacements.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unhealthy: bool,
-    /// Why it cannot start yet although nothing in `after` holds it (instances of the group
-    /// that are unavailable for now, say).
+    /// Why it cannot start yet although nothing it waits for holds it (instances of the
+    /// group that are unavailable for now, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits: Option<String>,
     /// Already running (plans made while actions are in flight): shown so what comes after
@@ -93,11 +98,6 @@ impl Action {
     /// The provider that holds the instance acted on.
     pub fn holder(&self) -> &str {
         self.instance_provider.as_deref().unwrap_or(&self.provider)
-    }
-
-    /// True when it may start now: not running, nothing before it, nothing it waits for.
-    pub fn startable(&self) -> bool {
-        !self.in_flight && self.after.is_empty() && self.waits.is_none()
     }
 
     /// True when it makes another version of its slot than the instance it replaces: a
@@ -143,6 +143,11 @@ impl Summary {
 }
 
 /// An ordered DAG of actions for one project.
+///
+/// What an action waits for is `after` (single actions) together with the actions of every
+/// barrier in `after_barriers`: [`Plan::waits_for`] gives the two as one list. A set that
+/// many actions wait for is written once, as a barrier, so a group of m instances that
+/// depends on a group of n makes n + m entries, not n × m.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// The project planned.
@@ -151,12 +156,52 @@ pub struct Plan {
     pub summary: Summary,
     /// Instances left as they are.
     pub unchanged: usize,
-    /// The actions, sorted; `after` refers to positions in this list.
+    /// The actions, sorted; `after` and barriers refer to positions in this list.
     pub actions: Vec<Action>,
+    /// Sets of actions that actions wait for, sorted by group, kind and batch;
+    /// `after_barriers` refers to positions in this list.
+    #[serde(default)]
+    pub barriers: Vec<Barrier>,
     /// What holds a group back, by group: a paused rollout, too many unhealthy instances
     /// to replace any (degraded), a provider that cannot be observed.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub held: std::collections::BTreeMap<String, Hold>,
+}
+
+/// A set of actions of one group that other actions wait for, written once however many
+/// wait: the builds of `db` that every create of `web` (which depends on `db`) waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Barrier {
+    /// The group whose actions it holds.
+    pub group: String,
+    /// Which of its actions.
+    pub kind: BarrierKind,
+    /// The rolling batch, for `batch` barriers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    /// Indexes of its actions, sorted. The planner makes no empty barrier; one would hold
+    /// nothing back.
+    pub actions: Vec<usize>,
+}
+
+/// Which actions of a group a barrier holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BarrierKind {
+    /// Every create, heal and replace of the group (running ones included): what the
+    /// builds of the groups that depend on it wait for.
+    Builds,
+    /// Every destroy of the group (running ones included): what the destroys of the
+    /// groups it depends on wait for.
+    Destroys,
+    /// The replaces of one rolling batch: what the next batch waits for.
+    Batch,
+    /// The actions that bring an unavailable slot of the group back: what a rollout with
+    /// no room left under `max_unavailable` waits for.
+    Restoring,
+    /// The replacements of unhealthy instances within the group's health budget: what the
+    /// ones beyond the budget wait for.
+    UnhealthyHeals,
 }
 
 /// Why a group makes no progress for now.
@@ -221,52 +266,37 @@ impl Plan {
         summary
     }
 
-    /// Keeps the actions `keep` accepts, and everything they need to wait for stays
-    /// consistent: `after` indexes are renumbered, and an action that waited for a dropped
-    /// action is dropped too (it must not run early). The summary is recounted.
-    pub fn retain(&mut self, keep: impl Fn(&Action) -> bool) {
-        let mut kept: Vec<bool> = self.actions.iter().map(&keep).collect();
-        // Actions are not in dependency order, so repeat until nothing changes.
-        loop {
-            let mut changed = false;
-            for i in 0..self.actions.len() {
-                if kept[i]
-                    && self.actions[i]
-                        .after
-                        .iter()
-                        .any(|d| !kept.get(*d).copied().unwrap_or(true))
-                {
-                    kept[i] = false;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        let mut new_index = vec![usize::MAX; self.actions.len()];
-        let mut next = 0;
-        for (i, k) in kept.iter().enumerate() {
-            if *k {
-                new_index[i] = next;
-                next += 1;
+    /// The actions that may start now, in plan order: not running, no `waits`, and
+    /// nothing they wait for left (a barrier with no actions holds nothing back; one that
+    /// does not exist holds the action back, as a plan that names it is not to be trusted).
+    pub fn startable(&self) -> impl Iterator<Item = &Action> + '_ {
+        self.actions.iter().filter(|a| {
+            !a.in_flight
+                && a.waits.is_none()
+                && a.after.is_empty()
+                && a.after_barriers.iter().all(|b| {
+                    self.barriers
+                        .get(*b)
+                        .is_some_and(|barrier| barrier.actions.is_empty())
+                })
+        })
+    }
+
+    /// Every action that action `index` waits for, directly or through a barrier: sorted,
+    /// without repeats. Empty for an index that is not in the plan.
+    pub fn waits_for(&self, index: usize) -> Vec<usize> {
+        let Some(action) = self.actions.get(index) else {
+            return Vec::new();
+        };
+        let mut all = action.after.clone();
+        for b in &action.after_barriers {
+            if let Some(barrier) = self.barriers.get(*b) {
+                all.extend(&barrier.actions);
             }
         }
-        let actions = std::mem::take(&mut self.actions);
-        self.actions = actions
-            .into_iter()
-            .zip(&kept)
-            .filter(|(_, k)| **k)
-            .map(|(mut a, _)| {
-                a.after = a
-                    .after
-                    .iter()
-                    .filter_map(|d| new_index.get(*d).copied().filter(|n| *n != usize::MAX))
-                    .collect();
-                a
-            })
-            .collect();
-        self.summary = Plan::count(&self.actions);
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 }
 
@@ -274,13 +304,14 @@ impl Plan {
 mod tests {
     use super::*;
 
-    fn action(kind: ActionKind, slot: u32, after: Vec<usize>) -> Action {
+    fn action(slot: u32, after: Vec<usize>, after_barriers: Vec<usize>) -> Action {
         Action {
-            action: kind,
+            action: ActionKind::Create,
             group: "g".into(),
             slot: Slot::Index(slot),
             reason: String::new(),
             after,
+            after_barriers,
             provider: "sim".into(),
             instance: None,
             hash: None,
@@ -294,32 +325,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn retain_drops_what_waits_for_a_dropped_action_and_renumbers() {
-        let mut plan = Plan {
+    fn barrier(actions: Vec<usize>) -> Barrier {
+        Barrier {
+            group: "g".into(),
+            kind: BarrierKind::Builds,
+            batch: None,
+            actions,
+        }
+    }
+
+    fn plan(actions: Vec<Action>, barriers: Vec<Barrier>) -> Plan {
+        Plan {
             project: "p".into(),
-            summary: Summary::default(),
+            summary: Plan::count(&actions),
             unchanged: 0,
+            actions,
+            barriers,
             held: Default::default(),
-            actions: vec![
-                action(ActionKind::Create, 0, vec![]),
-                action(ActionKind::Create, 1, vec![]),
-                action(ActionKind::Replace, 2, vec![1]),
-                action(ActionKind::Destroy, 3, vec![0]),
+        }
+    }
+
+    fn startable_slots(plan: &Plan) -> Vec<String> {
+        plan.startable().map(|a| a.slot.to_string()).collect()
+    }
+
+    #[test]
+    fn waits_for_joins_direct_edges_and_barriers() {
+        let plan = plan(
+            vec![
+                action(0, vec![], vec![]),
+                action(1, vec![], vec![]),
+                action(2, vec![1], vec![0, 1]),
+                action(3, vec![], vec![1]),
             ],
-        };
-        plan.retain(|a| a.slot != Slot::Index(1));
-        let slots: Vec<String> = plan.actions.iter().map(|a| a.slot.to_string()).collect();
-        assert_eq!(slots, ["0", "3"]);
-        assert_eq!(plan.actions[1].after, [0]);
-        assert_eq!(
-            (
-                plan.summary.create,
-                plan.summary.destroy,
-                plan.summary.replace
-            ),
-            (1, 1, 0)
+            vec![barrier(vec![0, 1]), barrier(vec![1, 2])],
         );
+        assert_eq!(plan.waits_for(2), [0, 1, 2]);
+        assert_eq!(plan.waits_for(3), [1, 2]);
+        assert!(plan.waits_for(0).is_empty());
+        assert!(plan.waits_for(9).is_empty());
+        assert_eq!(startable_slots(&plan), ["0", "1"]);
+    }
+
+    #[test]
+    fn an_empty_barrier_holds_nothing_back_and_a_missing_one_holds_everything() {
+        let plan = plan(
+            vec![action(0, vec![], vec![0]), action(1, vec![], vec![1])],
+            vec![barrier(vec![])],
+        );
+        assert_eq!(startable_slots(&plan), ["0"]);
     }
 }
 

@@ -5,7 +5,10 @@
 //! inputs give the same plan, byte for byte.
 //!
 //! Pacing lives here, so `apply` and `run` keep the same promises: an action is startable
-//! only when nothing in `after` comes first and it has no `waits`. Actions already running
+//! only when nothing it waits for (`after`, and the barriers in `after_barriers`) is left
+//! and it has no `waits`. A wait on another group's actions, or on several actions of its
+//! own group, is a barrier, made once and shared by every action that waits on it; a wait
+//! on one action of its own group is a direct edge in `after`. Actions already running
 //! are part of the input (`in_flight`) and of the output, so what comes after them waits
 //! for them, and the budgets count them:
 //! - dead and missing instances are always replaced at once;
@@ -19,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::model::{Action, ActionKind, Expectation, Expected, Hold, Plan};
+use super::model::{Action, ActionKind, Barrier, BarrierKind, Expectation, Expected, Hold, Plan};
 use crate::graph::GroupGraph;
 use crate::provider::{InstanceState, Observed, ObservedInstance};
 use crate::spec::{Allocation, Group, Slot, Spec, SpecHash, UpdatePolicy};
@@ -246,6 +249,29 @@ struct Builder {
     /// Destroy actions per group (running ones included).
     destroys: HashMap<String, Vec<usize>>,
     held: BTreeMap<String, Hold>,
+    /// The barriers made so far, in the order they were made.
+    barriers: Vec<Barrier>,
+    /// Each barrier's position in `barriers`, by group, kind and batch.
+    barrier_index: HashMap<(String, BarrierKind, Option<u32>), usize>,
+}
+
+/// What an action waits for: single actions and barriers.
+#[derive(Clone, Default)]
+struct Wait {
+    after: Vec<usize>,
+    barriers: Vec<usize>,
+}
+
+impl Wait {
+    fn add(&mut self, other: &Wait) {
+        self.after.extend(&other.after);
+        self.barriers.extend(&other.barriers);
+    }
+
+    fn apply(&self, action: &mut Action) {
+        action.after.extend(&self.after);
+        action.after_barriers.extend(&self.barriers);
+    }
 }
 
 /// Orders live instances of one slot: the one to keep first. One that serves comes before
@@ -319,6 +345,7 @@ impl Builder {
     fn keep_running(&mut self, action: &Action) -> usize {
         let mut running = action.clone();
         running.after.clear();
+        running.after_barriers.clear();
         running.waits = None;
         running.in_flight = true;
         self.push(running)
@@ -331,6 +358,7 @@ impl Builder {
             slot,
             reason,
             after: Vec::new(),
+            after_barriers: Vec::new(),
             provider: provider.to_owned(),
             instance: None,
             hash: None,
@@ -341,6 +369,57 @@ impl Builder {
             unhealthy: false,
             waits: None,
             in_flight: false,
+        }
+    }
+
+    /// The barrier of `group`'s `kind` actions (of `batch`), made from `members` the first
+    /// time it is asked for; none when there are no members.
+    fn barrier(
+        &mut self,
+        group: &str,
+        kind: BarrierKind,
+        batch: Option<u32>,
+        members: &[usize],
+    ) -> Option<usize> {
+        if members.is_empty() {
+            return None;
+        }
+        let key = (group.to_owned(), kind, batch);
+        if let Some(index) = self.barrier_index.get(&key) {
+            return Some(*index);
+        }
+        let index = self.barriers.len();
+        self.barriers.push(Barrier {
+            group: group.to_owned(),
+            kind,
+            batch,
+            actions: members.to_vec(),
+        });
+        self.barrier_index.insert(key, index);
+        Some(index)
+    }
+
+    /// A wait on `members`, actions of `group` itself: a direct edge for one action, a
+    /// barrier for several.
+    fn wait_within(
+        &mut self,
+        group: &str,
+        kind: BarrierKind,
+        batch: Option<u32>,
+        members: &[usize],
+    ) -> Wait {
+        match members {
+            [one] => Wait {
+                after: vec![*one],
+                barriers: Vec::new(),
+            },
+            _ => Wait {
+                after: Vec::new(),
+                barriers: self
+                    .barrier(group, kind, batch, members)
+                    .into_iter()
+                    .collect(),
+            },
         }
     }
 
@@ -404,11 +483,18 @@ impl Builder {
         let mut claimed = vec![false; seen.len()];
         let mut cursor = 0;
 
-        let dependency_builds: Vec<usize> = graph
-            .dependencies(&group.name)
-            .iter()
-            .flat_map(|d| self.builds.get(*d).cloned().unwrap_or_default())
-            .collect();
+        // What its builds wait for: every build of every group it depends on, one barrier
+        // per group.
+        let mut dependency_builds = Wait::default();
+        for dependency in graph.dependencies(&group.name) {
+            let members = self.builds.get(dependency).cloned().unwrap_or_default();
+            dependency_builds.barriers.extend(self.barrier(
+                dependency,
+                BarrierKind::Builds,
+                None,
+                &members,
+            ));
+        }
         let mut tally = Tally::default();
         // Running actions of this group, by slot; running destroys are kept as they are.
         let mut busy: BTreeMap<&Slot, &Action> = BTreeMap::new();
@@ -493,7 +579,7 @@ impl Builder {
                     ),
                 };
                 let mut action = action;
-                action.after = dependency_builds.clone();
+                dependency_builds.apply(&mut action);
                 let index = self.push(action);
                 tally.down(format!("{}/{slot} has no live instance", group.name));
                 tally.restoring.push(index);
@@ -613,7 +699,7 @@ impl Builder {
         &mut self,
         ctx: &GroupContext<'_>,
         sick: Vec<(Slot, Seen<'_>)>,
-        dependency_builds: &[usize],
+        dependency_builds: &Wait,
         tally: &mut Tally,
     ) {
         let group = ctx.group;
@@ -654,6 +740,8 @@ impl Builder {
         let budget = health_budget(group);
         let mut first_wave: Vec<usize> = tally.healing_unhealthy.clone();
         let mut waiting_on = tally.healing_unhealthy.clone();
+        // What the ones beyond the budget wait for: the first wave, once it is complete.
+        let mut beyond_budget: Option<Wait> = None;
         for (slot, keep) in sick {
             let hash = match ctx.paused {
                 Some(_) => heal_hash(ctx, &keep),
@@ -666,10 +754,23 @@ impl Builder {
             };
             let mut action = Self::build(ActionKind::Heal, group, &slot, Some(&keep), hash, reason);
             action.unhealthy = true;
-            action.after = dependency_builds.to_vec();
+            dependency_builds.apply(&mut action);
             if first_wave.len() >= budget {
                 // Beyond the budget: wait for the ones before it.
-                action.after.extend(&waiting_on);
+                let wait = match &beyond_budget {
+                    Some(wait) => wait.clone(),
+                    None => {
+                        let wait = self.wait_within(
+                            &group.name,
+                            BarrierKind::UnhealthyHeals,
+                            None,
+                            &waiting_on,
+                        );
+                        beyond_budget = Some(wait.clone());
+                        wait
+                    }
+                };
+                wait.apply(&mut action);
             }
             let index = self.push(action);
             tally.restoring.push(index);
@@ -687,7 +788,7 @@ impl Builder {
         &mut self,
         ctx: &GroupContext<'_>,
         outdated: Vec<(Slot, Seen<'_>)>,
-        dependency_builds: &[usize],
+        dependency_builds: &Wait,
         tally: &Tally,
     ) {
         if outdated.is_empty() {
@@ -737,9 +838,28 @@ impl Builder {
             tally.batch_running + 1
         };
         let last_batch = first_batch - 1 + chunks.len() as u32;
+        // The first batch waits for the groups it depends on and, when there is no room
+        // for it, for the slots being brought back; each next one for the one before it
+        // (or, while a batch runs, for that batch).
+        let mut first_wait = dependency_builds.clone();
+        if blocked {
+            let restoring =
+                self.wait_within(&group.name, BarrierKind::Restoring, None, &tally.restoring);
+            first_wait.add(&restoring);
+        }
         let mut previous_batch: Vec<usize> = tally.replacing.clone();
         for (number, chunk) in chunks.into_iter().enumerate() {
             let batch = first_batch + number as u32;
+            let wait = if number == 0 && tally.replacing.is_empty() {
+                first_wait.clone()
+            } else {
+                self.wait_within(
+                    &group.name,
+                    BarrierKind::Batch,
+                    Some(batch - 1),
+                    &previous_batch,
+                )
+            };
             let mut this_batch = Vec::new();
             for (position, (slot, seen)) in chunk.iter().enumerate() {
                 let policy = match group.update {
@@ -761,15 +881,7 @@ impl Builder {
                 );
                 action.batch = Some(batch);
                 action.surge = position < if number == 0 { max_surge } else { surge_room };
-                action.after = if number == 0 && tally.replacing.is_empty() {
-                    let mut after = dependency_builds.to_vec();
-                    if blocked {
-                        after.extend(&tally.restoring);
-                    }
-                    after
-                } else {
-                    previous_batch.clone()
-                };
+                wait.apply(&mut action);
                 if number == 0 && blocked && tally.restoring.is_empty() {
                     action.waits = Some(format!(
                         "{} of {} instances are unavailable and max_unavailable is {max_unavailable} ({})",
@@ -810,29 +922,49 @@ impl Builder {
                     dependents = prev.dependents(&group);
                 }
             }
-            let mut waits: Vec<usize> = dependents
-                .iter()
-                .flat_map(|d| self.destroys.get(*d).cloned().unwrap_or_default())
-                .collect();
-            waits.sort_unstable();
+            let mut waits: Vec<usize> = Vec::new();
+            for dependent in dependents {
+                let members = self.destroys.get(dependent).cloned().unwrap_or_default();
+                waits.extend(self.barrier(dependent, BarrierKind::Destroys, None, &members));
+            }
             for index in self.destroys[&group].clone() {
                 if !self.actions[index].in_flight {
-                    self.actions[index].after.extend(&waits);
+                    self.actions[index].after_barriers.extend(&waits);
                 }
             }
         }
     }
 
+    /// Sorts the barriers by group, kind and batch (they were made in an order that
+    /// depends on hashing), renumbers what refers to them, and sorts every list.
     fn finish(mut self, project: &str) -> Plan {
+        let mut made: Vec<(usize, Barrier)> = self.barriers.into_iter().enumerate().collect();
+        made.sort_by(|(_, a), (_, b)| {
+            (&a.group, a.kind, a.batch).cmp(&(&b.group, b.kind, b.batch))
+        });
+        let mut position = vec![0; made.len()];
+        let mut barriers = Vec::with_capacity(made.len());
+        for (new, (old, mut barrier)) in made.into_iter().enumerate() {
+            position[old] = new;
+            barrier.actions.sort_unstable();
+            barrier.actions.dedup();
+            barriers.push(barrier);
+        }
         for action in &mut self.actions {
             action.after.sort_unstable();
             action.after.dedup();
+            for b in &mut action.after_barriers {
+                *b = position[*b];
+            }
+            action.after_barriers.sort_unstable();
+            action.after_barriers.dedup();
         }
         Plan {
             project: project.to_owned(),
             summary: Plan::count(&self.actions),
             unchanged: self.unchanged,
             actions: self.actions,
+            barriers,
             held: self.held,
         }
     }

@@ -2,10 +2,13 @@
 
 use std::fmt::Write;
 
-use super::model::Plan;
+use super::model::{Action, BarrierKind, Plan};
 
 impl Plan {
     /// One line per action (`+` create, `!` heal, `~` replace, `-` destroy), then the summary.
+    /// An action that waits for other groups says which, by name: `after db` (its builds),
+    /// `after web's destroys`; waits inside its own group show in its reason (a rolling
+    /// batch) or its `waits`.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let targets: Vec<String> = self.actions.iter().map(target).collect();
@@ -14,6 +17,10 @@ impl Plan {
             let mut note = String::new();
             if action.in_flight {
                 note.push_str(" [running]");
+            }
+            let groups = self.waits_on_groups(action);
+            if !groups.is_empty() {
+                note.push_str(&format!("; after {}", groups.join(", ")));
             }
             if let Some(waits) = &action.waits {
                 note.push_str(&format!("; waits: {waits}"));
@@ -68,14 +75,31 @@ impl Plan {
         out
     }
 
-    /// The plan as pretty JSON: `project`, `summary` (all four counts), `unchanged`, `actions`.
+    /// The plan as pretty JSON: `project`, `summary` (all four counts), `unchanged`,
+    /// `actions`, `barriers` and `held` (when a group is held). README's "Plan JSON" says
+    /// what each field means.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The other groups `action` waits for, as the text names them, in barrier order.
+    fn waits_on_groups(&self, action: &Action) -> Vec<String> {
+        action
+            .after_barriers
+            .iter()
+            .filter_map(|b| self.barriers.get(*b))
+            .filter(|b| b.group != action.group)
+            .filter_map(|b| match b.kind {
+                BarrierKind::Builds => Some(b.group.clone()),
+                BarrierKind::Destroys => Some(format!("{}'s destroys", b.group)),
+                BarrierKind::Batch | BarrierKind::Restoring | BarrierKind::UnhealthyHeals => None,
+            })
+            .collect()
     }
 }
 
 /// `group/slot`, and the instance acted on when there is one: `web/0 (sim-000002)`.
-fn target(action: &super::model::Action) -> String {
+fn target(action: &Action) -> String {
     match &action.instance {
         Some(id) => format!("{}/{} ({id})", action.group, action.slot),
         None => format!("{}/{}", action.group, action.slot),

@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 use super::model::Plan;
 use crate::spec::Spec;
 
-/// The version of the saved-plan format this tend writes and reads.
-pub const FORMAT: u32 = 1;
+/// The version of the saved-plan format this tend writes and reads. Format 2 writes the
+/// sets of actions that many actions wait for once, as barriers; format 1 listed them in
+/// every action's `after`.
+pub const FORMAT: u32 = 2;
 
 /// Why a saved plan cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,19 @@ pub enum SavedPlanError {
         path: String,
         /// What is wrong.
         detail: String,
+    },
+    /// The file is a saved plan, written by a tend that uses another format.
+    #[error(
+        "{path} was saved by tend {tend_version} in plan format {format}, and this tend reads \
+         format {FORMAT} only: run `tend plan -o {path}` again"
+    )]
+    OtherFormat {
+        /// The file.
+        path: String,
+        /// Its format.
+        format: u64,
+        /// The tend that wrote it.
+        tend_version: String,
     },
     /// The file could not be read or written.
     #[error("cannot access plan file {path}: {source}")]
@@ -64,24 +79,33 @@ impl SavedPlan {
         std::fs::rename(&temp, path).map_err(io)
     }
 
-    /// Reads a saved plan, checking its format.
+    /// Reads a saved plan, checking its format first: a plan of another format is
+    /// [`SavedPlanError::OtherFormat`], whatever else it holds.
     pub fn read(path: &std::path::Path) -> Result<SavedPlan, SavedPlanError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Io {
             path: shown.clone(),
             source,
         })?;
-        let saved: SavedPlan =
-            serde_json::from_str(&text).map_err(|e| SavedPlanError::NotAPlan {
-                path: shown.clone(),
-                detail: e.to_string(),
-            })?;
-        if saved.format != FORMAT {
-            return Err(SavedPlanError::NotAPlan {
-                path: shown,
-                detail: format!("format {} is not {FORMAT}", saved.format),
-            });
+        let not_a_plan = |e: serde_json::Error| SavedPlanError::NotAPlan {
+            path: shown.clone(),
+            detail: e.to_string(),
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(not_a_plan)?;
+        if let (Some(format), Some(tend_version)) = (
+            value.get("format").and_then(serde_json::Value::as_u64),
+            value
+                .get("tend_version")
+                .and_then(serde_json::Value::as_str),
+        ) {
+            if format != u64::from(FORMAT) {
+                return Err(SavedPlanError::OtherFormat {
+                    path: shown,
+                    format,
+                    tend_version: tend_version.to_owned(),
+                });
+            }
         }
-        Ok(saved)
+        serde_json::from_value(value).map_err(not_a_plan)
     }
 }

@@ -4,10 +4,12 @@
 //! A round is four small steps: **observe** (describe every provider that may hold the
 //! project's instances, judge health with each instance's own checks, count work done but
 //! not yet visible), **plan** (the one planner, with the actions in flight and the paused
-//! groups), **start** (the startable actions, as long as their slot is not backing off, up
-//! to the parallelism), and **record** (phases per group, converged or not). Between rounds,
+//! groups), **start** (the startable actions, as long as their slot is not backing off; provider
+//! calls are limited by the parallelism), and **record** (phases per group, converged or not). Between rounds,
 //! [`Reconciler::wait`] returns when something changed: an action finished, a health check
-//! crossed its threshold or passed, a backoff ran out, a new instance became visible.
+//! crossed its threshold or passed, a backoff ran out, a new instance became visible. In a
+//! project of 500 instances or more such rounds are spaced by twice the time the last one
+//! took, so it spends most of its time acting, not looking.
 //!
 //! Actions run as tasks beside the loop: a rollout waiting on health never delays the heal
 //! of another slot or group. A failed batch pauses its group (or rolls it back) in both
@@ -15,6 +17,7 @@
 //! spec is applied. A panic in an action fails that action alone.
 
 mod backoff;
+mod deaths;
 mod events;
 mod monitor;
 mod phase;
@@ -57,6 +60,17 @@ const REMEMBERED_VERSIONS: usize = 10;
 /// something they share read as one (the group degrades), not as instances to replace one
 /// after another.
 const UNHEALTHY_TOGETHER: Duration = Duration::from_millis(50);
+
+/// Actions running at once. Provider calls are limited by `parallelism`; this bounds the
+/// health gates waited on beside them (and the memory they take).
+const ACTIONS_IN_FLIGHT: usize = 4096;
+
+/// How many times its own duration passes between a round and the next one that can wait.
+const ROUND_SPACING: u32 = 2;
+
+/// Rounds are spaced from this many instances on: below it a round costs little, and the
+/// next one starts as soon as there is a reason.
+const SPACED_FROM: usize = 500;
 
 /// What a failed action does to its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +212,17 @@ pub struct Reconciler {
     ports: crate::exec::SharedPorts,
     /// Slots whose heals make new instances: their instance started in place did not hold.
     anew: crate::exec::Anew,
+    /// Permits for provider calls, `parallelism` of them, kept across spec changes.
+    calls: Arc<tokio::sync::Semaphore>,
+    /// When the last round ended, and how long it took.
+    round_done: Instant,
+    round_took: Duration,
+    /// The last full look, judged (`tend run` only): deaths are healed from it.
+    last_look: Option<Observed>,
+    /// Instances finished actions removed since the last look.
+    removed_since: BTreeSet<String>,
+    /// Instances providers said are gone since the last round or heal of deaths.
+    dead_since: BTreeSet<String>,
 }
 
 impl Reconciler {
@@ -217,6 +242,7 @@ impl Reconciler {
         options: Options,
         events: EventSink,
     ) -> Result<Reconciler, ReconcileError> {
+        let calls = Arc::new(tokio::sync::Semaphore::new(options.exec.parallelism.max(1)));
         let mut r = Reconciler {
             kept: spec.clone(),
             spec,
@@ -234,7 +260,14 @@ impl Reconciler {
                 ports: Default::default(),
                 balancers: Default::default(),
                 anew: Default::default(),
+                calls: calls.clone(),
             }),
+            calls,
+            round_done: clock.now(),
+            round_took: Duration::ZERO,
+            last_look: None,
+            removed_since: BTreeSet::new(),
+            dead_since: BTreeSet::new(),
             halted: Default::default(),
             generation: 0,
             providers,
@@ -345,6 +378,7 @@ impl Reconciler {
     /// A provider event said instance `id` is gone: it counts as dead even while a lagging
     /// listing still shows it running.
     pub fn instance_gone(&mut self, id: String) {
+        self.dead_since.insert(id.clone());
         self.gone.insert(id, self.clock.now());
     }
 
@@ -428,16 +462,35 @@ impl Reconciler {
             ports: self.ports.clone(),
             balancers: self.options.balancers.clone(),
             anew: self.anew.clone(),
+            calls: self.calls.clone(),
         });
     }
 
     /// One round: observe, plan, start, record.
     pub async fn round(&mut self) -> Result<Round, ReconcileError> {
+        let began = self.clock.now();
+        self.dead_since.clear();
         let observed = self.observe().await?;
+        self.remember_look(&observed);
         self.count_serving(&observed);
         let plan = self.plan(&observed)?;
         self.start(&plan);
-        Ok(self.record(observed, plan))
+        let round = self.record(observed, plan);
+        self.round_done = self.clock.now();
+        self.round_took = if round.observed.len() >= SPACED_FROM {
+            self.round_done.duration_since(began)
+        } else {
+            Duration::ZERO
+        };
+        Ok(round)
+    }
+
+    /// The earliest time the next round may start for a reason that can wait (an action
+    /// finished, a health verdict, an instance expected to show): from 500 instances on,
+    /// rounds are spaced by twice the time the last one took, so at any size at most a
+    /// third of the time goes to looking and planning, and the rest to the actions.
+    pub(crate) fn next_round_at(&self) -> Instant {
+        self.round_done + self.round_took * ROUND_SPACING
     }
 
     /// Counts, per group and version, the instances that serve (running, judged by their
@@ -546,9 +599,13 @@ impl Reconciler {
     /// not know yet: each instance is probed with its own checks, and healed at its own
     /// version when its group is paused.
     fn learn_versions(&mut self, observed: &Observed) {
-        let unknown: BTreeSet<(String, SpecHash)> = observed
+        let versions: BTreeSet<(&str, &str)> = observed
             .iter()
-            .map(|(_, i)| (i.tags.group.clone(), SpecHash::from_tag(&i.tags.hash)))
+            .map(|(_, i)| (i.tags.group.as_str(), i.tags.hash.as_str()))
+            .collect();
+        let unknown: BTreeSet<(String, SpecHash)> = versions
+            .into_iter()
+            .map(|(g, h)| (g.to_owned(), SpecHash::from_tag(h)))
             .filter(|(g, h)| {
                 !self.context.catalog.knows(g, h)
                     && !self.looked_up.contains(&(g.clone(), h.clone()))
@@ -703,21 +760,7 @@ impl Reconciler {
         let expectations: Vec<Expectation> =
             self.pending.iter().map(|p| p.expectation.clone()).collect();
         let in_flight = self.running.actions();
-        // Paused groups are made from what serves stably now.
-        let mut paused = self.paused.clone();
-        for (group, p) in paused.iter_mut() {
-            let mut versions: Vec<(&SpecHash, &usize)> = self
-                .serving
-                .get(group)
-                .map(|c| c.iter().collect())
-                .unwrap_or_default();
-            versions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            p.serving = versions
-                .into_iter()
-                .map(|(h, _)| h.clone())
-                .filter(|h| self.context.catalog.knows(group, h))
-                .collect();
-        }
+        let paused = self.paused_now();
         let planned = plan(PlanInput {
             expectations: &expectations,
             previous: self.previous.first(),
@@ -735,6 +778,25 @@ impl Reconciler {
         Ok(planned)
     }
 
+    /// The paused groups, each made from the versions that serve stably now.
+    fn paused_now(&self) -> BTreeMap<String, Paused> {
+        let mut paused = self.paused.clone();
+        for (group, p) in paused.iter_mut() {
+            let mut versions: Vec<(&SpecHash, &usize)> = self
+                .serving
+                .get(group)
+                .map(|c| c.iter().collect())
+                .unwrap_or_default();
+            versions.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            p.serving = versions
+                .into_iter()
+                .map(|(h, _)| h.clone())
+                .filter(|h| self.context.catalog.knows(group, h))
+                .collect();
+        }
+        paused
+    }
+
     /// True when `action`'s slot may be tried now.
     fn may_try(&self, action: &Action, now: Instant) -> bool {
         let slot = action.slot.to_string();
@@ -750,9 +812,8 @@ impl Reconciler {
         }
         let now = self.clock.now();
         self.queue = plan
-            .actions
-            .iter()
-            .filter(|a| a.startable() && self.may_try(a, now))
+            .startable()
+            .filter(|a| self.may_try(a, now))
             .cloned()
             .collect();
         self.queue.reverse();
@@ -760,7 +821,7 @@ impl Reconciler {
     }
 
     fn start_queued(&mut self) {
-        while self.running.len() < self.options.exec.parallelism.max(1) && !self.stopping {
+        while self.running.len() < ACTIONS_IN_FLIGHT && !self.stopping {
             let Some(action) = self.queue.pop() else {
                 break;
             };
@@ -798,10 +859,7 @@ impl Reconciler {
             && self.running.is_empty()
             && observed.unobserved.is_empty();
         let converged = nothing_left && groups.values().all(|p| *p == GroupPhase::Converged);
-        let startable = plan
-            .actions
-            .iter()
-            .any(|a| a.startable() && self.may_try(a, now));
+        let startable = plan.startable().any(|a| self.may_try(a, now));
         let idle = self.running.is_empty()
             && self.queue.is_empty()
             && self.pending.is_empty()
@@ -823,6 +881,7 @@ impl Reconciler {
         let mut wake: Option<(Wake, Instant)> = None;
         loop {
             let now = self.clock.now();
+            let spaced = self.next_round_at();
             self.monitor.start_due(&self.providers, now);
             let mut timer = now + Duration::from_secs(3600);
             let mut timer_wakes = false;
@@ -835,8 +894,9 @@ impl Reconciler {
                     timer_wakes = true;
                 }
             }
-            if !self.pending.is_empty() && now + Duration::from_millis(100) <= timer {
-                timer = now + Duration::from_millis(100);
+            let expected = (now + Duration::from_millis(100)).max(spaced);
+            if !self.pending.is_empty() && expected <= timer {
+                timer = expected;
                 timer_wakes = true;
             }
             if let Some((_, at)) = wake {
@@ -851,7 +911,10 @@ impl Reconciler {
                         let replan = self.finish(finished);
                         self.start_queued();
                         if replan {
-                            return Wake::Finished;
+                            if now >= spaced {
+                                return Wake::Finished;
+                            }
+                            wake.get_or_insert((Wake::Finished, spaced));
                         }
                     }
                 }
@@ -859,11 +922,12 @@ impl Reconciler {
                     match self.monitor.record(&id, result, &self.clock) {
                         Verdict::Same => {}
                         Verdict::Passing => {
-                            wake.get_or_insert((Wake::Health, now + Duration::from_millis(5)));
+                            let at = (now + Duration::from_millis(5)).max(spaced);
+                            wake.get_or_insert((Wake::Health, at));
                         }
                         Verdict::Unhealthy(why) => {
                             self.tell_unhealthy(&id, why);
-                            let at = self.clock.now() + UNHEALTHY_TOGETHER;
+                            let at = (self.clock.now() + UNHEALTHY_TOGETHER).max(spaced);
                             wake.get_or_insert((Wake::Health, at));
                         }
                     }
@@ -907,8 +971,16 @@ impl Reconciler {
         });
         let now = self.clock.now();
         let slot = action.slot.to_string();
+        if outcome.is_err() {
+            // A failed action may have left an instance no look has seen and no expectation
+            // names (a new one that never turned healthy): deaths wait for a full look.
+            self.last_look = None;
+        }
         match &outcome {
             Ok(done) => {
+                if let Some(old) = &action.instance {
+                    self.removed_since.insert(old.clone());
+                }
                 if let Some(id) = &done.instance {
                     self.pending.push(Pending {
                         expectation: Expectation {

@@ -91,6 +91,8 @@ impl Monitor {
         let spec = catalog.spec();
         let mut seen = BTreeSet::new();
         let empty = Observed::new(&spec.project);
+        // Each version's group, looked up once (most instances share a few versions).
+        let mut versions: BTreeMap<(&str, &str), Option<crate::spec::Group>> = BTreeMap::new();
         for (provider, instance) in observed.iter().filter(|(_, i)| {
             i.state.is_live() && !busy.contains(&(i.tags.group.clone(), i.tags.slot.clone()))
         }) {
@@ -98,8 +100,15 @@ impl Monitor {
                 seen.insert(instance.id.clone());
                 continue;
             }
-            let hash = SpecHash::from_tag(&instance.tags.hash);
-            let Some(group) = catalog.group(&instance.tags.group, Some(&hash)) else {
+            let Some(group) = versions
+                .entry((&instance.tags.group, &instance.tags.hash))
+                .or_insert_with(|| {
+                    let hash = SpecHash::from_tag(&instance.tags.hash);
+                    catalog
+                        .group(&instance.tags.group, Some(&hash))
+                        .filter(|g| g.flavor.health.is_some())
+                })
+            else {
                 continue;
             };
             let Some(health) = &group.flavor.health else {
@@ -108,7 +117,8 @@ impl Monitor {
             let slot = group.allocation.parse_slot(&instance.tags.slot);
             let Ok(mut rendered) = render_instance(
                 &spec.project,
-                &group,
+                group,
+                &SpecHash::from_tag(&instance.tags.hash),
                 &slot,
                 &instance.tags.ports,
                 &empty,
@@ -116,7 +126,7 @@ impl Monitor {
             ) else {
                 continue;
             };
-            rendered.reach(&group, &instance.ports);
+            rendered.reach(group, &instance.ports);
             let Some(probe) = rendered.probe else {
                 continue;
             };

@@ -10,15 +10,15 @@
 //! environment: it is the cgroup, or without one the session.
 
 mod cgroup;
+mod launch;
 mod members;
 mod observe;
 mod pidfd;
 mod records;
 mod spawn;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ type Announced = (String, u32, u64, InstanceCgroup);
 pub struct ProcessProvider {
     dir: PathBuf,
     /// Children this tend started, kept so their exits are reaped (no zombies).
-    children: Mutex<HashMap<u32, Child>>,
+    children: Mutex<HashSet<u32>>,
     records: Records,
     /// The cgroup hierarchies tend may use here, found on first use.
     cgroups: OnceLock<Cgroups>,
@@ -83,7 +83,7 @@ impl ProcessProvider {
         ProcessProvider {
             records: Records::new(dir.join("instances.jsonl")),
             dir,
-            children: Mutex::new(HashMap::new()),
+            children: Mutex::new(HashSet::new()),
             cgroups: OnceLock::new(),
             watched: Mutex::new(None),
         }
@@ -93,25 +93,20 @@ impl ProcessProvider {
         self.cgroups.get_or_init(Cgroups::detect)
     }
 
-    /// Reaps children that exited, so they do not linger as zombies. Only children that
-    /// `/proc` shows as exited are waited for: `waitpid` on a live pid scans every child, and
-    /// doing that for each of hundreds of children would cost more than the whole apply.
+    /// Reaps children that exited, so they do not linger as zombies: each is waited for by
+    /// its pid without blocking (Linux looks one pid up directly since 5.14, rather than
+    /// going through every child).
     fn reap_exited(&self) {
         if let Ok(mut children) = self.children.lock() {
-            children.retain(|pid, child| {
-                let running = procfs::stat(*pid).is_some_and(|s| !s.is_zombie());
-                running || matches!(child.try_wait(), Ok(None))
-            });
+            children.retain(|pid| !launch::reap(*pid));
         }
     }
 
     /// Reaps child `pid` once it has exited.
     fn reap_one(&self, pid: u32) {
         if let Ok(mut children) = self.children.lock() {
-            if let Some(mut child) = children.remove(&pid) {
-                if !matches!(child.try_wait(), Ok(Some(_))) {
-                    children.insert(pid, child);
-                }
+            if children.contains(&pid) && launch::reap(pid) {
+                children.remove(&pid);
             }
         }
     }
@@ -230,12 +225,12 @@ impl Provider for ProcessProvider {
                 return Err(e);
             }
         };
-        let pid = child.id();
+        let pid = child.pid;
         let stat =
             procfs::stat(pid).ok_or_else(|| backend(format!("process {pid} vanished at start")))?;
         let id = format!("{pid}-{}", stat.start_ticks);
         if let Ok(mut children) = self.children.lock() {
-            children.insert(pid, child);
+            children.insert(pid);
         }
         if let Some(watch) = self.watched.lock().ok().and_then(|w| w.clone()) {
             let _ = watch.send((id.clone(), pid, stat.start_ticks, cgroup.clone()));
@@ -314,12 +309,11 @@ impl Provider for ProcessProvider {
                 message: note.to_owned(),
             });
         }
-        let records = self.records.load();
+        let records = self.records.load()?;
         for instance in self.describe(selector).await? {
             if let (true, Some((pid, ticks))) = (instance.state.is_live(), parse_id(&instance.id)) {
                 let cgroup = records
-                    .iter()
-                    .find(|r| r.id == instance.id)
+                    .get(&instance.id)
                     .map(|r| InstanceCgroup::from_dirs(r.cgroups.clone()))
                     .unwrap_or_else(|| Cgroups::of_process(pid));
                 let _ = announce.send((instance.id.clone(), pid, ticks, cgroup));
@@ -350,6 +344,6 @@ impl Provider for ProcessProvider {
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
         self.reap_exited();
-        Ok(observe::instances(&selector.project, &self.records.load()))
+        Ok(observe::instances(&selector.project, &self.records.load()?))
     }
 }

@@ -2,7 +2,7 @@
 //! tags, dead instances from the records (with what they left running and why they
 //! ended), and leftovers of dead instances that no record names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use engine::procfs::{self, ProcStat};
 use engine::provider::{InstanceState, InstanceTags, ObservedInstance};
@@ -36,11 +36,16 @@ fn tags_in(env: &BTreeMap<String, String>, project: &str) -> Option<InstanceTags
 /// another instance that started a session of its own: it is in a cgroup that a record
 /// names, or in a tend cgroup with a process that started before it, or (without cgroups)
 /// its parent carries the same tags.
-fn member_of_another(pid: u32, stat: &ProcStat, id: &str, records: &[Record]) -> bool {
+fn member_of_another(
+    pid: u32,
+    stat: &ProcStat,
+    id: &str,
+    records: &BTreeMap<String, Record>,
+) -> bool {
     let cgroup = Cgroups::of_process(pid);
     if !cgroup.is_empty() {
         let named = records
-            .iter()
+            .values()
             .any(|r| r.id != id && r.cgroups.iter().any(|d| cgroup.dirs.contains(d)));
         return named
             || cgroup.processes().into_iter().any(|other| {
@@ -62,7 +67,7 @@ fn environ(pid: u32) -> BTreeMap<String, String> {
 }
 
 /// Every instance of `project` on this machine, from one pass over `/proc`.
-pub fn instances(project: &str, records: &[Record]) -> Vec<ObservedInstance> {
+pub fn instances(project: &str, records: &BTreeMap<String, Record>) -> Vec<ObservedInstance> {
     let table: Vec<(u32, ProcStat)> = procfs::pids()
         .into_iter()
         .filter_map(|pid| Some((pid, procfs::stat(pid)?)))
@@ -75,18 +80,20 @@ pub fn instances(project: &str, records: &[Record]) -> Vec<ObservedInstance> {
     // session of its own.
     for (pid, stat) in table.iter().filter(|(p, s)| s.session == *p as i32) {
         let id = format!("{pid}-{}", stat.start_ticks);
-        let recorded = records
-            .iter()
-            .find(|r| r.id == id && r.tags.project == project);
-        let env = environ(*pid);
-        let (tags, address) = match (tags_in(&env, project), recorded) {
-            (Some(tags), Some(_)) => (tags, env.get(ENV_ADDRESS).cloned()),
-            (Some(tags), None) if !member_of_another(*pid, stat, &id, records) => {
-                (tags, env.get(ENV_ADDRESS).cloned())
+        // A process tend started (same pid and start time as its record) carries the
+        // tags it was given: the record has them, so its environment need not be read.
+        let (tags, address) = match records.get(&id) {
+            Some(r) if r.tags.project == project => (r.tags.clone(), r.address.clone()),
+            Some(_) => continue,
+            None => {
+                let env = environ(*pid);
+                match tags_in(&env, project) {
+                    Some(tags) if !member_of_another(*pid, stat, &id, records) => {
+                        (tags, env.get(ENV_ADDRESS).cloned())
+                    }
+                    _ => continue,
+                }
             }
-            // In the middle of an `exec`, its environment cannot be read: the record knows.
-            (None, Some(r)) => (r.tags.clone(), r.address.clone()),
-            _ => continue,
         };
         found.push(ObservedInstance {
             id,
@@ -115,8 +122,9 @@ pub fn instances(project: &str, records: &[Record]) -> Vec<ObservedInstance> {
             .push((*pid, stat.start_ticks));
     }
     // Dead instances the records name, with what they left running.
-    for r in records.iter().filter(|r| r.tags.project == project) {
-        if found.iter().any(|l| l.id == r.id) {
+    let live: BTreeSet<String> = found.iter().map(|i| i.id.clone()).collect();
+    for r in records.values().filter(|r| r.tags.project == project) {
+        if live.contains(&r.id) {
             continue;
         }
         let Some((leader, ticks)) = parse_id(&r.id) else {

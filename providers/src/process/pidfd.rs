@@ -81,14 +81,18 @@ impl Pidfd {
 }
 
 /// Returns when process `pid` (started at `ticks`) has exited: its pidfd turns readable.
-/// Without pidfd support it falls back to polling `/proc`.
+/// One descriptor per process waited for (not a duplicate: `tend run` waits on every
+/// instance). Without pidfd support it falls back to polling `/proc`.
 pub async fn wait_for_exit(pid: u32, ticks: u64) {
-    match Pidfd::open(pid, ticks) {
-        Some(pidfd) => pidfd.wait().await,
-        None => {
-            while procfs::is_alive(pid, ticks) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    if let Some(pidfd) = Pidfd::open(pid, ticks) {
+        // SAFETY: the AsyncFd takes the descriptor itself for its whole life; nothing else
+        // reads or closes it.
+        if let Ok(fd) = unsafe { tokio::io::unix::AsyncFd::register(pidfd.fd) } {
+            let _ = fd.readable().await;
+            return;
         }
+    }
+    while procfs::is_alive(pid, ticks) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

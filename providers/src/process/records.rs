@@ -3,6 +3,7 @@
 //! an instance, its cgroups, its secret files); it is never the only copy of anything that
 //! runs.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -10,6 +11,7 @@ use engine::provider::{InstanceTags, ProviderError};
 use serde::{Deserialize, Serialize};
 
 use super::backend;
+use crate::journal::{Fold, Journal, JournalError};
 
 /// What the record file keeps of an instance.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,7 +40,7 @@ pub struct Record {
 /// One line of the record log.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum LogLine {
+pub(crate) enum LogLine {
     /// An instance was started.
     Start(Box<Record>),
     /// An instance was destroyed.
@@ -48,99 +50,83 @@ enum LogLine {
     },
 }
 
-/// The record log at one path.
+/// The records the log holds now, by instance id.
+#[derive(Default)]
+pub(crate) struct Started(BTreeMap<String, Record>);
+
+impl Fold for Started {
+    type Line = LogLine;
+
+    fn apply(&mut self, line: LogLine) {
+        match line {
+            LogLine::Start(record) => {
+                self.0.insert(record.id.clone(), *record);
+            }
+            LogLine::Gone { id } => {
+                self.0.remove(&id);
+            }
+        }
+    }
+
+    fn lines(&self) -> Vec<LogLine> {
+        self.0
+            .values()
+            .map(|r| LogLine::Start(Box::new(r.clone())))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The record log at one path: a line per start and per destroy, read once and then only
+/// what was appended since.
 pub struct Records {
-    file: PathBuf,
-    /// Held while the log is appended to or rewritten.
-    lock: Mutex<()>,
+    journal: Mutex<Journal<Started>>,
 }
 
 impl Records {
     /// The log kept in `file`.
     pub fn new(file: PathBuf) -> Records {
         Records {
-            file,
-            lock: Mutex::new(()),
+            journal: Mutex::new(Journal::new(file)),
         }
     }
 
-    /// Folds the log: `start` lines add an instance, `gone` lines remove it.
-    pub fn load(&self) -> Vec<Record> {
-        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-        let mut records: Vec<Record> = Vec::new();
-        for line in text.lines() {
-            match serde_json::from_str::<LogLine>(line) {
-                Ok(LogLine::Start(record)) => records.push(*record),
-                Ok(LogLine::Gone { id }) => records.retain(|r| r.id != id),
-                // A torn last line (a crash mid-write) is skipped, never fatal.
-                Err(_) => {}
-            }
-        }
-        records
+    fn journal(&self) -> Result<std::sync::MutexGuard<'_, Journal<Started>>, ProviderError> {
+        self.journal
+            .lock()
+            .map_err(|_| backend("record lock poisoned".into()))
+    }
+
+    /// Every record, by instance id.
+    pub fn load(&self) -> Result<BTreeMap<String, Record>, ProviderError> {
+        let mut journal = self.journal()?;
+        Ok(journal.state().map_err(unreadable)?.0.clone())
     }
 
     /// The record of instance `id`, if it has one.
     pub fn find(&self, id: &str) -> Option<Record> {
-        self.load().into_iter().find(|r| r.id == id)
+        let mut journal = self.journal().ok()?;
+        journal.state().ok()?.0.get(id).cloned()
     }
 
     /// Notes that an instance started.
     pub fn started(&self, record: Record) -> Result<(), ProviderError> {
-        self.append(&LogLine::Start(Box::new(record)))
+        self.journal()?
+            .append(LogLine::Start(Box::new(record)))
+            .map_err(unreadable)
     }
 
-    /// Notes that instance `id` is gone, and compacts the log when gone lines pile up.
+    /// Notes that instance `id` is gone.
     pub fn gone(&self, id: &str) -> Result<(), ProviderError> {
-        self.append(&LogLine::Gone { id: id.to_owned() })?;
-        self.compact()
+        self.journal()?
+            .append(LogLine::Gone { id: id.to_owned() })
+            .map_err(unreadable)
     }
+}
 
-    fn io(&self, e: std::io::Error) -> ProviderError {
-        backend(format!("cannot write {}: {e}", self.file.display()))
-    }
-
-    /// Appends one line with a single write.
-    fn append(&self, line: &LogLine) -> Result<(), ProviderError> {
-        use std::io::Write;
-        let _guard = self
-            .lock
-            .lock()
-            .map_err(|_| backend("record lock poisoned".into()))?;
-        if let Some(dir) = self.file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        }
-        let mut text =
-            serde_json::to_string(line).map_err(|e| self.io(std::io::Error::other(e)))?;
-        text.push('\n');
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.file)
-            .map_err(|e| self.io(e))?;
-        file.write_all(text.as_bytes()).map_err(|e| self.io(e))
-    }
-
-    /// Rewrites the log with only the records still wanted, when gone lines pile up.
-    fn compact(&self) -> Result<(), ProviderError> {
-        let _guard = self
-            .lock
-            .lock()
-            .map_err(|_| backend("record lock poisoned".into()))?;
-        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-        let lines = text.lines().count();
-        let records = self.load();
-        if lines < 64 || lines < records.len() * 2 {
-            return Ok(());
-        }
-        let mut out = String::new();
-        for record in records {
-            let line = serde_json::to_string(&LogLine::Start(Box::new(record)))
-                .map_err(|e| self.io(std::io::Error::other(e)))?;
-            out.push_str(&line);
-            out.push('\n');
-        }
-        let temp = self.file.with_extension("jsonl.tmp");
-        std::fs::write(&temp, out).map_err(|e| self.io(e))?;
-        std::fs::rename(&temp, &self.file).map_err(|e| self.io(e))
-    }
+fn unreadable(e: JournalError) -> ProviderError {
+    backend(format!("the record log: {e}"))
 }

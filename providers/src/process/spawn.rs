@@ -2,13 +2,13 @@
 //! and log, in a session of its own and, when it has them, in its cgroups from its first
 //! instruction (so nothing it starts can be outside them).
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use engine::provider::{ProviderError, ProvisionRequest};
 
+use super::launch::{launch, Launch, Started};
 use super::{backend, NAME};
 
 /// Tag variables, set on every instance's environment.
@@ -85,7 +85,7 @@ pub struct Start<'a> {
 }
 
 /// Starts the instance's process. Blocking: runs on the blocking pool.
-pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Child, ProviderError> {
+pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Started, ProviderError> {
     let Some((program, args)) = request.command.split_first() else {
         return Err(ProviderError::InvalidProps {
             provider: NAME.to_owned(),
@@ -110,50 +110,42 @@ pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Child, Prov
             .open(start.log)
             .map_err(|e| backend(format!("cannot open log {}: {e}", start.log.display())))
     };
-    let (out, err) = (open()?, open()?);
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .envs(
-            PASS_THROUGH
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-        )
-        .envs(&request.env)
-        .env(ENV_PROJECT, &request.tags.project)
-        .env(ENV_GROUP, &request.tags.group)
-        .env(ENV_SLOT, &request.tags.slot)
-        .env(ENV_HASH, &request.tags.hash)
-        .env(
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| backend(format!("cannot open /dev/null: {e}")))?;
+    // The environment: a few of tend's own, the flavor's, then the tags (later wins).
+    let mut env: BTreeMap<String, String> = PASS_THROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    env.extend(request.env.clone());
+    let t = &request.tags;
+    for (key, value) in [
+        (ENV_PROJECT, t.project.clone()),
+        (ENV_GROUP, t.group.clone()),
+        (ENV_SLOT, t.slot.clone()),
+        (ENV_HASH, t.hash.clone()),
+        (
             ENV_STOP_TIMEOUT,
             request.stop_timeout.as_millis().to_string(),
-        )
-        .current_dir(&workdir)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    if !request.tags.ports.is_empty() {
-        command.env(ENV_PORTS, request.tags.ports_text());
+        ),
+    ] {
+        env.insert(key.to_owned(), value);
+    }
+    if !t.ports.is_empty() {
+        env.insert(ENV_PORTS.to_owned(), t.ports_text());
     }
     if let Some(address) = &request.address {
-        command.env(ENV_ADDRESS, address);
+        env.insert(ENV_ADDRESS.to_owned(), address.clone());
     }
-    let cgroups = start.cgroups;
-    // SAFETY: between fork and exec the child calls only async-signal-safe functions
-    // (setsid, open, write, close) on memory prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for file in &cgroups {
-                join_cgroup(file)?;
-            }
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|e| ProviderError::Backend {
+    launch(Launch {
+        program: program.clone(),
+        args: args.to_vec(),
+        env: env.into_iter().collect(),
+        workdir,
+        stdio: [null.into(), open()?.into(), open()?.into()],
+        cgroups: start.cgroups,
+    })
+    .map_err(|e| ProviderError::Backend {
         provider: NAME.to_owned(),
         detail: format!(
             "cannot start {program:?} for {}/{}",
@@ -161,23 +153,4 @@ pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Child, Prov
         ),
         source: Some(Box::new(e)),
     })
-}
-
-/// Moves the calling process into the cgroup whose `cgroup.procs` is `file` (`0` is "me").
-/// Runs between fork and exec: async-signal-safe calls only.
-fn join_cgroup(file: &CString) -> std::io::Result<()> {
-    // SAFETY: open, write and close on a valid C string and a two-byte buffer.
-    unsafe {
-        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let error = std::io::Error::last_os_error();
-        libc::close(fd);
-        if written != 1 {
-            return Err(error);
-        }
-    }
-    Ok(())
 }

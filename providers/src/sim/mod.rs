@@ -57,10 +57,10 @@ pub struct SimProvider {
 }
 
 impl SimProvider {
-    /// A sim provider keeping its instances in `state_dir/sim/instances.json`.
+    /// A sim provider keeping its instances in `state_dir/sim/world.jsonl`.
     pub fn new(state_dir: &Path) -> Self {
         SimProvider {
-            world: SimWorld::in_file(state_dir.join("sim").join("instances.json")),
+            world: SimWorld::in_file(state_dir.join("sim").join("world.jsonl")),
         }
     }
 
@@ -78,11 +78,7 @@ impl SimProvider {
     pub async fn set_state(&self, id: &str, state: InstanceState) -> Result<(), ProviderError> {
         let dead = state == InstanceState::Dead;
         self.world.with(|world, _| {
-            let instance = world
-                .instances
-                .iter_mut()
-                .find(|i| i.instance.id == id)
-                .ok_or_else(|| not_found(id))?;
+            let instance = world.instances.get_mut(id).ok_or_else(|| not_found(id))?;
             instance.instance.state = state;
             Ok((
                 (),
@@ -102,22 +98,24 @@ impl SimProvider {
     /// foreign instances or outdated hashes. Returns its id.
     pub async fn insert(&self, instance: ObservedInstance) -> Result<String, ProviderError> {
         self.world.with(|world, now| {
-            world.next += 1;
             let mut instance = instance;
+            let id = world.new_id();
             if instance.id.is_empty() {
-                instance.id = format!("sim-{:06}", world.next);
+                instance.id = id;
             }
             if instance.started_at == 0 {
                 instance.started_at = now;
             }
             let id = instance.id.clone();
-            world.instances.push(SimInstance {
+            let instance = SimInstance {
                 instance,
                 behaviour: Behaviour::default(),
                 hung: false,
                 flapping: false,
                 passed_check_at: None,
-            });
+                hidden_until: None,
+            };
+            world.instances.insert(id.clone(), instance);
             Ok((id.clone(), Some(Change::Provisioned { id })))
         })
     }
@@ -169,9 +167,9 @@ impl Provider for SimProvider {
             .unwrap_or_else(|| format!("{}-{}.sim:0", request.group, request.slot));
         let dies_after = behaviour.dies_after_ms;
         let id = self.world.with(|world, now| {
-            world.next += 1;
-            let id = format!("sim-{:06}", world.next);
-            world.instances.push(SimInstance {
+            let id = world.new_id();
+            let hidden_until = (hidden_for > 0).then_some(now + hidden_for);
+            let made = SimInstance {
                 instance: ObservedInstance {
                     id: id.clone(),
                     tags: request.tags.clone(),
@@ -187,10 +185,9 @@ impl Provider for SimProvider {
                 hung: false,
                 flapping: false,
                 passed_check_at: None,
-            });
-            if hidden_for > 0 {
-                world.hidden_until.insert(id.clone(), now + hidden_for);
-            }
+                hidden_until,
+            };
+            world.instances.insert(id.clone(), made);
             Ok((id.clone(), Some(Change::Provisioned { id })))
         })?;
         if let Some(ms) = dies_after {
@@ -205,11 +202,9 @@ impl Provider for SimProvider {
         self.world.notify(Change::Destroying { id: id.to_owned() });
         suffer(self.world.chaos.destroy(id), "destroy").await?;
         self.world.with(|world, _| {
-            if !world.instances.iter().any(|i| i.instance.id == id) {
+            if world.instances.remove(id).is_none() {
                 return Err(not_found(id));
             }
-            world.instances.retain(|i| i.instance.id != id);
-            world.hidden_until.remove(id);
             Ok(((), Some(Change::Destroyed { id: id.to_owned() })))
         })
     }
@@ -219,19 +214,21 @@ impl Provider for SimProvider {
         self.world.read(|world, _| {
             world
                 .instances
-                .iter()
-                .any(|i| i.instance.id == id && i.instance.state.is_live())
+                .get(id)
+                .is_some_and(|i| i.instance.state.is_live())
         })
     }
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
         suffer(self.world.chaos.describe(), "describe").await?;
         self.world.read(|world, now| {
-            let hidden = |id: &str| world.hidden_until.get(id).is_some_and(|t| *t > now);
             world
                 .instances
-                .iter()
-                .filter(|i| i.instance.tags.project == selector.project && !hidden(&i.instance.id))
+                .values()
+                .filter(|i| {
+                    i.instance.tags.project == selector.project
+                        && i.hidden_until.is_none_or(|t| t <= now)
+                })
                 .map(|i| i.instance.clone())
                 .collect()
         })
@@ -252,16 +249,12 @@ impl Provider for SimProvider {
         let found = self
             .world
             .read(|world, now| {
-                world
-                    .instances
-                    .iter()
-                    .find(|i| i.instance.id == id)
-                    .map(|i| {
-                        (
-                            i.hung && i.instance.state.is_live(),
-                            i.serves(now) && i.instance.state != InstanceState::Unhealthy,
-                        )
-                    })
+                world.instances.get(id).map(|i| {
+                    (
+                        i.hung && i.instance.state.is_live(),
+                        i.serves(now) && i.instance.state != InstanceState::Unhealthy,
+                    )
+                })
             })
             .ok()
             .flatten();

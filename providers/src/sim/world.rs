@@ -14,6 +14,8 @@ use engine::clock::Clock;
 use engine::provider::{InstanceState, ObservedInstance, ProviderError, ProviderEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::journal::{Fold, Journal, JournalError};
+
 /// How one provider call goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum CallFault {
@@ -83,7 +85,6 @@ impl Chaos for Calm {}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimInstance {
     /// What `describe` reports.
-    #[serde(flatten)]
     pub instance: ObservedInstance,
     /// How it behaves.
     #[serde(default)]
@@ -97,6 +98,9 @@ pub struct SimInstance {
     /// When a health check of it last passed (ms since the epoch): what tend saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passed_check_at: Option<u64>,
+    /// Until when `describe` does not show it (ms since the epoch): a slow cloud's listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_until: Option<u64>,
 }
 
 impl SimInstance {
@@ -111,15 +115,81 @@ impl SimInstance {
 }
 
 /// What the world keeps (and, for the CLI, writes to disk).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct SimState {
-    /// The next instance number.
+    /// The number of the last instance made (ids are never given twice).
     pub next: u64,
-    /// Every simulated instance, dead ones included until destroyed.
-    pub instances: Vec<SimInstance>,
-    /// Instances that `describe` does not show yet, until the given time (ms since epoch).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub hidden_until: BTreeMap<String, u64>,
+    /// Every simulated instance by id, dead ones included until destroyed.
+    pub instances: BTreeMap<String, SimInstance>,
+}
+
+impl SimState {
+    /// Makes the id of a new instance.
+    pub fn new_id(&mut self) -> String {
+        self.next += 1;
+        format!("sim-{:06}", self.next)
+    }
+}
+
+/// One line of the world's file.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WorldLine {
+    /// The number of the last instance made.
+    Next(u64),
+    /// An instance as it is now.
+    Put(Box<SimInstance>),
+    /// An instance was destroyed.
+    Drop(String),
+}
+
+impl Fold for SimState {
+    type Line = WorldLine;
+
+    fn apply(&mut self, line: WorldLine) {
+        match line {
+            WorldLine::Next(next) => self.next = self.next.max(next),
+            WorldLine::Put(i) => {
+                self.instances.insert(i.instance.id.clone(), *i);
+            }
+            WorldLine::Drop(id) => {
+                self.instances.remove(&id);
+            }
+        }
+    }
+
+    fn lines(&self) -> Vec<WorldLine> {
+        std::iter::once(WorldLine::Next(self.next))
+            .chain(
+                self.instances
+                    .values()
+                    .map(|i| WorldLine::Put(Box::new(i.clone()))),
+            )
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.instances.len()
+    }
+}
+
+/// The lines that record `change` (made to `state`) in the world's file.
+fn lines_for(change: &Change, state: &SimState) -> Vec<WorldLine> {
+    let id = match change {
+        Change::Provisioned { id } | Change::Destroyed { id } | Change::Fault { id, .. } => id,
+        Change::Provisioning { .. } | Change::Destroying { .. } | Change::Hitting { .. } => {
+            return Vec::new()
+        }
+    };
+    let mut lines = Vec::new();
+    if matches!(change, Change::Provisioned { .. }) {
+        lines.push(WorldLine::Next(state.next));
+    }
+    lines.push(match state.instances.get(id) {
+        Some(i) => WorldLine::Put(Box::new(i.clone())),
+        None => WorldLine::Drop(id.clone()),
+    });
+    lines
 }
 
 /// A change in the world, for observers.
@@ -167,20 +237,49 @@ pub enum Change {
 /// Sees every change with the world as it is then.
 pub type Observer = Arc<dyn Fn(&Change, &SimState) + Send + Sync>;
 
+/// Where the world's state lives.
+enum Backing {
+    /// In memory only (a simulation).
+    Memory(SimState),
+    /// In a file, a line per change (the CLI).
+    File(Journal<SimState>),
+}
+
 pub(super) struct Inner {
-    pub(super) state: SimState,
-    pub(super) loaded: bool,
+    backing: Backing,
     pub(super) watchers: Vec<tokio::sync::mpsc::UnboundedSender<ProviderEvent>>,
+}
+
+impl Inner {
+    /// The state, with what another process wrote to the file folded in.
+    fn state_mut(&mut self) -> Result<&mut SimState, ProviderError> {
+        match &mut self.backing {
+            Backing::Memory(state) => Ok(state),
+            Backing::File(journal) => journal.state_mut().map_err(unreadable),
+        }
+    }
+
+    /// Records `change` in the file (nothing for a world in memory).
+    fn record(&mut self, change: &Change) -> Result<(), ProviderError> {
+        let Backing::File(journal) = &mut self.backing else {
+            return Ok(());
+        };
+        let lines = lines_for(change, journal.state_mut().map_err(unreadable)?);
+        journal.record(&lines).map_err(unreadable)
+    }
 }
 
 /// The simulated world, shared by the provider and the test that drives it.
 #[derive(Clone)]
 pub struct SimWorld {
     pub(super) inner: Arc<Mutex<Inner>>,
-    pub(super) file: Option<PathBuf>,
     pub(super) clock: Clock,
     pub(super) chaos: Arc<dyn Chaos>,
     pub(super) observer: Option<Observer>,
+}
+
+fn unreadable(e: JournalError) -> ProviderError {
+    backend(format!("the simulated world's file: {e}"))
 }
 
 pub(super) fn backend(detail: String) -> ProviderError {
@@ -197,26 +296,23 @@ impl SimWorld {
     pub fn in_memory(clock: Clock, chaos: Arc<dyn Chaos>, observer: Option<Observer>) -> SimWorld {
         SimWorld {
             inner: Arc::new(Mutex::new(Inner {
-                state: SimState::default(),
-                loaded: true,
+                backing: Backing::Memory(SimState::default()),
                 watchers: Vec::new(),
             })),
-            file: None,
             clock,
             chaos,
             observer,
         }
     }
 
-    /// A calm world kept in `file` (read on first use, written after every change).
+    /// A calm world kept in `file`: a line appended per change, read again when another
+    /// process wrote to it.
     pub fn in_file(file: PathBuf) -> SimWorld {
         SimWorld {
             inner: Arc::new(Mutex::new(Inner {
-                state: SimState::default(),
-                loaded: false,
+                backing: Backing::File(Journal::new(file)),
                 watchers: Vec::new(),
             })),
-            file: Some(file),
             clock: Clock::real(),
             chaos: Arc::new(Calm),
             observer: None,
@@ -235,73 +331,47 @@ impl SimWorld {
     ) -> Result<T, ProviderError> {
         let mut inner = self.lock()?;
         let now = self.clock.epoch_ms();
-        let (value, what) = change(&mut inner.state, now)?;
+        let state = inner.state_mut()?;
+        let (value, what) = change(state, now)?;
         if let Some(what) = what {
             if let Some(observer) = &self.observer {
-                observer(&what, &inner.state);
+                observer(&what, state);
             }
-            self.save(&inner.state)?;
+            inner.record(&what)?;
         }
         Ok(value)
     }
 
     /// Tells the observer of `change` with the world as it is (nothing changed yet).
     pub fn notify(&self, change: Change) {
-        if let (Some(observer), Ok(inner)) = (&self.observer, self.lock()) {
-            observer(&change, &inner.state);
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        if let Ok(mut inner) = self.lock() {
+            if let Ok(state) = inner.state_mut() {
+                observer(&change, state);
+            }
         }
     }
 
     /// Reads the state.
     pub fn read<T>(&self, look: impl FnOnce(&SimState, u64) -> T) -> Result<T, ProviderError> {
-        let inner = self.lock()?;
-        Ok(look(&inner.state, self.clock.epoch_ms()))
+        let mut inner = self.lock()?;
+        let state = inner.state_mut()?;
+        Ok(look(state, self.clock.epoch_ms()))
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ProviderError> {
-        let mut inner = self
-            .inner
+        self.inner
             .lock()
-            .map_err(|_| backend("the simulated world is poisoned".into()))?;
-        if !inner.loaded {
-            inner.state = self.load()?;
-            inner.loaded = true;
-        }
-        Ok(inner)
+            .map_err(|_| backend("the simulated world is poisoned".into()))
     }
 
-    fn load(&self) -> Result<SimState, ProviderError> {
-        let Some(file) = &self.file else {
-            return Ok(SimState::default());
-        };
-        match std::fs::read_to_string(file) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| backend(format!("{} is not sim state: {e}", file.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SimState::default()),
-            Err(e) => Err(backend(format!("cannot read {}: {e}", file.display()))),
-        }
-    }
-
-    fn save(&self, state: &SimState) -> Result<(), ProviderError> {
-        let Some(file) = &self.file else {
-            return Ok(());
-        };
-        let text = serde_json::to_string_pretty(state)
-            .map_err(|e| backend(format!("cannot write {}: {e}", file.display())))?;
-        engine::store::write_atomic(file, text.as_bytes())
-            .map_err(|e| backend(format!("cannot write {}: {e}", file.display())))
-    }
-
-    /// Records that a health check of `id` passed now (nothing else changes).
+    /// Records that a health check of `id` passed now (kept in memory only).
     pub(super) fn note_passed_check(&self, id: &str) {
         let now = self.clock.epoch_ms();
         if let Ok(mut inner) = self.lock() {
-            if let Some(i) = inner
-                .state
-                .instances
-                .iter_mut()
-                .find(|i| i.instance.id == id)
-            {
+            if let Some(i) = inner.state_mut().ok().and_then(|s| s.instances.get_mut(id)) {
                 i.passed_check_at = Some(now);
             }
         }
@@ -322,7 +392,8 @@ impl SimWorld {
 
     /// Every instance as it is now.
     pub fn instances(&self) -> Vec<SimInstance> {
-        self.read(|s, _| s.instances.clone()).unwrap_or_default()
+        self.read(|s, _| s.instances.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Kills instance `id` (a fault): it is dead, and watchers hear of it.
@@ -336,8 +407,8 @@ impl SimWorld {
         let died = self.with(|state, _| {
             let Some(i) = state
                 .instances
-                .iter_mut()
-                .find(|i| i.instance.id == id && i.instance.state.is_live())
+                .get_mut(id)
+                .filter(|i| i.instance.state.is_live())
             else {
                 return Ok((false, None));
             };
@@ -375,7 +446,7 @@ impl SimWorld {
     fn alter(&self, id: &str, what: &str, change: impl FnOnce(&mut SimInstance)) {
         self.notify(Change::Hitting { id: id.to_owned() });
         let _ = self.with(|state, _| {
-            let Some(i) = state.instances.iter_mut().find(|i| i.instance.id == id) else {
+            let Some(i) = state.instances.get_mut(id) else {
                 return Ok(((), None));
             };
             change(i);

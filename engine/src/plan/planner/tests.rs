@@ -72,9 +72,7 @@ fn plan_of(spec: &Spec, instances: Vec<ObservedInstance>, in_flight: &[Action]) 
 }
 
 fn startable(plan: &Plan) -> Vec<String> {
-    plan.actions
-        .iter()
-        .filter(|a| a.startable())
+    plan.startable()
         .map(|a| format!("{} {}/{}", a.action.name(), a.group, a.slot))
         .collect()
 }
@@ -293,4 +291,111 @@ fn a_group_whose_provider_cannot_be_observed_gets_no_action() {
     let planned = plan(PlanInput::new(&spec, &graph, &observed));
     assert!(planned.actions.is_empty());
     assert_eq!(planned.held.get("web").map(Hold::name), Some("unobserved"));
+}
+
+/// Every index the plan's JSON holds that says what waits for what: `after`,
+/// `after_barriers` and the actions of each barrier.
+fn edges_in_json(planned: &Plan) -> usize {
+    let json: serde_json::Value =
+        serde_json::from_str(&planned.to_json()).unwrap_or_else(|e| panic!("{e}"));
+    let len = |v: &serde_json::Value, key: &str| v[key].as_array().map_or(0, Vec::len);
+    let listed = |key: &str| json[key].as_array().cloned().unwrap_or_default();
+    let from_actions: usize = listed("actions")
+        .iter()
+        .map(|a| len(a, "after") + len(a, "after_barriers"))
+        .sum();
+    let in_barriers: usize = listed("barriers").iter().map(|b| len(b, "actions")).sum();
+    from_actions + in_barriers
+}
+
+fn indexes_of(planned: &Plan, group: &str) -> Vec<usize> {
+    (0..planned.actions.len())
+        .filter(|i| planned.actions[*i].group == group)
+        .collect()
+}
+
+#[test]
+fn a_group_of_1000_waiting_for_a_group_of_1000_takes_2000_entries_not_a_million() {
+    let db = group("db", 1000, UpdatePolicy::default());
+    let mut web = group("web", 1000, UpdatePolicy::default());
+    web.depends_on = vec!["db".into()];
+    let spec = spec(vec![db, web]);
+    let planned = plan_of(&spec, vec![], &[]);
+    assert_eq!(planned.summary.create, 2000);
+    // 1000 creates of db in one barrier, and one reference to it from each web create.
+    assert_eq!(edges_in_json(&planned), 2000);
+    assert_eq!(planned.barriers.len(), 1);
+    // Still exact: each create of web waits for every create of db, db's for nothing.
+    let (db, web) = (indexes_of(&planned, "db"), indexes_of(&planned, "web"));
+    assert_eq!(db.len(), 1000);
+    for i in &web {
+        assert_eq!(planned.waits_for(*i), db);
+    }
+    for i in &db {
+        assert!(planned.waits_for(*i).is_empty());
+    }
+    assert_eq!(planned.startable().count(), 1000);
+
+    // Scaled down to nothing: each destroy of db waits for every destroy of web.
+    let scaled: Vec<Group> = spec
+        .groups
+        .iter()
+        .map(|g| Group {
+            allocation: Allocation::Size(0),
+            ..g.clone()
+        })
+        .collect();
+    let running: Vec<ObservedInstance> = ["db", "web"]
+        .iter()
+        .flat_map(|g| (0..1000).map(move |s| instance(g, s, "x", InstanceState::Running)))
+        .collect();
+    let planned = plan_of(
+        &Spec {
+            groups: scaled,
+            ..spec
+        },
+        running,
+        &[],
+    );
+    assert_eq!(planned.summary.destroy, 2000);
+    assert_eq!(edges_in_json(&planned), 2000);
+    let (db, web) = (indexes_of(&planned, "db"), indexes_of(&planned, "web"));
+    for i in &db {
+        assert_eq!(planned.waits_for(*i), web);
+    }
+    assert!(planned.to_text().contains("; after web's destroys\n"));
+}
+
+#[test]
+fn rolling_batches_wait_for_the_whole_batch_before_them_once() {
+    // Batches of 3 (one in place, two surging): each replace of batch 2 waits for the
+    // three of batch 1 through one barrier.
+    let g = group("web", 9, rolling(1, 2));
+    let spec = spec(vec![g]);
+    let planned = plan_of(
+        &spec,
+        (0..9)
+            .map(|s| instance("web", s, "old", InstanceState::Running))
+            .collect(),
+        &[],
+    );
+    let batch = |n: u32| -> Vec<usize> {
+        (0..planned.actions.len())
+            .filter(|i| planned.actions[*i].batch == Some(n))
+            .collect()
+    };
+    assert_eq!((batch(1).len(), batch(2).len(), batch(3).len()), (3, 3, 3));
+    for n in 2..=3 {
+        for i in batch(n) {
+            assert_eq!(planned.waits_for(i), batch(n - 1));
+            assert_eq!(planned.actions[i].after_barriers.len(), 1);
+        }
+    }
+    let kinds: Vec<(BarrierKind, Option<u32>)> =
+        planned.barriers.iter().map(|b| (b.kind, b.batch)).collect();
+    assert_eq!(
+        kinds,
+        [(BarrierKind::Batch, Some(1)), (BarrierKind::Batch, Some(2))]
+    );
+    assert_eq!(edges_in_json(&planned), 6 + 6);
 }
