@@ -36,6 +36,13 @@ impl Reconciler {
         if self.stopping || dead.is_empty() {
             return true;
         }
+        if self.last_look.is_none() {
+            return false;
+        }
+        // Deaths of instances tend just made count before their heals are planned: a slot
+        // that keeps dying backs off, and one whose instance started in place died again
+        // gets a new one.
+        self.count_told_deaths(&dead);
         let Some(look) = &self.last_look else {
             return false;
         };

@@ -212,6 +212,10 @@ pub struct Reconciler {
     ports: crate::exec::SharedPorts,
     /// Slots whose heals make new instances: their instance started in place did not hold.
     anew: crate::exec::Anew,
+    /// Dead instances whose death, told by their provider, was counted before a full look
+    /// (see `count_told_deaths`): a look that finds them killed for their memory does not
+    /// count them again.
+    told_deaths: BTreeSet<String>,
     /// Permits for provider calls, `parallelism` of them, kept across spec changes.
     calls: Arc<tokio::sync::Semaphore>,
     /// When the last round ended, and how long it took.
@@ -300,6 +304,7 @@ impl Reconciler {
                 Default::default(),
             ))),
             anew: Default::default(),
+            told_deaths: BTreeSet::new(),
         };
         r.remember_history();
         if r.previous.is_empty() {
@@ -643,8 +648,17 @@ impl Reconciler {
             .collect();
         self.out_of_memory
             .retain(|id| dead.iter().any(|i| i.id == *id));
+        self.told_deaths.retain(|id| {
+            observed
+                .iter()
+                .any(|(_, i)| i.id == *id && i.state == InstanceState::Dead)
+        });
         for i in dead {
             if !self.out_of_memory.insert(i.id.clone()) {
+                continue;
+            }
+            if self.told_deaths.remove(&i.id) {
+                // Counted already, when its provider told of its death.
                 continue;
             }
             // `apply` heals what it finds dead; only its own new instances count against a
@@ -696,6 +710,44 @@ impl Reconciler {
         });
         self.crashing
             .retain(|_, at| now.duration_since(*at) < CRASH_MEMORY);
+        self.quick_deaths(died, now);
+    }
+
+    /// Counts the deaths providers told of (`dead`) among the instances tend made, before
+    /// a heal planned without a full look starts: a quick death there is a failure of its
+    /// slot (it backs off when it keeps dying), and one of an instance started in place
+    /// marks its slot for new instances, as a full look would have.
+    pub(super) fn count_told_deaths(&mut self, dead: &BTreeSet<String>) {
+        let now = self.clock.now();
+        let mut died = Vec::new();
+        for id in dead {
+            let Some(fresh) = self.fresh.remove(id) else {
+                continue;
+            };
+            self.told_deaths.insert(id.clone());
+            let age = now.duration_since(fresh.made);
+            if age < fresh.stable_after {
+                died.push((
+                    fresh.group,
+                    fresh.slot,
+                    fresh.hash,
+                    id.clone(),
+                    age,
+                    fresh.in_place,
+                ));
+            }
+        }
+        self.quick_deaths(died, now);
+    }
+
+    /// Records deaths of instances tend made that died before they held: (group, slot,
+    /// hash, id, age, started in place).
+    #[allow(clippy::type_complexity)]
+    fn quick_deaths(
+        &mut self,
+        died: Vec<(String, String, SpecHash, String, Duration, bool)>,
+        now: Instant,
+    ) {
         for (group, slot, hash, id, age, in_place) in died {
             if in_place {
                 // Started in place and dead again before it held: it keeps failing in
