@@ -321,6 +321,9 @@ impl Controller {
                     match event {
                         Some((_, ProviderEvent::Gone { id, .. })) if self.reconciler.removing(&id) => continue,
                         Some((provider, ProviderEvent::Gone { id, why })) => {
+                            // A death the kernel caused for the instance's memory is seen by
+                            // a full look, which reports it and counts it against its slot.
+                            let plain = why.is_none();
                             let why = match why.as_deref() {
                                 Some("oom") => " (oom: killed for going over its memory limit)".to_owned(),
                                 Some(other) => format!(" ({other})"),
@@ -328,7 +331,7 @@ impl Controller {
                             };
                             self.journal.event("exited", "", "", format!("{provider} instance {id} is gone{why}"));
                             self.reconciler.instance_gone(id);
-                            if self.reconciler.heal_deaths() {
+                            if plain && self.reconciler.heal_deaths() {
                                 look_at = look_at.min(self.reconciler.next_round_at());
                                 continue;
                             }
