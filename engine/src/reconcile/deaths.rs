@@ -1,6 +1,7 @@
 //! Healing a death without a look at the whole project.
 //!
-//! When a provider says an instance is gone, `tend run` plans its group again at once from
+//! In a project of 500 instances or more (below that a full round costs little), when a
+//! provider says an instance is gone, `tend run` plans its group again at once from
 //! the last full look (with the instance dead, what finished actions removed taken out,
 //! health judged now), and starts that group's heal. Asking every provider for every
 //! instance can take long in a large project, and a death is the one event whose answer
@@ -36,7 +37,12 @@ impl Reconciler {
         if self.stopping || dead.is_empty() {
             return true;
         }
-        if self.last_look.is_none() {
+        // A small project's full round costs little, and is what the simulation checks.
+        if self
+            .last_look
+            .as_ref()
+            .is_none_or(|look| look.len() < super::SPACED_FROM)
+        {
             return false;
         }
         // Deaths of instances tend just made count before their heals are planned: a slot
