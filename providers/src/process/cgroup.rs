@@ -324,15 +324,25 @@ impl InstanceCgroup {
         self.dirs.is_empty()
     }
 
-    /// The `cgroup.procs` files a new process writes `0` to, to join: ready before `fork`,
-    /// so the child allocates nothing.
-    pub fn join_files(&self) -> Vec<CString> {
-        self.dirs
+    /// Where a new process of the instance goes: the cgroup v2 folder it starts in (only
+    /// v2 folders have `cgroup.controllers`), and the `cgroup.procs` files of the others
+    /// (cgroup v1), which it writes `0` to, to join: ready before the clone, so the child
+    /// allocates nothing.
+    pub fn start_in(&self) -> (Option<PathBuf>, Vec<CString>) {
+        let v2 = self
+            .dirs
+            .first()
+            .filter(|d| d.join("cgroup.controllers").exists())
+            .cloned();
+        let joins = self
+            .dirs
             .iter()
+            .skip(usize::from(v2.is_some()))
             .filter_map(|d| {
                 CString::new(d.join("cgroup.procs").as_os_str().as_encoded_bytes()).ok()
             })
-            .collect()
+            .collect();
+        (v2, joins)
     }
 
     /// Every process in any of its cgroups now.

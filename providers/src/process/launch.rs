@@ -4,14 +4,22 @@
 //! its program runs the child starts a session of its own, joins its cgroups, takes its
 //! standard streams and working folder, and sets every signal back to its default.
 //!
+//! The child shares tend's file table too, then takes a new, empty one of its own
+//! (`close_range` with `CLOSE_RANGE_UNSHARE`) and opens its standard streams in it. A
+//! table of its own made by copying tend's would cost one step per file tend holds, at
+//! the clone and again at the `execve` (which closes them): with one pidfd per instance
+//! that made each start cost more the more instances ran.
+//!
 //! Everything the child touches is prepared before: between the clone and the `execve` it
 //! makes raw system calls only, on memory the parent keeps alive and does not touch (it is
 //! suspended), and reports a failure through that memory.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use super::clone3::clone_into;
 
 /// What to start.
 pub struct Launch {
@@ -23,9 +31,13 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     /// Its working folder.
     pub workdir: PathBuf,
-    /// Its standard input, output and error.
-    pub stdio: [OwnedFd; 3],
-    /// The `cgroup.procs` files it joins before its program runs.
+    /// The file its standard input reads.
+    pub input: PathBuf,
+    /// The file its standard output and error append to (made when missing).
+    pub output: PathBuf,
+    /// The cgroup v2 folder it starts in.
+    pub cgroup: Option<PathBuf>,
+    /// The `cgroup.procs` files (of cgroup v1 hierarchies) it joins before its program runs.
     pub cgroups: Vec<CString>,
 }
 
@@ -53,7 +65,8 @@ struct Child {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     workdir: CString,
-    stdio: [libc::c_int; 3],
+    input: CString,
+    output: CString,
     cgroups: Vec<*const libc::c_char>,
     /// Set by the child when a step fails: the step and its errno.
     failed: (i32, i32),
@@ -115,13 +128,19 @@ pub fn launch(launch: Launch) -> std::io::Result<Started> {
         argv: with_null(&strings),
         envp: with_null(&env),
         workdir: cstring(OsStr::as_bytes(launch.workdir.as_os_str()))?,
-        stdio: [
-            launch.stdio[0].as_raw_fd(),
-            launch.stdio[1].as_raw_fd(),
-            launch.stdio[2].as_raw_fd(),
-        ],
+        input: cstring(launch.input.as_os_str().as_bytes())?,
+        output: cstring(launch.output.as_os_str().as_bytes())?,
         cgroups: launch.cgroups.iter().map(|c| c.as_ptr()).collect(),
         failed: (0, 0),
+    };
+    // Started in its cgroup v2 folder by the kernel, or where it cannot, moved there
+    // before its program runs.
+    let into = match &launch.cgroup {
+        Some(dir) => Some((
+            std::fs::File::open(dir)?,
+            cstring(dir.join("cgroup.procs").as_os_str().as_bytes())?,
+        )),
+        None => None,
     };
     // The child's stack: it runs on it until execve.
     let mut stack = vec![0u8; 256 * 1024];
@@ -129,6 +148,7 @@ pub fn launch(launch: Launch) -> std::io::Result<Started> {
     // outlives the child's use of it (the parent is suspended until execve or exit).
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
     let top = (top as usize & !15) as *mut libc::c_void;
+    let stack_size = top as usize - stack.as_ptr() as usize;
     // Signals stay blocked in tend's thread while the child shares its memory, so no
     // handler of tend's runs on the child's stack; the child unblocks them itself.
     // SAFETY: plain signal-mask calls on local sets.
@@ -140,14 +160,33 @@ pub fn launch(launch: Launch) -> std::io::Result<Started> {
         old
     };
     // SAFETY: `run_child` only makes raw system calls on `child`, which lives until the
-    // clone returns; CLONE_VFORK suspends this thread until the child execs or exits.
-    let pid = unsafe {
-        libc::clone(
+    // clone returns; CLONE_VFORK suspends this thread until the child execs or exits. The
+    // shared file table is only left by the child, never changed in place.
+    let born_in = into.as_ref().and_then(|(dir, _)| unsafe {
+        clone_into(
+            dir.as_raw_fd(),
+            stack.as_mut_ptr(),
+            stack_size,
             run_child,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut child as *mut Child).cast(),
         )
+    });
+    let pid = match born_in {
+        Some(pid) => pid,
+        None => {
+            if let Some((_, procs)) = &into {
+                child.cgroups.insert(0, procs.as_ptr());
+            }
+            // SAFETY: as above.
+            unsafe {
+                libc::clone(
+                    run_child,
+                    top,
+                    libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK | libc::SIGCHLD,
+                    (&mut child as *mut Child).cast(),
+                )
+            }
+        }
     };
     let clone_error = std::io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
@@ -202,6 +241,20 @@ extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setsid() < 0 {
             return fail(child, Step::Session);
         }
+        // A file table of its own: a new empty one, or where the kernel cannot make one
+        // (before Linux 5.9), a copy whose files all close at execve (Rust opens every
+        // file close-on-exec).
+        let first: libc::c_uint = 0;
+        if libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_UNSHARE,
+        ) < 0
+            && libc::unshare(libc::CLONE_FILES) < 0
+        {
+            return fail(child, Step::Streams);
+        }
         for &file in &child.cgroups {
             let fd = libc::open(file, libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -209,10 +262,22 @@ extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
             }
             libc::close(fd);
         }
-        for (target, &fd) in child.stdio.iter().enumerate() {
-            if libc::dup2(fd, target as libc::c_int) < 0 {
-                return fail(child, Step::Streams);
-            }
+        let input = libc::open(child.input.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        let output = libc::open(
+            child.output.as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o666 as libc::c_uint,
+        );
+        // Moved above 2 first, so no dup2 below overwrites the other before it is used.
+        let input = libc::fcntl(input, libc::F_DUPFD_CLOEXEC, 3);
+        let output = libc::fcntl(output, libc::F_DUPFD_CLOEXEC, 3);
+        if input < 0
+            || output < 0
+            || libc::dup2(input, 0) < 0
+            || libc::dup2(output, 1) < 0
+            || libc::dup2(output, 2) < 0
+        {
+            return fail(child, Step::Streams);
         }
         if libc::chdir(child.workdir.as_ptr()) < 0 {
             return fail(child, Step::Workdir);
@@ -245,23 +310,16 @@ extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
 mod tests {
     use super::*;
 
-    fn null() -> OwnedFd {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => f.into(),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     #[test]
     fn the_child_runs_in_its_folder_and_session_with_only_its_environment() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let out_path = dir.path().join("out");
-        let out = std::fs::File::create(&out_path).unwrap_or_else(|e| panic!("{e}"));
         let started = launch(Launch {
             program: "sh".into(),
             args: vec![
                 "-c".into(),
-                "echo \"$GREETING\"; echo \"$HOME\"; pwd; echo $$; cut -d' ' -f6 /proc/$$/stat"
+                "echo \"$GREETING\"; echo \"$HOME\"; pwd; echo $$; cut -d' ' -f6 /proc/$$/stat; \
+                 ls /proc/$$/fd | tr '\\n' ' '; echo; echo to-error >&2"
                     .into(),
             ],
             env: vec![
@@ -269,7 +327,9 @@ mod tests {
                 ("GREETING".into(), "hello there".into()),
             ],
             workdir: dir.path().to_owned(),
-            stdio: [null(), out.into(), null()],
+            input: "/dev/null".into(),
+            output: out_path.clone(),
+            cgroup: None,
             cgroups: Vec::new(),
         })
         .unwrap_or_else(|e| panic!("{e}"));
@@ -287,8 +347,17 @@ mod tests {
         let pid = started.pid.to_string();
         assert_eq!(
             lines,
-            ["hello there", "", folder.to_str().unwrap_or(""), &pid, &pid],
-            "environment, folder, and a session led by the child itself"
+            [
+                "hello there",
+                "",
+                folder.to_str().unwrap_or(""),
+                &pid,
+                &pid,
+                "0 1 2 ",
+                "to-error"
+            ],
+            "environment, folder, a session led by the child itself, no file of this \
+             process but its streams, and errors in the same file as its output"
         );
     }
 
@@ -300,7 +369,9 @@ mod tests {
             args: Vec::new(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             workdir: dir.path().to_owned(),
-            stdio: [null(), null(), null()],
+            input: "/dev/null".into(),
+            output: "/dev/null".into(),
+            cgroup: None,
             cgroups: Vec::new(),
         });
         assert_eq!(
@@ -313,7 +384,9 @@ mod tests {
             args: Vec::new(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             workdir: dir.path().join("missing"),
-            stdio: [null(), null(), null()],
+            input: "/dev/null".into(),
+            output: "/dev/null".into(),
+            cgroup: None,
             cgroups: Vec::new(),
         });
         match no_folder {

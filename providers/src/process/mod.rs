@@ -10,6 +10,7 @@
 //! environment: it is the cgroup, or without one the session.
 
 mod cgroup;
+mod clone3;
 mod launch;
 mod members;
 mod observe;
@@ -93,12 +94,11 @@ impl ProcessProvider {
         self.cgroups.get_or_init(Cgroups::detect)
     }
 
-    /// Reaps children that exited, so they do not linger as zombies: each is waited for by
-    /// its pid without blocking (Linux looks one pid up directly since 5.14, rather than
-    /// going through every child).
-    fn reap_exited(&self) {
-        if let Ok(mut children) = self.children.lock() {
-            children.retain(|pid| !launch::reap(*pid));
+    /// Reaps children `ended` (seen as zombies) that this provider started, so they do not
+    /// linger: each is waited for by its pid, which leaves every other child of tend alone.
+    fn reap_ended(&self, ended: &[u32]) {
+        for pid in ended {
+            self.reap_one(*pid);
         }
     }
 
@@ -202,7 +202,7 @@ impl Provider for ProcessProvider {
         };
         let secrets = (!request.secret_files.is_empty()).then(|| name.clone());
         let (dir, log_path, req) = (self.dir.clone(), log.clone(), request.clone());
-        let (secret_name, joins) = (secrets.clone(), cgroup.join_files());
+        let (secret_name, joins) = (secrets.clone(), cgroup.start_in());
         let spawned = tokio::task::spawn_blocking(move || {
             let start = Start {
                 dir: &dir,
@@ -342,8 +342,17 @@ impl Provider for ProcessProvider {
         Ok(Some(receiver))
     }
 
+    /// One pass over `/proc`, on the blocking pool: with many processes it takes a while,
+    /// and what else tend does (a heal, say) goes on meanwhile.
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
-        self.reap_exited();
-        Ok(observe::instances(&selector.project, &self.records.load()?))
+        let records = self.records.load()?;
+        let project = selector.project.clone();
+        let (found, ended) = tokio::task::spawn_blocking(move || {
+            observe::instances(&project, &records, std::process::id())
+        })
+        .await
+        .map_err(|e| backend(format!("reading /proc failed: {e}")))?;
+        self.reap_ended(&ended);
+        Ok(found)
     }
 }

@@ -66,12 +66,23 @@ fn environ(pid: u32) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Every instance of `project` on this machine, from one pass over `/proc`.
-pub fn instances(project: &str, records: &BTreeMap<String, Record>) -> Vec<ObservedInstance> {
+/// Every instance of `project` on this machine, from one pass over `/proc`; and the
+/// processes that ended and wait to be reaped by their parent `reaper`.
+pub fn instances(
+    project: &str,
+    records: &BTreeMap<String, Record>,
+    reaper: u32,
+) -> (Vec<ObservedInstance>, Vec<u32>) {
+    let mut zombies = Vec::new();
     let table: Vec<(u32, ProcStat)> = procfs::pids()
         .into_iter()
         .filter_map(|pid| Some((pid, procfs::stat(pid)?)))
-        .filter(|(_, s)| !s.is_zombie())
+        .filter(|(pid, s)| {
+            if s.is_zombie() && s.ppid == reaper {
+                zombies.push(*pid);
+            }
+            !s.is_zombie()
+        })
         .collect();
     let running: BTreeMap<u32, u64> = table.iter().map(|(p, s)| (*p, s.start_ticks)).collect();
     let mut found = Vec::new();
@@ -181,7 +192,7 @@ pub fn instances(project: &str, records: &BTreeMap<String, Record>) -> Vec<Obser
     for instance in &mut found {
         instance.ports = instance.tags.port_map();
     }
-    found
+    (found, zombies)
 }
 
 #[cfg(test)]

@@ -80,8 +80,9 @@ pub struct Start<'a> {
     pub log: &'a Path,
     /// The name of its secret files folder, when it has secret files.
     pub secrets: Option<&'a str>,
-    /// The `cgroup.procs` files it joins before it runs its program.
-    pub cgroups: Vec<CString>,
+    /// Its cgroups: the v2 folder it starts in, and the `cgroup.procs` files (of v1
+    /// hierarchies) it joins before it runs its program.
+    pub cgroups: (Option<PathBuf>, Vec<CString>),
 }
 
 /// Starts the instance's process. Blocking: runs on the blocking pool.
@@ -103,15 +104,12 @@ pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Started, Pr
     if let Some(name) = start.secrets {
         link_secrets(&workdir, request, name)?;
     }
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(start.log)
-            .map_err(|e| backend(format!("cannot open log {}: {e}", start.log.display())))
-    };
-    let null = std::fs::File::open("/dev/null")
-        .map_err(|e| backend(format!("cannot open /dev/null: {e}")))?;
+    // Made here so a log that cannot be written is a clear error before any process.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(start.log)
+        .map_err(|e| backend(format!("cannot open log {}: {e}", start.log.display())))?;
     // The environment: a few of tend's own, the flavor's, then the tags (later wins).
     let mut env: BTreeMap<String, String> = PASS_THROUGH
         .iter()
@@ -142,8 +140,10 @@ pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Started, Pr
         args: args.to_vec(),
         env: env.into_iter().collect(),
         workdir,
-        stdio: [null.into(), open()?.into(), open()?.into()],
-        cgroups: start.cgroups,
+        input: PathBuf::from("/dev/null"),
+        output: start.log.to_owned(),
+        cgroup: start.cgroups.0,
+        cgroups: start.cgroups.1,
     })
     .map_err(|e| ProviderError::Backend {
         provider: NAME.to_owned(),
