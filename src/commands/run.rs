@@ -95,6 +95,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
         state_dir: Some(state_dir.clone()),
         listen: Some(args.listen.clone()),
         reload,
+        quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
     };
     let project = spec.project.clone();
     let rt = runtime()?;

@@ -74,6 +74,7 @@ pub fn reconcile_options(
         },
         mode,
         balancers: Default::default(),
+        quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
     }
 }
 

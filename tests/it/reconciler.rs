@@ -108,6 +108,7 @@ fn a_panic_in_one_action_fails_it_alone() {
                 exec: ExecOptions::default(),
                 mode: Mode::Apply,
                 balancers: Default::default(),
+                quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
             },
             events,
         )
@@ -301,6 +302,7 @@ fn a_dead_instance_is_started_in_place_until_that_does_not_hold() {
                 exec: ExecOptions::default(),
                 mode: Mode::Run,
                 balancers: Default::default(),
+                quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
             },
             events,
         )

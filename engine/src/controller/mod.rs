@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::exec::{ExecOptions, SecretSource};
 use crate::plan::{ActionKind, Hold};
 use crate::provider::{ProviderEvent, ProviderSet, Selector};
-use crate::reconcile::{self, Event, Mode, ReconcileError, Reconciler, Round};
+use crate::reconcile::{self, Event, Look, Mode, ReconcileError, Reconciler, Round};
 use crate::spec::Spec;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
@@ -46,6 +46,8 @@ pub struct Options {
     pub listen: Option<String>,
     /// With `--watch`: the spec's files and how to evaluate them again.
     pub reload: Option<Reload>,
+    /// See [`reconcile::Options::quick_heals_from`].
+    pub quick_heals_from: usize,
 }
 
 /// Re-evaluating the spec when one of its files changes.
@@ -79,6 +81,19 @@ pub struct Controller {
     status: Arc<Mutex<Option<Status>>>,
     report: Option<Report>,
     file_times: Vec<Option<std::time::SystemTime>>,
+    /// Set when a provider told, during a look, what needs a look of its own.
+    look_again: bool,
+}
+
+/// What came of an event a provider told.
+#[derive(Debug, PartialEq, Eq)]
+enum Told {
+    /// Nothing to do.
+    Nothing,
+    /// A death, healed from the last look.
+    Healed,
+    /// Something only a full look sees.
+    NeedsLook,
 }
 
 impl Controller {
@@ -113,6 +128,7 @@ impl Controller {
                 },
                 mode: Mode::Run,
                 balancers: balancers.clone(),
+                quick_heals_from: options.quick_heals_from,
             },
             events,
         )?;
@@ -126,6 +142,7 @@ impl Controller {
             status: Arc::new(Mutex::new(None)),
             report: None,
             file_times: Vec::new(),
+            look_again: false,
             options,
         };
         controller.file_times = controller.file_times();
@@ -163,9 +180,14 @@ impl Controller {
             self.adopt_stored_spec()?;
             self.serve_balancers();
             let started = self.clock.now();
-            let round = self.reconciler.round().await?;
+            let look = self.reconciler.look();
+            let look = self.while_looking(look, &mut events).await;
+            let round = self.reconciler.round_after(look)?;
             self.balancers.sync(&round.observed, &round.serving);
             self.record(&round, started);
+            if std::mem::take(&mut self.look_again) {
+                continue;
+            }
             let resync_at = self.clock.now() + self.options.resync;
             if self.wait(&mut stop, &mut events, resync_at).await {
                 break;
@@ -302,6 +324,62 @@ impl Controller {
         }
     }
 
+    /// Step one, the look: what providers tell while it runs is handled meanwhile (a
+    /// death is healed from the last look at once); what needs a look of its own makes
+    /// the next round follow this one at once.
+    async fn while_looking(
+        &mut self,
+        look: impl std::future::Future<Output = Look>,
+        events: &mut mpsc::Receiver<(String, ProviderEvent)>,
+    ) -> Look {
+        tokio::pin!(look);
+        loop {
+            tokio::select! {
+                biased;
+                look = &mut look => return look,
+                Some((provider, event)) = events.recv() => {
+                    if self.on_event(&provider, event) == Told::NeedsLook {
+                        self.look_again = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles what provider `provider` told.
+    fn on_event(&mut self, provider: &str, event: ProviderEvent) -> Told {
+        match event {
+            ProviderEvent::Gone { id, .. } if self.reconciler.removing(&id) => Told::Nothing,
+            ProviderEvent::Gone { id, why } => {
+                // A death the kernel caused for the instance's memory is seen by a full
+                // look, which reports it and counts it against its slot.
+                let plain = why.is_none();
+                let why = match why.as_deref() {
+                    Some("oom") => " (oom: killed for going over its memory limit)".to_owned(),
+                    Some(other) => format!(" ({other})"),
+                    None => String::new(),
+                };
+                self.journal.event(
+                    "exited",
+                    "",
+                    "",
+                    format!("{provider} instance {id} is gone{why}"),
+                );
+                self.reconciler.instance_gone(id);
+                if plain && self.reconciler.heal_deaths() {
+                    Told::Healed
+                } else {
+                    Told::NeedsLook
+                }
+            }
+            ProviderEvent::Note { message } => {
+                self.journal.event("note", "", "", message);
+                Told::Nothing
+            }
+            ProviderEvent::Changed => Told::NeedsLook,
+        }
+    }
+
     /// Step four: waits for the next reason to look; true when a stop request arrived.
     async fn wait(
         &mut self,
@@ -317,32 +395,16 @@ impl Controller {
             tokio::select! {
                 biased;
                 _ = reconcile::stopped(stop) => return true,
-                event = events.recv() => {
-                    match event {
-                        Some((_, ProviderEvent::Gone { id, .. })) if self.reconciler.removing(&id) => continue,
-                        Some((provider, ProviderEvent::Gone { id, why })) => {
-                            // A death the kernel caused for the instance's memory is seen by
-                            // a full look, which reports it and counts it against its slot.
-                            let plain = why.is_none();
-                            let why = match why.as_deref() {
-                                Some("oom") => " (oom: killed for going over its memory limit)".to_owned(),
-                                Some(other) => format!(" ({other})"),
-                                None => String::new(),
-                            };
-                            self.journal.event("exited", "", "", format!("{provider} instance {id} is gone{why}"));
-                            self.reconciler.instance_gone(id);
-                            if plain && self.reconciler.heal_deaths() {
-                                look_at = look_at.min(self.reconciler.next_round_at());
-                                continue;
-                            }
-                        }
-                        Some((_, ProviderEvent::Note { message })) => {
-                            self.journal.event("note", "", "", message);
+                // A closed channel (no provider watches) is no reason to look.
+                Some((provider, event)) = events.recv() => {
+                    match self.on_event(&provider, event) {
+                        Told::Nothing => continue,
+                        Told::Healed => {
+                            look_at = look_at.min(self.reconciler.next_round_at());
                             continue;
                         }
-                        _ => {}
+                        Told::NeedsLook => return false,
                     }
-                    return false;
                 }
                 _ = self.reconciler.wait() => return false,
                 _ = tokio::time::sleep_until(poll) => {}

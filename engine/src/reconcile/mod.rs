@@ -91,7 +91,14 @@ pub struct Options {
     pub mode: Mode,
     /// The balancers in front of exposed groups (`tend run` serves them; empty otherwise).
     pub balancers: crate::balancer::Balancers,
+    /// The fewest instances a look must hold for a death to be healed from it, without a
+    /// new look ([`QUICK_HEALS_FROM`] unless a test wants every death healed so).
+    pub quick_heals_from: usize,
 }
+
+/// From how many instances on a death is healed from the last look: below that, a full
+/// round costs little.
+pub const QUICK_HEALS_FROM: usize = 500;
 
 /// Why the reconciler cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +123,14 @@ pub enum Wake {
     Health,
     /// A backoff ran out, or work done became due to show.
     Timer,
+}
+
+/// What every provider said at the start of a round (see [`Reconciler::look`]).
+pub struct Look {
+    /// When the look began.
+    began: Instant,
+    /// The instances, or why a provider that must answer did not.
+    observed: Result<Observed, crate::provider::ProviderError>,
 }
 
 /// One round's result.
@@ -222,7 +237,7 @@ pub struct Reconciler {
     round_done: Instant,
     round_took: Duration,
     /// The last full look, judged (`tend run` only): deaths are healed from it.
-    last_look: Option<Observed>,
+    last_look: Option<deaths::LookByGroup>,
     /// Instances finished actions removed since the last look.
     removed_since: BTreeSet<String>,
     /// Instances providers said are gone since the last round or heal of deaths.
@@ -471,11 +486,35 @@ impl Reconciler {
         });
     }
 
-    /// One round: observe, plan, start, record.
+    /// One round: look, then [`Reconciler::round_after`] the look.
     pub async fn round(&mut self) -> Result<Round, ReconcileError> {
+        let look = self.look().await;
+        self.round_after(look)
+    }
+
+    /// Step one's look at every provider. It borrows nothing of the reconciler, so what
+    /// providers tell while it runs (a death, healed from the last look) is handled
+    /// meanwhile; a look at many instances can take a while.
+    pub fn look(&self) -> impl std::future::Future<Output = Look> + 'static {
         let began = self.clock.now();
+        let (spec, previous, providers) = (
+            self.kept.clone(),
+            self.previous.clone(),
+            self.providers.clone(),
+        );
+        async move {
+            Look {
+                began,
+                observed: observe(&spec, &previous, &providers).await,
+            }
+        }
+    }
+
+    /// The rest of a round, from `look`: judge what it saw, plan, start, record.
+    pub fn round_after(&mut self, look: Look) -> Result<Round, ReconcileError> {
+        let began = look.began;
         self.dead_since.clear();
-        let observed = self.observe().await?;
+        let observed = self.observe(look)?;
         self.remember_look(&observed);
         self.count_serving(&observed);
         let plan = self.plan(&observed)?;
@@ -546,9 +585,9 @@ impl Reconciler {
 
     /// Step one: what runs, with health judged by each instance's own checks, provider
     /// events trusted over lagging listings, and deaths of new instances counted.
-    async fn observe(&mut self) -> Result<Observed, ReconcileError> {
-        let now = self.clock.now();
-        let mut observed = observe(&self.kept, &self.previous, &self.providers).await?;
+    fn observe(&mut self, look: Look) -> Result<Observed, ReconcileError> {
+        let now = look.began;
+        let mut observed = look.observed?;
         self.note_providers(&observed);
         self.learn_versions(&observed);
         if let Ok(mut ports) = self.ports.lock() {
@@ -879,7 +918,7 @@ impl Reconciler {
             };
             if action.action != ActionKind::Destroy {
                 self.monitor
-                    .forget_slot(&action.group, &action.slot.to_string());
+                    .pause_slot(&action.group, &action.slot.to_string());
             }
             // An instance tend removes itself does not die: it is not a failure of its slot.
             if let Some(old) = &action.instance {

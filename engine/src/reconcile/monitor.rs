@@ -37,6 +37,9 @@ struct Track {
     next: Instant,
     last_error: String,
     probing: bool,
+    /// An action works on its slot: its verdict stands as it was, unprobed, until the
+    /// action ends (a failed one leaves the instance as its checks last judged it).
+    paused: bool,
     /// Another live instance has the address this probe reaches: a pass could be either's,
     /// so it counts for neither (a failure counts).
     shared: Option<String>,
@@ -79,7 +82,8 @@ impl Monitor {
     /// template of their own hash), and forgets the rest, but for instances of providers
     /// that could not be observed this time (their verdicts still stand). Instances in
     /// `busy` slots (group, slot) are left to the action working on them: it judges its new
-    /// instance itself, and the old one is on its way out.
+    /// instance itself; an old one followed before keeps its verdict, unprobed, so a failed
+    /// action leaves it judged as its checks last said (not as new).
     pub fn sync(
         &mut self,
         observed: &Observed,
@@ -93,11 +97,15 @@ impl Monitor {
         let empty = Observed::new(&spec.project);
         // Each version's group, looked up once (most instances share a few versions).
         let mut versions: BTreeMap<(&str, &str), Option<crate::spec::Group>> = BTreeMap::new();
-        for (provider, instance) in observed.iter().filter(|(_, i)| {
-            i.state.is_live() && !busy.contains(&(i.tags.group.clone(), i.tags.slot.clone()))
-        }) {
-            if self.tracks.contains_key(&instance.id) {
+        for (provider, instance) in observed.iter().filter(|(_, i)| i.state.is_live()) {
+            let in_busy_slot =
+                busy.contains(&(instance.tags.group.clone(), instance.tags.slot.clone()));
+            if let Some(track) = self.tracks.get_mut(&instance.id) {
+                track.paused = in_busy_slot;
                 seen.insert(instance.id.clone());
+                continue;
+            }
+            if in_busy_slot {
                 continue;
             }
             let Some(group) = versions
@@ -146,15 +154,13 @@ impl Monitor {
                     next: Instant::now(),
                     last_error: String::new(),
                     probing: false,
+                    paused: false,
                     shared: None,
                 },
             );
         }
-        self.tracks.retain(|id, t| {
-            seen.contains(id)
-                || (observed.unobserved.contains_key(&t.provider)
-                    && !busy.contains(&(t.group.clone(), t.slot.clone())))
-        });
+        self.tracks
+            .retain(|id, t| seen.contains(id) || observed.unobserved.contains_key(&t.provider));
         // Instances of one group, by address (groups that check one shared thing, such as
         // a database's port, are not each other's doubles).
         let mut holders: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
@@ -212,10 +218,16 @@ impl Monitor {
         }
     }
 
-    /// Stops following the instances of a slot (an action works on it now).
-    pub fn forget_slot(&mut self, group: &str, slot: &str) {
-        self.tracks
-            .retain(|_, t| !(t.group == group && t.slot == slot));
+    /// Stops probing the instances of a slot (an action works on it now); their verdicts
+    /// stand until the action ends.
+    pub fn pause_slot(&mut self, group: &str, slot: &str) {
+        for track in self
+            .tracks
+            .values_mut()
+            .filter(|t| t.group == group && t.slot == slot)
+        {
+            track.paused = true;
+        }
     }
 
     /// True when instance `id`'s checks are followed (its state is a verdict).
@@ -247,7 +259,7 @@ impl Monitor {
             if budget == 0 {
                 break;
             }
-            if track.probing || track.next > now || !which(track) {
+            if track.probing || track.paused || track.next > now || !which(track) {
                 continue;
             }
             let Ok(provider) = providers.get(&track.provider).map(Arc::clone) else {
