@@ -333,11 +333,11 @@ impl Monitor {
         }
     }
 
-    /// When the next probe is due, if any is waiting.
+    /// When the next probe is due, if any is waiting (a paused track waits for no time).
     pub fn next_due(&self) -> Option<Instant> {
         self.tracks
             .values()
-            .filter(|t| !t.probing)
+            .filter(|t| !t.probing && !t.paused)
             .map(|t| t.next)
             .min()
     }
@@ -348,7 +348,7 @@ impl Monitor {
         // One whose address another instance has cannot be decided by waiting.
         self.tracks
             .values()
-            .any(|t| t.state() == InstanceState::Starting && t.shared.is_none())
+            .any(|t| t.state() == InstanceState::Starting && t.shared.is_none() && !t.paused)
     }
 
     /// Probes every followed instance until it has a verdict, for commands that look once
@@ -357,7 +357,7 @@ impl Monitor {
     /// its failure threshold, so the look says *unhealthy* exactly when a controller would.
     /// That costs at most `failures` intervals, and only when something fails.
     pub async fn probe_all(&mut self, providers: &ProviderSet, clock: &Clock) {
-        let failing = |t: &Track| t.failures > 0 && t.failures < t.health.failures;
+        let failing = |t: &Track| t.failures > 0 && t.failures < t.health.failures && !t.paused;
         let mut first = true;
         loop {
             if first {
