@@ -524,11 +524,13 @@ fn resources_reach_the_engine_and_an_oom_kill_is_reported() {
       flavor = flavor(command = ["sleep", "1000"], resources = resources(memory = "64M", cpu = 0.5, pids = 64)))
 group(name = "hog", size = 1, provider = docker("{IMAGE}"),
       flavor = flavor(command = ["awk", "BEGIN {{ s = sprintf(\"%67108864s\", \"\"); print length(s) }}"],
-                      resources = resources(memory = "16M")))
+                      resources = resources(memory = "16M"),
+                      health = exec(command = ["sleep", "3"], grace_period = "0s")))
 "#
     );
     let p = Project::new("it-docker-resources", &spec);
-    // The hog dies of its limit once it allocates; apply says so and exits 1.
+    // The hog dies of its limit once it allocates; apply says so and exits 1. Its check
+    // takes 3 s to pass, so apply waits for the death however slow the machine is.
     let out = p.tend(&["apply", "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let ids = containers("it-docker-resources", true);

@@ -277,7 +277,17 @@ impl Wait {
 /// Orders live instances of one slot: the one to keep first. One that serves comes before
 /// one that does not (yet), whatever its version; among equals, the current version, then
 /// the oldest.
-fn keep_rank<'a>(seen: &Seen<'a>, current: &SpecHash) -> (u8, bool, u64, &'a str) {
+fn keep_rank<'a>(
+    seen: &Seen<'a>,
+    current: &SpecHash,
+    paused: Option<&Paused>,
+) -> (u8, bool, u64, &'a str) {
+    // A paused group keeps what is not of the failed version: its new instance beside an
+    // old one that serves is the duplicate, not the old one.
+    let off_version = match paused {
+        Some(paused) => seen.hash() == paused.hash.as_str(),
+        None => seen.hash() != current.as_str(),
+    };
     let state_rank = match seen.state() {
         InstanceState::Running => 0,
         InstanceState::Starting => 1,
@@ -286,7 +296,7 @@ fn keep_rank<'a>(seen: &Seen<'a>, current: &SpecHash) -> (u8, bool, u64, &'a str
     };
     (
         state_rank,
-        seen.hash() != current.as_str(),
+        off_version,
         seen.instance.started_at,
         seen.instance.id.as_str(),
     )
@@ -473,7 +483,7 @@ impl Builder {
                 .then_with(|| a.state().is_live().cmp(&b.state().is_live()).reverse())
                 .then_with(|| {
                     if a.state().is_live() {
-                        keep_rank(a, hash).cmp(&keep_rank(b, hash))
+                        keep_rank(a, hash, ctx.paused).cmp(&keep_rank(b, hash, ctx.paused))
                     } else {
                         (b.instance.started_at, &b.instance.id)
                             .cmp(&(a.instance.started_at, &a.instance.id))
