@@ -1,7 +1,10 @@
 //! Heal latency and idle cost of `tend run` with the real binary and real processes.
 //!
 //! (a) 50 instances managed; 20 times, SIGKILL a different one and time until its
-//!     replacement process exists (found in /proc by its tags): median and p95. Once
+//!     replacement runs: each instance's first command appends its slot to a file the
+//!     bench watches (polled every 200 µs, a `stat` each; a scan of /proc at each poll
+//!     would cost milliseconds with 10,000 processes, and compete with tend for the
+//!     machine's two cores). Median and p95. Once
 //!     starting one second after the group came up (instances that young dying count as
 //!     crashes of their slot: the first must still heal at once), once fifteen seconds
 //!     after.
@@ -20,11 +23,10 @@ use engine::procfs;
 
 mod common;
 
-/// Session leaders tagged with `project` started after pid `newer_than`: (pid, slot).
-fn instances(project: &str, newer_than: u32) -> Vec<(u32, String)> {
+/// Session leaders tagged with `project`: (pid, slot).
+fn instances(project: &str) -> Vec<(u32, String)> {
     procfs::pids()
         .into_iter()
-        .filter(|pid| *pid > newer_than)
         .filter(|pid| {
             procfs::stat(*pid).is_some_and(|s| !s.is_zombie() && s.session == *pid as i32)
         })
@@ -39,7 +41,7 @@ fn instances(project: &str, newer_than: u32) -> Vec<(u32, String)> {
 
 /// True when an instance of `project` is in a cgroup tend made for it.
 fn in_tend_cgroup(project: &str) -> bool {
-    instances(project, 0).first().is_some_and(|(pid, _)| {
+    instances(project).first().is_some_and(|(pid, _)| {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .is_ok_and(|c| c.lines().any(|l| l.contains("/tend/")))
     })
@@ -87,10 +89,13 @@ impl Controller {
         } else {
             "process(cgroups = False)"
         };
+        // Each instance tells it started by appending its slot to `starts`.
+        let starts = dir.path().join("starts");
+        let tell = format!("echo $TEND_SLOT >> {}", starts.display());
         let command = if shape.wrapper {
-            r#"["sh", "-c", "sleep 1000; : wrapper"]"#
+            format!(r#"["sh", "-c", "{tell}; sleep 1000; : wrapper"]"#)
         } else {
-            r#"["sleep", "1000"]"#
+            format!(r#"["sh", "-c", "{tell}; exec sleep 1000"]"#)
         };
         let spec = format!(
             "project(name = {project:?})\ngroup(name = \"work\", size = {size}, provider = {provider}, flavor = flavor(command = {command}))\n"
@@ -110,7 +115,7 @@ impl Controller {
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
         let deadline = Instant::now() + Duration::from_secs(60 + size as u64 / 20);
-        while instances(project, 0).len() < size {
+        while instances(project).len() < size {
             assert!(Instant::now() < deadline, "the controller did not converge");
             std::thread::sleep(Duration::from_millis(50 + size as u64 / 10));
         }
@@ -127,34 +132,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[at.min(sorted.len() - 1)]
 }
 
-/// Kills 20 different instances of `project` one after another; the heal latencies.
-fn kill_twenty(project: &str) -> Vec<Duration> {
-    let mut victims = instances(project, 0);
+/// Kills 20 different instances of the controller's project one after another; the
+/// heal latencies, each until the slot's new instance appended its slot to `starts`.
+fn kill_twenty(ctl: &Controller, project: &str) -> Vec<Duration> {
+    let starts = ctl.dir.path().join("starts");
+    let size = || std::fs::metadata(&starts).map(|m| m.len()).unwrap_or(0);
+    let mut victims = instances(project);
     victims.sort();
     let mut latencies = Vec::new();
     for (pid, slot) in victims.into_iter().take(20) {
-        let newest = instances(project, 0)
-            .iter()
-            .map(|(p, _)| *p)
-            .max()
-            .unwrap_or(0)
-            .max(pid);
+        let from = size();
         let killed = Instant::now();
         // SAFETY: the victim is a session leader tagged with this bench's own project.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         loop {
-            // New pids are higher, unless they wrapped around: then look at them all.
-            let found = if killed.elapsed() < Duration::from_secs(2) {
-                instances(project, newest)
-            } else {
-                instances(project, 0)
-                    .into_iter()
-                    .filter(|(p, _)| *p != pid)
-                    .collect()
-            };
-            if found.iter().any(|(_, s)| *s == slot) {
-                latencies.push(killed.elapsed());
-                break;
+            if size() > from {
+                let text = std::fs::read(&starts).unwrap_or_default();
+                let new = String::from_utf8_lossy(&text[from as usize..]).into_owned();
+                if new.lines().any(|l| l == slot) {
+                    latencies.push(killed.elapsed());
+                    break;
+                }
             }
             assert!(
                 killed.elapsed() < Duration::from_secs(30),
@@ -206,7 +204,7 @@ fn main() {
             );
         }
         std::thread::sleep(Duration::from_secs(settle));
-        let latencies = kill_twenty(&project);
+        let latencies = kill_twenty(&ctl, &project);
         ctl.stop();
         rows.push((
             format!("50 instances, from {settle} s after up, {}", shape.name()),
@@ -218,7 +216,7 @@ fn main() {
     let big_project = format!("bench-heal-10k-{}", std::process::id());
     let big = Controller::start(&big_project, 10_000, 19399, Shape::PLAIN);
     std::thread::sleep(Duration::from_secs(15));
-    let latencies = kill_twenty(&big_project);
+    let latencies = kill_twenty(&big, &big_project);
     rows.push((
         "10,000 instances, from 15 s after up, cgroups".to_owned(),
         percentile(&latencies, 0.5),
