@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use engine::provider::{InstanceTags, ProviderError};
 use serde::{Deserialize, Serialize};
@@ -50,9 +50,10 @@ pub(crate) enum LogLine {
     },
 }
 
-/// The records the log holds now, by instance id.
+/// The records the log holds now, by instance id: shared, so a look takes them without a
+/// copy (a change while a look holds them copies them once).
 #[derive(Default)]
-pub(crate) struct Started(BTreeMap<String, Record>);
+pub(crate) struct Started(Arc<BTreeMap<String, Record>>);
 
 impl Fold for Started {
     type Line = LogLine;
@@ -60,10 +61,12 @@ impl Fold for Started {
     fn apply(&mut self, line: LogLine) {
         match line {
             LogLine::Start(record) => {
-                self.0.insert(record.id.clone(), *record);
+                Arc::make_mut(&mut self.0).insert(record.id.clone(), *record);
             }
             LogLine::Gone { id } => {
-                self.0.remove(&id);
+                if self.0.contains_key(&id) {
+                    Arc::make_mut(&mut self.0).remove(&id);
+                }
             }
         }
     }
@@ -101,7 +104,7 @@ impl Records {
     }
 
     /// Every record, by instance id.
-    pub fn load(&self) -> Result<BTreeMap<String, Record>, ProviderError> {
+    pub fn load(&self) -> Result<Arc<BTreeMap<String, Record>>, ProviderError> {
         let mut journal = self.journal()?;
         Ok(journal.state().map_err(unreadable)?.0.clone())
     }
