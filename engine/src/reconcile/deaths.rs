@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::Reconciler;
 use crate::graph::GroupGraph;
 use crate::plan::{plan, ActionKind, Expectation, PlanInput};
-use crate::provider::{InstanceState, Observed};
+use crate::provider::Observed;
 use crate::spec::Spec;
 
 /// The last full look, by group: each group's instances as one [`Observed`].
@@ -60,7 +60,7 @@ impl Reconciler {
         if self.stopping || dead.is_empty() {
             return true;
         }
-        // A small project's full round costs little, and is what the simulation checks.
+        // A small project's full round costs little.
         if self
             .last_look
             .as_ref()
@@ -97,12 +97,8 @@ impl Reconciler {
         };
         for list in observed.by_provider.values_mut() {
             list.retain(|i| !self.removed_since.contains(&i.id));
-            for instance in list.iter_mut() {
-                if self.gone.contains_key(&instance.id) {
-                    instance.state = InstanceState::Dead;
-                }
-            }
         }
+        super::mark_gone(&self.gone, observed);
         self.monitor.judge(observed);
     }
 

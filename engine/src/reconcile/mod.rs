@@ -125,6 +125,16 @@ pub enum Wake {
     Timer,
 }
 
+/// Marks dead the instances of `observed` a provider told are gone: provider events are
+/// trusted over listings that lag.
+fn mark_gone(gone: &BTreeMap<String, Instant>, observed: &mut Observed) {
+    for instance in observed.iter_mut() {
+        if gone.contains_key(&instance.id) {
+            instance.state = InstanceState::Dead;
+        }
+    }
+}
+
 /// What every provider said at the start of a round (see [`Reconciler::look`]).
 pub struct Look {
     /// When the look began.
@@ -602,11 +612,7 @@ impl Reconciler {
         }
         self.gone
             .retain(|_, at| now.duration_since(*at) < EXPECT_FOR);
-        for instance in observed.iter_mut() {
-            if self.gone.contains_key(&instance.id) {
-                instance.state = InstanceState::Dead;
-            }
-        }
+        mark_gone(&self.gone, &mut observed);
         let busy: BTreeSet<(String, String)> = self
             .running
             .actions()
