@@ -14,7 +14,7 @@ pub struct Cli {
 }
 
 /// Options every command that reads a spec shares.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SpecArgs {
     /// The spec to read.
     #[arg(default_value = "main.star")]
@@ -52,9 +52,8 @@ pub enum Command {
         /// is held: paused, rolled back or degraded), 0 when it matches.
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Where tend keeps state (default: .tend beside the spec).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Make the running instances match the spec (or a saved plan).
     Apply(ApplyArgs),
@@ -69,9 +68,8 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
-        /// Where tend keeps state (default: .tend beside the spec).
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Run the `def test_*()` functions of `*_test.star` files.
     Test {
@@ -113,9 +111,21 @@ pub struct ApplyArgs {
     /// project(ports = ...), else 20000-32767).
     #[arg(long, value_name = "FIRST-LAST")]
     pub ports: Option<engine::spec::PortRange>,
-    /// Where tend keeps state (default: .tend beside the spec).
+    /// Where the state is kept.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where a command keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Where tend keeps state on this machine (default: .tend beside the spec).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Where the desired state lives: `local` (the state folder, the default) or
+    /// etcd://HOST:PORT[,HOST:PORT...], shared by replicated `tend run`s.
+    #[arg(long, env = "TEND_STORE", value_name = "STORE")]
+    pub store: Option<String>,
 }
 
 /// Options of `tend run`.
@@ -141,9 +151,15 @@ pub struct RunArgs {
     /// project(ports = ...), else 20000-32767).
     #[arg(long, value_name = "FIRST-LAST")]
     pub ports: Option<engine::spec::PortRange>,
-    /// Where tend keeps state (default: .tend beside the spec).
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    /// Where the state is kept.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// With an etcd store: the TTL of the lease a replica campaigns on.
+    #[arg(long, default_value = "10s")]
+    pub lease_ttl: String,
+    /// With an etcd store: how often the lease is kept alive.
+    #[arg(long, default_value = "3s")]
+    pub keep_alive: String,
 }
 
 /// Formats of `tend graph`.

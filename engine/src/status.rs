@@ -80,6 +80,18 @@ pub struct Status {
     /// Set by `tend run`: its balancers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub balancers: Vec<crate::balancer::BalancerStatus>,
+    /// With an etcd store: who leads, and every replica with the serial it has seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Replicas>,
+}
+
+/// The replicated controllers of a project kept in etcd.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Replicas {
+    /// The leader, if there is one.
+    pub leader: Option<crate::store::etcd::Member>,
+    /// Every replica that announced itself and lives, the leader among them.
+    pub members: Vec<crate::store::etcd::Member>,
 }
 
 /// What the health column says of an instance whose state was judged by its checks.
@@ -209,6 +221,26 @@ pub fn build(
         groups,
         orphans,
         balancers: Vec::new(),
+        replicas: None,
+    }
+}
+
+impl Replicas {
+    /// The leader and the replicas, a line each.
+    fn write_text(&self, out: &mut String) {
+        use std::fmt::Write;
+        match &self.leader {
+            Some(leader) => {
+                let _ = writeln!(out, "leader: {leader}");
+            }
+            None => {
+                let _ = writeln!(out, "leader: none (no controller holds the project)");
+            }
+        }
+        for m in &self.members {
+            let role = if m.leading { "leading" } else { "standby" };
+            let _ = writeln!(out, "  replica {m}: {role}, has seen serial {}", m.serial);
+        }
     }
 }
 
@@ -240,6 +272,9 @@ impl Status {
             _ => "never applied".to_owned(),
         };
         let _ = writeln!(out, "project {} ({applied})", self.project);
+        if let Some(replicas) = &self.replicas {
+            replicas.write_text(&mut out);
+        }
         for g in &self.groups {
             let live = g.instances.iter().filter(|i| i.state.is_live()).count();
             let phase = g

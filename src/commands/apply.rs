@@ -4,14 +4,14 @@ use engine::fault::Fault;
 use engine::plan::{Plan, SavedPlan, SavedPlanError};
 use engine::reconcile::Preview;
 use engine::spec::Spec;
-use engine::store::{Store, StoreError};
+use engine::store::StoreError;
 
 use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 use crate::progress::confirm;
 
 use super::handover::hand_over;
-use super::setup::{load, look, runtime, state_dir_for, Drive};
+use super::setup::{fenced, load, look, open_store, runtime, Drive};
 
 fn stale(why: &str) -> Failure {
     Failure::Other {
@@ -47,9 +47,8 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    let state_dir = state_dir_for(&spec_args.spec, args.state_dir.clone());
-    let store = Store::new(&state_dir);
-    let _lock = match store.lock("apply") {
+    let (state_dir, store) = open_store(&spec_args.spec, &args.store, &spec.project)?;
+    let lock = match store.take("apply") {
         Ok(lock) => lock,
         Err(StoreError::Locked {
             holder: Some(holder),
@@ -58,23 +57,23 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
                 return Err(Failure::Other {
                     fault: Fault::Usage,
                     message: format!(
-                        "`tend run` (pid {}) keeps this project: apply the spec, not a saved plan",
-                        holder.pid
+                        "{} keeps this project: apply the spec, not a saved plan",
+                        holder.who()
                     ),
                 });
             }
             if let Some(range) = args.ports {
                 crate::errln!(
-                    "note: --ports {range} is not used: tend run (pid {}) gives ports from its own range (its --ports, else the spec's project(ports = ...))",
-                    holder.pid
+                    "note: --ports {range} is not used: {} gives ports from its own range (its --ports, else the spec's project(ports = ...))",
+                    holder.who()
                 );
             }
-            return hand_over(&spec, &store, &state_dir, holder.pid, &args);
+            return hand_over(&spec, &store, &state_dir, &holder, &args);
         }
         Err(e) => return Err(e.into()),
     };
     let previous: Vec<Spec> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
-    let providers = providers::all(&state_dir);
+    let providers = fenced(providers::all(&state_dir), &lock);
     let rt = runtime()?;
     let look = look(&rt, &spec, &previous, &store, &providers)?;
     let planned = match &saved {

@@ -1,23 +1,21 @@
 //! `tend destroy`
 
 use engine::spec::Spec;
-use engine::store::Store;
 
 use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 
 use super::apply::ask;
-use super::setup::{load, look, runtime, state_dir_for, Drive};
+use super::setup::{load, look, open_store, runtime, Drive};
 
 /// Removes every instance of the project, dependents first, through the same reconciler as
 /// `apply`. Every provider that the spec or the last applied spec uses must answer: an
 /// engine that is down is an error, never "no changes".
 pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
-    let state_dir = state_dir_for(&args.spec.spec, args.state_dir.clone());
-    let store = Store::new(&state_dir);
-    let _lock = store.lock("destroy")?;
-    let providers = providers::all(&state_dir);
+    let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec.project)?;
+    let lock = store.take("destroy")?;
+    let providers = super::setup::fenced(providers::all(&state_dir), &lock);
     let nothing = Spec {
         ports: None,
         project: spec.project.clone(),

@@ -12,7 +12,7 @@ use engine::controller::report::{self, Report};
 use engine::fault::Fault;
 use engine::reconcile::GroupPhase;
 use engine::spec::Spec;
-use engine::store::Store;
+use engine::store::{LockHolder, Store};
 
 use crate::cli::ApplyArgs;
 use crate::failure::Failure;
@@ -20,14 +20,15 @@ use crate::failure::Failure;
 use super::apply::{ask, nothing_to_do};
 use super::setup::{look, runtime};
 
-/// Hands `spec` to the controller with pid `pid` and follows it.
+/// Hands `spec` to the controller `holder` and follows it.
 pub fn hand_over(
     spec: &Spec,
     store: &Store,
     state_dir: &Path,
-    pid: u32,
+    holder: &LockHolder,
     args: &ApplyArgs,
 ) -> Result<i32, Failure> {
+    let who = holder.who();
     let last = store.last_applied()?;
     let previous: Vec<Spec> = last.iter().map(|a| a.spec.clone()).collect();
     let providers = providers::all(state_dir);
@@ -37,7 +38,7 @@ pub fn hand_over(
         .as_ref()
         .is_some_and(|a| a.spec.fingerprint() == spec.fingerprint());
     if same_spec && nothing_to_do(&look.plan, &look) {
-        crate::outln!("`tend run` (pid {pid}) keeps this project at this spec already.");
+        crate::outln!("{who} keeps this project at this spec already.");
         return Ok(0);
     }
     if !look.plan.is_empty() && !ask(&look.plan, spec, "Hand", args.yes)? {
@@ -45,26 +46,45 @@ pub fn hand_over(
     }
     let applied = store.commit(spec)?;
     crate::outln!(
-        "\n`tend run` (pid {pid}) keeps this project: handed it serial {}; following it.",
+        "\n{who} keeps this project: handed it serial {}; following it.",
         applied.serial
     );
-    follow(state_dir, applied.serial, applied.applied_at)
+    follow(store, applied.serial, applied.applied_at)
 }
 
 /// Follows the controller until serial `serial` converges or stops progressing.
-fn follow(state_dir: &Path, serial: u64, since_ms: u64) -> Result<i32, Failure> {
-    let mut streaming = false;
+fn follow(store: &Store, serial: u64, since_ms: u64) -> Result<i32, Failure> {
+    // The controller whose events are printed: a new leader's after a failover.
+    let mut streaming: Option<String> = None;
+    // In etcd a leader that died leaves the project leaderless until its lease ends and a
+    // standby wins: wait for one that long (and then some) before giving up.
+    let leaderless_for = if store.remote().is_some() {
+        Duration::from_secs(30)
+    } else {
+        Duration::ZERO
+    };
+    let mut leaderless_since: Option<std::time::Instant> = None;
     loop {
-        let Some(report) = report::read(state_dir) else {
+        let Some(report) = report::read(store) else {
+            let since = *leaderless_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < leaderless_for {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
             return Err(Failure::Other {
                 fault: Fault::Environment,
                 message: "`tend run` stopped before the spec converged; run `tend apply` again"
                     .to_owned(),
             });
         };
-        if !streaming {
-            if let Some(listen) = &report.listen {
-                streaming = stream_events(listen.clone(), since_ms);
+        leaderless_since = None;
+        if let Some(listen) = report
+            .listen
+            .as_ref()
+            .filter(|l| streaming.as_ref() != Some(*l))
+        {
+            if stream_events(listen.clone(), since_ms) {
+                streaming = Some(listen.clone());
             }
         }
         if report.serial >= serial {

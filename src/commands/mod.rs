@@ -24,8 +24,8 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             json,
             out,
             detailed_exitcode,
-            state_dir,
-        } => plan::run(&spec, json, out.as_deref(), detailed_exitcode, state_dir),
+            store,
+        } => plan::run(&spec, json, out.as_deref(), detailed_exitcode, &store),
         Command::Graph { spec, format } => graph::run(&spec, format),
         Command::Apply(args) => apply::run(args),
         Command::Destroy(args) => destroy::run(args),
@@ -36,10 +36,6 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             max_steps,
         } => test::run(paths, update, max_steps),
         Command::Stdlib => stdlib::run(),
-        Command::Status {
-            spec,
-            json,
-            state_dir,
-        } => status::run(&spec, json, state_dir),
+        Command::Status { spec, json, store } => status::run(&spec, json, &store),
     }
 }

@@ -1,14 +1,13 @@
 //! `tend plan`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::plan::{SavedPlan, SAVED_PLAN_FORMAT};
-use engine::store::Store;
 
-use crate::cli::SpecArgs;
+use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, look, runtime, state_dir_for};
+use super::setup::{load, look, open_store, runtime};
 
 /// Plans, prints, and optionally saves the plan.
 pub fn run(
@@ -16,12 +15,11 @@ pub fn run(
     json: bool,
     out: Option<&Path>,
     detailed_exitcode: bool,
-    state_dir: Option<PathBuf>,
+    store: &StoreArgs,
 ) -> Result<i32, Failure> {
     let (spec, _) = load(args)?;
-    let state_dir = state_dir_for(&args.spec, state_dir);
+    let (state_dir, store) = open_store(&args.spec, store, &spec.project)?;
     let providers = providers::all(&state_dir);
-    let store = Store::new(&state_dir);
     let previous: Vec<_> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
     let look = look(&runtime()?, &spec, &previous, &store, &providers)?;
     let planned = look.plan;

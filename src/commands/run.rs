@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use engine::clock::Clock;
 use engine::controller::journal::Journal;
+use engine::controller::replicas::{Election, Replica};
 use engine::controller::{http, Controller, Options, Reload};
 use engine::fault::Fault;
 use engine::lang::{evaluate_file, EvalOptions};
 use engine::spec::Duration;
-use engine::store::Store;
+use engine::store::etcd::Member;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, SpecArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, runtime, secrets, state_dir_for};
+use super::setup::{load, open_store, runtime, secrets};
 
 fn environment(message: String) -> Failure {
     Failure::Other {
@@ -48,16 +49,114 @@ fn spec_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
+fn duration_flag(flag: &str, text: &str) -> Result<std::time::Duration, Failure> {
+    let parsed: Duration = text.parse().map_err(|e| Failure::Other {
+        fault: Fault::Usage,
+        message: format!("{flag}: {e}"),
+    })?;
+    Ok(parsed.to_std())
+}
+
+/// With `--watch`: how to evaluate the spec again when one of its files changes.
+fn reload_for(spec: &SpecArgs, watch: bool) -> Option<Reload> {
+    watch.then(|| {
+        let root = spec
+            .root
+            .clone()
+            .or_else(|| spec.spec.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let root = if root.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            root
+        };
+        let path = spec.spec.clone();
+        let options = EvalOptions {
+            root: spec.root.clone(),
+            max_steps: spec.max_steps,
+        };
+        Reload {
+            files: spec_files(&root),
+            evaluate: Box::new(move || evaluate_file(&path, &options).map_err(|e| e.to_string())),
+        }
+    })
+}
+
 /// Takes the project, commits the spec (when it is not the one applied last), and
-/// reconciles until SIGTERM or Ctrl-C; a second one exits at once.
+/// reconciles until SIGTERM or Ctrl-C; a second one exits at once. With an etcd store,
+/// runs as one replica: stands by, and leads when elected.
 pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
-    let resync: Duration = args.resync.parse().map_err(|e| Failure::Other {
-        fault: Fault::Spec,
-        message: format!("--resync: {e}"),
-    })?;
-    let state_dir = state_dir_for(&args.spec.spec, args.state_dir.clone());
-    let store = Store::new(&state_dir);
+    let resync = duration_flag("--resync", &args.resync)?;
+    let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec.project)?;
+    let providers = providers::all(&state_dir);
+    let options = {
+        let parallelism = args.parallelism.max(1);
+        let ports = args.ports;
+        let listen = args.listen.clone();
+        let watch = args.watch;
+        let spec_args = args.spec.clone();
+        move || Options {
+            resync,
+            parallelism,
+            ports,
+            report: true,
+            listen: Some(listen.clone()),
+            reload: reload_for(&spec_args, watch),
+            quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
+            endpoint: None,
+        }
+    };
+    let project = spec.project.clone();
+    let rt = runtime()?;
+    if store.remote().is_some() {
+        let election = Election {
+            ttl: duration_flag("--lease-ttl", &args.lease_ttl)?,
+            keep_alive: duration_flag("--keep-alive", &args.keep_alive)?,
+        };
+        if election.keep_alive >= election.ttl {
+            return Err(Failure::Other {
+                fault: Fault::Usage,
+                message: "--keep-alive must be shorter than --lease-ttl".to_owned(),
+            });
+        }
+        return rt.block_on(async {
+            let clock = Clock::real();
+            let journal = Arc::new(Journal::new(clock, true));
+            let endpoint = http::Endpoint {
+                journal: journal.clone(),
+                status: Default::default(),
+                balancers: Default::default(),
+            };
+            let listener = tokio::net::TcpListener::bind(&args.listen)
+                .await
+                .map_err(|e| environment(format!("cannot listen on {}: {e}", args.listen)))?;
+            tokio::spawn(http::serve(listener, Arc::new(endpoint.clone())));
+            let stop = crate::progress::stop_on_signals();
+            crate::errln!(
+                "tend run: a replica of project {project:?} in {}; http://{}/status",
+                args.store.store.as_deref().unwrap_or_default(),
+                args.listen
+            );
+            let replica = Replica {
+                store,
+                spec,
+                providers,
+                secret: secrets(),
+                clock,
+                journal,
+                endpoint,
+                election,
+                member: Member::this_process("run", Some(args.listen.clone())),
+                options: Box::new(options),
+            };
+            replica
+                .run(stop)
+                .await
+                .map(|()| 0)
+                .map_err(|e| environment(e.to_string()))
+        });
+    }
     let lock = store.lock("run")?;
     // The same spec as last applied keeps its serial: a restarted controller keeps a
     // paused group paused. A new one is a new serial.
@@ -65,40 +164,6 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
         Some(a) if a.spec.fingerprint() == spec.fingerprint() => a,
         _ => store.commit(&spec)?,
     };
-    let providers = providers::all(&state_dir);
-    let reload = args.watch.then(|| {
-        let root = args
-            .spec
-            .root
-            .clone()
-            .or_else(|| args.spec.spec.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        let root = if root.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            root
-        };
-        let path = args.spec.spec.clone();
-        let options = EvalOptions {
-            root: args.spec.root.clone(),
-            max_steps: args.spec.max_steps,
-        };
-        Reload {
-            files: spec_files(&root),
-            evaluate: Box::new(move || evaluate_file(&path, &options).map_err(|e| e.to_string())),
-        }
-    });
-    let options = Options {
-        resync: resync.to_std(),
-        parallelism: args.parallelism.max(1),
-        ports: args.ports,
-        state_dir: Some(state_dir.clone()),
-        listen: Some(args.listen.clone()),
-        reload,
-        quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
-    };
-    let project = spec.project.clone();
-    let rt = runtime()?;
     let result = rt.block_on(async {
         let clock = Clock::real();
         let journal = Arc::new(Journal::new(clock, true));
@@ -110,7 +175,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             secrets(),
             clock,
             journal,
-            options,
+            options(),
         )
         .map_err(|e| environment(e.to_string()))?;
         let endpoint = Arc::new(controller.endpoint());

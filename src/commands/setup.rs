@@ -8,9 +8,9 @@ use engine::fault::Fault;
 use engine::graph::GroupGraph;
 use engine::lang::{evaluate_file, EvalOptions};
 use engine::spec::Spec;
-use engine::store::StoreError;
+use engine::store::{EtcdStore, Store, StoreError};
 
-use crate::cli::SpecArgs;
+use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
 /// Evaluates and checks the spec, and builds its group graph.
@@ -32,6 +32,44 @@ pub fn state_dir_for(spec: &Path, given: Option<PathBuf>) -> PathBuf {
             .unwrap_or_default()
             .join(".tend")
     })
+}
+
+/// The state folder of the spec at `spec_path`, and the store of `project`: the folder
+/// itself, or etcd when `--store` (or `TEND_STORE`) names it.
+pub fn open_store(
+    spec_path: &Path,
+    args: &StoreArgs,
+    project: &str,
+) -> Result<(PathBuf, Store), Failure> {
+    let state_dir = state_dir_for(spec_path, args.state_dir.clone());
+    match args.store.as_deref().map(str::trim) {
+        None | Some("") | Some("local") => {
+            let store = Store::new(&state_dir);
+            Ok((state_dir, store))
+        }
+        Some(url) => {
+            let endpoints =
+                engine::store::etcd::parse_url(url).map_err(|message| Failure::Other {
+                    fault: Fault::Usage,
+                    message: format!("--store: {message}"),
+                })?;
+            let etcd = EtcdStore::connect(&endpoints, project)?;
+            let store = Store::etcd(&state_dir, etcd, project);
+            Ok((state_dir, store))
+        }
+    }
+}
+
+/// `providers`, fenced by the project lock when it is a leadership in etcd: every call
+/// that acts checks the lease first, writes an intent, and tags what it makes.
+pub fn fenced(
+    providers: engine::provider::ProviderSet,
+    lock: &engine::store::ProjectLock,
+) -> engine::provider::ProviderSet {
+    match lock.leadership() {
+        Some(leadership) => engine::provider::fenced::fence(&providers, leadership),
+        None => providers,
+    }
 }
 
 /// The async runtime the engine runs on.

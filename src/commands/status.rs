@@ -1,21 +1,16 @@
 //! `tend status`
 
-use std::path::PathBuf;
-
-use engine::store::Store;
-
-use crate::cli::SpecArgs;
+use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, look, runtime, state_dir_for};
+use super::setup::{load, look, open_store, runtime};
 
 /// Shows what runs for the project, judged against the spec: each instance probed once
 /// with its own checks, failed rollouts from the store, and, while `tend run` holds the
 /// project, its view (phases, failing groups, backoffs).
-pub fn run(args: &SpecArgs, json: bool, state_dir: Option<PathBuf>) -> Result<i32, Failure> {
+pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failure> {
     let (spec, _) = load(args)?;
-    let state_dir = state_dir_for(&args.spec, state_dir);
-    let store = Store::new(&state_dir);
+    let (state_dir, store) = open_store(&args.spec, store, &spec.project)?;
     let applied = store.last_applied()?;
     let previous: Vec<_> = applied.iter().map(|a| a.spec.clone()).collect();
     let providers = providers::all(&state_dir);
@@ -24,9 +19,10 @@ pub fn run(args: &SpecArgs, json: bool, state_dir: Option<PathBuf>) -> Result<i3
         look.health.get(id).cloned()
     });
     status.note_failed_rollouts(&store.failed_rollouts()?);
-    if let Some(controller) = engine::controller::report::read(&state_dir) {
+    if let Some(controller) = engine::controller::report::read(&store) {
         controller.annotate(&mut status);
     }
+    status.replicas = engine::controller::replicas::shown(&store)?;
     if json {
         crate::outln!(
             "{}",

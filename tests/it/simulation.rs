@@ -880,11 +880,12 @@ fn new_controller(
         Options {
             resync: Duration::from_secs(10),
             parallelism: 10,
-            state_dir: None,
+            report: false,
             listen: None,
             reload: None,
             ports: Default::default(),
             quick_heals_from,
+            endpoint: None,
         },
     )
     .unwrap_or_else(|e| panic!("controller: {e}"))

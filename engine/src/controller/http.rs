@@ -28,6 +28,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoint reads.
+#[derive(Clone)]
 pub struct Endpoint {
     /// Events and metrics.
     pub journal: Arc<Journal>,

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod journal;
+pub mod replicas;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -40,14 +41,18 @@ pub struct Options {
     pub parallelism: usize,
     /// Where instance ports come from (`--ports`), when given.
     pub ports: Option<crate::spec::PortRange>,
-    /// The state folder (for `controller.json`); `None` writes no report.
-    pub state_dir: Option<PathBuf>,
+    /// True to write the report to the store (`controller.json`, or etcd's `status`).
+    pub report: bool,
     /// Where the HTTP endpoint listens, for the report.
     pub listen: Option<String>,
     /// With `--watch`: the spec's files and how to evaluate them again.
     pub reload: Option<Reload>,
     /// See [`reconcile::Options::quick_heals_from`].
     pub quick_heals_from: usize,
+    /// The status and balancers an HTTP endpoint already serves, when it outlives this
+    /// controller (a replica that leads, stands by, and may lead again); `None` makes new
+    /// ones.
+    pub endpoint: Option<http::Endpoint>,
 }
 
 /// Re-evaluating the spec when one of its files changes.
@@ -83,6 +88,13 @@ pub struct Controller {
     file_times: Vec<Option<std::time::SystemTime>>,
     /// Set when a provider told, during a look, what needs a look of its own.
     look_again: bool,
+    /// The last applied version, as last read from the store.
+    applied: Option<crate::store::Applied>,
+    /// The store's spec mark when it was read, and when: it is read again when the mark
+    /// moves, or a resync after the last read (an etcd watch can miss a change).
+    read_store: Option<(Option<u64>, Instant)>,
+    /// Who leads and stands by (with an etcd store), and when that was read.
+    replicas: Option<(crate::status::Replicas, Instant)>,
 }
 
 /// What came of an event a provider told.
@@ -109,7 +121,10 @@ impl Controller {
         journal: Arc<Journal>,
         options: Options,
     ) -> Result<Controller, ControllerError> {
-        let balancers = crate::balancer::Balancers::default();
+        let (balancers, status) = match &options.endpoint {
+            Some(e) => (e.balancers.clone(), e.status.clone()),
+            None => Default::default(),
+        };
         let sink_journal = journal.clone();
         let events: reconcile::EventSink = Arc::new(move |e| record_event(&sink_journal, e));
         let reconciler = Reconciler::new(
@@ -139,10 +154,13 @@ impl Controller {
             providers,
             clock,
             journal,
-            status: Arc::new(Mutex::new(None)),
+            status,
             report: None,
             file_times: Vec::new(),
             look_again: false,
+            applied: None,
+            read_store: None,
+            replicas: None,
             options,
         };
         controller.file_times = controller.file_times();
@@ -202,8 +220,8 @@ impl Controller {
         self.reconciler.stop_starting();
         self.reconciler.drain().await;
         self.balancers.shutdown();
-        if let Some(dir) = &self.options.state_dir {
-            report::clear(dir);
+        if self.options.report {
+            report::clear(&self.store);
         }
         self.journal.event(
             "spec",
@@ -253,7 +271,17 @@ impl Controller {
 
     /// Step one: takes a spec committed to the store by `tend apply` (or `--watch`).
     fn adopt_stored_spec(&mut self) -> Result<(), ControllerError> {
-        let Some(applied) = self.store.last_applied()? else {
+        let mark = self.store.spec_mark();
+        let now = self.clock.now();
+        let fresh = self
+            .read_store
+            .is_some_and(|(m, at)| m == mark && now < at + self.options.resync);
+        if fresh {
+            return Ok(());
+        }
+        self.applied = self.store.last_applied()?;
+        self.read_store = Some((mark, now));
+        let Some(applied) = self.applied.clone() else {
             return Ok(());
         };
         if applied.serial > self.reconciler.spec().1 {
@@ -278,11 +306,12 @@ impl Controller {
         self.journal.instances(counts);
 
         let (spec, serial) = self.reconciler.spec();
-        let applied = self.store.last_applied().ok().flatten();
         let reconciler = &self.reconciler;
-        let mut status = crate::status::build(spec, &round.observed, applied.as_ref(), &|id| {
-            reconciler.health_error(id)
-        });
+        let mut status =
+            crate::status::build(spec, &round.observed, self.applied.as_ref(), &|id| {
+                reconciler.health_error(id)
+            });
+        status.replicas = self.replicas_now();
         let backoff = self.reconciler.backoffs();
         let balancers = self.balancers.status();
         let report = Report {
@@ -317,11 +346,30 @@ impl Controller {
                 self.journal
                     .event("converged", "", "", format!("serial {serial} converged"));
             }
-            if let Some(dir) = &self.options.state_dir {
-                report.write(dir);
+            if self.options.report {
+                if let Err(e) = report.write(&self.store) {
+                    self.journal
+                        .event("store", "", "", format!("cannot write the report: {e}"));
+                }
             }
             self.report = Some(report);
         }
+    }
+
+    /// With an etcd store: who leads and stands by, read at most every two seconds.
+    fn replicas_now(&mut self) -> Option<crate::status::Replicas> {
+        self.store.remote()?;
+        let now = self.clock.now();
+        let stale = self
+            .replicas
+            .as_ref()
+            .is_none_or(|(_, at)| now >= *at + Duration::from_secs(2));
+        if stale {
+            if let Ok(Some(shown)) = replicas::shown(&self.store) {
+                self.replicas = Some((shown, now));
+            }
+        }
+        self.replicas.as_ref().map(|(r, _)| r.clone())
     }
 
     /// Step one, the look: what providers tell while it runs is handled meanwhile (a
@@ -387,7 +435,7 @@ impl Controller {
         events: &mut mpsc::Receiver<(String, ProviderEvent)>,
         resync_at: Instant,
     ) -> bool {
-        let stored = self.store_time();
+        let stored = self.store.spec_mark();
         // After a death healed from the last look, a full round follows, spaced like any.
         let mut look_at = resync_at;
         loop {
@@ -410,18 +458,12 @@ impl Controller {
                 _ = tokio::time::sleep_until(poll) => {}
             }
             if self.clock.now() >= look_at
-                || self.store_time() != stored
+                || self.store.spec_mark() != stored
                 || self.reload_if_changed()
             {
                 return false;
             }
         }
-    }
-
-    fn store_time(&self) -> Option<std::time::SystemTime> {
-        std::fs::metadata(self.store.dir().join("state.json"))
-            .and_then(|m| m.modified())
-            .ok()
     }
 
     fn file_times(&self) -> Vec<Option<std::time::SystemTime>> {

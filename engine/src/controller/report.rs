@@ -1,14 +1,14 @@
-//! `controller.json` in the state folder: what `tend run` is doing, for `tend apply` (which
-//! hands it a spec and follows it) and `tend status` (phases, failing groups, backoffs).
+//! What `tend run` is doing, for `tend apply` (which hands it a spec and follows it) and
+//! `tend status` (phases, failing groups, backoffs): `controller.json` in the state folder,
+//! or the `status` key of an etcd store, written by the leader alone.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::reconcile::GroupPhase;
 use crate::status::Status;
-use crate::store::write_atomic;
+use crate::store::{write_atomic, Store, StoreError};
 
 /// The controller's report, written after every round that changed it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,10 +39,14 @@ pub struct Report {
 const FILE: &str = "controller.json";
 
 impl Report {
-    /// Writes the report durably.
-    pub fn write(&self, state_dir: &Path) {
-        if let Ok(text) = serde_json::to_string_pretty(self) {
-            let _ = write_atomic(&state_dir.join(FILE), text.as_bytes());
+    /// Writes the report durably (in etcd, fenced: only the leader's report lands).
+    pub fn write(&self, store: &Store) -> Result<(), StoreError> {
+        match store.remote() {
+            Some(etcd) => etcd.save_report(&serde_json::to_value(self).unwrap_or_default()),
+            None => {
+                let text = serde_json::to_string_pretty(self).unwrap_or_default();
+                write_atomic(&store.dir().join(FILE), text.as_bytes())
+            }
         }
     }
 
@@ -61,15 +65,23 @@ impl Report {
     }
 }
 
-/// The report of a controller that still runs, if there is one.
-pub fn read(state_dir: &Path) -> Option<Report> {
-    let text = std::fs::read_to_string(state_dir.join(FILE)).ok()?;
+/// The report of a controller that still runs (in etcd: of a project that has a leader),
+/// if there is one.
+pub fn read(store: &Store) -> Option<Report> {
+    if let Some(etcd) = store.remote() {
+        etcd.leader().ok().flatten()?;
+        return serde_json::from_value(etcd.report().ok().flatten()?).ok();
+    }
+    let text = std::fs::read_to_string(store.dir().join(FILE)).ok()?;
     let report: Report = serde_json::from_str(&text).ok()?;
     let alive = crate::procfs::stat(report.pid).is_some_and(|s| !s.is_zombie());
     alive.then_some(report)
 }
 
-/// Removes the report (when the controller stops).
-pub fn clear(state_dir: &Path) {
-    let _ = std::fs::remove_file(state_dir.join(FILE));
+/// Removes the report of the local store (when the controller stops); in etcd the next
+/// leader's report replaces it.
+pub fn clear(store: &Store) {
+    if store.remote().is_none() {
+        let _ = std::fs::remove_file(store.dir().join(FILE));
+    }
 }

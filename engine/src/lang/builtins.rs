@@ -452,25 +452,30 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
 
     /// Simulated instances, kept as JSON in the state folder: for spec tests and plans.
     /// `visible_after` makes a new instance show only that long after it was created, as a
-    /// slow cloud API would.
+    /// slow cloud API would; `ready_after` makes it pass its health checks only that long
+    /// after it started, as a slow program would.
     fn sim<'v>(
         #[starlark(require = named)] visible_after: Option<&str>,
+        #[starlark(require = named)] ready_after: Option<&str>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        match visible_after {
-            None => Ok(marker(heap, "provider", "type", "sim")),
-            Some(delay) => {
-                check_duration("visible_after", delay)?;
-                Ok(alloc_struct(
-                    heap,
-                    vec![
-                        ("kind", heap.alloc("provider")),
-                        ("type", heap.alloc("sim")),
-                        ("visible_after", heap.alloc(delay)),
-                    ],
-                ))
+        if visible_after.is_none() && ready_after.is_none() {
+            return Ok(marker(heap, "provider", "type", "sim"));
+        }
+        let mut fields = vec![
+            ("kind", heap.alloc("provider")),
+            ("type", heap.alloc("sim")),
+        ];
+        for (name, value) in [
+            ("visible_after", visible_after),
+            ("ready_after", ready_after),
+        ] {
+            if let Some(delay) = value {
+                check_duration(name, delay)?;
+                fields.push((name, heap.alloc(delay)));
             }
         }
+        Ok(alloc_struct(heap, fields))
     }
 
     /// Instances as containers on a Docker Engine. `ports` maps a container port to a host

@@ -3,6 +3,7 @@
 //! Providers keep no private truth: every instance carries its tags on the real resource,
 //! and observed state is rebuilt from those tags alone.
 
+pub mod fenced;
 mod observe;
 mod types;
 

@@ -28,16 +28,25 @@ pub struct LockHolder {
     pub command: String,
     /// Since when, in milliseconds since the Unix epoch.
     pub since: u64,
+    /// The machine it runs on, when it is not necessarily this one (an etcd store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl LockHolder {
+    /// Who it is, without since when: "`tend run` (pid 12 on web1)".
+    pub fn who(&self) -> String {
+        match &self.host {
+            Some(host) => format!("`tend {}` (pid {} on {host})", self.command, self.pid),
+            None => format!("`tend {}` (pid {})", self.command, self.pid),
+        }
+    }
 }
 
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = now_ms().saturating_sub(self.since) / 1000;
-        write!(
-            f,
-            "`tend {}` (pid {}) since {secs}s ago",
-            self.command, self.pid
-        )
+        write!(f, "{} since {secs}s ago", self.who())
     }
 }
 
@@ -97,6 +106,7 @@ pub(super) fn acquire(path: &Path, command: &str) -> Result<LockGuard, StoreErro
         start_ticks: procfs::stat(me).map(|s| s.start_ticks).unwrap_or(0),
         command: command.to_owned(),
         since: now_ms(),
+        host: None,
     };
     let text = serde_json::to_string(&holder).map_err(|e| io(std::io::Error::other(e)))?;
     file.set_len(0).map_err(io)?;
@@ -170,6 +180,7 @@ mod tests {
                 .unwrap_or(0),
             command: "apply".into(),
             since: 0,
+            host: None,
         };
         std::fs::write(&path, serde_json::to_string(&someone).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));

@@ -1,22 +1,27 @@
-//! The local store: `.tend/` beside the spec holds the last applied spec (with a serial and a
-//! lineage id), the history of applied versions, the rollouts that failed, and the project
-//! lock.
+//! The store: the last applied spec (with a serial and a lineage id), the history of
+//! applied versions, the rollouts that failed, and the project lock. By default it is the
+//! local folder `.tend/` beside the spec; with `--store etcd://...` the same record lives in
+//! etcd ([`etcd`]), where replicated controllers share it.
 //!
-//! Every write goes to a temporary file that is synced, renamed into place, and the folder
+//! In the local folder,
+//! every write goes to a temporary file that is synced, renamed into place, and the folder
 //! synced after it, so a crash or a power cut leaves either the old file or the new one. The
 //! store is a record of intent; instances are never found from it.
 
+pub mod etcd;
 mod lock;
 mod rollouts;
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::spec::Spec;
 
+pub use etcd::EtcdStore;
 pub use lock::{LockGuard, LockHolder};
 pub use rollouts::{FailedRollout, Version};
 
@@ -38,6 +43,31 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The etcd cluster could not be reached or refused a call.
+    #[error("cannot use the etcd store at {endpoints}: {detail}")]
+    Etcd {
+        /// The endpoints.
+        endpoints: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A spec too large for one etcd transaction.
+    #[error("the spec is too large for one etcd transaction: {bytes} bytes in {operations} operations, and etcd takes at most {max_bytes} bytes (1.5 MiB) and {max_ops} operations per request; split the project", max_bytes = etcd::MAX_REQUEST_BYTES, max_ops = etcd::MAX_TXN_OPS)]
+    TooLarge {
+        /// Bytes of keys and values the commit would write.
+        bytes: usize,
+        /// Compares and operations it would make.
+        operations: usize,
+    },
+    /// The spec changed in the store since it was read.
+    #[error("the spec in the store changed since serial {read} was read (another apply committed meanwhile): nothing was written; run the command again")]
+    Conflict {
+        /// The serial that was read.
+        read: u64,
+    },
+    /// This process no longer leads: its write was refused.
+    #[error("this process no longer leads the project: its write was refused (fenced)")]
+    Deposed,
     /// A file is not what tend wrote.
     #[error("{path} is damaged: {detail}")]
     Damaged {
@@ -61,10 +91,45 @@ pub struct Applied {
     pub spec: Spec,
 }
 
-/// The state folder of one spec.
+/// The store of one project: its local state folder, and etcd when `--store` names it.
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+    remote: Option<Remote>,
+}
+
+/// The etcd store of one project.
+#[derive(Clone, Debug)]
+struct Remote {
+    etcd: Arc<EtcdStore>,
+    project: String,
+}
+
+/// The project lock while held: a kernel lock on the local folder, or, in etcd, the
+/// project's election won by this process.
+pub enum ProjectLock {
+    /// `.tend/lock`.
+    Local(LockGuard),
+    /// Leadership of the project in etcd; dropping it steps down.
+    Leader(Arc<etcd::Leadership>),
+}
+
+impl ProjectLock {
+    /// The leadership behind the lock, when it is one: what fences provider calls.
+    pub fn leadership(&self) -> Option<Arc<etcd::Leadership>> {
+        match self {
+            ProjectLock::Local(_) => None,
+            ProjectLock::Leader(l) => Some(l.clone()),
+        }
+    }
+}
+
+impl Drop for ProjectLock {
+    fn drop(&mut self) {
+        if let ProjectLock::Leader(leadership) = self {
+            leadership.step_down_now();
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -107,6 +172,48 @@ impl Store {
     pub fn new(dir: &Path) -> Store {
         Store {
             dir: dir.to_owned(),
+            remote: None,
+        }
+    }
+
+    /// The store of `project` in etcd, with `dir` for what stays on this machine.
+    pub fn etcd(dir: &Path, etcd: Arc<EtcdStore>, project: &str) -> Store {
+        Store {
+            dir: dir.to_owned(),
+            remote: Some(Remote {
+                etcd,
+                project: project.to_owned(),
+            }),
+        }
+    }
+
+    /// The etcd store, when this is one.
+    pub fn remote(&self) -> Option<&Arc<EtcdStore>> {
+        self.remote.as_ref().map(|r| &r.etcd)
+    }
+
+    /// A number that changes when a new spec is committed: the state file's modification
+    /// time here, the serial the watch saw in etcd.
+    pub fn spec_mark(&self) -> Option<u64> {
+        match &self.remote {
+            Some(r) => Some(r.etcd.spec_mark()),
+            None => std::fs::metadata(self.state_file())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64),
+        }
+    }
+
+    /// Takes the project for `command`, or says who holds it: the kernel lock here; in
+    /// etcd, the project's election (won at once, or refused naming the leader).
+    pub fn take(&self, command: &str) -> Result<ProjectLock, StoreError> {
+        match &self.remote {
+            None => self.lock(command).map(ProjectLock::Local),
+            Some(r) => r
+                .etcd
+                .hold(command)
+                .map(|l| ProjectLock::Leader(Arc::new(l))),
         }
     }
 
@@ -136,12 +243,18 @@ impl Store {
 
     /// The last applied version, if any.
     pub fn last_applied(&self) -> Result<Option<Applied>, StoreError> {
-        read_json(&self.state_file())
+        match &self.remote {
+            Some(r) => r.etcd.last_applied(&r.project),
+            None => read_json(&self.state_file()),
+        }
     }
 
     /// The version applied as `serial`, if the history still has it.
     pub fn applied(&self, serial: u64) -> Result<Option<Applied>, StoreError> {
-        read_json(&self.history_file(serial))
+        match &self.remote {
+            Some(r) => r.etcd.applied(serial),
+            None => read_json(&self.history_file(serial)),
+        }
     }
 
     /// Records `spec` as applied: the next serial, same lineage, and a copy in history.
@@ -149,6 +262,9 @@ impl Store {
     /// (an apply handing a spec to `tend run` while `--watch` commits one) never share a
     /// serial.
     pub fn commit(&self, spec: &Spec) -> Result<Applied, StoreError> {
+        if let Some(r) = &self.remote {
+            return r.etcd.commit(spec);
+        }
         let path = self.dir.join("commit.lock");
         let io = |source| StoreError::Io {
             path: path.clone(),
@@ -184,6 +300,9 @@ impl Store {
 
     /// Serials in the history, oldest first.
     pub fn history(&self) -> Vec<u64> {
+        if let Some(r) = &self.remote {
+            return r.etcd.history();
+        }
         let mut serials: Vec<u64> = std::fs::read_dir(self.dir.join("history"))
             .map(|entries| {
                 entries
@@ -199,6 +318,9 @@ impl Store {
     pub fn failed_rollouts(
         &self,
     ) -> Result<std::collections::BTreeMap<String, FailedRollout>, StoreError> {
+        if let Some(r) = &self.remote {
+            return r.etcd.failed_rollouts();
+        }
         Ok(read_json(&self.dir.join("rollouts.json"))?.unwrap_or_default())
     }
 
@@ -207,6 +329,9 @@ impl Store {
         &self,
         rollouts: &std::collections::BTreeMap<String, FailedRollout>,
     ) -> Result<(), StoreError> {
+        if let Some(r) = &self.remote {
+            return r.etcd.save_failed_rollouts(rollouts);
+        }
         let path = self.dir.join("rollouts.json");
         let text = serde_json::to_string_pretty(rollouts).map_err(|e| StoreError::Damaged {
             path: path.clone(),
@@ -234,7 +359,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 }
 
 /// A lineage id: unique enough to tell two stores apart (time in nanoseconds and pid).
-fn new_lineage() -> String {
+pub(crate) fn new_lineage() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

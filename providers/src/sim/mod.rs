@@ -29,8 +29,12 @@ use world::backend;
 const NAME: &str = "sim";
 
 /// The `visible_after` setting, in milliseconds (0 when not set).
-fn visible_after_ms(props: &BTreeMap<String, serde_json::Value>) -> Result<u64, ProviderError> {
-    match props.get("visible_after") {
+/// The duration setting `key` in milliseconds (0 when not set).
+fn duration_ms(
+    props: &BTreeMap<String, serde_json::Value>,
+    key: &str,
+) -> Result<u64, ProviderError> {
+    match props.get(key) {
         None => Ok(0),
         Some(value) => value
             .as_str()
@@ -38,9 +42,13 @@ fn visible_after_ms(props: &BTreeMap<String, serde_json::Value>) -> Result<u64, 
             .map(|d| d.as_millis())
             .ok_or_else(|| ProviderError::InvalidProps {
                 provider: NAME.to_owned(),
-                detail: format!("visible_after must be a duration, got {value}"),
+                detail: format!("{key} must be a duration, got {value}"),
             }),
     }
+}
+
+fn visible_after_ms(props: &BTreeMap<String, serde_json::Value>) -> Result<u64, ProviderError> {
+    duration_ms(props, "visible_after")
 }
 
 fn not_found(id: &str) -> ProviderError {
@@ -144,8 +152,10 @@ impl Provider for SimProvider {
 
     fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
         visible_after_ms(props)?;
+        duration_ms(props, "ready_after")?;
         let mut others = props.clone();
         others.remove("visible_after");
+        others.remove("ready_after");
         no_settings(NAME, &others)
     }
 
@@ -160,7 +170,10 @@ impl Provider for SimProvider {
         });
         let chaos = self.world.chaos.clone();
         suffer(chaos.provision(&t.group, &t.slot, &t.hash), "provision").await?;
-        let behaviour = chaos.behaviour(&t.group, &t.hash);
+        let mut behaviour = chaos.behaviour(&t.group, &t.hash);
+        behaviour.ready_after_ms = behaviour
+            .ready_after_ms
+            .max(duration_ms(&request.props, "ready_after")?);
         let address = request
             .address
             .clone()

@@ -1,0 +1,172 @@
+//! Fencing for providers: a replicated controller's provider calls pass a gate first.
+//!
+//! Providers cannot check who leads, so the leader checks for them: every call that
+//! makes, removes or restarts an instance asks the [`Gate`] (which refuses once leadership
+//! went unconfirmed too long), writes an intent before a create or destroy, and tags what it
+//! creates with `tend.epoch` (the leader's fencing token) and `tend.op` (the intent). Reads
+//! (`describe`, probes, watches) pass freely: a standby may look.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    ObservedInstance, Provider, ProviderError, ProviderEvent, ProviderSet, ProvisionRequest,
+    Selector,
+};
+use crate::health::{ProbeError, RenderedProbe};
+
+/// The label naming the leader's fencing token an instance was created under.
+pub const EPOCH_LABEL: &str = "tend.epoch";
+/// The label naming the intent an instance was created by.
+pub const OP_LABEL: &str = "tend.op";
+
+/// A create or destroy about to be made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Intended {
+    /// `create` or `destroy`.
+    pub action: &'static str,
+    /// The group.
+    pub group: String,
+    /// The slot, for a create.
+    pub slot: String,
+    /// The instance, for a destroy.
+    pub instance: String,
+}
+
+/// What decides whether this process may act, and records what it is about to do.
+#[async_trait]
+pub trait Gate: Send + Sync {
+    /// The fencing token instances are tagged with.
+    fn epoch(&self) -> i64;
+    /// `Err(why)` when this process must not act now.
+    fn check(&self) -> Result<(), String>;
+    /// A new operation id.
+    fn next_op(&self) -> String;
+    /// Records intent `op` before the call; `Err(why)` stops the call.
+    async fn intend(&self, op: &str, what: &Intended) -> Result<(), String>;
+    /// Clears intent `op` once its call ended.
+    async fn done(&self, op: &str);
+}
+
+/// `providers` with every call that acts passing `gate` first.
+pub fn fence(providers: &ProviderSet, gate: Arc<dyn Gate>) -> ProviderSet {
+    let mut fenced = ProviderSet::default();
+    for (_, provider) in providers.iter() {
+        fenced.insert(Arc::new(Fenced {
+            inner: provider.clone(),
+            gate: gate.clone(),
+        }));
+    }
+    fenced
+}
+
+/// One provider behind a gate.
+struct Fenced {
+    inner: Arc<dyn Provider>,
+    gate: Arc<dyn Gate>,
+}
+
+impl Fenced {
+    fn refused(&self, why: String) -> ProviderError {
+        ProviderError::Backend {
+            provider: self.inner.name().to_owned(),
+            detail: why,
+            source: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Fenced {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
+        self.inner.validate(props)
+    }
+
+    async fn provision(&self, mut request: ProvisionRequest) -> Result<String, ProviderError> {
+        self.gate.check().map_err(|w| self.refused(w))?;
+        let op = self.gate.next_op();
+        let what = Intended {
+            action: "create",
+            group: request.group.clone(),
+            slot: request.slot.to_string(),
+            instance: String::new(),
+        };
+        self.gate
+            .intend(&op, &what)
+            .await
+            .map_err(|w| self.refused(w))?;
+        request
+            .labels
+            .insert(EPOCH_LABEL.to_owned(), self.gate.epoch().to_string());
+        request.labels.insert(OP_LABEL.to_owned(), op.clone());
+        let made = self.inner.provision(request).await;
+        self.gate.done(&op).await;
+        made
+    }
+
+    fn publishes_ports(&self) -> bool {
+        self.inner.publishes_ports()
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        self.gate.check().map_err(|w| self.refused(w))?;
+        let op = self.gate.next_op();
+        let what = Intended {
+            action: "destroy",
+            group: String::new(),
+            slot: String::new(),
+            instance: id.to_owned(),
+        };
+        self.gate
+            .intend(&op, &what)
+            .await
+            .map_err(|w| self.refused(w))?;
+        let removed = self.inner.destroy(id).await;
+        self.gate.done(&op).await;
+        removed
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        self.inner.describe(selector).await
+    }
+
+    async fn alive(&self, id: &str, selector: &Selector) -> Result<bool, ProviderError> {
+        self.inner.alive(id, selector).await
+    }
+
+    async fn has_remains(&self, id: &str) -> Result<bool, ProviderError> {
+        self.inner.has_remains(id).await
+    }
+
+    async fn restart(&self, id: &str) -> Result<bool, ProviderError> {
+        self.gate.check().map_err(|w| self.refused(w))?;
+        self.inner.restart(id).await
+    }
+
+    async fn probe(
+        &self,
+        id: &str,
+        probe: &RenderedProbe,
+        timeout: Duration,
+    ) -> Option<Result<(), ProbeError>> {
+        self.inner.probe(id, probe, timeout).await
+    }
+
+    fn probes_by_id(&self) -> bool {
+        self.inner.probes_by_id()
+    }
+
+    async fn watch(
+        &self,
+        selector: &Selector,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
+        self.inner.watch(selector).await
+    }
+}
