@@ -91,13 +91,34 @@ fn settings(props: &BTreeMap<String, serde_json::Value>) -> Result<Settings, Pro
             .get("network")
             .and_then(|v| v.as_str())
             .map(str::to_owned),
-        host: props
-            .get("host")
-            .and_then(|v| v.as_str())
-            .unwrap_or(DEFAULT_HOST)
-            .to_owned(),
+        host: engine_address(
+            props
+                .get("host")
+                .and_then(|v| v.as_str())
+                .unwrap_or(DEFAULT_HOST),
+        )
+        .map_err(invalid)?,
         pull: props.get("pull").and_then(|v| v.as_bool()).unwrap_or(false),
     })
+}
+
+/// Checks an engine's address: `unix:///path/to/docker.sock`, or `tcp://host:port` (an
+/// engine listening beside its socket, reachable from every replica of a controller).
+fn engine_address(host: &str) -> Result<String, String> {
+    let ok = match host.split_once("://") {
+        Some(("unix", path)) => path.starts_with('/'),
+        Some(("tcp" | "http", address)) => address
+            .rsplit_once(':')
+            .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok()),
+        _ => false,
+    };
+    if ok {
+        Ok(host.to_owned())
+    } else {
+        Err(format!(
+            "host must be unix:///path/to/docker.sock or tcp://HOST:PORT, got {host:?}"
+        ))
+    }
 }
 
 /// Containers on Docker Engines.
@@ -161,7 +182,12 @@ impl DockerProvider {
         let unreachable = |e: bollard::errors::Error| {
             backend(format!("cannot reach the Docker engine at {host}: {e}"))
         };
-        let client = Docker::connect_with_unix(host, 120, API_DEFAULT_VERSION)
+        let client = if host.starts_with("unix://") {
+            Docker::connect_with_unix(host, 120, API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(host, 120, API_DEFAULT_VERSION)
+        };
+        let client = client
             .map_err(unreachable)?
             .negotiate_version()
             .await
@@ -580,10 +606,13 @@ impl Provider for DockerProvider {
     }
 
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
-        let mut all = Vec::new();
+        let mut all: Vec<ObservedInstance> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for (host, required) in self.hosts() {
             match self.describe_on(&host, selector).await {
-                Ok(found) => all.extend(found),
+                // One engine reached two ways (its socket, and tcp) shows each container
+                // twice: it is one instance.
+                Ok(found) => all.extend(found.into_iter().filter(|i| seen.insert(i.id.clone()))),
                 // An engine no spec named, that does not answer, holds nothing of ours.
                 Err(_) if !required => {}
                 Err(e) => return Err(e),

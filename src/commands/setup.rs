@@ -91,8 +91,12 @@ pub fn secrets() -> SecretSource {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
+        let fault = match e {
+            StoreError::TooLarge { .. } => Fault::Spec,
+            _ => Fault::Environment,
+        };
         Failure::Other {
-            fault: Fault::Environment,
+            fault,
             message: e.to_string(),
         }
     }

@@ -6,6 +6,7 @@ mod cli;
 mod docker;
 mod errors;
 mod etcd;
+mod etcd_store;
 mod examples;
 mod harness;
 mod instance_processes;

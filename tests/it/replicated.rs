@@ -147,6 +147,7 @@ fn fold(text: &str, seen: &mut Seen) {
 struct Project {
     dir: tempfile::TempDir,
     store: String,
+    name: String,
     replicas: Vec<Replica>,
 }
 
@@ -163,6 +164,7 @@ impl Project {
         let project = Project {
             dir,
             store: cluster.url(),
+            name: "ha".to_owned(),
             replicas: Vec::new(),
         };
         project.write_spec(1);
@@ -230,7 +232,7 @@ impl Project {
             .ctl(&[
                 "get",
                 "--prefix",
-                "/tend/v1/ha/members/",
+                &format!("/tend/v1/{}/members/", self.name),
                 "--print-value-only",
             ])
             .lines()
@@ -547,4 +549,149 @@ fn killing_a_standby_changes_nothing_and_an_apply_during_failover_is_kept() {
     assert_eq!(p.leader(&cluster, None), last);
     let new_hash = watcher.with(|s| s.live.values().next().map(|m| m.hash.clone()));
     check_rollout(&watcher, &new_hash.unwrap_or_default());
+}
+
+/// A TCP port on 127.0.0.1 that leads to the Docker engine's socket: an engine "listening
+/// on tcp" without reconfiguring the machine's engine. Stops accepting when dropped.
+struct EngineOverTcp {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl EngineOverTcp {
+    fn start() -> EngineOverTcp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::Acquire) {
+                let Ok((tcp, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = tcp.set_nonblocking(false);
+                let Ok(unix) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock")
+                else {
+                    continue;
+                };
+                let (Ok(mut tcp_in), Ok(mut unix_in)) = (tcp.try_clone(), unix.try_clone()) else {
+                    continue;
+                };
+                let (mut tcp_out, mut unix_out) = (tcp, unix);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut tcp_in, &mut unix_out);
+                    let _ = unix_out.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut unix_in, &mut tcp_out);
+                    let _ = tcp_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        EngineOverTcp { port, stop }
+    }
+}
+
+impl Drop for EngineOverTcp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Running containers of `project`: (id, fencing token label).
+fn containers(project: &str) -> Vec<(String, String)> {
+    let out = Command::new("docker")
+        .args(["ps", "--no-trunc", "--filter"])
+        .arg(format!("label=tend.project={project}"))
+        .args(["--format", "{{.ID}} {{.Label \"tend.epoch\"}}"])
+        .output()
+        .unwrap_or_else(|e| panic!("docker: {e}"));
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, epoch)| (id.to_owned(), epoch.to_owned()))
+        .collect()
+}
+
+#[test]
+fn replicas_keep_containers_on_an_engine_they_reach_over_tcp() {
+    let _engine = crate::docker::ENGINE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let test = "replicated::replicas_keep_containers_on_an_engine_they_reach_over_tcp";
+    if !crate::docker::have_engine(test) {
+        return;
+    }
+    let Some(cluster) = Cluster::start(test) else {
+        return;
+    };
+    let engine = EngineOverTcp::start();
+    let mut p = Project::new(&cluster);
+    p.name = "it-ha-docker".to_owned();
+    std::fs::write(
+        p.path().join("main.star"),
+        format!(
+            r#"project(name = "it-ha-docker")
+group(name = "web", size = 2, provider = docker("{}", host = "tcp://127.0.0.1:{}", network = "none"), flavor = flavor(command = ["sleep", "1000"]))
+"#,
+            crate::docker::IMAGE,
+            engine.port
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let first = containers("it-ha-docker");
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(
+        first.iter().all(|(_, epoch)| !epoch.is_empty()),
+        "{first:?}"
+    );
+    for _ in 0..3 {
+        p.start_replica("4s", "1s");
+    }
+    let leader = p.wait_for_leader(&cluster, None, Duration::from_secs(20));
+    p.kill_replica(leader);
+    p.wait_for_leader(&cluster, Some(leader), Duration::from_secs(20));
+    // The new leader heals a container the engine lost.
+    let (victim, _) = first[0].clone();
+    // (A killed container may be started again in place: same id.)
+    let killed = Command::new("docker").args(["kill", &victim]).output();
+    assert!(killed.is_ok_and(|o| o.status.success()));
+    assert_eq!(containers("it-ha-docker").len(), 1);
+    // Started again in place, or replaced: two run again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = containers("it-ha-docker");
+        if now.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not healed: {now:?}\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Stopped replicas step down at once; then the project can be destroyed.
+    for r in &mut p.replicas {
+        if let Some(mut child) = r.child.take() {
+            signal(child.id(), "-TERM");
+            let _ = child.wait();
+        }
+    }
+    let out = p.tend(&["destroy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(containers("it-ha-docker").is_empty());
 }

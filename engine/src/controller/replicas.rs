@@ -104,7 +104,10 @@ impl Replica {
                     continue;
                 }
             };
-            let Some(leadership) = self.stand_by(&etcd, session, &stop, resync).await else {
+            let Some(leadership) = self.stand_by(&etcd, session.clone(), &stop, resync).await
+            else {
+                // Its key leaves the election queue now, not when its lease runs out.
+                etcd.end_session(&session).await;
                 if *stop.borrow() {
                     return Ok(());
                 }
@@ -114,6 +117,7 @@ impl Replica {
             let stopped = self.lead(&etcd, leadership.clone(), &stop).await?;
             if stopped {
                 leadership.resign().await;
+                etcd.end_session(&session).await;
                 self.say("stepped down: stopped".to_owned());
                 return Ok(());
             }

@@ -517,9 +517,14 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             mapped.push((inside, outside));
         }
         if let Some(h) = host {
-            if !h.starts_with("unix://") {
+            let known = h.strip_prefix("unix:///").is_some()
+                || h.strip_prefix("tcp://").is_some_and(|a| {
+                    a.rsplit_once(':')
+                        .is_some_and(|(n, p)| !n.is_empty() && p.parse::<u16>().is_ok())
+                });
+            if !known {
                 anyhow::bail!(
-                    "docker host {h:?}: only local engines, as unix:///path/to/docker.sock"
+                    "docker host {h:?}: use unix:///path/to/docker.sock, or tcp://HOST:PORT for an engine every replica reaches"
                 );
             }
         }

@@ -52,7 +52,7 @@ pub enum StoreError {
         detail: String,
     },
     /// A spec too large for one etcd transaction.
-    #[error("the spec is too large for one etcd transaction: {bytes} bytes in {operations} operations, and etcd takes at most {max_bytes} bytes (1.5 MiB) and {max_ops} operations per request; split the project", max_bytes = etcd::MAX_REQUEST_BYTES, max_ops = etcd::MAX_TXN_OPS)]
+    #[error("the spec is too large for one etcd transaction: {bytes} bytes (its changed groups, and the whole spec again for the history) in {operations} operations, and etcd takes at most {max_bytes} bytes (1.5 MiB) and {max_ops} operations per request; split the project", max_bytes = etcd::MAX_REQUEST_BYTES, max_ops = etcd::MAX_TXN_OPS)]
     TooLarge {
         /// Bytes of keys and values the commit would write.
         bytes: usize,

@@ -268,6 +268,17 @@ impl EtcdStore {
         Ok(session)
     }
 
+    /// Ends a session at once: its lease is revoked, and with it its election key and its
+    /// `members/` entry (otherwise they stay until the lease runs out).
+    pub async fn end_session(&self, session: &Session) {
+        session.closed.store(true, Ordering::Release);
+        let _ = self
+            .call(session.lease, |mut c, lease| async move {
+                c.lease_revoke(lease).await
+            })
+            .await;
+    }
+
     /// Announces `member` under `members/`, on the session's lease: it disappears when the
     /// replica does.
     pub async fn announce(&self, session: &Session, member: &Member) -> Result<(), StoreError> {
