@@ -47,7 +47,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
             )));
         }
     }
-    let (state_dir, store) = open_store(&spec_args.spec, &args.store, &spec.project)?;
+    let (state_dir, store) = open_store(&spec_args.spec, &args.store, &spec)?;
     let lock = match store.take("apply") {
         Ok(lock) => lock,
         Err(StoreError::Locked {

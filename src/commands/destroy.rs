@@ -13,7 +13,7 @@ use super::setup::{load, look, open_store, runtime, Drive};
 /// engine that is down is an error, never "no changes".
 pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
-    let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec.project)?;
+    let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
     let lock = store.take("destroy")?;
     let providers = super::setup::fenced(providers::all(&state_dir), &lock);
     let nothing = Spec {

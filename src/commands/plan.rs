@@ -18,7 +18,7 @@ pub fn run(
     store: &StoreArgs,
 ) -> Result<i32, Failure> {
     let (spec, _) = load(args)?;
-    let (state_dir, store) = open_store(&args.spec, store, &spec.project)?;
+    let (state_dir, store) = open_store(&args.spec, store, &spec)?;
     let providers = providers::all(&state_dir);
     let previous: Vec<_> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
     let look = look(&runtime()?, &spec, &previous, &store, &providers)?;

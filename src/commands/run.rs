@@ -88,7 +88,7 @@ fn reload_for(spec: &SpecArgs, watch: bool) -> Option<Reload> {
 pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let resync = duration_flag("--resync", &args.resync)?;
-    let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec.project)?;
+    let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
     let providers = providers::all(&state_dir);
     let options = {
         let parallelism = args.parallelism.max(1);

@@ -39,8 +39,9 @@ pub fn state_dir_for(spec: &Path, given: Option<PathBuf>) -> PathBuf {
 pub fn open_store(
     spec_path: &Path,
     args: &StoreArgs,
-    project: &str,
+    spec: &Spec,
 ) -> Result<(PathBuf, Store), Failure> {
+    let project = spec.project.as_str();
     let state_dir = state_dir_for(spec_path, args.state_dir.clone());
     match args.store.as_deref().map(str::trim) {
         None | Some("") | Some("local") => {
@@ -53,11 +54,33 @@ pub fn open_store(
                     fault: Fault::Usage,
                     message: format!("--store: {message}"),
                 })?;
+            process_groups_name_their_machine(spec)?;
             let etcd = EtcdStore::connect(&endpoints, project)?;
             let store = Store::etcd(&state_dir, etcd, project);
             Ok((state_dir, store))
         }
     }
+}
+
+/// With an etcd store, controllers on other machines share the project: a group of local
+/// processes must say which machine keeps them.
+fn process_groups_name_their_machine(spec: &Spec) -> Result<(), Failure> {
+    let Some(group) = spec
+        .groups
+        .iter()
+        .find(|g| g.provider.kind == "process" && !g.provider.props.contains_key("machine"))
+    else {
+        return Ok(());
+    };
+    let diagnostic = engine::diagnostic::Diagnostic::new(
+        format!(
+            "group {:?} runs local processes but names no machine: with an etcd store, tends on other machines share the project, and only one on the processes' machine may keep them; say which, as process(machine = {:?})",
+            group.name,
+            engine::store::etcd::host_name()
+        ),
+        group.origin.clone(),
+    );
+    Err(Failure::Spec(diagnostic.to_string()))
 }
 
 /// `providers`, fenced by the project lock when it is a leadership in etcd: every call

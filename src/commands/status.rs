@@ -10,7 +10,7 @@ use super::setup::{load, look, open_store, runtime};
 /// project, its view (phases, failing groups, backoffs).
 pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failure> {
     let (spec, _) = load(args)?;
-    let (state_dir, store) = open_store(&args.spec, store, &spec.project)?;
+    let (state_dir, store) = open_store(&args.spec, store, &spec)?;
     let applied = store.last_applied()?;
     let previous: Vec<_> = applied.iter().map(|a| a.spec.clone()).collect();
     let providers = providers::all(&state_dir);

@@ -189,6 +189,50 @@ fn bad_stores_and_a_spec_past_etcds_limits_are_clear_errors() {
         assert_eq!(out.status.code(), Some(1), "{name}");
         settings.bind(|| insta::assert_snapshot!(name, text(&out.stderr)));
     }
+    // Local processes under an etcd store must name their machine.
+    std::fs::write(
+        dir.path().join("main.star"),
+        "project(name = \"procs\")\n\
+         group(name = \"web\", size = 1, provider = process(), flavor = flavor(command = [\"sleep\", \"100\"]))\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = tend(dir.path(), &["plan", "--store", "etcd://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let here = engine::store::etcd::host_name();
+    let stderr = text(&out.stderr).replace(&format!("{here:?}"), "\"<this machine>\"");
+    settings.bind(|| insta::assert_snapshot!("process_group_without_machine", stderr));
+    // A group of another machine's processes is not observed here, so nothing is planned
+    // for it; one of this machine's is.
+    for (machine, observed) in [("elsewhere.example", false), (here.as_str(), true)] {
+        std::fs::write(
+            dir.path().join("main.star"),
+            format!(
+                "project(name = \"procs\")\n\
+                 group(name = \"web\", size = 1, provider = process(machine = {machine:?}), flavor = flavor(command = [\"sleep\", \"100\"]))\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let out = tend(dir.path(), &["plan"]);
+        if observed {
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            assert!(
+                text(&out.stdout).contains("+ create  web/0"),
+                "{}",
+                text(&out.stdout)
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(
+                text(&out.stderr).contains(
+                    "process instances of machine \"elsewhere.example\" are kept only by a tend on that machine"
+                ),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    std::fs::write(dir.path().join("main.star"), two_groups(1, false))
+        .unwrap_or_else(|e| panic!("{e}"));
     // The same through the environment.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tend"))
         .args(["plan"])

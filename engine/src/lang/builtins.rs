@@ -435,9 +435,11 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
 
     /// Instances as local OS processes, each in a session of its own and, where tend may
     /// make them, in cgroups of its own (`cgroups = False` keeps to the session alone; then
-    /// `resources()` cannot be enforced).
+    /// `resources()` cannot be enforced). `machine` names the machine the instances live on:
+    /// only a tend there sees and keeps them; with an etcd store it is required.
     fn process<'v>(
         #[starlark(require = named, default = true)] cgroups: bool,
+        #[starlark(require = named)] machine: Option<&str>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         let mut fields = vec![
@@ -446,6 +448,12 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         ];
         if !cgroups {
             fields.push(("cgroups", heap.alloc(false)));
+        }
+        if let Some(machine) = machine {
+            if machine.trim().is_empty() {
+                anyhow::bail!("process(machine = ...) needs a machine's name");
+            }
+            fields.push(("machine", heap.alloc(machine)));
         }
         Ok(alloc_struct(heap, fields))
     }

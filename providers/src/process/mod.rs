@@ -53,6 +53,24 @@ fn backend(detail: String) -> ProviderError {
 /// A new instance announced to a running `watch`: its id, pid, start ticks and cgroups.
 type Announced = (String, u32, u64, InstanceCgroup);
 
+/// The machine a group's settings name, if any.
+fn machine_of(props: &BTreeMap<String, serde_json::Value>) -> Option<&str> {
+    props.get("machine").and_then(|v| v.as_str())
+}
+
+/// Refuses to act on, or to speak for, the processes of another machine: only a
+/// controller on that machine sees and keeps them.
+fn on_machine(machine: &str) -> Result<(), ProviderError> {
+    let here = engine::store::etcd::host_name();
+    if machine == here {
+        Ok(())
+    } else {
+        Err(backend(format!(
+            "process instances of machine {machine:?} are kept only by a tend on that machine; this is {here:?}"
+        )))
+    }
+}
+
 /// Local processes, with logs and records under `<state_dir>/process/`.
 pub struct ProcessProvider {
     dir: PathBuf,
@@ -63,6 +81,9 @@ pub struct ProcessProvider {
     cgroups: OnceLock<Cgroups>,
     /// Where new instances are announced to a running `watch`.
     watched: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Announced>>>,
+    /// Machines the groups checked since the last `describe` name (`process(machine =
+    /// ...)`): instances of another machine are kept only by a controller there.
+    machines: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn now_ms() -> u64 {
@@ -87,6 +108,7 @@ impl ProcessProvider {
             children: Mutex::new(HashSet::new()),
             cgroups: OnceLock::new(),
             watched: Mutex::new(None),
+            machines: Mutex::new(Default::default()),
         }
     }
 
@@ -162,12 +184,23 @@ impl Provider for ProcessProvider {
 
     fn validate(&self, props: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
         for (key, value) in props {
-            let fits = key == "cgroups" && value.is_boolean();
+            let fits = match key.as_str() {
+                "cgroups" => value.is_boolean(),
+                "machine" => value.as_str().is_some_and(|m| !m.is_empty()),
+                _ => false,
+            };
             if !fits {
                 return Err(ProviderError::InvalidProps {
                     provider: NAME.to_owned(),
-                    detail: format!("process takes only `cgroups` (True or False), got {key:?}"),
+                    detail: format!(
+                        "process takes only `cgroups` (True or False) and `machine` (a name), got {key:?}"
+                    ),
                 });
+            }
+        }
+        if let Some(machine) = machine_of(props) {
+            if let Ok(mut machines) = self.machines.lock() {
+                machines.insert(machine.to_owned());
             }
         }
         Ok(())
@@ -175,6 +208,9 @@ impl Provider for ProcessProvider {
 
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
         require_tags(NAME, &request)?;
+        if let Some(machine) = machine_of(&request.props) {
+            on_machine(machine)?;
+        }
         let logs = self.dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;
@@ -345,6 +381,14 @@ impl Provider for ProcessProvider {
     /// One pass over `/proc`, on the blocking pool: with many processes it takes a while,
     /// and what else tend does (a heal, say) goes on meanwhile.
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let named = self
+            .machines
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default();
+        for machine in &named {
+            on_machine(machine)?;
+        }
         let records = self.records.load()?;
         let project = selector.project.clone();
         let (found, ended) = tokio::task::spawn_blocking(move || {
