@@ -16,5 +16,6 @@ mod process;
 mod reconciler;
 mod replicated;
 mod run;
+mod sim_lease;
 mod simulation;
 mod tend_test;

@@ -17,7 +17,10 @@
 //! - a paused group makes no progress (no serving instance replaced, no instance of the
 //!   failed version made in a new slot);
 //! - once the faults stop, the project converges within a bound: every slot served at the
-//!   wanted version, or a bad deploy paused or rolled back with the group still serving.
+//!   wanted version, or a bad deploy paused or rolled back with the group still serving;
+//! - a leader acts (creates or destroys through its fence) only while no newer leader
+//!   exists: the schedule cuts the leader's lease off from etcd, or pauses its process past
+//!   the lease's TTL, and then a standby takes over (see `sim_lease`).
 //!
 //! Odd seeds run the controller as it runs at scale: every death a provider tells is
 //! healed at once from the last look, without a new one (from 500 instances on in real
@@ -43,6 +46,8 @@ use engine::spec::{
 };
 use engine::store::{FailedRollout, Store};
 use providers::sim::{Behaviour, CallFault, Change, Chaos, SimProvider, SimState, SimWorld};
+
+use crate::sim_lease::{SimLease, FENCE_MS, TTL_MS};
 
 /// The wall time the simulated world starts at.
 const T0: u64 = 1_800_000_000_000;
@@ -270,6 +275,8 @@ struct Checker {
     /// When the running controller started: what it has not had time to judge is not held
     /// against it.
     controller_since: Mutex<u64>,
+    /// Every leader's epoch, with when it started to lead.
+    leaders: Mutex<Vec<(i64, u64)>>,
     state: Mutex<CheckState>,
 }
 
@@ -302,6 +309,28 @@ impl Checker {
         let at = self.now() - T0;
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.trace.push(format!("{:>8.3}s {line}", at as f64 / 1000.0));
+    }
+
+    /// A leader's fence let a call through: no newer leader may exist by then.
+    fn acted(&self, epoch: i64, what: String) {
+        let now = self.now();
+        let newer = self
+            .leaders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(e, since)| *e > epoch && *since <= now)
+            .copied();
+        if let Some((e, since)) = newer {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.violation(
+                &mut s,
+                format!(
+                    "epoch {epoch} acted ({what}) after epoch {e} took over at {:.3}s",
+                    (since - T0) as f64 / 1000.0
+                ),
+            );
+        }
     }
 
     fn violation(&self, s: &mut CheckState, line: String) {
@@ -861,6 +890,7 @@ fn new_controller(
     clock: Clock,
     journal: Arc<Journal>,
     quick_heals_from: usize,
+    lease: Arc<SimLease>,
 ) -> Controller {
     let applied = store
         .last_applied()
@@ -869,6 +899,7 @@ fn new_controller(
         .unwrap_or_else(|| panic!("nothing committed"));
     let mut providers = ProviderSet::default();
     providers.insert(Arc::new(SimProvider::with_world(world.clone())));
+    let providers = engine::provider::fenced::fence(&providers, lease);
     Controller::new(
         applied.spec,
         applied.serial,
@@ -894,20 +925,49 @@ fn new_controller(
 type Running = (
     tokio::task::JoinHandle<Result<(), engine::controller::ControllerError>>,
     tokio::sync::watch::Sender<bool>,
+    Arc<SimLease>,
 );
 
+/// Starts a controller that leads with a new lease (the epoch after the last).
 fn start(
     world: &SimWorld,
     store: &Store,
-    clock: Clock,
+    checker: &Arc<Checker>,
     journals: &mut Vec<Arc<Journal>>,
     quick_heals_from: usize,
 ) -> Running {
+    let clock = checker.clock;
     let journal = Arc::new(Journal::new(clock, false));
     journals.push(journal.clone());
-    let controller = new_controller(world, store, clock, journal, quick_heals_from);
+    let epoch = {
+        let mut leaders = checker.leaders.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = leaders.last().map_or(1, |(e, _)| e + 1);
+        leaders.push((epoch, clock.epoch_ms()));
+        epoch
+    };
+    let acted = {
+        let checker = checker.clone();
+        Arc::new(move |epoch, what| checker.acted(epoch, what))
+    };
+    let lease = SimLease::start(epoch, clock, acted);
+    let controller = new_controller(
+        world,
+        store,
+        clock,
+        journal,
+        quick_heals_from,
+        lease.clone(),
+    );
     let (tx, rx) = tokio::sync::watch::channel(false);
-    (tokio::spawn(controller.run(rx)), tx)
+    (tokio::spawn(controller.run(rx)), tx, lease)
+}
+
+/// Sleeps until `at` on the simulated clock (at once when it has passed).
+async fn sleep_until_ms(clock: Clock, at: u64) {
+    let now = clock.epoch_ms();
+    if at > now {
+        tokio::time::sleep(Duration::from_millis(at - now)).await;
+    }
 }
 
 /// Runs one seed on a paused runtime.
@@ -941,6 +1001,7 @@ async fn simulate(seed: u64) -> Outcome {
         store_dir: dir.path().to_owned(),
         specs: Mutex::new(Vec::new()),
         controller_since: Mutex::new(T0),
+        leaders: Mutex::new(Vec::new()),
         state: Mutex::new(CheckState::default()),
     });
     let observer_checker = checker.clone();
@@ -985,7 +1046,9 @@ async fn simulate(seed: u64) -> Outcome {
     };
     commit(&versions, "first spec");
     let mut journals = Vec::new();
-    let mut running = start(&world, &store, clock, &mut journals, quick_heals_from);
+    let mut running = start(&world, &store, &checker, &mut journals, quick_heals_from);
+    // Leaders that lost their lease: stopped, their running actions finishing.
+    let mut deposed: Vec<Running> = Vec::new();
     let sampler = {
         let (world, checker) = (world.clone(), checker.clone());
         tokio::spawn(async move {
@@ -1086,11 +1149,58 @@ async fn simulate(seed: u64) -> Outcome {
                 checker.trace("schedule: controller killed and restarted".into());
                 running.0.abort();
                 let _ = (&mut running.0).await;
-                running = start(&world, &store, clock, &mut journals, quick_heals_from);
+                running = start(&world, &store, &checker, &mut journals, quick_heals_from);
                 *checker
                     .controller_since
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = now;
+            }
+            91..=94 => {
+                // Cut off from etcd: its keep-alives go unanswered while it runs on. It stops
+                // acting once its fence passes, and stops itself as the real replica does;
+                // a standby leads once the lease's TTL is over.
+                let lease = running.2.clone();
+                checker.trace(format!(
+                    "schedule: the leader (epoch {}) is cut off from etcd",
+                    lease.epoch()
+                ));
+                lease.cut_off();
+                let expires = lease.expires_at();
+                sleep_until_ms(clock, expires - TTL_MS + FENCE_MS).await;
+                let _ = running.1.send(true);
+                sleep_until_ms(clock, expires).await;
+                let next = start(&world, &store, &checker, &mut journals, quick_heals_from);
+                deposed.push(std::mem::replace(&mut running, next));
+                checker.trace(format!("schedule: epoch {} leads", running.2.epoch()));
+                *checker
+                    .controller_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = clock.epoch_ms();
+            }
+            95..=98 => {
+                // Its whole process paused past the TTL: a standby leads meanwhile; when it
+                // resumes its calls find the fence passed, and it steps down.
+                let ms = rng.between(12_000, 40_000);
+                let lease = running.2.clone();
+                checker.trace(format!(
+                    "schedule: the leader (epoch {}) is paused for {ms} ms",
+                    lease.epoch()
+                ));
+                lease.set_paused(true);
+                let resume_at = now + ms;
+                sleep_until_ms(clock, lease.expires_at()).await;
+                let next = start(&world, &store, &checker, &mut journals, quick_heals_from);
+                let old = std::mem::replace(&mut running, next);
+                checker.trace(format!("schedule: epoch {} leads", running.2.epoch()));
+                *checker
+                    .controller_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = clock.epoch_ms();
+                sleep_until_ms(clock, resume_at).await;
+                checker.trace(format!("schedule: epoch {} resumes", lease.epoch()));
+                lease.set_paused(false);
+                let _ = old.1.send(true);
+                deposed.push(old);
             }
             57..=68 => {
                 let name = ["db", "web", "worker"][rng.below(3) as usize];
@@ -1187,6 +1297,10 @@ async fn simulate(seed: u64) -> Outcome {
     let last_reason = outcome.err().unwrap_or_default();
     running.0.abort();
     let _ = running.0.await;
+    for old in deposed {
+        old.0.abort();
+        let _ = old.0.await;
+    }
     sampler.abort();
     let mut state = checker.state.lock().unwrap_or_else(|p| p.into_inner());
     if settled_after_ms.is_none() {

@@ -4,7 +4,10 @@
 //! makes, removes or restarts an instance asks the [`Gate`] (which refuses once leadership
 //! went unconfirmed too long), writes an intent before a create or destroy, and tags what it
 //! creates with `tend.epoch` (the leader's fencing token) and `tend.op` (the intent). Reads
-//! (`describe`, probes, watches) pass freely: a standby may look.
+//! (`describe`, probes, watches) pass freely: a standby may look. A call still running when
+//! the fence passes is abandoned, so it cannot land long after another leader took over
+//! (a provider may still have done it by then: the new leader's first look finds it by
+//! its tags, and reaps what is twice in a slot).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +52,29 @@ pub trait Gate: Send + Sync {
     async fn intend(&self, op: &str, what: &Intended) -> Result<(), String>;
     /// Clears intent `op` once its call ended.
     async fn done(&self, op: &str);
+    /// Resolves once this process must not act any more (its fence passed).
+    async fn lapsed(&self) {
+        while self.check().is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Runs `call`, abandoned if the fence passes first: a call still running then could
+/// land after another leader took over.
+async fn within_fence<T>(
+    gate: &dyn Gate,
+    provider: &str,
+    call: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    tokio::select! {
+        done = call => done,
+        _ = gate.lapsed() => Err(ProviderError::Backend {
+            provider: provider.to_owned(),
+            detail: "abandoned: this controller's leadership lapsed during the call".to_owned(),
+            source: None,
+        }),
+    }
 }
 
 /// `providers` with every call that acts passing `gate` first.
@@ -106,7 +132,7 @@ impl Provider for Fenced {
             .labels
             .insert(EPOCH_LABEL.to_owned(), self.gate.epoch().to_string());
         request.labels.insert(OP_LABEL.to_owned(), op.clone());
-        let made = self.inner.provision(request).await;
+        let made = within_fence(&*self.gate, self.name(), self.inner.provision(request)).await;
         self.gate.done(&op).await;
         made
     }
@@ -128,7 +154,7 @@ impl Provider for Fenced {
             .intend(&op, &what)
             .await
             .map_err(|w| self.refused(w))?;
-        let removed = self.inner.destroy(id).await;
+        let removed = within_fence(&*self.gate, self.name(), self.inner.destroy(id)).await;
         self.gate.done(&op).await;
         removed
     }
@@ -147,7 +173,7 @@ impl Provider for Fenced {
 
     async fn restart(&self, id: &str) -> Result<bool, ProviderError> {
         self.gate.check().map_err(|w| self.refused(w))?;
-        self.inner.restart(id).await
+        within_fence(&*self.gate, self.name(), self.inner.restart(id)).await
     }
 
     async fn probe(
