@@ -114,10 +114,21 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             ttl: duration_flag("--lease-ttl", &args.lease_ttl)?,
             keep_alive: duration_flag("--keep-alive", &args.keep_alive)?,
         };
-        if election.keep_alive >= election.ttl {
+        let fence = engine::store::etcd::fence_after(election.ttl);
+        if election.ttl.subsec_nanos() != 0 || election.ttl.as_secs() < 2 {
             return Err(Failure::Other {
                 fault: Fault::Usage,
-                message: "--keep-alive must be shorter than --lease-ttl".to_owned(),
+                message: "--lease-ttl: etcd counts leases in whole seconds; give at least 2s"
+                    .to_owned(),
+            });
+        }
+        if election.keep_alive * 2 > fence {
+            return Err(Failure::Other {
+                fault: Fault::Usage,
+                message: format!(
+                    "--keep-alive {:?} is too slow for --lease-ttl {:?}: a leader stops acting {:?} after its last answered keep-alive, so two must fit in that",
+                    election.keep_alive, election.ttl, fence
+                ),
             });
         }
         return rt.block_on(async {

@@ -184,8 +184,32 @@ fn bad_stores_and_a_spec_past_etcds_limits_are_clear_errors() {
         ("store_not_a_url", "consul://127.0.0.1:8500"),
         ("store_without_endpoints", "etcd://"),
         ("store_endpoint_without_port", "etcd://127.0.0.1"),
+        (
+            "store_with_credentials",
+            "etcd://root:secret@127.0.0.1:2379",
+        ),
     ] {
         let out = tend(dir.path(), &["plan", "--store", store]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        settings.bind(|| insta::assert_snapshot!(name, text(&out.stderr)));
+    }
+    // Keep-alives too slow for the lease's fence, and a TTL etcd cannot count.
+    for (name, ttl, keep_alive) in [
+        ("keep_alive_too_slow", "4s", "3s"),
+        ("lease_ttl_not_whole_seconds", "2500ms", "500ms"),
+    ] {
+        let out = tend(
+            dir.path(),
+            &[
+                "run",
+                "--store",
+                "etcd://127.0.0.1:1",
+                "--lease-ttl",
+                ttl,
+                "--keep-alive",
+                keep_alive,
+            ],
+        );
         assert_eq!(out.status.code(), Some(1), "{name}");
         settings.bind(|| insta::assert_snapshot!(name, text(&out.stderr)));
     }

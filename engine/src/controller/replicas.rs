@@ -114,7 +114,22 @@ impl Replica {
                 continue;
             };
             let leadership = Arc::new(leadership);
-            let stopped = self.lead(&etcd, leadership.clone(), &stop).await?;
+            let stopped = match self.lead(&etcd, leadership.clone(), &stop).await {
+                Ok(stopped) => stopped,
+                // The store failing (etcd unreachable, this leader deposed) ends this
+                // leadership, not the replica: it steps down and stands by again.
+                Err(ControllerError::Store(e))
+                | Err(ControllerError::Reconcile(crate::reconcile::ReconcileError::Store(e))) => {
+                    self.say(format!("stepping down: the store failed: {e}"));
+                    leadership.resign().await;
+                    etcd.end_session(&session).await;
+                    if wait_or_stop(&stop, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if stopped {
                 leadership.resign().await;
                 etcd.end_session(&session).await;
@@ -146,20 +161,17 @@ impl Replica {
         tokio::pin!(campaign);
         let mut said_leader = None;
         loop {
-            let serial = self.observe().await;
-            let mut me = self.member.clone();
-            me.serial = serial;
-            let _ = etcd.announce(&session, &me).await;
-            let leader = etcd.leader().ok().flatten();
-            let leader_name = leader.as_ref().map(ToString::to_string);
-            if leader_name != said_leader && !leader.as_ref().is_some_and(|l| *l == self.leading())
-            {
-                match &leader_name {
-                    Some(l) => self.say(format!("standing by; the leader is {l}")),
-                    None => self.say("standing by; nobody leads yet".to_owned()),
-                }
-                said_leader = leader_name;
-            }
+            // The look runs beside the campaign: a standby that wins acts at once, whatever
+            // its look was doing.
+            let look = async {
+                let serial = self.observe().await;
+                let mut me = self.member.clone();
+                me.serial = serial;
+                let _ = etcd.announce(&session, &me).await;
+                let leader = etcd.leader().ok().flatten();
+                tokio::time::sleep(resync).await;
+                leader
+            };
             tokio::select! {
                 won = &mut campaign => match won {
                     Ok(leadership) => return Some(leadership),
@@ -173,7 +185,16 @@ impl Replica {
                     self.say("the session's lease ended; opening a new one".to_owned());
                     return None;
                 }
-                _ = tokio::time::sleep(resync) => {}
+                leader = look => {
+                    let name = leader.as_ref().map(ToString::to_string);
+                    if name != said_leader && leader.as_ref() != Some(&self.leading()) {
+                        match &name {
+                            Some(l) => self.say(format!("standing by; the leader is {l}")),
+                            None => self.say("standing by; nobody leads yet".to_owned()),
+                        }
+                        said_leader = name;
+                    }
+                }
             }
         }
     }

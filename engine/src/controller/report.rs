@@ -69,8 +69,11 @@ impl Report {
 /// if there is one.
 pub fn read(store: &Store) -> Option<Report> {
     if let Some(etcd) = store.remote() {
-        etcd.leader().ok().flatten()?;
-        return serde_json::from_value(etcd.report().ok().flatten()?).ok();
+        // The report of the controller that leads now: not one a dead leader left.
+        let leader = etcd.leader().ok().flatten()?;
+        let report: Report = serde_json::from_value(etcd.report().ok().flatten()?).ok()?;
+        let same = report.pid == leader.pid && report.listen == leader.listen;
+        return same.then_some(report);
     }
     let text = std::fs::read_to_string(store.dir().join(FILE)).ok()?;
     let report: Report = serde_json::from_str(&text).ok()?;

@@ -61,14 +61,14 @@ pub trait Gate: Send + Sync {
 }
 
 /// Runs `call`, abandoned if the fence passes first: a call still running then could
-/// land after another leader took over.
+/// land after another leader took over. `Err` when abandoned: its outcome is unknown.
 async fn within_fence<T>(
     gate: &dyn Gate,
     provider: &str,
     call: impl std::future::Future<Output = Result<T, ProviderError>>,
-) -> Result<T, ProviderError> {
+) -> Result<Result<T, ProviderError>, ProviderError> {
     tokio::select! {
-        done = call => done,
+        done = call => Ok(done),
         _ = gate.lapsed() => Err(ProviderError::Backend {
             provider: provider.to_owned(),
             detail: "abandoned: this controller's leadership lapsed during the call".to_owned(),
@@ -132,7 +132,8 @@ impl Provider for Fenced {
             .labels
             .insert(EPOCH_LABEL.to_owned(), self.gate.epoch().to_string());
         request.labels.insert(OP_LABEL.to_owned(), op.clone());
-        let made = within_fence(&*self.gate, self.name(), self.inner.provision(request)).await;
+        // An abandoned call keeps its intent: the next leader is told of it.
+        let made = within_fence(&*self.gate, self.name(), self.inner.provision(request)).await?;
         self.gate.done(&op).await;
         made
     }
@@ -154,7 +155,7 @@ impl Provider for Fenced {
             .intend(&op, &what)
             .await
             .map_err(|w| self.refused(w))?;
-        let removed = within_fence(&*self.gate, self.name(), self.inner.destroy(id)).await;
+        let removed = within_fence(&*self.gate, self.name(), self.inner.destroy(id)).await?;
         self.gate.done(&op).await;
         removed
     }
@@ -173,7 +174,7 @@ impl Provider for Fenced {
 
     async fn restart(&self, id: &str) -> Result<bool, ProviderError> {
         self.gate.check().map_err(|w| self.refused(w))?;
-        within_fence(&*self.gate, self.name(), self.inner.restart(id)).await
+        within_fence(&*self.gate, self.name(), self.inner.restart(id)).await?
     }
 
     async fn probe(

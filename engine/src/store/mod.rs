@@ -192,16 +192,19 @@ impl Store {
         self.remote.as_ref().map(|r| &r.etcd)
     }
 
-    /// A number that changes when a new spec is committed: the state file's modification
-    /// time here, the serial the watch saw in etcd.
+    /// A number that changes when a new spec is committed: from the state file's inode and
+    /// modification time here, the serial the watch saw in etcd.
     pub fn spec_mark(&self) -> Option<u64> {
         match &self.remote {
             Some(r) => Some(r.etcd.spec_mark()),
-            None => std::fs::metadata(self.state_file())
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos() as u64),
+            // Every commit renames a new file into place: a new inode, whatever the
+            // clock's resolution.
+            None => std::fs::metadata(self.state_file()).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino().rotate_left(32)
+                    ^ (m.mtime() as u64).wrapping_mul(1_000_000_000)
+                    ^ m.mtime_nsec() as u64
+            }),
         }
     }
 

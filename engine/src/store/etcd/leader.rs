@@ -149,6 +149,8 @@ pub struct Leadership {
     session: Arc<Session>,
     key: LeaderKey,
     ops: AtomicU64,
+    /// Set once it stepped down: nothing passes the gate after that.
+    resigned: AtomicBool,
 }
 
 impl Leadership {
@@ -157,9 +159,10 @@ impl Leadership {
         self.key.rev()
     }
 
-    /// True while this process may act: its lease confirmed recently enough.
+    /// True while this process may act: it has not stepped down, and its lease was
+    /// confirmed recently enough.
     pub fn may_act(&self) -> bool {
-        self.session.confirmed()
+        !self.resigned.load(Ordering::Acquire) && self.session.confirmed()
     }
 
     /// Waits until leadership can no longer be relied on.
@@ -169,6 +172,7 @@ impl Leadership {
 
     /// Steps down: resigns, so a standby is elected at once, and stops fencing writes.
     pub async fn resign(&self) {
+        self.resigned.store(true, Ordering::Release);
         let key = self.key.clone();
         let _ = self
             .store
@@ -239,6 +243,8 @@ impl EtcdStore {
         keep_alive: Duration,
     ) -> Result<Arc<Session>, StoreError> {
         let seconds = ttl.as_secs().max(2) as i64;
+        // The lease's TTL starts when etcd grants it: the fence counts from before the ask.
+        let base = std::time::Instant::now();
         let grant = self
             .call(seconds, |mut c, seconds| async move {
                 c.lease_grant(seconds, None).await
@@ -246,7 +252,7 @@ impl EtcdStore {
             .await?;
         let session = Arc::new(Session {
             lease: grant.id(),
-            base: std::time::Instant::now(),
+            base,
             acked: Arc::new(AtomicU64::new(0)),
             lost: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicBool::new(false)),
@@ -346,10 +352,11 @@ impl EtcdStore {
         let value = serde_json::to_vec(&leading).unwrap_or_default();
         let lease = session.lease;
         let mut client = self.client.clone();
-        let task = self
-            .handle
-            .spawn(async move { client.campaign(name, value, lease).await });
-        let answer = match task.await {
+        let mut task = AbortOnDrop(
+            self.handle
+                .spawn(async move { client.campaign(name, value, lease).await }),
+        );
+        let answer = match (&mut task.0).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return Err(self.error(format!("campaign: {e}"))),
             Err(e) => return Err(self.error(format!("campaign: {e}"))),
@@ -388,7 +395,17 @@ impl EtcdStore {
             session,
             key,
             ops: AtomicU64::new(0),
+            resigned: AtomicBool::new(false),
         })
+    }
+}
+
+/// A task stopped when its handle is dropped (a campaign nobody waits for any more).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -413,9 +430,7 @@ impl KeepAlive {
     }
 
     async fn run(mut self) {
-        // The grant itself confirms the lease.
-        self.acked
-            .store(self.base.elapsed().as_millis() as u64, Ordering::Release);
+        // The grant confirmed the lease as of when it was asked for (`acked` starts at 0).
         while !self.closed.load(Ordering::Acquire) && self.since_ack() < self.fence_after {
             // A broken stream is not resumed by the client: open a new one for the same
             // lease, which answers with TTL 0 if the lease ended meanwhile.
@@ -510,10 +525,16 @@ impl EtcdStore {
         self.handle.spawn(async move {
             let won = async {
                 let session = store.session(DEFAULT_TTL, DEFAULT_KEEP_ALIVE).await?;
-                match tokio::time::timeout(HOLD_WAIT, store.campaign(session, &member)).await {
+                match tokio::time::timeout(HOLD_WAIT, store.campaign(session.clone(), &member))
+                    .await
+                {
                     Ok(leadership) => leadership.map(Some),
-                    // Somebody else won: the session ends with the campaign, and its key.
-                    Err(_) => Ok(None),
+                    // Somebody else won: the campaign is dropped, and the session ends
+                    // now, taking its key out of the election.
+                    Err(_) => {
+                        store.end_session(&session).await;
+                        Ok(None)
+                    }
                 }
             }
             .await;
@@ -535,13 +556,14 @@ impl Leadership {
     pub fn step_down_now(&self) {
         let key = self.key.clone();
         let lease = self.session.lease;
-        let _ = self
-            .store
-            .block((key, lease), |mut c, (key, lease)| async move {
-                c.resign(Some(ResignOptions::new().with_leader(key)))
-                    .await?;
-                c.lease_revoke(lease).await
-            });
+        self.resigned.store(true, Ordering::Release);
+        let _ = self.store.block(key, |mut c, key| async move {
+            c.resign(Some(ResignOptions::new().with_leader(key))).await
+        });
+        let _ = self.store.block(
+            lease,
+            |mut c, lease| async move { c.lease_revoke(lease).await },
+        );
         if let Ok(mut fence) = self.store.fence.lock() {
             *fence = None;
         }

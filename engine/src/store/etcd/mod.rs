@@ -108,6 +108,10 @@ struct Sources {
     groups: Vec<String>,
     /// History entries written so far.
     history: u64,
+    /// Names the commit that wrote it: a commit whose answer was lost reads it back to
+    /// know whether it landed.
+    #[serde(default)]
+    commit: String,
 }
 
 /// What the last read saw: the revisions a commit is guarded by.
@@ -172,6 +176,13 @@ pub fn parse_url(url: &str) -> Result<Vec<String>, String> {
         .collect();
     if endpoints.is_empty() {
         return Err(format!("{url:?} names no etcd endpoint"));
+    }
+    if endpoints.iter().any(|e| e.contains('@')) {
+        // Never echoed: the part before '@' may be a password.
+        return Err(
+            "credentials in the store's address are not supported: give etcd://host:port"
+                .to_owned(),
+        );
     }
     for e in &endpoints {
         let port = e.rsplit_once(':').map(|(_, p)| p);
@@ -261,7 +272,15 @@ impl EtcdStore {
         self.handle.spawn(async move {
             let _ = tx.send(retried(client, arg, call).await);
         });
-        match rx.recv() {
+        // On a worker of a multi-threaded runtime, let its other tasks move meanwhile.
+        let on_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let answer = if on_worker {
+            tokio::task::block_in_place(|| rx.recv())
+        } else {
+            rx.recv()
+        };
+        match answer {
             Ok(answer) => answer.map_err(|e| self.error(e)),
             Err(_) => Err(self.error("the store's runtime ended")),
         }
@@ -411,6 +430,7 @@ impl EtcdStore {
             ports: spec.ports,
             groups: spec.groups.iter().map(|g| g.name.clone()).collect(),
             history: seen.sources_value.history + 1,
+            commit: format!("{}-{:010}", super::new_lineage(), std::process::id()),
         };
         let mut compares = self.fence_compares();
         compares.push(if first {
@@ -480,7 +500,12 @@ impl EtcdStore {
         let fenced = self.fenced();
         let txn = Txn::new().when(compares).and_then(ops);
         let answer = self.block(txn, |mut c, txn| async move { c.txn(txn).await })?;
-        if !answer.succeeded() {
+        // A try whose answer was lost may have landed before the one that answered: then
+        // `sources` names this commit.
+        let landed = (!answer.succeeded())
+            .then(|| self.landed(&sources.commit))
+            .flatten();
+        if !answer.succeeded() && landed.is_none() {
             // Whatever the reason, the next commit reads afresh.
             if let Ok(mut s) = self.seen.lock() {
                 *s = None;
@@ -492,15 +517,32 @@ impl EtcdStore {
                 read: seen.sources.max(0) as u64,
             });
         }
-        let serial = answer.header().map(|h| h.revision()).unwrap_or(0);
-        // The next commit is guarded by what this one wrote.
-        self.last_applied(&spec.project)?;
+        let serial =
+            landed.unwrap_or_else(|| answer.header().map_or(0, |h| h.revision().max(0) as u64));
+        // The next commit is guarded by what this one wrote; when that cannot be read now,
+        // the next commit reads it first.
+        if self.last_applied(&spec.project).is_err() {
+            if let Ok(mut s) = self.seen.lock() {
+                *s = None;
+            }
+        }
         Ok(Applied {
             lineage: sources.lineage,
-            serial: serial as u64,
+            serial,
             applied_at: sources.applied_at,
             spec: spec.clone(),
         })
+    }
+
+    /// The serial of the commit named `commit`, when `sources` says it landed.
+    fn landed(&self, commit: &str) -> Option<u64> {
+        let key = self.key("sources");
+        let answer = self
+            .block(key, |mut c, key| async move { c.get(key, None).await })
+            .ok()?;
+        let kv = answer.kvs().first()?;
+        let sources: Sources = serde_json::from_slice(kv.value()).ok()?;
+        (sources.commit == commit).then_some(kv.mod_revision() as u64)
     }
 
     /// True when this process holds a fence and the leader key no longer matches it.
