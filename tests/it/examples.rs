@@ -123,3 +123,84 @@ fn docker_web_serves_a_page_per_container() {
         assert_eq!(http_get(port, "/").ok(), Some(format!("<h1>{id}</h1>\n")));
     }
 }
+
+#[test]
+fn ha_script_shows_a_standby_taking_over_and_leaves_nothing_running() {
+    let _one = crate::replicated::ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if !crate::etcd::have("etcd") || !crate::etcd::have("etcdctl") {
+        crate::harness::skip(
+            "examples::ha_script_shows_a_standby_taking_over_and_leaves_nothing_running",
+            "etcd and etcdctl are not installed",
+        );
+        return;
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("examples/ha/run.sh"))
+        .arg("demo")
+        .env("TEND", env!("CARGO_BIN_EXE_tend"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid_after = |prefix: &str| -> u32 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{stdout}"))
+    };
+    let killed = pid_after("kill -9 ");
+    let next = pid_after("new leader: pid ");
+    assert_ne!(killed, next);
+    let took: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split(", ")
+                .nth(1)?
+                .strip_suffix("s after the kill (the lease's TTL is 10s)")
+        })
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(took <= 12.0, "took over {took}s after the kill:\n{stdout}");
+    assert!(
+        stdout.contains(&format!("leader: `tend run` (pid {next} on ")),
+        "{stdout}"
+    );
+    // Two standbys before the kill, one after.
+    assert_eq!(
+        stdout.matches(": standby, has seen serial").count(),
+        3,
+        "{stdout}"
+    );
+    // Everything it started is gone: three etcd members and three replicas.
+    let started: Vec<u32> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.split("(pids ")
+                .nth(1)
+                .or_else(|| l.strip_prefix("replicas: pids "))
+        })
+        .flat_map(|rest| {
+            rest.split([' ', ')', ','])
+                .map_while(|w| w.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(started.len(), 6, "{stdout}");
+    for pid in started {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "pid {pid} still runs"
+        );
+    }
+}

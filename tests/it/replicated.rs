@@ -15,7 +15,7 @@ use crate::etcd::{free_port, Cluster};
 use crate::harness::{signal, text};
 
 /// One replicated project at a time: each starts an etcd cluster and three controllers.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The spec at `version`: four sim instances that pass their checks a second after they
 /// start, rolled one at a time in place (never two in a slot).
