@@ -1,9 +1,9 @@
 //! Replicated controllers on a real etcd and a real Docker engine, timed by the engine's
 //! own event clock:
 //!
-//! - **failover**: the leader is killed (`kill -9`) together with one of the project's
-//!   containers; the time until the container starts again is the time until the new
-//!   leader's first action. Over `TEND_BENCH_RUNS` runs (10 by default): median and max.
+//! - **failover**: the leader is killed (`kill -9`), then one of the project's containers;
+//!   the time from the leader's kill until the container starts again is the time until
+//!   the new leader's first action. Over `TEND_BENCH_RUNS` runs (10 by default): median and max.
 //! - **heal**: a container is killed while the controller runs; from its `die` to its next
 //!   `start`, with one `tend run` on the local store, then with three replicas on etcd.
 //!
@@ -145,13 +145,16 @@ fn stats(values: &[f64]) -> (f64, f64) {
     (median, sorted.last().copied().unwrap_or(0.0))
 }
 
-struct Replicas {
+/// Processes this benchmark started (replicas, a single controller, the event reader),
+/// stopped when dropped, however the benchmark ends.
+struct Processes {
+    /// The etcd store replicas are started with.
     store: String,
     dir: std::path::PathBuf,
     children: Vec<Child>,
 }
 
-impl Replicas {
+impl Processes {
     fn start_one(&mut self) {
         let child = tend()
             .args(["run", "--store", &self.store, "--listen"])
@@ -164,8 +167,10 @@ impl Replicas {
         self.children.push(child);
     }
 
-    /// The leader's pid, from `members/` in etcd.
+    /// The leader's pid, from `members/` in etcd: one of the replicas still running (a
+    /// killed leader's entry stays until its lease runs out).
     fn leader(&self, cluster: &etcd::Cluster) -> Option<u32> {
+        let live: Vec<u32> = self.children.iter().map(Child::id).collect();
         cluster
             .ctl(&[
                 "get",
@@ -175,9 +180,9 @@ impl Replicas {
             ])
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|m| m["leading"].as_bool() == Some(true))
-            .and_then(|m| m["pid"].as_u64())
-            .map(|p| p as u32)
+            .filter(|m| m["leading"].as_bool() == Some(true))
+            .filter_map(|m| m["pid"].as_u64().map(|p| p as u32))
+            .find(|pid| live.contains(pid))
     }
 
     fn wait_leader(&self, cluster: &etcd::Cluster, not: Option<u32>) -> u32 {
@@ -201,7 +206,7 @@ impl Replicas {
     }
 }
 
-impl Drop for Replicas {
+impl Drop for Processes {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
@@ -235,7 +240,12 @@ fn main() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let (mut watcher, rx) = events();
+    let (watcher, rx) = events();
+    let mut watcher = Processes {
+        store: String::new(),
+        dir: dir.path().to_owned(),
+        children: vec![watcher],
+    };
     let ok = |mut c: Command| {
         let out = c.output().unwrap_or_else(|e| panic!("{e}"));
         assert!(
@@ -249,22 +259,21 @@ fn main() {
     let mut apply = tend();
     apply.args(["apply", "--yes"]).current_dir(dir.path());
     ok(apply);
-    let log =
-        std::fs::File::create(dir.path().join("single.log")).unwrap_or_else(|e| panic!("{e}"));
-    let mut single = tend()
-        .args(["run", "--listen"])
-        .arg(format!("127.0.0.1:{}", etcd::free_port()))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut single = Processes {
+        store: String::new(),
+        dir: dir.path().to_owned(),
+        children: vec![tend()
+            .args(["run", "--listen"])
+            .arg(format!("127.0.0.1:{}", etcd::free_port()))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"))],
+    };
     std::thread::sleep(Duration::from_secs(2));
     let heal_single = heals(&rx, runs);
-    let _ = Command::new("kill")
-        .args(["-TERM", &single.id().to_string()])
-        .status();
-    let _ = single.wait();
+    single.stop();
     let mut destroy = tend();
     destroy.args(["destroy", "--yes"]).current_dir(dir.path());
     ok(destroy);
@@ -276,7 +285,7 @@ fn main() {
         .args(["apply", "--yes", "--store", &store])
         .current_dir(dir.path());
     ok(apply);
-    let mut replicas = Replicas {
+    let mut replicas = Processes {
         store: store.clone(),
         dir: dir.path().to_owned(),
         children: Vec::new(),
@@ -293,18 +302,18 @@ fn main() {
     let mut elected = Vec::new();
     for _ in 0..runs {
         wait_running(2, Duration::from_secs(60));
-        let leader = replicas.wait_leader(&cluster, None);
         std::thread::sleep(HOLD);
+        let leader = replicas.wait_leader(&cluster, None);
         while rx.try_recv().is_ok() {}
         let victim = running().into_iter().next().unwrap_or_default();
-        let _ = Command::new("docker").args(["kill", &victim]).output();
-        next_event(&rx, "die", 0, Duration::from_secs(10));
         let killed_at = now_ns();
         let killed = Instant::now();
         // SAFETY: kill(2) on a pid this benchmark started and has not yet reaped.
         unsafe {
             libc::kill(leader as i32, libc::SIGKILL);
         }
+        // Then a container: only the next leader can heal it.
+        let _ = Command::new("docker").args(["kill", &victim]).output();
         replicas.wait_leader(&cluster, Some(leader));
         elected.push(killed.elapsed().as_secs_f64());
         let Some((started, _)) = next_event(&rx, "start", killed_at, Duration::from_secs(60))
@@ -324,8 +333,7 @@ fn main() {
         .args(["destroy", "--yes", "--store", &store])
         .current_dir(dir.path());
     ok(destroy);
-    let _ = watcher.kill();
-    let _ = watcher.wait();
+    watcher.stop();
 
     let (f_median, f_max) = stats(&failover);
     let (e_median, e_max) = stats(&elected);

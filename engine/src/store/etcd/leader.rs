@@ -89,17 +89,44 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// What the keep-alives of one lease tell, shared by its session and its keep-alive loop.
+struct LeaseState {
+    base: std::time::Instant,
+    /// When (ms after `base`) the last acknowledged keep-alive was sent.
+    acked: AtomicU64,
+    /// Set when the lease is known gone, or went unconfirmed past the fence.
+    lost: AtomicBool,
+    /// Set when the session ends: the loop revokes the lease and stops.
+    closed: AtomicBool,
+    lost_signal: tokio::sync::Notify,
+    fence_after: Duration,
+}
+
+impl LeaseState {
+    fn since_ack(&self) -> Duration {
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.acked.load(Ordering::Acquire)))
+    }
+
+    fn confirmed(&self) -> bool {
+        !self.lost.load(Ordering::Acquire) && self.since_ack() < self.fence_after
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.lost_signal.notify_waiters();
+    }
+}
+
 /// A lease this process keeps alive, and what the keep-alives tell.
 pub struct Session {
     lease: i64,
-    base: std::time::Instant,
-    /// When (ms after `base`) the last acknowledged keep-alive was sent.
-    acked: Arc<AtomicU64>,
-    /// Set when the lease is known gone, or went unconfirmed past the fence.
-    lost: Arc<AtomicBool>,
-    closed: Arc<AtomicBool>,
-    lost_signal: Arc<tokio::sync::Notify>,
-    fence_after: Duration,
+    state: Arc<LeaseState>,
 }
 
 impl Session {
@@ -110,22 +137,18 @@ impl Session {
 
     /// How long after the last acknowledged keep-alive this session stops being confirmed.
     pub fn fence_after(&self) -> Duration {
-        self.fence_after
+        self.state.fence_after
     }
 
     /// True while the lease was confirmed alive less than [`Session::fence_after`] ago.
     pub fn confirmed(&self) -> bool {
-        let since_ack = self
-            .base
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.acked.load(Ordering::Acquire)));
-        !self.lost.load(Ordering::Acquire) && since_ack < self.fence_after
+        self.state.confirmed()
     }
 
     /// Waits until the session is lost (its lease ended, or went unconfirmed too long).
     pub async fn lost(&self) {
         loop {
-            let notified = self.lost_signal.notified();
+            let notified = self.state.lost_signal.notified();
             if !self.confirmed() {
                 return;
             }
@@ -139,7 +162,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.closed.store(true, Ordering::Release);
+        self.state.closed.store(true, Ordering::Release);
     }
 }
 
@@ -198,7 +221,7 @@ impl Gate for Leadership {
         } else {
             Err(format!(
                 "not acting: this controller's leadership was not confirmed in the last {:.1}s",
-                self.session.fence_after.as_secs_f64()
+                self.session.fence_after().as_secs_f64()
             ))
         }
     }
@@ -252,23 +275,20 @@ impl EtcdStore {
             .await?;
         let session = Arc::new(Session {
             lease: grant.id(),
-            base,
-            acked: Arc::new(AtomicU64::new(0)),
-            lost: Arc::new(AtomicBool::new(false)),
-            closed: Arc::new(AtomicBool::new(false)),
-            lost_signal: Arc::new(tokio::sync::Notify::new()),
-            fence_after: fence_after(Duration::from_secs(seconds as u64)),
+            state: Arc::new(LeaseState {
+                base,
+                acked: AtomicU64::new(0),
+                lost: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                lost_signal: tokio::sync::Notify::new(),
+                fence_after: fence_after(Duration::from_secs(seconds as u64)),
+            }),
         });
         let keeper = KeepAlive {
             client: self.client.clone(),
             lease: session.lease,
             every: keep_alive.max(Duration::from_millis(100)),
-            base: session.base,
-            acked: session.acked.clone(),
-            lost: session.lost.clone(),
-            closed: session.closed.clone(),
-            lost_signal: session.lost_signal.clone(),
-            fence_after: session.fence_after,
+            state: session.state.clone(),
         };
         self.handle.spawn(keeper.run());
         Ok(session)
@@ -277,7 +297,7 @@ impl EtcdStore {
     /// Ends a session at once: its lease is revoked, and with it its election key and its
     /// `members/` entry (otherwise they stay until the lease runs out).
     pub async fn end_session(&self, session: &Session) {
-        session.closed.store(true, Ordering::Release);
+        session.state.closed.store(true, Ordering::Release);
         let _ = self
             .call(session.lease, |mut c, lease| async move {
                 c.lease_revoke(lease).await
@@ -364,14 +384,24 @@ impl EtcdStore {
         let Some(key) = answer.leader().cloned() else {
             return Err(self.error("campaign returned no leader key"));
         };
-        let read = key.key().to_vec();
-        let found = self
-            .call(read, |mut c, read| async move { c.get(read, None).await })
+        // The leader is the oldest key of the election: ours, with the campaign's create
+        // revision and lease. A campaign can return before that holds (seen here while a
+        // killed leader's key was still there): then this process does not lead.
+        let oldest = self
+            .call(self.key("leader/"), |mut c, prefix| async move {
+                let options = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(
+                        etcd_client::SortTarget::Create,
+                        etcd_client::SortOrder::Ascend,
+                    )
+                    .with_limit(1);
+                c.get(prefix, Some(options)).await
+            })
             .await?;
-        let holds = found
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == key.rev() && kv.lease() == lease);
+        let holds = oldest.kvs().first().is_some_and(|kv| {
+            kv.key() == key.key() && kv.create_revision() == key.rev() && kv.lease() == lease
+        });
         let alive = self
             .call(lease, |mut c, lease| async move {
                 c.lease_time_to_live(lease, None).await
@@ -381,7 +411,7 @@ impl EtcdStore {
             .unwrap_or(false);
         if !holds || !alive || !session.confirmed() {
             return Err(self.error(
-                "the election returned, but the leader key or its lease is gone: not leading",
+                "the election returned, but this replica's key is not the oldest, or its lease is gone: not leading",
             ));
         }
         if let Ok(mut fence) = self.fence.lock() {
@@ -414,24 +444,14 @@ struct KeepAlive {
     client: etcd_client::Client,
     lease: i64,
     every: Duration,
-    base: std::time::Instant,
-    acked: Arc<AtomicU64>,
-    lost: Arc<AtomicBool>,
-    closed: Arc<AtomicBool>,
-    lost_signal: Arc<tokio::sync::Notify>,
-    fence_after: Duration,
+    state: Arc<LeaseState>,
 }
 
 impl KeepAlive {
-    fn since_ack(&self) -> Duration {
-        self.base
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.acked.load(Ordering::Acquire)))
-    }
-
     async fn run(mut self) {
         // The grant confirmed the lease as of when it was asked for (`acked` starts at 0).
-        while !self.closed.load(Ordering::Acquire) && self.since_ack() < self.fence_after {
+        let state = self.state.clone();
+        while !state.closed() && state.since_ack() < state.fence_after {
             // A broken stream is not resumed by the client: open a new one for the same
             // lease, which answers with TTL 0 if the lease ended meanwhile.
             if let Ok((keeper, stream)) = self.client.lease_keep_alive(self.lease).await {
@@ -441,13 +461,11 @@ impl KeepAlive {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let client = &mut self.client;
-        if self.closed.load(Ordering::Acquire) {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(self.lease)).await;
+        if state.closed() {
+            let revoke = self.client.lease_revoke(self.lease);
+            let _ = tokio::time::timeout(Duration::from_secs(2), revoke).await;
         }
-        self.lost.store(true, Ordering::Release);
-        self.lost_signal.notify_waiters();
+        state.mark_lost();
     }
 
     /// Sends keep-alives on one stream; true when the lease is known gone or the session
@@ -457,19 +475,20 @@ impl KeepAlive {
         mut keeper: etcd_client::LeaseKeeper,
         mut stream: etcd_client::LeaseKeepAliveStream,
     ) -> bool {
+        let state = &self.state;
         let mut sent: VecDeque<u64> = VecDeque::new();
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.closed.load(Ordering::Acquire) {
+            if state.closed() {
                 return true;
             }
-            if self.since_ack() >= self.fence_after {
+            if state.since_ack() >= state.fence_after {
                 return false;
             }
             tokio::select! {
                 _ = tick.tick() => {
-                    sent.push_back(self.base.elapsed().as_millis() as u64);
+                    sent.push_back(state.base.elapsed().as_millis() as u64);
                     if keeper.keep_alive().await.is_err() {
                         return false;
                     }
@@ -477,11 +496,11 @@ impl KeepAlive {
                 answer = stream.message() => match answer {
                     Ok(Some(a)) if a.ttl() > 0 => {
                         if let Some(at) = sent.pop_front() {
-                            self.acked.fetch_max(at, Ordering::AcqRel);
+                            state.acked.fetch_max(at, Ordering::AcqRel);
                         }
                     }
                     Ok(Some(_)) => {
-                        self.lost.store(true, Ordering::Release);
+                        state.mark_lost();
                         return true;
                     }
                     Ok(None) | Err(_) => return false,

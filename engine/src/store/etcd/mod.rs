@@ -214,7 +214,9 @@ impl EtcdStore {
         // Each call but the campaign is bounded by `CALL_TIMEOUT` here.
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+            // etcd closes connections that ping more often than every 5 s
+            // (`--grpc-keepalive-min-time`), breaking every stream on them.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let (tx, rx) = std::sync::mpsc::channel();
         handle.spawn(async move {
             let _ = tx.send(Client::connect(urls, Some(options)).await);
