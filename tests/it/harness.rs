@@ -3,6 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+/// Held for writing by the tests that time a failover against a lease (etcd's and tend's
+/// clocks keep running while the machine is busy), and for reading by each seed of the
+/// simulation, which keeps both cores busy: the two never overlap.
+pub static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,7 +2,8 @@
 //! replicas of one project on the `sim` provider (one shared world file), killed, paused and
 //! cut off from etcd's own leader. While each test runs, a watcher reads the world after
 //! every change and records every instance ever made and every moment a slot held two live
-//! instances.
+//! instances. They run one at a time, never beside the simulation (`harness::QUIET`): a
+//! failover is timed against leases whose clocks run on while the machine is busy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,9 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::etcd::{free_port, Cluster};
 use crate::harness::{signal, text};
-
-/// One replicated project at a time: each starts an etcd cluster and three controllers.
-pub static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The spec at `version`: four sim instances that pass their checks a second after they
 /// start, rolled one at a time in place (never two in a slot).
@@ -389,7 +387,9 @@ fn check_rollout(watcher: &Watcher, new_hash: &str) {
 
 #[test]
 fn a_standby_finishes_the_rollout_of_a_leader_killed_in_its_middle() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _quiet = crate::harness::QUIET
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
     let test = "replicated::a_standby_finishes_the_rollout_of_a_leader_killed_in_its_middle";
     // The default lease: TTL 10 s, a keep-alive every 3 s.
     let Some((cluster, mut p, leader)) = three_replicas(test, "10s", "3s") else {
@@ -426,7 +426,9 @@ fn a_standby_finishes_the_rollout_of_a_leader_killed_in_its_middle() {
 
 #[test]
 fn a_paused_leader_acts_no_more_once_it_resumes() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _quiet = crate::harness::QUIET
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
     let test = "replicated::a_paused_leader_acts_no_more_once_it_resumes";
     let Some((cluster, p, leader)) = three_replicas(test, "4s", "1s") else {
         return;
@@ -481,7 +483,9 @@ fn a_paused_leader_acts_no_more_once_it_resumes() {
 
 #[test]
 fn controllers_carry_on_when_etcds_own_leader_is_killed() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _quiet = crate::harness::QUIET
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
     let test = "replicated::controllers_carry_on_when_etcds_own_leader_is_killed";
     let Some((mut cluster, p, _)) = three_replicas(test, "4s", "1s") else {
         return;
@@ -507,7 +511,9 @@ fn controllers_carry_on_when_etcds_own_leader_is_killed() {
 
 #[test]
 fn killing_a_standby_changes_nothing_and_an_apply_during_failover_is_kept() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _quiet = crate::harness::QUIET
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
     let test = "replicated::killing_a_standby_changes_nothing_and_an_apply_during_failover_is_kept";
     let Some((cluster, mut p, leader)) = three_replicas(test, "4s", "1s") else {
         return;
@@ -622,7 +628,9 @@ fn replicas_keep_containers_on_an_engine_they_reach_over_tcp() {
     let _engine = crate::docker::ENGINE
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _quiet = crate::harness::QUIET
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
     let test = "replicated::replicas_keep_containers_on_an_engine_they_reach_over_tcp";
     if !crate::docker::have_engine(test) {
         return;

@@ -1422,7 +1422,11 @@ fn run_share(first: u64, share: u64) {
     }
     let mut slowest = 0;
     for seed in (first..seeds()).step_by(share as usize) {
+        let quiet = crate::harness::QUIET
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let outcome = run_seed(seed);
+        drop(quiet);
         if !outcome.violations.is_empty() {
             let tail: Vec<&String> = outcome.trace.iter().rev().take(120).collect();
             let tail: Vec<&String> = tail.into_iter().rev().collect();
