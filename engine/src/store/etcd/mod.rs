@@ -141,6 +141,9 @@ pub struct EtcdStore {
     seen: Mutex<Option<Seen>>,
     fence: Mutex<Option<Fence>>,
     changes: watch::Changes,
+    /// History keys by serial, as last listed: an entry never changes once written, so
+    /// reading one version does not list the whole history again.
+    history_index: Mutex<BTreeMap<u64, Vec<u8>>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -237,6 +240,7 @@ impl EtcdStore {
             seen: Mutex::new(None),
             fence: Mutex::new(None),
             changes,
+            history_index: Mutex::new(BTreeMap::new()),
         });
         Ok(store)
     }
@@ -578,6 +582,9 @@ impl EtcdStore {
             .map(|kv| (kv.create_revision() as u64, kv.key().to_vec()))
             .collect();
         keys.sort();
+        if let Ok(mut index) = self.history_index.lock() {
+            *index = keys.iter().cloned().collect();
+        }
         Ok(keys)
     }
 
@@ -590,8 +597,17 @@ impl EtcdStore {
 
     /// The version applied as `serial`, if the history still has it.
     pub fn applied(&self, serial: u64) -> Result<Option<Applied>, StoreError> {
-        let Some((_, key)) = self.history_keys()?.into_iter().find(|(s, _)| *s == serial) else {
-            return Ok(None);
+        let known = self
+            .history_index
+            .lock()
+            .ok()
+            .and_then(|index| index.get(&serial).cloned());
+        let key = match known {
+            Some(key) => key,
+            None => match self.history_keys()?.into_iter().find(|(s, _)| *s == serial) {
+                Some((_, key)) => key,
+                None => return Ok(None),
+            },
         };
         let answer = self.block(key, |mut c, key| async move { c.get(key, None).await })?;
         let Some(kv) = answer.kvs().first() else {
