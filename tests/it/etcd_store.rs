@@ -225,8 +225,9 @@ fn bad_stores_and_a_spec_past_etcds_limits_are_clear_errors() {
     let here = engine::store::etcd::host_name();
     let stderr = text(&out.stderr).replace(&format!("{here:?}"), "\"<this machine>\"");
     settings.bind(|| insta::assert_snapshot!("process_group_without_machine", stderr));
-    // A group of another machine's processes is not observed here, so nothing is planned
-    // for it; one of this machine's is.
+    // A group of another machine's processes is not observed here: a plan from here is an
+    // error naming the machine, never a plan made without them; one of this machine's is
+    // planned.
     for (machine, observed) in [("elsewhere.example", false), (here.as_str(), true)] {
         std::fs::write(
             dir.path().join("main.star"),

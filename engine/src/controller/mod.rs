@@ -316,6 +316,7 @@ impl Controller {
         let balancers = self.balancers.status();
         let report = Report {
             pid: std::process::id(),
+            host: Some(crate::store::etcd::host_name()),
             listen: self.options.listen.clone(),
             serial,
             converged: round.converged,

@@ -140,6 +140,10 @@ impl Replica {
                 "lost the lead (leadership not confirmed for {:.1}s); standing by",
                 leadership.session().fence_after().as_secs_f64()
             ));
+            // Its key and its `members/` entry (still saying it leads) go now, not when the
+            // lease runs out.
+            leadership.resign().await;
+            etcd.end_session(&session).await;
         }
     }
 

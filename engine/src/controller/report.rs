@@ -15,6 +15,9 @@ use crate::store::{write_atomic, Store, StoreError};
 pub struct Report {
     /// The controller's pid.
     pub pid: u32,
+    /// The machine it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Where it serves `/status` and `/events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
@@ -72,7 +75,9 @@ pub fn read(store: &Store) -> Option<Report> {
         // The report of the controller that leads now: not one a dead leader left.
         let leader = etcd.leader().ok().flatten()?;
         let report: Report = serde_json::from_value(etcd.report().ok().flatten()?).ok()?;
-        let same = report.pid == leader.pid && report.listen == leader.listen;
+        let same = report.pid == leader.pid
+            && report.listen == leader.listen
+            && report.host.as_deref() == Some(leader.host.as_str());
         return same.then_some(report);
     }
     let text = std::fs::read_to_string(store.dir().join(FILE)).ok()?;

@@ -561,9 +561,16 @@ impl EtcdStore {
         });
         match rx.recv() {
             Ok(Ok(Some(leadership))) => Ok(leadership),
-            Ok(Ok(None)) => Err(StoreError::Locked {
-                holder: self.leader().ok().flatten().map(Into::into),
-            }),
+            // Nobody won in time: a holder when there is one, else etcd too slow to elect.
+            Ok(Ok(None)) => match self.leader()? {
+                Some(leader) => Err(StoreError::Locked {
+                    holder: Some(leader.into()),
+                }),
+                None => Err(self.error(format!(
+                    "the project's election did not answer within {}s",
+                    HOLD_WAIT.as_secs()
+                ))),
+            },
             Ok(Err(e)) => Err(e),
             Err(_) => Err(self.error("the election did not answer")),
         }
