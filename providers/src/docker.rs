@@ -261,6 +261,33 @@ impl DockerProvider {
         }
     }
 
+    /// The live container of `project` made under idempotency key `key`, if one is.
+    async fn made_under(
+        &self,
+        host: &str,
+        project: &str,
+        key: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        let docker = self.client(host).await?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}={project}", tags::PROJECT),
+                format!("{}={key}", tags::KEY),
+            ],
+        )]);
+        let options = ListContainersOptions {
+            all: false,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| backend(format!("cannot list containers on {host}: {e}")))?;
+        Ok(list.into_iter().find_map(|c| c.id.map(|id| short(&id))))
+    }
+
     /// The project's containers on one engine.
     async fn describe_on(
         &self,
@@ -407,6 +434,11 @@ impl Provider for DockerProvider {
         require_tags(NAME, &request)?;
         let s = settings(&request.props)?;
         let docker = self.client(&s.host).await?;
+        if let Some(key) = request.labels.get(tags::KEY) {
+            if let Some(made) = self.made_under(&s.host, &request.tags.project, key).await? {
+                return Ok(made);
+            }
+        }
         self.ensure_image(&docker, &s).await?;
         let t = &request.tags;
         let name = format!("tend-{}-{}-{}-{}", t.project, t.group, t.slot, short_id());

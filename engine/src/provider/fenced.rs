@@ -196,4 +196,8 @@ impl Provider for Fenced {
     ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
         self.inner.watch(selector).await
     }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
 }

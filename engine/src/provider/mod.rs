@@ -165,6 +165,10 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Ends what the provider runs for tend itself (a plugin's process, by its shutdown
+    /// sequence); instances stay as they are. The default: nothing to end.
+    async fn close(&self) {}
+
     /// A stream of changes for instant detection of exits, when the provider has one.
     /// Callers fall back to periodic `describe` when this is `None`.
     async fn watch(

@@ -31,6 +31,15 @@ impl ProviderSet {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<dyn Provider>)> {
         self.providers.iter().map(|(n, p)| (n.as_str(), p))
     }
+
+    /// Closes every provider (a plugin's process ends by its shutdown sequence), one
+    /// after another; instances stay as they are.
+    pub async fn close(&self) {
+        let closing: Vec<_> = self.providers.values().map(|p| p.close()).collect();
+        for done in closing {
+            done.await;
+        }
+    }
 }
 
 /// What is really there for one project: every instance tagged with it, from every

@@ -21,6 +21,9 @@ pub mod tags {
     pub const HASH: &str = "tend.hash";
     /// Its own ports, `name=port` separated by `,`, the address port first.
     pub const PORTS: &str = "tend.ports";
+    /// A label, not a tag: the idempotency key of the provision that made it. A provider
+    /// asked to make an instance with a key it already made one for returns that one.
+    pub const KEY: &str = "tend.key";
 }
 
 /// The `tend.*` tags of an instance, typed. Every instance carries all four in its

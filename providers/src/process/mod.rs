@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use engine::procfs;
 use engine::provider::{
-    require_tags, ObservedInstance, Provider, ProviderError, ProviderEvent, ProvisionRequest,
+    require_tags, tags, ObservedInstance, Provider, ProviderError, ProviderEvent, ProvisionRequest,
     Selector,
 };
 
@@ -110,6 +110,26 @@ impl ProcessProvider {
             watched: Mutex::new(None),
             machines: Mutex::new(Default::default()),
         }
+    }
+
+    /// The running instance of the request's project made under the request's idempotency
+    /// key (`tend.key`), if there is one.
+    fn made_under(&self, request: &ProvisionRequest) -> Result<Option<String>, ProviderError> {
+        let Some(key) = request.labels.get(tags::KEY) else {
+            return Ok(None);
+        };
+        let records = self.records.load()?;
+        Ok(records
+            .values()
+            .filter(|r| {
+                r.tags.project == request.tags.project && r.labels.get(tags::KEY) == Some(key)
+            })
+            .find(|r| {
+                observe::parse_id(&r.id).is_some_and(|(pid, ticks)| {
+                    procfs::stat(pid).is_some_and(|s| s.start_ticks == ticks)
+                })
+            })
+            .map(|r| r.id.clone()))
     }
 
     fn cgroups(&self) -> &Cgroups {
@@ -211,6 +231,9 @@ impl Provider for ProcessProvider {
         if let Some(machine) = machine_of(&request.props) {
             on_machine(machine)?;
         }
+        if let Some(made) = self.made_under(&request)? {
+            return Ok(made);
+        }
         let logs = self.dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;
@@ -280,6 +303,7 @@ impl Provider for ProcessProvider {
             secrets,
             cgroups: cgroup.dirs,
             stop_timeout_ms: Some(request.stop_timeout.as_millis()),
+            labels: request.labels.clone(),
         })?;
         Ok(id)
     }

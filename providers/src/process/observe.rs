@@ -93,14 +93,16 @@ pub fn instances(
         let id = format!("{pid}-{}", stat.start_ticks);
         // A process tend started (same pid and start time as its record) carries the
         // tags it was given: the record has them, so its environment need not be read.
-        let (tags, address) = match records.get(&id) {
-            Some(r) if r.tags.project == project => (r.tags.clone(), r.address.clone()),
+        let (tags, address, labels) = match records.get(&id) {
+            Some(r) if r.tags.project == project => {
+                (r.tags.clone(), r.address.clone(), r.labels.clone())
+            }
             Some(_) => continue,
             None => {
                 let env = environ(*pid);
                 match tags_in(&env, project) {
                     Some(tags) if !member_of_another(*pid, stat, &id, records) => {
-                        (tags, env.get(ENV_ADDRESS).cloned())
+                        (tags, env.get(ENV_ADDRESS).cloned(), BTreeMap::new())
                     }
                     _ => continue,
                 }
@@ -109,7 +111,7 @@ pub fn instances(
         found.push(ObservedInstance {
             id,
             tags,
-            labels: BTreeMap::new(),
+            labels,
             address,
             ports: BTreeMap::new(),
             state: InstanceState::Running,
@@ -156,7 +158,7 @@ pub fn instances(
         found.push(ObservedInstance {
             id: r.id.clone(),
             tags: r.tags.clone(),
-            labels: BTreeMap::new(),
+            labels: r.labels.clone(),
             address: r.address.clone(),
             ports: r.tags.port_map(),
             state: InstanceState::Dead,

@@ -35,6 +35,9 @@ pub struct Record {
     /// How long a stop may take before its processes are killed, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u64>,
+    /// Its labels other than its tags (`tend.epoch`, `tend.op`, `tend.key`, the flavor's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One line of the record log.

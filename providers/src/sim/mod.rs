@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use engine::health::{ProbeError, RenderedProbe};
 use engine::provider::{
-    no_settings, require_tags, InstanceState, ObservedInstance, Provider, ProviderError,
+    no_settings, require_tags, tags, InstanceState, ObservedInstance, Provider, ProviderError,
     ProviderEvent, ProvisionRequest, Selector,
 };
 
@@ -161,6 +161,24 @@ impl Provider for SimProvider {
 
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
         require_tags(NAME, &request)?;
+        if let Some(key) = request.labels.get(tags::KEY) {
+            let project = &request.tags.project;
+            let made = self.world.read(|world, _| {
+                world
+                    .instances
+                    .values()
+                    .map(|i| &i.instance)
+                    .find(|i| {
+                        i.state.is_live()
+                            && &i.tags.project == project
+                            && i.labels.get(tags::KEY) == Some(key)
+                    })
+                    .map(|i| i.id.clone())
+            })?;
+            if let Some(id) = made {
+                return Ok(id);
+            }
+        }
         let hidden_for = visible_after_ms(&request.props)?;
         let t = &request.tags;
         self.world.notify(Change::Provisioning {
