@@ -84,6 +84,11 @@ pub enum Command {
     },
     /// List the stdlib modules (`@tend//...`) and their functions.
     Stdlib,
+    /// Work with provider plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Print the group dependency graph.
     Graph {
         #[command(flatten)]
@@ -169,4 +174,25 @@ pub enum GraphFormat {
     Dot,
     /// A Mermaid flowchart.
     Mermaid,
+}
+
+/// `tend plugin ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Check a plugin against the contract (docs/plugins.md): the protocol, then what it
+    /// promises about instances. Makes and removes a few instances of a throwaway project.
+    Conformance {
+        /// The plugin's config, as JSON (what `plugin(config = ...)` gives it).
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// The folder the plugin starts in (default: the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print what the plugin writes on stderr.
+        #[arg(long)]
+        verbose: bool,
+        /// The plugin's program and arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }

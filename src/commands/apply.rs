@@ -11,7 +11,7 @@ use crate::failure::Failure;
 use crate::progress::confirm;
 
 use super::handover::hand_over;
-use super::setup::{fenced, load, look, open_store, runtime, Drive};
+use super::setup::{fenced, load, look, open_store, providers_for, runtime, Closing, Drive};
 
 fn stale(why: &str) -> Failure {
     Failure::Other {
@@ -73,8 +73,12 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         Err(e) => return Err(e.into()),
     };
     let previous: Vec<Spec> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
-    let providers = fenced(providers::all(&state_dir), &lock);
+    let providers = fenced(
+        providers_for(&spec_args.spec, &state_dir, &spec, &previous),
+        &lock,
+    );
     let rt = runtime()?;
+    let _closing = Closing::new(&rt, &providers);
     let look = look(&rt, &spec, &previous, &store, &providers)?;
     let planned = match &saved {
         Some(s) if s.observed_fingerprint != look.observed.fingerprint() => {

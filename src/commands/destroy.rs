@@ -6,7 +6,7 @@ use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 
 use super::apply::ask;
-use super::setup::{load, look, open_store, runtime, Drive};
+use super::setup::{load, look, open_store, providers_for, runtime, Closing, Drive};
 
 /// Removes every instance of the project, dependents first, through the same reconciler as
 /// `apply`. Every provider that the spec or the last applied spec uses must answer: an
@@ -15,7 +15,6 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
     let lock = store.take("destroy")?;
-    let providers = super::setup::fenced(providers::all(&state_dir), &lock);
     let nothing = Spec {
         ports: None,
         project: spec.project.clone(),
@@ -25,7 +24,12 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     // else instances may be.
     let mut previous = vec![spec.clone()];
     previous.extend(store.last_applied()?.map(|a| a.spec));
+    let providers = super::setup::fenced(
+        providers_for(&args.spec.spec, &state_dir, &nothing, &previous),
+        &lock,
+    );
     let rt = runtime()?;
+    let _closing = Closing::new(&rt, &providers);
     let look = look(&rt, &nothing, &previous, &store, &providers)?;
     let mut planned = look.plan;
     for action in &mut planned.actions {

@@ -18,7 +18,7 @@ use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 
 use super::apply::{ask, nothing_to_do};
-use super::setup::{look, runtime};
+use super::setup::{look, providers_for, runtime, Closing};
 
 /// Hands `spec` to the controller `holder` and follows it.
 pub fn hand_over(
@@ -31,8 +31,10 @@ pub fn hand_over(
     let who = holder.who();
     let last = store.last_applied()?;
     let previous: Vec<Spec> = last.iter().map(|a| a.spec.clone()).collect();
-    let providers = providers::all(state_dir);
-    let look = look(&runtime()?, spec, &previous, store, &providers)?;
+    let providers = providers_for(&args.spec.spec, state_dir, spec, &previous);
+    let rt = runtime()?;
+    let _closing = Closing::new(&rt, &providers);
+    let look = look(&rt, spec, &previous, store, &providers)?;
     crate::out!("{}", look.plan.to_text());
     let same_spec = last
         .as_ref()

@@ -5,6 +5,7 @@ mod destroy;
 mod graph;
 mod handover;
 mod plan;
+mod plugin;
 mod run;
 mod setup;
 mod status;
@@ -12,7 +13,7 @@ mod stdlib;
 mod test;
 mod validate;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PluginCommand};
 use crate::failure::Failure;
 
 /// Runs a command; returns the exit status.
@@ -36,6 +37,15 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             max_steps,
         } => test::run(paths, update, max_steps),
         Command::Stdlib => stdlib::run(),
+        Command::Plugin {
+            command:
+                PluginCommand::Conformance {
+                    config,
+                    dir,
+                    verbose,
+                    command,
+                },
+        } => plugin::conformance(command, &config, dir, verbose),
         Command::Status { spec, json, store } => status::run(&spec, json, &store),
     }
 }

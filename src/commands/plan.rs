@@ -7,7 +7,7 @@ use engine::plan::{SavedPlan, SAVED_PLAN_FORMAT};
 use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, look, open_store, runtime};
+use super::setup::{load, look, open_store, providers_for, runtime, Closing};
 
 /// Plans, prints, and optionally saves the plan.
 pub fn run(
@@ -19,9 +19,11 @@ pub fn run(
 ) -> Result<i32, Failure> {
     let (spec, _) = load(args)?;
     let (state_dir, store) = open_store(&args.spec, store, &spec)?;
-    let providers = providers::all(&state_dir);
     let previous: Vec<_> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
-    let look = look(&runtime()?, &spec, &previous, &store, &providers)?;
+    let providers = providers_for(&args.spec, &state_dir, &spec, &previous);
+    let rt = runtime()?;
+    let _closing = Closing::new(&rt, &providers);
+    let look = look(&rt, &spec, &previous, &store, &providers)?;
     let planned = look.plan;
     if json {
         crate::outln!("{}", planned.to_json());

@@ -15,7 +15,7 @@ use engine::store::etcd::Member;
 use crate::cli::{RunArgs, SpecArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, open_store, runtime, secrets};
+use super::setup::{load, open_store, providers_for, runtime, secrets, Closing};
 
 fn environment(message: String) -> Failure {
     Failure::Other {
@@ -89,7 +89,8 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let resync = duration_flag("--resync", &args.resync)?;
     let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
-    let providers = providers::all(&state_dir);
+    let previous: Vec<_> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
+    let providers = providers_for(&args.spec.spec, &state_dir, &spec, &previous);
     let options = {
         let parallelism = args.parallelism.max(1);
         let ports = args.ports;
@@ -109,6 +110,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     };
     let project = spec.project.clone();
     let rt = runtime()?;
+    let _closing = Closing::new(&rt, &providers);
     if store.remote().is_some() {
         let election = Election {
             ttl: duration_flag("--lease-ttl", &args.lease_ttl)?,

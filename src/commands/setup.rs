@@ -83,6 +83,46 @@ fn process_groups_name_their_machine(spec: &Spec) -> Result<(), Failure> {
     Err(Failure::Spec(diagnostic.to_string()))
 }
 
+/// The providers for `spec` and the `previous` specs whose instances may still exist:
+/// every built-in one, and each plugin they name, started in the folder of the spec at
+/// `spec_path` when first used.
+pub fn providers_for(
+    spec_path: &Path,
+    state_dir: &Path,
+    spec: &Spec,
+    previous: &[Spec],
+) -> engine::provider::ProviderSet {
+    let dir = spec_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let specs: Vec<&Spec> = std::iter::once(spec).chain(previous).collect();
+    providers::for_specs(state_dir, dir, &specs)
+}
+
+/// Ends what the providers run for tend itself (plugins, by their shutdown sequence) when
+/// dropped, however the command ends. Declare it after the runtime it runs on.
+pub struct Closing<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    providers: engine::provider::ProviderSet,
+}
+
+impl<'a> Closing<'a> {
+    /// Closes `providers` on `rt` when dropped.
+    pub fn new(rt: &'a tokio::runtime::Runtime, providers: &engine::provider::ProviderSet) -> Self {
+        Closing {
+            rt,
+            providers: providers.clone(),
+        }
+    }
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.rt.block_on(self.providers.close());
+    }
+}
+
 /// `providers`, fenced by the project lock when it is a leadership in etcd: every call
 /// that acts checks the lease first, writes an intent, and tags what it makes.
 pub fn fenced(

@@ -12,6 +12,7 @@ mod harness;
 mod instance_processes;
 mod planner_props;
 mod plans;
+mod plugins;
 mod process;
 mod reconciler;
 mod replicated;

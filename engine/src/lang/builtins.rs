@@ -124,6 +124,14 @@ fn health_struct<'v>(
     Ok(value)
 }
 
+/// A plugin's name from its command: the file name of the last argument that is not an
+/// option, without its extension (`["python3", "plugins/files.py"]` gives `files`).
+fn default_plugin_name(command: &[String]) -> Option<String> {
+    let last = command.iter().rev().find(|a| !a.starts_with('-'))?;
+    let stem = std::path::Path::new(last).file_stem()?.to_str()?;
+    Some(stem.to_lowercase().replace('_', "-"))
+}
+
 /// A list of strings such as a command; says which item is wrong, and that secrets
 /// belong in `env`.
 fn string_list(param: &str, items: UnpackListOrTuple<Value<'_>>) -> anyhow::Result<Vec<String>> {
@@ -484,6 +492,54 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             }
         }
         Ok(alloc_struct(heap, fields))
+    }
+
+    /// Instances made by an external program that speaks tend's plugin protocol
+    /// (`docs/plugins.md`): `command` starts it, in the spec's folder; `config` (a dict of
+    /// plain values) reaches its `initialize`; groups use it by `name` (by default, the
+    /// file name of the command's last argument without its extension).
+    fn plugin<'v>(
+        #[starlark(require = named)] command: UnpackListOrTuple<Value<'v>>,
+        #[starlark(require = named)] config: Option<Value<'v>>,
+        #[starlark(require = named)] name: Option<&str>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let command = string_list("command", command)?;
+        if command.is_empty() || command.iter().any(|c| c.trim().is_empty()) {
+            anyhow::bail!("plugin(command = ...) needs a program and its arguments, none empty");
+        }
+        let name = match name {
+            Some(name) => name.to_owned(),
+            None => default_plugin_name(&command).ok_or_else(|| {
+                anyhow::anyhow!("plugin(): give it a name = \"...\"; none follows from the command")
+            })?,
+        };
+        validate::plugin_name(&name)?;
+        let config = match config {
+            None => heap.alloc(AllocDict(Vec::<(Value<'v>, Value<'v>)>::new())),
+            Some(config) => {
+                if config.get_type() != "dict" {
+                    anyhow::bail!(
+                        "plugin(config = ...) must be a dict, got {}",
+                        config.get_type()
+                    );
+                }
+                config
+                    .to_json_value()
+                    .map_err(|e| anyhow::anyhow!("plugin(config = ...) must hold plain values (strings, numbers, bools, lists, dicts): {e}"))?;
+                config
+            }
+        };
+        Ok(alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("provider")),
+                ("type", heap.alloc("plugin")),
+                ("name", heap.alloc(name)),
+                ("command", heap.alloc(command)),
+                ("config", config),
+            ],
+        ))
     }
 
     /// Instances as containers on a Docker Engine. `ports` maps a container port to a host

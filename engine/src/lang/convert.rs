@@ -15,7 +15,7 @@ use crate::spec::{
 use crate::template::{analyze, TemplateInfo};
 
 /// The providers this build of tend knows.
-pub const PROVIDERS: [&str; 3] = ["docker", "process", "sim"];
+pub const PROVIDERS: [&str; 3] = crate::spec::validate::BUILT_IN_PROVIDERS;
 
 /// A value that is not what a builtin parameter needs, said in the user's terms.
 #[derive(Debug, thiserror::Error)]
@@ -285,15 +285,35 @@ pub fn provider(json: Json) -> Result<ProviderSpec, ConvertError> {
             })
         }
     };
+    map.remove("kind");
+    if kind == "plugin" {
+        return Ok(plugin(map));
+    }
     if !PROVIDERS.contains(&kind.as_str()) {
         return Err(ConvertError::UnknownProvider(kind));
     }
-    map.remove("kind");
     let props: BTreeMap<String, Json> = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
     for (key, value) in &props {
         check_templates(&format!("provider.{key}"), value)?;
     }
     Ok(ProviderSpec { kind, props })
+}
+
+/// A `plugin()` provider: named by its name, its command and config under `plugin` (not
+/// templates: they reach the plugin as they are).
+fn plugin(mut map: Map<String, Json>) -> ProviderSpec {
+    let name = match map.remove("name") {
+        Some(Json::String(name)) => name,
+        _ => String::new(),
+    };
+    let plugin = serde_json::json!({
+        "command": map.remove("command").unwrap_or(Json::Null),
+        "config": map.remove("config").unwrap_or(Json::Null),
+    });
+    ProviderSpec {
+        kind: name,
+        props: [("plugin".to_owned(), plugin)].into_iter().collect(),
+    }
 }
 
 /// Checks every string inside a provider setting as a template (ports are often per slot).

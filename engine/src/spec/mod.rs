@@ -48,6 +48,22 @@ pub enum SpecError {
     /// An `ids` entry that is not a usable identity.
     #[error("invalid id {0:?}: use 1 to 63 letters, digits, '-' or '_'")]
     BadId(String),
+    /// A plugin named like a built-in provider.
+    #[error("plugin name {0:?} is taken by a built-in provider; name the plugin otherwise")]
+    PluginNameTaken(String),
+    /// A plugin name that is not a DNS label.
+    #[error("plugin name {0:?} must be lowercase letters, digits and '-' (at most 63), starting with a letter or digit")]
+    BadPluginName(String),
+    /// Two groups naming one plugin differently.
+    #[error("groups {first:?} and {second:?} both use plugin {name:?}, with different commands or configs: give one of them another name")]
+    PluginTwice {
+        /// The plugin's name.
+        name: String,
+        /// The group that named it first.
+        first: String,
+        /// The other group.
+        second: String,
+    },
     /// Two groups with one name.
     #[error("duplicate group {0:?}: group names must be unique in a project")]
     DuplicateGroup(String),

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use super::{Allocation, Group, PortValue, Probe, Spec, SpecError, UpdatePolicy, MAX_GROUP_SIZE};
+use super::{
+    Allocation, Group, PortValue, Probe, ProviderSpec, Spec, SpecError, UpdatePolicy,
+    MAX_GROUP_SIZE,
+};
 
 /// True when `name` is a DNS label: 1–63 of `[a-z0-9-]`, starting with a letter, not ending with `-`.
 pub fn is_dns_label(name: &str) -> bool {
@@ -192,6 +195,21 @@ pub fn env_name(name: &str) -> Result<(), SpecError> {
     }
 }
 
+/// The built-in providers' names, which no plugin may take.
+pub const BUILT_IN_PROVIDERS: [&str; 3] = ["docker", "process", "sim"];
+
+/// Checks a plugin's name: a DNS label that is not a built-in provider's.
+pub fn plugin_name(name: &str) -> Result<(), SpecError> {
+    if BUILT_IN_PROVIDERS.contains(&name) || name == "plugin" {
+        return Err(SpecError::PluginNameTaken(name.to_owned()));
+    }
+    if is_dns_label(name) {
+        Ok(())
+    } else {
+        Err(SpecError::BadPluginName(name.to_owned()))
+    }
+}
+
 /// A spec-level problem, with the group it belongs to so a front end can point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupProblem {
@@ -212,6 +230,27 @@ pub fn spec(spec: &Spec) -> Vec<GroupProblem> {
                 group_index: index,
                 error: SpecError::DuplicateGroup(group.name.clone()),
             });
+        }
+    }
+    let mut plugins: Vec<(&str, &ProviderSpec, &str)> = Vec::new();
+    for (index, group) in spec.groups.iter().enumerate() {
+        if !group.provider.props.contains_key("plugin") {
+            continue;
+        }
+        let name = group.provider.kind.as_str();
+        match plugins.iter().find(|(n, _, _)| *n == name) {
+            Some((_, first, owner)) if **first != group.provider => {
+                problems.push(GroupProblem {
+                    group_index: index,
+                    error: SpecError::PluginTwice {
+                        name: name.to_owned(),
+                        first: (*owner).to_owned(),
+                        second: group.name.clone(),
+                    },
+                });
+            }
+            Some(_) => {}
+            None => plugins.push((name, &group.provider, &group.name)),
         }
     }
     let mut listens: Vec<(&str, &str)> = Vec::new();

@@ -1,0 +1,359 @@
+//! Provider plugins: the conformance kit on the reference plugin and on a sloppy one, the
+//! built-in providers through the same semantic checks, the example served by a plugin,
+//! and what tend does with plugins that misbehave.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::provider::{InstanceTags, Provider, ProvisionRequest};
+use engine::spec::Slot;
+use providers::plugin::conformance::{self, ProviderSubject, Report};
+
+use crate::examples::http_get;
+use crate::harness::{repo, signal, snapshots_in, tend, text};
+use crate::process::{wait_for, Project};
+
+fn localproc() -> String {
+    repo()
+        .join("examples/plugins/localproc.py")
+        .display()
+        .to_string()
+}
+
+fn misbehave(mode: &str) -> Vec<String> {
+    vec![
+        "python3".to_owned(),
+        repo()
+            .join("testdata/plugins/misbehave.py")
+            .display()
+            .to_string(),
+        mode.to_owned(),
+    ]
+}
+
+fn settings() -> insta::Settings {
+    snapshots_in(&repo().join("testdata/plugins/snapshots"))
+}
+
+/// Instance records the reference plugin keeps under `dir`.
+fn records(dir: &Path) -> Vec<PathBuf> {
+    let folder = dir.join(".tend/plugins/localproc/instances");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The checks that failed, by name.
+fn failed(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("FAILED  "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_reference_plugin_passes_the_conformance_kit() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let plugin = localproc();
+    let out = tend(
+        dir.path(),
+        &["plugin", "conformance", "--", "python3", &plugin],
+    );
+    let stdout = text(&out.stdout).replace(&plugin, "examples/plugins/localproc.py");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    settings().bind(|| insta::assert_snapshot!("conformance_localproc", stdout));
+    assert_eq!(
+        records(dir.path()),
+        Vec::<PathBuf>::new(),
+        "the kit left instances"
+    );
+}
+
+#[test]
+fn the_kit_names_what_a_sloppy_plugin_breaks() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let command = misbehave("sloppy");
+    let mut args = vec!["plugin", "conformance", "--"];
+    args.extend(command.iter().map(String::as_str));
+    let out = tend(dir.path(), &args);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let failed = failed(&stdout);
+    for broken in [
+        "without the magic cookie it exits 1 and writes nothing on stdout",
+        "the same idempotency key gives the same instance",
+        "describe answers only what carries the tags asked for",
+    ] {
+        assert!(
+            failed.iter().any(|f| f == broken),
+            "{broken} passed:\n{stdout}"
+        );
+    }
+    // Only what it breaks fails: the rest of the protocol holds.
+    assert!(
+        stdout.contains("  ok      a line that is not JSON answers ParseError, and it goes on"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  ok      tags set at creation show in describe"),
+        "{stdout}"
+    );
+}
+
+/// Runs the semantic checks on a built-in provider through the `Provider` trait.
+fn semantics_of(
+    make: impl Fn() -> Arc<dyn Provider> + Send + Sync + 'static,
+    template: ProvisionRequest,
+    project: &str,
+) -> Report {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let subject = ProviderSubject::new(Box::new(make), template);
+    let mut report = Report::default();
+    rt.block_on(conformance::semantics(&subject, project, &mut report));
+    report
+}
+
+fn template(command: &[&str], props: serde_json::Value) -> ProvisionRequest {
+    let mut request = ProvisionRequest::bare(Slot::Index(0), InstanceTags::default());
+    request.command = command.iter().map(|c| (*c).to_owned()).collect();
+    request.props = serde_json::from_value(props).unwrap_or_default();
+    request
+}
+
+#[test]
+fn sim_and_process_pass_the_semantic_checks_through_the_provider_trait() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let state = dir.path().to_path_buf();
+    let sim = semantics_of(
+        move || Arc::new(providers::sim::SimProvider::new(&state)),
+        template(&[], serde_json::json!({})),
+        "it-conformance-sim",
+    );
+    assert!(sim.passed(), "sim:\n{}", sim.to_text());
+    let state = dir.path().to_path_buf();
+    let process = semantics_of(
+        move || Arc::new(providers::process::ProcessProvider::new(&state)),
+        template(&["sleep", "300"], serde_json::json!({"cgroups": false})),
+        "it-conformance-process",
+    );
+    assert!(process.passed(), "process:\n{}", process.to_text());
+    // Every check ran on both: none is waved through as not applicable.
+    for report in [&sim, &process] {
+        assert_eq!(report.checks.len(), 9, "{}", report.to_text());
+        assert!(report
+            .to_text()
+            .contains("9 passed, 0 failed, 0 not applicable"));
+    }
+    assert!(crate::process::live_tagged("it-conformance-process").is_empty());
+}
+
+#[test]
+fn docker_passes_the_semantic_checks_through_the_provider_trait() {
+    if !crate::docker::have_engine("docker_passes_the_semantic_checks_through_the_provider_trait") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let state = dir.path().to_path_buf();
+    let project = "it-conformance-docker";
+    let report = semantics_of(
+        move || Arc::new(providers::docker::DockerProvider::new(&state)),
+        template(
+            &["sleep", "300"],
+            serde_json::json!({"image": crate::docker::IMAGE, "ports": {}, "pull": false}),
+        ),
+        project,
+    );
+    let left = crate::docker::containers(project, true);
+    assert!(report.passed(), "docker:\n{}", report.to_text());
+    assert!(report
+        .to_text()
+        .contains("9 passed, 0 failed, 0 not applicable"));
+    assert_eq!(left, Vec::<String>::new(), "the checks left containers");
+}
+
+/// A project whose group `web` is made by the plugin `command` starts, beside a `sim`
+/// group that must come through whatever the plugin does.
+fn plugin_project(name: &str, command: &[String]) -> Project {
+    Project::new(
+        name,
+        &format!(
+            r#"bad = plugin(command = {command:?}, name = "bad")
+group(name = "keep", size = 1, provider = sim(), flavor = flavor(command = ["serve"]))
+group(name = "web", size = 1, provider = bad, flavor = flavor(command = ["sleep", "60"]))
+"#
+        ),
+    )
+}
+
+/// Applies, insisting on exit status `code`; stdout and stderr.
+fn apply(project: &Project, code: i32) -> (String, String) {
+    let out = project.tend(&["apply", "--yes"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The error line of a failed command, with the project's folder as `<dir>`.
+fn error_of(project: &Project, stderr: &str) -> String {
+    let at = stderr.find("error: ").unwrap_or(0);
+    stderr[at..].replace(&project.path().display().to_string(), "<dir>")
+}
+
+#[test]
+fn a_plugin_that_is_not_there_is_named_and_nothing_is_applied() {
+    let p = plugin_project(
+        "it-plugin-missing",
+        &["/nonexistent/tend-plugin-x".to_owned()],
+    );
+    let (_, stderr) = apply(&p, 1);
+    settings().bind(|| insta::assert_snapshot!("missing_plugin", error_of(&p, &stderr)));
+    // Nothing was committed and nothing made: the store has no applied spec.
+    let status = p.tend(&["status"]);
+    assert!(
+        !text(&status.stdout).contains("serial 1"),
+        "{}",
+        text(&status.stdout)
+    );
+}
+
+#[test]
+fn a_plugin_that_writes_on_stdout_before_the_handshake_is_refused() {
+    let p = plugin_project("it-plugin-chatty", &misbehave("chatty"));
+    let (_, stderr) = apply(&p, 1);
+    settings().bind(|| insta::assert_snapshot!("chatty_plugin", error_of(&p, &stderr)));
+}
+
+#[test]
+fn a_plugin_of_another_protocol_version_is_refused() {
+    let p = plugin_project("it-plugin-old", &misbehave("old"));
+    let (_, stderr) = apply(&p, 1);
+    settings().bind(|| insta::assert_snapshot!("old_plugin", error_of(&p, &stderr)));
+}
+
+#[test]
+fn a_plugin_that_crashes_mid_provision_is_restarted_and_quoted_and_leaves_nothing() {
+    let p = plugin_project("it-plugin-crash", &misbehave("crash"));
+    let (stdout, stderr) = apply(&p, 1);
+    // Its last stderr lines are in the failure; it was started again for each attempt.
+    assert!(stdout.contains("x gave up   web/0"), "{stdout}");
+    assert!(
+        stdout.contains("about to crash in the middle of a provision"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("plugin bad: down: crashed"), "{stderr}");
+    assert!(
+        stdout.contains("+ created   keep/0"),
+        "the sim group must come through:\n{stdout}"
+    );
+    assert_eq!(records(p.path()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_provision_past_its_deadline_is_looked_up_by_its_key_before_another() {
+    let p = plugin_project("it-plugin-hang", &misbehave("hang"));
+    let (stdout, _) = apply(&p, 1);
+    assert!(
+        stdout.contains("its outcome is unknown, so tend looks for an instance with key"),
+        "{stdout}"
+    );
+    // Every attempt used the one key: the plugin saw a single key for web/0.
+    let keys: std::collections::BTreeSet<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split("instance with key ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(keys.len(), 1, "{stdout}");
+    assert_eq!(records(p.path()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn an_instance_made_without_its_tags_is_removed_and_the_create_fails() {
+    let p = plugin_project("it-plugin-untagged", &misbehave("untagged"));
+    let (stdout, _) = apply(&p, 1);
+    assert!(
+        stdout.contains("does not show it with its tags; tend removed it"),
+        "{stdout}"
+    );
+    assert_eq!(
+        records(p.path()),
+        Vec::<PathBuf>::new(),
+        "an untagged instance was left"
+    );
+}
+
+#[test]
+fn a_plugin_flooding_stderr_is_cut_short_and_still_works() {
+    let p = plugin_project("it-plugin-flood", &misbehave("flood"));
+    let (stdout, stderr) = apply(&p, 0);
+    assert!(stdout.contains("+ created   web/0"), "{stdout}");
+    let forwarded = stderr
+        .lines()
+        .filter(|l| l.starts_with("plugin bad: flood line"))
+        .count();
+    assert!(forwarded <= 100, "{forwarded} lines forwarded");
+    assert!(stderr.contains("more stderr lines left out)"), "{stderr}");
+    assert_eq!(records(p.path()).len(), 1);
+    p.ok(&["destroy", "--yes"]);
+    assert_eq!(records(p.path()), Vec::<PathBuf>::new());
+}
+
+/// The pid of the reference plugin's instance in `slot`, from its record.
+fn pid_in_slot(dir: &Path, slot: &str) -> Option<u32> {
+    records(dir).iter().find_map(|path| {
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        if record["tags"]["tend.slot"] != slot {
+            return None;
+        }
+        u32::try_from(record["pid"].as_u64()?).ok()
+    })
+}
+
+#[test]
+fn the_plugin_example_serves_and_tend_run_heals_it() {
+    let example = repo().join("examples/plugins");
+    let spec = std::fs::read_to_string(example.join("main.star")).unwrap_or_else(|e| panic!("{e}"));
+    let p = Project::new(
+        "it-example-plugins",
+        &spec.replace("project(name = \"plugins\")\n", ""),
+    );
+    std::fs::copy(example.join("localproc.py"), p.path().join("localproc.py"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("2 created"), "{out}");
+    for (port, slot) in [(8501, 0), (8502, 1)] {
+        let page = http_get(port, "/").unwrap_or_else(|e| panic!("{port}: {e}"));
+        assert_eq!(page, format!("<p>web/{slot}, made by a plugin</p>\n"));
+    }
+    let mut run = crate::harness::spawn_tend(
+        p.path(),
+        &["run", "--listen", "127.0.0.1:0"],
+        std::process::Stdio::null,
+    );
+    let killed = pid_in_slot(p.path(), "0").unwrap_or_else(|| panic!("no record of web/0"));
+    signal(killed, "-9");
+    // The plugin says the instance changed; tend run looks, and heals it through the plugin.
+    wait_for(|| {
+        pid_in_slot(p.path(), "0").is_some_and(|pid| pid != killed) && http_get(8501, "/").is_ok()
+    });
+    signal(run.id(), "-TERM");
+    let _ = run.wait();
+    p.ok(&["destroy", "--yes"]);
+    assert!(http_get(8501, "/").is_err() && http_get(8502, "/").is_err());
+    assert_eq!(records(p.path()), Vec::<PathBuf>::new());
+}
