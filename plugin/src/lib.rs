@@ -6,6 +6,25 @@
 //! carries the plugin's logs. `docs/plugins.md` in tend's repository is the contract in
 //! prose; this crate is the same contract in types, and tend's host side uses it too, so the
 //! two cannot drift.
+//!
+//! A plugin's loop, answering one request:
+//!
+//! ```
+//! use std::io::BufReader;
+//! use tend_plugin::{decode, encode, frame::read_line, methods, Message, MAX_MESSAGE_BYTES};
+//!
+//! let stdin = br#"{"jsonrpc":"2.0","id":7,"method":"$/ping","params":{}}"#.to_vec();
+//! let mut reader = BufReader::new(&stdin[..]);
+//! let mut stdout = Vec::new();
+//! while let Some(line) = read_line(&mut reader, MAX_MESSAGE_BYTES).unwrap() {
+//!     if let Ok(Message::Request { id, method, .. }) = decode(&line) {
+//!         assert_eq!(method, methods::PING);
+//!         let answer = Message::Response { id: Some(id), outcome: Ok(serde_json::json!({})) };
+//!         stdout.extend(encode(&answer).unwrap());
+//!     }
+//! }
+//! assert_eq!(stdout, b"{\"id\":7,\"jsonrpc\":\"2.0\",\"result\":{}}\n");
+//! ```
 
 pub mod codes;
 pub mod frame;

@@ -3,6 +3,7 @@
 what it does with bad plugins. Otherwise it is the reference plugin, localproc."""
 
 import os
+import signal
 import sys
 import time
 
@@ -43,6 +44,10 @@ class Misbehaving(localproc.Plugin):
 
 
 def main():
+    if MODE == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open("stubborn.pid", "w") as f:
+            f.write(str(os.getpid()))
     if MODE == "chatty":
         sys.stdout.write("misbehave: starting up\n")
         sys.stdout.flush()
@@ -56,6 +61,8 @@ def main():
         return 1
     plugin = Misbehaving(sys.stdout.buffer)
     plugin.serve(sys.stdin.buffer)
+    while MODE == "stubborn":  # told to exit, stdin closed, SIGTERM: it stays
+        time.sleep(1)
     return 0
 
 

@@ -312,6 +312,20 @@ fn a_plugin_flooding_stderr_is_cut_short_and_still_works() {
     assert_eq!(records(p.path()), Vec::<PathBuf>::new());
 }
 
+#[test]
+fn a_plugin_that_will_not_exit_is_killed_at_the_end_of_the_shutdown_sequence() {
+    let p = plugin_project("it-plugin-stubborn", &misbehave("stubborn"));
+    let out = p.tend(&["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pid = std::fs::read_to_string(p.path().join("stubborn.pid"))
+        .unwrap_or_else(|e| panic!("the plugin wrote no pid: {e}"));
+    // shutdown, exit, stdin closed, SIGTERM (ignored), then SIGKILL: gone when tend is.
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "plugin {pid} outlived tend"
+    );
+}
+
 /// The pid of the reference plugin's instance in `slot`, from its record.
 fn pid_in_slot(dir: &Path, slot: &str) -> Option<u32> {
     records(dir).iter().find_map(|path| {

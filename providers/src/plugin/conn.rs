@@ -89,6 +89,8 @@ pub struct Connection {
     /// True until the handshake is done: a line on stdout that is not an answer then ends
     /// the plugin's run.
     before_handshake: Arc<AtomicBool>,
+    /// Requests in flight at once, when the plugin set `maxConcurrency`.
+    limit: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 /// What a plugin sends besides answers: `instance.changed`, and lines that are not JSON-RPC.
@@ -174,6 +176,7 @@ impl Connection {
             ended,
             info: Mutex::new(None),
             before_handshake,
+            limit: std::sync::OnceLock::new(),
         })
     }
 
@@ -227,6 +230,11 @@ impl Connection {
             *slot = Some(info.clone());
         }
         self.before_handshake.store(false, Ordering::Relaxed);
+        if let Ok(permits @ 1..) = usize::try_from(info.capabilities.max_concurrency) {
+            let _ = self
+                .limit
+                .set(Arc::new(tokio::sync::Semaphore::new(permits)));
+        }
         Ok(info)
     }
 
@@ -258,6 +266,17 @@ impl Connection {
         if let Some(why) = self.ended_why() {
             return Err(CallError::Ended(why));
         }
+        // Past the plugin's `maxConcurrency`, a call waits its turn (within its deadline);
+        // a shutdown never waits.
+        let _permit = match self.limit.get() {
+            Some(limit) if method != methods::SHUTDOWN => {
+                match tokio::time::timeout(deadline, limit.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => return Err(CallError::Deadline(deadline)),
+                }
+            }
+            _ => None,
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut pending) = self.pending.lock() {

@@ -3,7 +3,9 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::{json, Value};
 use tend_plugin::methods;
@@ -37,11 +39,74 @@ pub enum Down {
     Unavailable(String),
 }
 
+/// A plugin's crashes: when it may be started again, and whether it may act.
+#[derive(Debug, Default)]
+pub struct Crashes {
+    times: VecDeque<Instant>,
+    up_since: Option<Instant>,
+    retry_at: Option<Instant>,
+}
+
+impl Crashes {
+    /// Notes a crash (or a failed start) at `now`; the backoff until the next start:
+    /// `FIRST_BACKOFF` doubled per crash in the window, at most `MAX_BACKOFF`, jittered.
+    pub fn crashed(&mut self, now: Instant) -> Duration {
+        self.forget_before(now);
+        self.times.push_back(now);
+        self.up_since = None;
+        let doublings = u32::try_from(self.times.len() - 1).unwrap_or(u32::MAX).min(16);
+        let backoff = jittered(
+            FIRST_BACKOFF
+                .saturating_mul(2u32.saturating_pow(doublings))
+                .min(MAX_BACKOFF),
+        );
+        self.retry_at = Some(now + backoff);
+        backoff
+    }
+
+    /// Notes that the plugin started and shook hands at `now`.
+    pub fn started(&mut self, now: Instant) {
+        self.up_since = Some(now);
+        self.retry_at = None;
+    }
+
+    /// How long until it may be started again; zero when it may now.
+    pub fn wait(&self, now: Instant) -> Duration {
+        self.retry_at
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
+    }
+
+    /// `Some(count)` while the breaker is open: `BREAKER_CRASHES` crashes within
+    /// `CRASH_WINDOW`, and it has not stayed up `STAYS_UP` since.
+    pub fn breaker(&mut self, now: Instant) -> Option<usize> {
+        self.forget_before(now);
+        if self.times.len() < BREAKER_CRASHES {
+            return None;
+        }
+        if self
+            .up_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= STAYS_UP)
+        {
+            self.times.clear();
+            return None;
+        }
+        Some(self.times.len())
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > CRASH_WINDOW)
+        {
+            self.times.pop_front();
+        }
+    }
+}
+
 struct State {
     current: Option<Arc<Connection>>,
-    up_since: Option<Instant>,
-    crashes: VecDeque<Instant>,
-    retry_at: Option<Instant>,
+    crashes: Crashes,
     last_failure: Option<String>,
     closed: bool,
 }
@@ -64,9 +129,7 @@ impl Supervisor {
             logs,
             state: tokio::sync::Mutex::new(State {
                 current: None,
-                up_since: None,
-                crashes: VecDeque::new(),
-                retry_at: None,
+                crashes: Crashes::default(),
                 last_failure: None,
                 closed: false,
             }),
@@ -87,31 +150,26 @@ impl Supervisor {
                 None => return Ok(current.clone()),
                 Some(why) => {
                     state.current = None;
-                    state.up_since = None;
                     self.crashed(&mut state, format!("crashed: {why}"));
                 }
             }
         }
-        if let Some(at) = state.retry_at {
-            let now = Instant::now();
-            // A short backoff is waited out: a caller then meets the restarted plugin, not
-            // an error.
-            if at > now && at - now <= WAIT_OUT {
-                tokio::time::sleep(at - now).await;
-            } else if at > now {
-                return Err(Down::Unavailable(format!(
-                    "{}; starting it again in {:.1}s",
-                    state.last_failure.clone().unwrap_or_default(),
-                    (at - now).as_secs_f64()
-                )));
-            }
+        let wait = state.crashes.wait(Instant::now());
+        // A short backoff is waited out: a caller then meets the restarted plugin, not an
+        // error.
+        if wait > WAIT_OUT {
+            return Err(Down::Unavailable(format!(
+                "{}; starting it again in {:.1}s",
+                state.last_failure.clone().unwrap_or_default(),
+                wait.as_secs_f64()
+            )));
         }
+        tokio::time::sleep(wait).await;
         match self.start().await {
             Ok(connection) => {
                 let connection = Arc::new(connection);
                 state.current = Some(connection.clone());
-                state.up_since = Some(Instant::now());
-                state.retry_at = None;
+                state.crashes.started(Instant::now());
                 Ok(connection)
             }
             Err(Down::Settings(why)) => Err(Down::Settings(why)),
@@ -126,31 +184,15 @@ impl Supervisor {
     /// `CRASH_WINDOW`, no creates or destroys until the plugin stays up `STAYS_UP`.
     pub async fn may_act(&self) -> Result<(), String> {
         let mut state = self.state.lock().await;
-        let now = Instant::now();
-        while state
-            .crashes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            state.crashes.pop_front();
+        match state.crashes.breaker(Instant::now()) {
+            None => Ok(()),
+            Some(count) => Err(format!(
+                "crashed {count} times in the last {} minutes; it gets no creates or destroys until it stays up for {}s (last: {})",
+                CRASH_WINDOW.as_secs() / 60,
+                STAYS_UP.as_secs(),
+                state.last_failure.clone().unwrap_or_default()
+            )),
         }
-        if state.crashes.len() < BREAKER_CRASHES {
-            return Ok(());
-        }
-        if state
-            .up_since
-            .is_some_and(|t| now.duration_since(t) >= STAYS_UP)
-        {
-            state.crashes.clear();
-            return Ok(());
-        }
-        Err(format!(
-            "crashed {} times in the last {} minutes; it gets no creates or destroys until it stays up for {}s (last: {})",
-            state.crashes.len(),
-            CRASH_WINDOW.as_secs() / 60,
-            STAYS_UP.as_secs(),
-            state.last_failure.clone().unwrap_or_default()
-        ))
     }
 
     /// A receiver told whenever the plugin says something changed.
@@ -175,13 +217,7 @@ impl Supervisor {
     }
 
     fn crashed(&self, state: &mut State, why: String) {
-        let now = Instant::now();
-        state.crashes.push_back(now);
-        let doublings = u32::try_from(state.crashes.len().saturating_sub(1)).unwrap_or(16);
-        let backoff = FIRST_BACKOFF
-            .saturating_mul(2u32.saturating_pow(doublings.min(16)))
-            .min(MAX_BACKOFF);
-        state.retry_at = Some(now + jittered(backoff));
+        state.crashes.crashed(Instant::now());
         (self.logs)(&self.launch.name, &format!("down: {why}"));
         state.last_failure = Some(why);
     }
@@ -252,10 +288,72 @@ mod tests {
     fn jitter_stays_within_a_fifth() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(10));
-            assert!(
-                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(12), "{d:?}");
         }
+    }
+
+    #[test]
+    fn backoff_doubles_per_crash_up_to_a_minute() {
+        let mut crashes = Crashes::default();
+        let t = Instant::now();
+        let waits: Vec<u64> = (0..9)
+            .map(|n| crashes.crashed(t + Duration::from_secs(n)).as_secs_f64().round() as u64)
+            .collect();
+        for (wait, base) in waits.iter().zip([1u64, 2, 4, 8, 16, 32, 60, 60, 60]) {
+            let (low, high) = ((base as f64 * 0.8).floor() as u64, (base as f64 * 1.2).ceil() as u64);
+            assert!((low..=high).contains(wait), "{waits:?}");
+        }
+    }
+
+    #[test]
+    fn five_crashes_in_ten_minutes_open_the_breaker_until_it_stays_up() {
+        let mut crashes = Crashes::default();
+        let t = Instant::now();
+        for n in 0..4 {
+            crashes.crashed(t + Duration::from_secs(n * 60));
+        }
+        assert_eq!(crashes.breaker(t + Duration::from_secs(240)), None);
+        crashes.crashed(t + Duration::from_secs(240));
+        assert_eq!(crashes.breaker(t + Duration::from_secs(241)), Some(5));
+        // Up, but not for long enough yet.
+        crashes.started(t + Duration::from_secs(300));
+        assert_eq!(crashes.breaker(t + Duration::from_secs(330)), Some(5));
+        // Stayed up: closed, and the count starts again.
+        assert_eq!(crashes.breaker(t + Duration::from_secs(360)), None);
+        crashes.crashed(t + Duration::from_secs(400));
+        assert_eq!(crashes.breaker(t + Duration::from_secs(401)), None);
+    }
+
+    #[test]
+    fn crashes_older_than_the_window_are_forgotten() {
+        let mut crashes = Crashes::default();
+        let t = Instant::now();
+        for n in 0..4 {
+            crashes.crashed(t + Duration::from_secs(n));
+        }
+        crashes.crashed(t + Duration::from_secs(700));
+        assert_eq!(crashes.breaker(t + Duration::from_secs(701)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_plugin_that_will_not_start_is_retried_after_a_backoff_not_in_a_loop() {
+        let dir = std::env::temp_dir();
+        let launch = Launch::new("never", vec!["false".to_owned()], dir);
+        let quiet: LogSink = Arc::new(|_: &str, _: &str| {});
+        let supervisor = Supervisor::new(launch, serde_json::json!({}), quiet);
+        // Each call starts it once; a backoff of up to five seconds is waited out first.
+        for _ in 0..4 {
+            assert!(matches!(supervisor.connection().await, Err(Down::Unavailable(_))));
+        }
+        // The fifth backoff (about 8s) is too long to wait: refused without a start.
+        let Err(Down::Unavailable(why)) = supervisor.connection().await else {
+            panic!("it started");
+        };
+        assert!(why.contains("starting it again in"), "{why}");
+        assert!(supervisor.may_act().await.is_ok());
+        tokio::time::advance(Duration::from_secs(13)).await;
+        assert!(supervisor.connection().await.is_err());
+        let refused = supervisor.may_act().await.unwrap_err();
+        assert!(refused.starts_with("crashed 5 times in the last 10 minutes"), "{refused}");
     }
 }
