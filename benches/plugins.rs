@@ -49,15 +49,22 @@ async fn provision_all(
     let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..PARALLEL {
-        let (provider, next, project, props) =
-            (provider.clone(), next.clone(), project.to_owned(), props.clone());
+        let (provider, next, project, props) = (
+            provider.clone(),
+            next.clone(),
+            project.to_owned(),
+            props.clone(),
+        );
         workers.spawn(async move {
             loop {
                 let slot = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if slot >= count {
                     break;
                 }
-                if let Err(e) = provider.provision(request(&project, slot, props.clone())).await {
+                if let Err(e) = provider
+                    .provision(request(&project, slot, props.clone()))
+                    .await
+                {
                     panic!("provision {slot}: {e}");
                 }
             }
@@ -84,7 +91,12 @@ async fn describe_times(provider: &dyn Provider, project: &str, count: usize) ->
             .await
             .unwrap_or_else(|e| panic!("describe: {e}"));
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(found.len(), count, "describe saw {} of {count}", found.len());
+        assert_eq!(
+            found.len(),
+            count,
+            "describe saw {} of {count}",
+            found.len()
+        );
     }
     times.sort_by(f64::total_cmp);
     (times[DESCRIBES / 2], times[DESCRIBES * 95 / 100])
@@ -114,7 +126,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/localproc.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins/localproc.py");
     let spec = PluginSpec {
         name: "localproc".to_owned(),
         command: vec!["python3".to_owned(), script.display().to_string()],

@@ -22,27 +22,17 @@ pub fn all(state_dir: &Path) -> ProviderSet {
     set
 }
 
-/// Every provider of this build, and one for each plugin that `specs` name, started in
-/// `dir` (the spec's folder) when first used. Where two specs name one plugin, the first
-/// one's command and config are used: give the spec to reach first.
+/// Every provider of this build, and one for each plugin that `specs` name, or that a spec
+/// the set learns later names, started in `dir` (the spec's folder) when first used. Where
+/// two specs name one plugin, the first one's command and config are used: give the spec to
+/// reach first.
 pub fn for_specs(state_dir: &Path, dir: &Path, specs: &[&Spec]) -> ProviderSet {
-    let mut set = all(state_dir);
-    let mut named = std::collections::BTreeSet::new();
+    let set = all(state_dir).with_factory(Arc::new(plugin::Plugins {
+        dir: dir.to_path_buf(),
+        logs: plugin::logs::to_stderr(),
+    }));
     for spec in specs {
-        for group in &spec.groups {
-            let Some(plugin) =
-                plugin::PluginSpec::from_props(&group.provider.kind, &group.provider.props)
-            else {
-                continue;
-            };
-            if named.insert(plugin.name.clone()) {
-                set.insert(Arc::new(plugin::PluginProvider::new(
-                    &plugin,
-                    dir,
-                    plugin::logs::to_stderr(),
-                )));
-            }
-        }
+        set.learn(spec);
     }
     set
 }

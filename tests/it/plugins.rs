@@ -326,6 +326,35 @@ fn a_plugin_that_will_not_exit_is_killed_at_the_end_of_the_shutdown_sequence() {
     );
 }
 
+#[test]
+fn tend_run_starts_a_plugin_first_named_by_a_spec_it_adopts() {
+    let p = Project::new(
+        "it-plugin-adopted",
+        r#"group(name = "keep", size = 1, provider = sim(), flavor = flavor(command = ["serve"]))
+"#,
+    );
+    std::fs::copy(
+        repo().join("examples/plugins/localproc.py"),
+        p.path().join("localproc.py"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    p.ok(&["apply", "--yes"]);
+    let run = crate::run::Running::start(&p, 17481, &[]);
+    p.write_spec(
+        r#"group(name = "keep", size = 1, provider = sim(), flavor = flavor(command = ["serve"]))
+lp = plugin(command = ["python3", "localproc.py"])
+group(name = "web", size = 2, provider = lp, flavor = flavor(command = ["sleep", "120"]))
+"#,
+    );
+    // Handed to the running controller, which was started without the plugin.
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("converged"), "{out}");
+    wait_for(|| records(p.path()).len() == 2);
+    drop(run);
+    p.ok(&["destroy", "--yes"]);
+    assert_eq!(records(p.path()), Vec::<PathBuf>::new());
+}
+
 /// The pid of the reference plugin's instance in `slot`, from its record.
 fn pid_in_slot(dir: &Path, slot: &str) -> Option<u32> {
     records(dir).iter().find_map(|path| {

@@ -246,11 +246,10 @@ impl Controller {
         let selector = Selector {
             project: self.reconciler.spec().0.project.clone(),
         };
-        for (name, provider) in self.providers.iter() {
+        for (name, provider) in self.providers.all() {
             match provider.watch(&selector).await {
                 Ok(Some(mut stream)) => {
                     let tx = tx.clone();
-                    let name = name.to_owned();
                     tokio::spawn(async move {
                         while let Some(event) = stream.recv().await {
                             if tx.send((name.clone(), event)).await.is_err() {

@@ -186,7 +186,6 @@ async fn start_in_place(
 fn provider(ctx: &Context, name: &str) -> Result<Arc<dyn Provider>, ActionError> {
     ctx.providers
         .get(name)
-        .cloned()
         .map_err(|e| ActionError::UnknownProvider(e.to_string()))
 }
 

@@ -79,14 +79,14 @@ async fn within_fence<T>(
 
 /// `providers` with every call that acts passing `gate` first.
 pub fn fence(providers: &ProviderSet, gate: Arc<dyn Gate>) -> ProviderSet {
-    let mut fenced = ProviderSet::default();
-    for (_, provider) in providers.iter() {
-        fenced.insert(Arc::new(Fenced {
-            inner: provider.clone(),
-            gate: gate.clone(),
-        }));
-    }
-    fenced
+    providers.wrapped(Arc::new(
+        move |inner: Arc<dyn Provider>| -> Arc<dyn Provider> {
+            Arc::new(Fenced {
+                inner,
+                gate: gate.clone(),
+            })
+        },
+    ))
 }
 
 /// One provider behind a gate.

@@ -7,7 +7,7 @@ pub mod fenced;
 mod observe;
 mod types;
 
-pub use observe::{error_chain, observe, Observed, PartialView, ProviderSet};
+pub use observe::{error_chain, observe, Observed, PartialView, ProviderFactory, ProviderSet};
 pub use types::{
     tags, InstanceState, InstanceTags, ObservedInstance, ProviderEvent, ProvisionRequest, Selector,
     Tags,

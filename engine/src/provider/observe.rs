@@ -1,17 +1,39 @@
 //! Reading the observed state of a project from every provider it may use.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use super::{ObservedInstance, Provider, ProviderError, Selector};
 use crate::spec::{canonical_json, sha256_hex, Spec};
 
-/// The providers compiled into this tend, by name.
+/// Puts a provider inside another (a fence, say).
+pub type Wrap = Arc<dyn Fn(Arc<dyn Provider>) -> Arc<dyn Provider> + Send + Sync>;
+
+/// Makes the providers a spec names that are not built in (plugins), when a set meets a
+/// spec it did not start with: one that `tend run` adopts, say.
+pub trait ProviderFactory: Send + Sync {
+    /// A provider for groups of `kind` with these settings, when this factory makes one.
+    fn make(
+        &self,
+        kind: &str,
+        props: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<Arc<dyn Provider>>;
+}
+
+/// The providers of this tend, by name: those it was made with, and those its factory made
+/// for the specs it learned since (shared by every clone of the set).
 #[derive(Clone, Default)]
 pub struct ProviderSet {
     providers: BTreeMap<String, Arc<dyn Provider>>,
+    learned: Option<Arc<Learned>>,
+}
+
+/// What a set's factory made.
+struct Learned {
+    factory: Arc<dyn ProviderFactory>,
+    made: RwLock<BTreeMap<String, Arc<dyn Provider>>>,
 }
 
 impl ProviderSet {
@@ -20,25 +42,100 @@ impl ProviderSet {
         self.providers.insert(provider.name().to_owned(), provider);
     }
 
+    /// The set, making the providers of specs it learns with `factory`.
+    pub fn with_factory(mut self, factory: Arc<dyn ProviderFactory>) -> ProviderSet {
+        self.learned = Some(Arc::new(Learned {
+            factory,
+            made: RwLock::default(),
+        }));
+        self
+    }
+
+    /// Makes, with the set's factory, a provider for each group of `spec` whose provider
+    /// the set does not have yet.
+    pub fn learn(&self, spec: &Spec) {
+        for group in &spec.groups {
+            self.learn_one(&group.provider.kind, &group.provider.props);
+        }
+    }
+
+    fn learn_one(&self, kind: &str, props: &BTreeMap<String, serde_json::Value>) {
+        let Some(learned) = &self.learned else {
+            return;
+        };
+        if self.get(kind).is_ok() {
+            return;
+        }
+        if let Some(made) = learned.factory.make(kind, props) {
+            if let Ok(mut all) = learned.made.write() {
+                all.entry(kind.to_owned()).or_insert(made);
+            }
+        }
+    }
+
     /// The provider called `name`.
-    pub fn get(&self, name: &str) -> Result<&Arc<dyn Provider>, ProviderError> {
-        self.providers
-            .get(name)
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Provider>, ProviderError> {
+        if let Some(provider) = self.providers.get(name) {
+            return Ok(provider.clone());
+        }
+        self.learned
+            .as_ref()
+            .and_then(|l| l.made.read().ok()?.get(name).cloned())
             .ok_or_else(|| ProviderError::Unknown(name.to_owned()))
     }
 
     /// Every provider, by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<dyn Provider>)> {
-        self.providers.iter().map(|(n, p)| (n.as_str(), p))
+    pub fn all(&self) -> Vec<(String, Arc<dyn Provider>)> {
+        let mut all: Vec<(String, Arc<dyn Provider>)> = self
+            .providers
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
+        if let Some(made) = self.learned.as_ref().and_then(|l| l.made.read().ok()) {
+            all.extend(made.iter().map(|(n, p)| (n.clone(), p.clone())));
+        }
+        all
+    }
+
+    /// `wrap` around every provider, those made later by the factory too; what they wrap
+    /// is shared with this set (a plugin learned through either runs once).
+    pub fn wrapped(&self, wrap: Wrap) -> ProviderSet {
+        let mut set = ProviderSet::default();
+        for (_, provider) in self.all() {
+            set.insert(wrap(provider));
+        }
+        if self.learned.is_some() {
+            set = set.with_factory(Arc::new(Wrapping {
+                inner: self.clone(),
+                wrap,
+            }));
+        }
+        set
     }
 
     /// Closes every provider (a plugin's process ends by its shutdown sequence), one
     /// after another; instances stay as they are.
     pub async fn close(&self) {
-        let closing: Vec<_> = self.providers.values().map(|p| p.close()).collect();
-        for done in closing {
-            done.await;
+        for (_, provider) in self.all() {
+            provider.close().await;
         }
+    }
+}
+
+/// The factory of a wrapped set: learns through the set it wraps, then wraps.
+struct Wrapping {
+    inner: ProviderSet,
+    wrap: Wrap,
+}
+
+impl ProviderFactory for Wrapping {
+    fn make(
+        &self,
+        kind: &str,
+        props: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<Arc<dyn Provider>> {
+        self.inner.learn_one(kind, props);
+        self.inner.get(kind).ok().map(|p| (self.wrap)(p))
     }
 }
 
@@ -160,6 +257,9 @@ pub async fn observe(
     providers: &ProviderSet,
 ) -> Result<Observed, ProviderError> {
     for group in &spec.groups {
+        // A spec may name a provider this set was not made with (a plugin first named by
+        // a spec `tend run` adopts): its factory makes it now.
+        providers.learn_one(&group.provider.kind, &group.provider.props);
         providers
             .get(&group.provider.kind)?
             .validate(&group.provider.props)?;
@@ -175,7 +275,8 @@ pub async fn observe(
         project: spec.project.clone(),
     };
     let mut observed = Observed::new(&spec.project);
-    for (name, provider) in providers.iter() {
+    for (name, provider) in providers.all() {
+        let name = name.as_str();
         let used = spec
             .groups
             .iter()

@@ -10,7 +10,6 @@
 //! nothing but its own verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -262,7 +261,7 @@ impl Monitor {
             if track.probing || track.paused || track.next > now || !which(track) {
                 continue;
             }
-            let Ok(provider) = providers.get(&track.provider).map(Arc::clone) else {
+            let Ok(provider) = providers.get(&track.provider) else {
                 continue;
             };
             track.probing = true;

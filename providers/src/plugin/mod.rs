@@ -71,6 +71,29 @@ impl PluginSpec {
     }
 }
 
+/// Makes a [`PluginProvider`] for each `plugin(...)` provider a spec names.
+pub struct Plugins {
+    /// The folder plugins start in (the spec's).
+    pub dir: std::path::PathBuf,
+    /// Where their stderr goes.
+    pub logs: logs::LogSink,
+}
+
+impl engine::provider::ProviderFactory for Plugins {
+    fn make(
+        &self,
+        kind: &str,
+        props: &BTreeMap<String, Value>,
+    ) -> Option<std::sync::Arc<dyn Provider>> {
+        let spec = PluginSpec::from_props(kind, props)?;
+        Some(std::sync::Arc::new(PluginProvider::new(
+            &spec,
+            &self.dir,
+            self.logs.clone(),
+        )))
+    }
+}
+
 /// Instances made by an external plugin.
 pub struct PluginProvider {
     name: String,

@@ -54,7 +54,9 @@ impl Crashes {
         self.forget_before(now);
         self.times.push_back(now);
         self.up_since = None;
-        let doublings = u32::try_from(self.times.len() - 1).unwrap_or(u32::MAX).min(16);
+        let doublings = u32::try_from(self.times.len() - 1)
+            .unwrap_or(u32::MAX)
+            .min(16);
         let backoff = jittered(
             FIRST_BACKOFF
                 .saturating_mul(2u32.saturating_pow(doublings))
@@ -288,7 +290,10 @@ mod tests {
     fn jitter_stays_within_a_fifth() {
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(10));
-            assert!(d >= Duration::from_secs(8) && d <= Duration::from_secs(12), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
         }
     }
 
@@ -297,10 +302,18 @@ mod tests {
         let mut crashes = Crashes::default();
         let t = Instant::now();
         let waits: Vec<u64> = (0..9)
-            .map(|n| crashes.crashed(t + Duration::from_secs(n)).as_secs_f64().round() as u64)
+            .map(|n| {
+                crashes
+                    .crashed(t + Duration::from_secs(n))
+                    .as_secs_f64()
+                    .round() as u64
+            })
             .collect();
         for (wait, base) in waits.iter().zip([1u64, 2, 4, 8, 16, 32, 60, 60, 60]) {
-            let (low, high) = ((base as f64 * 0.8).floor() as u64, (base as f64 * 1.2).ceil() as u64);
+            let (low, high) = (
+                (base as f64 * 0.8).floor() as u64,
+                (base as f64 * 1.2).ceil() as u64,
+            );
             assert!((low..=high).contains(wait), "{waits:?}");
         }
     }
@@ -343,7 +356,10 @@ mod tests {
         let supervisor = Supervisor::new(launch, serde_json::json!({}), quiet);
         // Each call starts it once; a backoff of up to five seconds is waited out first.
         for _ in 0..4 {
-            assert!(matches!(supervisor.connection().await, Err(Down::Unavailable(_))));
+            assert!(matches!(
+                supervisor.connection().await,
+                Err(Down::Unavailable(_))
+            ));
         }
         // The fifth backoff (about 8s) is too long to wait: refused without a start.
         let Err(Down::Unavailable(why)) = supervisor.connection().await else {
@@ -354,6 +370,9 @@ mod tests {
         tokio::time::advance(Duration::from_secs(13)).await;
         assert!(supervisor.connection().await.is_err());
         let refused = supervisor.may_act().await.unwrap_err();
-        assert!(refused.starts_with("crashed 5 times in the last 10 minutes"), "{refused}");
+        assert!(
+            refused.starts_with("crashed 5 times in the last 10 minutes"),
+            "{refused}"
+        );
     }
 }
