@@ -267,6 +267,7 @@ pub async fn observe(
     // The settings of the last applied spec name where its instances may be (a Docker
     // engine by its host, say); a provider that no longer exists has nothing to say.
     for group in previous.iter().flat_map(|p| &p.groups) {
+        providers.learn_one(&group.provider.kind, &group.provider.props);
         if let Ok(provider) = providers.get(&group.provider.kind) {
             let _ = provider.validate(&group.provider.props);
         }
@@ -275,22 +276,69 @@ pub async fn observe(
         project: spec.project.clone(),
     };
     let mut observed = Observed::new(&spec.project);
-    for (name, provider) in providers.all() {
-        let name = name.as_str();
-        let used = spec
-            .groups
+    let used = |name: &str| {
+        spec.groups
             .iter()
             .chain(previous.iter().flat_map(|p| &p.groups))
-            .any(|g| g.provider.kind == name);
+            .any(|g| g.provider.kind == name)
+    };
+    for (name, provider) in providers.all() {
+        let name = name.as_str();
         match provider.describe(&selector).await {
-            Ok(instances) => observed.add(name, instances),
-            Err(e) if used => {
+            Ok(instances) => match twice(&instances) {
+                None => observed.add(name, instances),
+                Some(id) if used(name) => {
+                    observed.unobserved.insert(
+                        name.to_owned(),
+                        format!("{name} answered instance {id} twice: one id is one instance"),
+                    );
+                }
+                Some(_) => {}
+            },
+            Err(e) if used(name) => {
                 observed.unobserved.insert(name.to_owned(), error_chain(&e));
             }
             Err(_) => {}
         }
     }
+    refuse_shared_instances(&mut observed);
     Ok(observed)
+}
+
+/// An id listed twice, if one is.
+fn twice(instances: &[ObservedInstance]) -> Option<&str> {
+    let mut seen = std::collections::BTreeSet::new();
+    instances
+        .iter()
+        .find(|i| !seen.insert(i.id.as_str()))
+        .map(|i| i.id.as_str())
+}
+
+/// One instance reported by two providers (one backend seen through two plugin names, say)
+/// would be planned twice, and destroyed as its own duplicate: neither provider's view is
+/// used.
+fn refuse_shared_instances(observed: &mut Observed) {
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut shared: BTreeMap<String, String> = BTreeMap::new();
+    for (provider, instance) in observed.iter() {
+        match owner.get(instance.id.as_str()) {
+            Some(first) if *first != provider => {
+                let why = format!(
+                    "providers {first} and {provider} both report instance {}: one backend seen through two providers; keep one name for it",
+                    instance.id
+                );
+                shared.insert((*first).to_owned(), why.clone());
+                shared.insert(provider.to_owned(), why);
+            }
+            _ => {
+                owner.insert(&instance.id, provider);
+            }
+        }
+    }
+    for (provider, why) in shared {
+        observed.by_provider.remove(&provider);
+        observed.unobserved.entry(provider).or_insert(why);
+    }
 }
 
 /// An error and its sources on one line.
@@ -306,4 +354,114 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::provider::{InstanceState, InstanceTags, ProvisionRequest};
+
+    /// A provider that always reports the same instances.
+    struct Fixed {
+        name: &'static str,
+        ids: Vec<&'static str>,
+    }
+
+    #[async_trait]
+    impl Provider for Fixed {
+        fn name(&self) -> &str {
+            self.name
+        }
+        fn validate(&self, _: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn provision(&self, _: ProvisionRequest) -> Result<String, ProviderError> {
+            Ok(String::new())
+        }
+        async fn destroy(&self, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn describe(&self, _: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+            Ok(self
+                .ids
+                .iter()
+                .map(|id| ObservedInstance {
+                    id: (*id).to_owned(),
+                    tags: InstanceTags {
+                        project: "p".into(),
+                        group: "web".into(),
+                        slot: "0".into(),
+                        hash: "h".into(),
+                        ports: Vec::new(),
+                    },
+                    labels: BTreeMap::new(),
+                    address: None,
+                    ports: BTreeMap::new(),
+                    state: InstanceState::Running,
+                    started_at: 0,
+                    ended: None,
+                    remains: 0,
+                })
+                .collect())
+        }
+    }
+
+    fn spec(source: &str) -> Spec {
+        let dir = std::env::temp_dir();
+        crate::lang::evaluate_source("main.star", source, &dir, &Default::default()).unwrap()
+    }
+
+    fn set(providers: Vec<Fixed>) -> ProviderSet {
+        let mut set = ProviderSet::default();
+        for p in providers {
+            set.insert(Arc::new(p));
+        }
+        set
+    }
+
+    #[tokio::test]
+    async fn one_id_listed_twice_leaves_its_provider_unobserved() {
+        let spec = spec(
+            "project(name = \"p\")\ngroup(name = \"web\", size = 1, provider = sim(), flavor = flavor(command = [\"x\"]))\n",
+        );
+        let providers = set(vec![Fixed {
+            name: "sim",
+            ids: vec!["a", "a"],
+        }]);
+        let observed = observe(&spec, &[], &providers).await.unwrap();
+        assert!(observed.by_provider.is_empty());
+        assert!(observed.unobserved["sim"].contains("instance a twice"));
+    }
+
+    #[tokio::test]
+    async fn one_instance_reported_by_two_providers_leaves_both_unobserved() {
+        let spec = spec(
+            "project(name = \"p\")\ngroup(name = \"web\", size = 1, provider = sim(), flavor = flavor(command = [\"x\"]))\ngroup(name = \"db\", size = 1, provider = process(), flavor = flavor(command = [\"x\"]))\n",
+        );
+        let providers = set(vec![
+            Fixed {
+                name: "sim",
+                ids: vec!["a", "b"],
+            },
+            Fixed {
+                name: "process",
+                ids: vec!["b"],
+            },
+        ]);
+        let observed = observe(&spec, &[], &providers).await.unwrap();
+        assert!(
+            observed.by_provider.is_empty(),
+            "{:?}",
+            observed.by_provider
+        );
+        for provider in ["sim", "process"] {
+            assert!(
+                observed.unobserved[provider].contains("both report instance b"),
+                "{:?}",
+                observed.unobserved
+            );
+        }
+    }
 }
