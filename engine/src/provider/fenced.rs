@@ -128,6 +128,7 @@ impl Provider for Fenced {
             .intend(&op, &what)
             .await
             .map_err(|w| self.refused(w))?;
+        self.inner.fenced_by(self.gate.epoch());
         request
             .labels
             .insert(EPOCH_LABEL.to_owned(), self.gate.epoch().to_string());
@@ -155,6 +156,7 @@ impl Provider for Fenced {
             .intend(&op, &what)
             .await
             .map_err(|w| self.refused(w))?;
+        self.inner.fenced_by(self.gate.epoch());
         let removed = within_fence(&*self.gate, self.name(), self.inner.destroy(id)).await?;
         self.gate.done(&op).await;
         removed
@@ -199,5 +201,88 @@ impl Provider for Fenced {
 
     async fn close(&self) {
         self.inner.close().await
+    }
+
+    fn fenced_by(&self, epoch: i64) {
+        self.inner.fenced_by(epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+
+    /// A provider that remembers the fencing token it was last told.
+    #[derive(Default)]
+    struct Told(AtomicI64);
+
+    #[async_trait]
+    impl Provider for Told {
+        fn name(&self) -> &str {
+            "told"
+        }
+        fn validate(&self, _: &BTreeMap<String, serde_json::Value>) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn provision(&self, _: ProvisionRequest) -> Result<String, ProviderError> {
+            Ok("made".to_owned())
+        }
+        async fn destroy(&self, _: &str) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn describe(&self, _: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+            Ok(Vec::new())
+        }
+        fn fenced_by(&self, epoch: i64) {
+            self.0.store(epoch, Ordering::Relaxed);
+        }
+    }
+
+    struct Leading(i64);
+
+    #[async_trait]
+    impl Gate for Leading {
+        fn epoch(&self) -> i64 {
+            self.0
+        }
+        fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn next_op(&self) -> String {
+            "op".to_owned()
+        }
+        async fn intend(&self, _: &str, _: &Intended) -> Result<(), String> {
+            Ok(())
+        }
+        async fn done(&self, _: &str) {}
+    }
+
+    #[tokio::test]
+    async fn destroys_and_provisions_pass_the_leaders_epoch_to_the_provider() {
+        let told = Arc::new(Told::default());
+        let mut set = ProviderSet::default();
+        set.insert(told.clone());
+        let fenced = fence(&set, Arc::new(Leading(7)));
+        let provider = fenced.get("told").unwrap();
+        provider.destroy("x").await.unwrap();
+        assert_eq!(told.0.load(Ordering::Relaxed), 7);
+        let tags = super::super::InstanceTags {
+            project: "p".into(),
+            group: "g".into(),
+            slot: "0".into(),
+            hash: "h".into(),
+            ports: Vec::new(),
+        };
+        let fenced = fence(&set, Arc::new(Leading(9)));
+        let request = ProvisionRequest::bare(crate::spec::Slot::Index(0), tags);
+        fenced
+            .get("told")
+            .unwrap()
+            .provision(request)
+            .await
+            .unwrap();
+        assert_eq!(told.0.load(Ordering::Relaxed), 9);
     }
 }

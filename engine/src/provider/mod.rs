@@ -165,6 +165,11 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Says that the calls that follow are made under fencing token `epoch` (a replicated
+    /// controller's lead): a provider that can refuse stale calls passes it on. The
+    /// default: nothing to pass it to.
+    fn fenced_by(&self, _epoch: i64) {}
+
     /// Ends what the provider runs for tend itself (a plugin's process, by its shutdown
     /// sequence); instances stay as they are. The default: nothing to end.
     async fn close(&self) {}
