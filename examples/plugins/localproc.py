@@ -32,6 +32,7 @@ INVALID_SPEC, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, STALE_EPOCH, UNSUPPORTE
     1000, 1001, 1003, 1006, 1007, 1008)
 
 TEND_TAGS = ("tend.project", "tend.group", "tend.slot", "tend.hash")
+INSTANCE_ENV = "LOCALPROC_INSTANCE"
 
 
 class RpcError(Exception):
@@ -254,6 +255,8 @@ class Plugin:
             self.start(record, props)
             self.give_up_if(request_id, deadline)
         except RpcError:
+            # Given up: what was started is stopped, and its record goes with it.
+            self.stop(record)
             self.remove(record["id"])
             raise
         return {"id": record["id"]}
@@ -286,6 +289,9 @@ class Plugin:
             raise RpcError(INVALID_SPEC, "an instance needs a command")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         env.update(props.get("env") or {})
+        # Names the instance in its environment: a process started just before a crash,
+        # whose pid never reached the record, is still found (and stopped) at the next start.
+        env[INSTANCE_ENV] = record["id"]
         workdir = os.path.join(folder, props.get("workdir") or ".")
         try:
             with open(os.path.join(folder, "output.log"), "ab") as output:
@@ -307,16 +313,24 @@ class Plugin:
             record = self.records.get(id_)
         if record is None:
             return {}  # an unknown id is success
-        if self.running(record):
-            pid, grace = record["pid"], int(record.get("stopTimeoutMs") or 2000) / 1000.0
-            self.signal(pid, signal.SIGTERM)
-            until = time.monotonic() + grace
-            while self.running(record) and time.monotonic() < until:
-                time.sleep(0.02)
-            self.signal(pid, signal.SIGKILL)
+        self.stop(record)
         self.remove(id_)
         log("info", f"destroyed {id_} ({params.get('reason', '')})", instance=id_)
         return {}
+
+    def stop(self, record):
+        """Stops the instance's processes: SIGTERM, then SIGKILL after its stop timeout."""
+        if not self.running(record):
+            return
+        pid, grace = record["pid"], int(record.get("stopTimeoutMs") or 2000) / 1000.0
+        self.signal(pid, signal.SIGTERM)
+        until = time.monotonic() + grace
+        while self.running(record) and time.monotonic() < until:
+            time.sleep(0.02)
+        self.signal(pid, signal.SIGKILL)
+        child = self.children.get(record["id"])
+        if child is not None:
+            child.wait()
 
     @staticmethod
     def signal(pid, sig):
@@ -372,6 +386,26 @@ class Plugin:
                     continue
                 self.records[record["id"]] = record
                 self.by_key[record["key"]] = record["id"]
+        self.stop_unrecorded()
+
+    def stop_unrecorded(self):
+        """Stops processes started for a record whose pid was never written (the plugin
+        died between starting them and writing it down)."""
+        waiting = {r["id"] for r in self.records.values() if r["pid"] is None}
+        if not waiting:
+            return
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            for entry in env:
+                if entry.startswith(INSTANCE_ENV.encode() + b"=") and \
+                        entry.split(b"=", 1)[1].decode(errors="replace") in waiting:
+                    self.signal(int(name), signal.SIGKILL)
 
     def remove(self, id_):
         with self.lock:

@@ -24,8 +24,8 @@ pub fn all(state_dir: &Path) -> ProviderSet {
 
 /// Every provider of this build, and one for each plugin that `specs` name, or that a spec
 /// the set learns later names, started in `dir` (the spec's folder) when first used. Where
-/// two specs name one plugin, the first one's command and config are used: give the spec to
-/// reach first.
+/// specs give one plugin different commands or configs, each runs: instances made under an
+/// old config are seen, and removed, through it.
 pub fn for_specs(state_dir: &Path, dir: &Path, specs: &[&Spec]) -> ProviderSet {
     let set = all(state_dir).with_factory(Arc::new(plugin::Plugins {
         dir: dir.to_path_buf(),

@@ -89,8 +89,9 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let resync = duration_flag("--resync", &args.resync)?;
     let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
-    let previous: Vec<_> = store.last_applied()?.map(|a| a.spec).into_iter().collect();
-    let providers = providers_for(&args.spec.spec, &state_dir, &spec, &previous);
+    // The specs it adopts later, and those whose instances may remain, are learned by the
+    // providers as they meet them.
+    let providers = providers_for(&args.spec.spec, &state_dir, &spec, &[]);
     let options = {
         let parallelism = args.parallelism.max(1);
         let ports = args.ports;

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A provider plugin that misbehaves one way, named by its first argument: tend's tests of
+"""A provider plugin that misbehaves one way, named by its first argument (or, with
+`switch`, by the file `misbehave.mode` in its folder, read at every call): tend's tests of
 what it does with bad plugins. Otherwise it is the reference plugin, localproc."""
 
 import os
@@ -14,33 +15,58 @@ import localproc  # noqa: E402
 MODE = sys.argv[1] if len(sys.argv) > 1 else ""
 
 
+def mode():
+    if MODE != "switch":
+        return MODE
+    try:
+        with open("misbehave.mode") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class Misbehaving(localproc.Plugin):
     def initialize(self, params):
         result = super().initialize(params)
-        if MODE == "old":
+        if mode() == "old":
             result["protocolVersion"] = 2
-        if MODE == "hang":
+        if mode() == "hang":
             result["timeouts"] = {"provisionMs": 400, "destroyMs": 400}
         return result
 
     def provision(self, params, request_id):
-        if MODE == "crash":
+        if mode() == "crash":
             localproc.log("error", "about to crash in the middle of a provision")
             sys.stderr.flush()
             os._exit(3)
-        if MODE == "hang":
+        if mode() == "hang":
             time.sleep(3600)
-        if MODE == "untagged":
-            params["spec"]["tags"] = {k: v for k, v in params["spec"]["tags"].items()
-                                      if k != "tend.key"}
-        if MODE == "sloppy":
+        if mode() == "untagged":
+            made = super().provision(params, request_id)
+            with self.lock:
+                record = self.records[made["id"]]
+                record["tags"] = {}
+                self.save(record)
+            return made
+        if mode() == "sloppy":
             params["idempotencyKey"] = params["idempotencyKey"] + str(time.monotonic())
+        if mode() == "wrongid":
+            made = super().provision(params, request_id)
+            with self.lock:
+                others = sorted(i for i in self.records if i != made["id"])
+            return {"id": others[0]} if others else made
+        if mode() == "late":
+            super().provision(params, request_id)
+            raise localproc.RpcError(localproc.DEADLINE_EXCEEDED, "made it, but too late to say")
         return super().provision(params, request_id)
 
     def describe(self, params):
-        if MODE == "sloppy":
+        if mode() == "sloppy":
             params = {"tags": {}}
-        return super().describe(params)
+        answer = super().describe(params)
+        if mode() == "twice":
+            answer["instances"] = answer["instances"] * 2
+        return answer
 
 
 def main():

@@ -78,6 +78,35 @@ fn the_reference_plugin_passes_the_conformance_kit() {
         Vec::<PathBuf>::new(),
         "the kit left instances"
     );
+    assert_eq!(
+        running_in(dir.path()),
+        Vec::<u32>::new(),
+        "the kit left processes"
+    );
+}
+
+/// Processes whose working folder is under `dir` (an instance of the reference plugin
+/// runs in its folder), whether or not a record names them.
+fn running_in(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            });
+            !zombie
+                && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(&dir))
+        })
+        .collect()
 }
 
 #[test]
@@ -383,20 +412,145 @@ fn the_plugin_example_serves_and_tend_run_heals_it() {
         let page = http_get(port, "/").unwrap_or_else(|e| panic!("{port}: {e}"));
         assert_eq!(page, format!("<p>web/{slot}, made by a plugin</p>\n"));
     }
-    let mut run = crate::harness::spawn_tend(
-        p.path(),
-        &["run", "--listen", "127.0.0.1:0"],
-        std::process::Stdio::null,
-    );
+    let run = crate::run::Running::start(&p, 17482, &[]);
     let killed = pid_in_slot(p.path(), "0").unwrap_or_else(|| panic!("no record of web/0"));
     signal(killed, "-9");
     // The plugin says the instance changed; tend run looks, and heals it through the plugin.
     wait_for(|| {
         pid_in_slot(p.path(), "0").is_some_and(|pid| pid != killed) && http_get(8501, "/").is_ok()
     });
-    signal(run.id(), "-TERM");
-    let _ = run.wait();
+    drop(run);
     p.ok(&["destroy", "--yes"]);
     assert!(http_get(8501, "/").is_err() && http_get(8502, "/").is_err());
     assert_eq!(records(p.path()), Vec::<PathBuf>::new());
+}
+
+/// A project of one group of `size` made by the misbehaving plugin in `switch` mode (its
+/// misbehaviour read from `misbehave.mode` in the project's folder).
+fn switched_project(name: &str, size: u32) -> Project {
+    let p = Project::new(name, "");
+    write_switched(&p, size);
+    p
+}
+
+fn write_switched(p: &Project, size: u32) {
+    let command = misbehave("switch");
+    p.write_spec(&format!(
+        r#"bad = plugin(command = {command:?}, name = "bad")
+group(name = "web", size = {size}, provider = bad, flavor = flavor(command = ["sleep", "60"]))
+"#
+    ));
+}
+
+fn misbehave_as(p: &Project, mode: &str) {
+    std::fs::write(p.path().join("misbehave.mode"), mode).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_describe_listing_an_instance_twice_is_refused_and_nothing_loops() {
+    let p = switched_project("it-plugin-twice", 1);
+    p.ok(&["apply", "--yes"]);
+    misbehave_as(&p, "twice");
+    let out = p.tend(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("twice: one id is one instance"), "{stderr}");
+    let out = p.tend(&["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Nothing was made or removed from the bad view.
+    assert_eq!(records(p.path()).len(), 1);
+    misbehave_as(&p, "");
+}
+
+#[test]
+fn a_provision_answering_another_instances_id_touches_no_other_instance() {
+    let p = switched_project("it-plugin-wrongid", 1);
+    p.ok(&["apply", "--yes"]);
+    let first = records(p.path());
+    misbehave_as(&p, "wrongid");
+    write_switched(&p, 2);
+    let out = p.tend(&["apply", "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        text(&out.stdout)
+    );
+    assert!(stderr.contains("tend keeps that one"), "{stderr}");
+    // The first instance is untouched, and the second is the one made under its key.
+    let now = records(p.path());
+    assert_eq!(now.len(), 2);
+    assert!(now.contains(&first[0]));
+    misbehave_as(&p, "");
+    let status = p.ok(&["status"]);
+    assert_eq!(status.matches("running").count(), 2, "{status}");
+}
+
+#[test]
+fn a_provision_answered_deadline_exceeded_is_found_by_its_key_not_made_again() {
+    let p = switched_project("it-plugin-late", 1);
+    misbehave_as(&p, "late");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("1 created"), "{out}");
+    assert_eq!(
+        records(p.path()).len(),
+        1,
+        "one provision made more than one instance"
+    );
+}
+
+/// Instance records of the reference plugin kept under `root`.
+fn records_in(root: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("instances"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_changed_plugin_config_rolls_the_group_and_leaves_nothing_in_the_old_one() {
+    let spec = |root: &str| {
+        let command = vec!["python3".to_owned(), localproc()];
+        format!(
+            r#"lp = plugin(command = {command:?}, config = {{"root": "{root}"}}, name = "lp")
+group(name = "web", size = 2, provider = lp, flavor = flavor(command = ["sleep", "60"]),
+      update = rolling(max_unavailable = 1))
+"#
+        )
+    };
+    let p = Project::new("it-plugin-config", &spec("a"));
+    p.ok(&["apply", "--yes"]);
+    let old = records_in(&p.path().join("a"));
+    assert_eq!(old.len(), 2);
+    let pids: Vec<u64> = old
+        .iter()
+        .filter_map(|path| {
+            let record: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+            record["pid"].as_u64()
+        })
+        .collect();
+    p.write_spec(&spec("b"));
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("2 replaced"), "{out}");
+    assert_eq!(
+        records_in(&p.path().join("a")),
+        Vec::<PathBuf>::new(),
+        "left in the old root"
+    );
+    assert_eq!(records_in(&p.path().join("b")).len(), 2);
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        assert!(stat.is_empty() || zombie, "old instance {pid} runs on");
+    }
 }

@@ -524,9 +524,12 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                         config.get_type()
                     );
                 }
-                config
+                let json = config
                     .to_json_value()
                     .map_err(|e| anyhow::anyhow!("plugin(config = ...) must hold plain values (strings, numbers, bools, lists, dicts): {e}"))?;
+                if let Some(path) = convert::find_kind(&json, "secret") {
+                    anyhow::bail!("plugin(config = ...) holds a secret() at config{path}: config reaches the plugin as written, never resolved; a plugin reads its secrets from its own environment, which it inherits from tend");
+                }
                 config
             }
         };

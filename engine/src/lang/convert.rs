@@ -55,6 +55,23 @@ pub enum ConvertError {
     },
 }
 
+/// Where in `json` a builtin struct of `kind` is, as `["key"][0]...`, if anywhere.
+pub fn find_kind(json: &Json, kind: &str) -> Option<String> {
+    match json {
+        Json::Object(map) if map.get("kind").and_then(Json::as_str) == Some(kind) => {
+            Some(String::new())
+        }
+        Json::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| find_kind(v, kind).map(|rest| format!("[{k:?}]{rest}"))),
+        Json::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_kind(v, kind).map(|rest| format!("[{i}]{rest}"))),
+        _ => None,
+    }
+}
+
 /// The `kind` field of a builtin struct, or a description of what the value is.
 pub fn describe_kind(json: &Json) -> String {
     match json {

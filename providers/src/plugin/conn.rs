@@ -209,9 +209,8 @@ impl Connection {
             Err(CallError::Deadline(d)) => {
                 return Err(self.with_tail(format!("did not answer the handshake within {d:?}")))
             }
-            Err(CallError::Ended(why)) => {
-                return Err(self.with_tail(format!("ended during the handshake: {why}")))
-            }
+            // `why` quotes its stderr already.
+            Err(CallError::Ended(why)) => return Err(format!("ended during the handshake: {why}")),
         };
         let info: InitializeResult = serde_json::from_value(answer)
             .map_err(|e| self.with_tail(format!("answered the handshake with {e}")))?;
@@ -489,9 +488,9 @@ async fn read_answers(
             }
         }
     };
-    // Every caller still waiting learns the plugin ended.
+    // Why it ended is set first: every caller still waiting then learns it.
+    let _ = ended.send(Some(why));
     if let Ok(mut pending) = pending.lock() {
         pending.clear();
     }
-    let _ = ended.send(Some(why));
 }

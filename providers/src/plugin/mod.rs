@@ -2,34 +2,36 @@
 //! one message per line, on its stdin and stdout). `docs/plugins.md` is the contract.
 //!
 //! The host side: a [`PluginProvider`] starts its plugin on first use ([`supervise`]),
-//! speaks to it ([`conn`]), forwards its stderr ([`logs`]), and makes it look like any
-//! provider. A provision whose outcome is unknown (no answer in time, or the plugin died
-//! during it) is looked up by its idempotency key before anything is made again.
+//! speaks to it ([`conn`]), forwards its stderr ([`logs`]), reads its answers without
+//! trusting them ([`answers`]), and makes it look like any provider. A provision whose
+//! outcome is unknown (no answer in time, or the plugin died during it) is looked up by its
+//! idempotency key before anything is made again.
 
+mod answers;
 pub mod conformance;
 pub mod conn;
 pub mod logs;
 pub mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::provider::fenced::EPOCH_LABEL;
 use engine::provider::{
-    require_tags, tags, InstanceState, InstanceTags, ObservedInstance, Provider, ProviderError,
-    ProviderEvent, ProvisionRequest, Selector,
+    require_tags, tags, ObservedInstance, Provider, ProviderError, ProviderEvent, ProvisionRequest,
+    Selector,
 };
 use serde_json::{json, Value};
 use tend_plugin::methods::{
-    self, DescribeResult, InitializeResult, InstanceSpec, ProvisionParams, ProvisionResult,
+    self, InitializeResult, InstanceSpec, ProvisionParams, ProvisionResult,
 };
 use tend_plugin::ErrorCode;
 
-use conn::{CallError, Launch};
+use conn::{CallError, Connection, Launch};
 use supervise::{Down, Supervisor};
 
 /// A provision's deadline unless the plugin asks for another.
@@ -74,19 +76,15 @@ impl PluginSpec {
 /// Makes a [`PluginProvider`] for each `plugin(...)` provider a spec names.
 pub struct Plugins {
     /// The folder plugins start in (the spec's).
-    pub dir: std::path::PathBuf,
+    pub dir: PathBuf,
     /// Where their stderr goes.
     pub logs: logs::LogSink,
 }
 
 impl engine::provider::ProviderFactory for Plugins {
-    fn make(
-        &self,
-        kind: &str,
-        props: &BTreeMap<String, Value>,
-    ) -> Option<std::sync::Arc<dyn Provider>> {
+    fn make(&self, kind: &str, props: &BTreeMap<String, Value>) -> Option<Arc<dyn Provider>> {
         let spec = PluginSpec::from_props(kind, props)?;
-        Some(std::sync::Arc::new(PluginProvider::new(
+        Some(Arc::new(PluginProvider::new(
             &spec,
             &self.dir,
             self.logs.clone(),
@@ -94,13 +92,27 @@ impl engine::provider::ProviderFactory for Plugins {
     }
 }
 
+/// One command and config of a plugin, and the process that serves it. A spec that changes
+/// a plugin's config (a folder, a region) adds one: the instances made under the old config
+/// are still seen, and removed, through the old one.
+struct World {
+    spec: PluginSpec,
+    supervisor: Supervisor,
+}
+
 /// Instances made by an external plugin.
 pub struct PluginProvider {
     name: String,
-    supervisor: Supervisor,
+    dir: PathBuf,
+    logs: logs::LogSink,
+    /// Every command and config the specs seen so far gave the plugin, first seen first.
+    worlds: RwLock<Vec<Arc<World>>>,
+    /// Which world each instance was seen in, by id.
+    owners: Mutex<HashMap<String, usize>>,
     /// Provisions whose outcome is unknown, by (project, group, slot, hash): their key.
     unresolved: Mutex<HashMap<[String; 4], String>>,
     keys: AtomicU64,
+    /// The highest fencing token this tend acted under.
     epoch: AtomicI64,
 }
 
@@ -108,14 +120,18 @@ impl PluginProvider {
     /// The provider of `spec`, started in `dir` (the spec's folder) when first used, its
     /// stderr going to `logs`.
     pub fn new(spec: &PluginSpec, dir: &Path, logs: logs::LogSink) -> PluginProvider {
-        let launch = Launch::new(&spec.name, spec.command.clone(), dir.to_path_buf());
-        PluginProvider {
+        let provider = PluginProvider {
             name: spec.name.clone(),
-            supervisor: Supervisor::new(launch, spec.config.clone(), logs),
-            unresolved: Mutex::new(HashMap::new()),
+            dir: dir.to_path_buf(),
+            logs,
+            worlds: RwLock::default(),
+            owners: Mutex::default(),
+            unresolved: Mutex::default(),
             keys: AtomicU64::new(0),
             epoch: AtomicI64::new(0),
-        }
+        };
+        provider.world_of(spec);
+        provider
     }
 
     fn backend(&self, detail: impl Into<String>) -> ProviderError {
@@ -126,8 +142,53 @@ impl PluginProvider {
         }
     }
 
-    async fn connection(&self) -> Result<std::sync::Arc<conn::Connection>, ProviderError> {
-        self.supervisor
+    /// The world of `spec`, added when new; its index.
+    fn world_of(&self, spec: &PluginSpec) -> (usize, Arc<World>) {
+        if let Ok(worlds) = self.worlds.read() {
+            if let Some(found) = worlds.iter().position(|w| w.spec == *spec) {
+                return (found, worlds[found].clone());
+            }
+        }
+        let Ok(mut worlds) = self.worlds.write() else {
+            // A poisoned list: a world of its own, not remembered.
+            return (usize::MAX, Arc::new(self.new_world(spec)));
+        };
+        if let Some(found) = worlds.iter().position(|w| w.spec == *spec) {
+            return (found, worlds[found].clone());
+        }
+        worlds.push(Arc::new(self.new_world(spec)));
+        (worlds.len() - 1, worlds[worlds.len() - 1].clone())
+    }
+
+    fn new_world(&self, spec: &PluginSpec) -> World {
+        let launch = Launch::new(&spec.name, spec.command.clone(), self.dir.clone());
+        World {
+            spec: spec.clone(),
+            supervisor: Supervisor::new(launch, spec.config.clone(), self.logs.clone()),
+        }
+    }
+
+    fn worlds(&self) -> Vec<Arc<World>> {
+        self.worlds.read().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// The world a group's settings name.
+    fn world_for(
+        &self,
+        props: &BTreeMap<String, Value>,
+    ) -> Result<(usize, Arc<World>), ProviderError> {
+        let spec = PluginSpec::from_props(&self.name, props).ok_or_else(|| {
+            ProviderError::InvalidProps {
+                provider: self.name.clone(),
+                detail: "a plugin needs command = [program, args...]".to_owned(),
+            }
+        })?;
+        Ok(self.world_of(&spec))
+    }
+
+    async fn connection(&self, world: &World) -> Result<Arc<Connection>, ProviderError> {
+        world
+            .supervisor
             .connection()
             .await
             .map_err(|down| match down {
@@ -169,28 +230,11 @@ impl PluginProvider {
         engine::spec::sha256_hex(seed.as_bytes())[..24].to_owned()
     }
 
-    /// The instance made under `key`, if the plugin shows one.
-    async fn made_under(
-        &self,
-        connection: &conn::Connection,
-        project: &str,
-        key: &str,
-    ) -> Result<Option<ObservedInstance>, ProviderError> {
-        let filter = [
-            (tags::PROJECT.to_owned(), project.to_owned()),
-            (tags::KEY.to_owned(), key.to_owned()),
-        ]
-        .into_iter()
-        .collect();
-        let found = self.describe_where(connection, filter, project).await?;
-        Ok(found.into_iter().next())
-    }
-
+    /// Every instance of one world carrying `filter`.
     async fn describe_where(
         &self,
-        connection: &conn::Connection,
+        connection: &Connection,
         filter: BTreeMap<String, String>,
-        project: &str,
     ) -> Result<Vec<ObservedInstance>, ProviderError> {
         let answer = connection
             .call(
@@ -200,55 +244,27 @@ impl PluginProvider {
             )
             .await
             .map_err(|e| self.backend(format!("instance.describe: {e}")))?;
-        let answer: DescribeResult = serde_json::from_value(answer)
-            .map_err(|e| self.backend(format!("instance.describe answered {e}")))?;
-        let mut found = Vec::with_capacity(answer.instances.len());
-        for instance in answer.instances {
-            if filter.iter().any(|(k, v)| instance.tags.get(k) != Some(v)) {
-                return Err(self.backend(format!(
-                    "instance.describe answered instance {} that lacks the tags asked for ({})",
-                    instance.id,
-                    shown_tags(&filter)
-                )));
-            }
-            let state = match instance.state.as_str() {
-                "running" => InstanceState::Running,
-                "starting" => InstanceState::Starting,
-                "unhealthy" => InstanceState::Unhealthy,
-                "dead" => InstanceState::Dead,
-                other => {
-                    return Err(self.backend(format!(
-                        "instance {} has state {other:?}; a state is running, starting, unhealthy or dead",
-                        instance.id
-                    )))
-                }
-            };
-            let typed = InstanceTags::from_map(&instance.tags);
-            if let Some(missing) = typed.missing() {
-                return Err(self.backend(format!(
-                    "instance {} of project {project:?} has no tag {missing}: every instance must carry the tags it was made with",
-                    instance.id
-                )));
-            }
-            let labels = instance
-                .tags
-                .into_iter()
-                .filter(|(k, _)| !typed.to_map().contains_key(k))
-                .collect();
-            found.push(ObservedInstance {
-                id: instance.id,
-                ports: typed.port_map(),
-                tags: typed,
-                labels,
-                address: instance.address,
-                state,
-                started_at: instance.started_at.unwrap_or(0),
-                ended: None,
-                remains: 0,
-            });
-        }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
+        answers::instances(answer, &filter).map_err(|e| self.backend(e))
+    }
+
+    /// The instance made under `key`, if the plugin shows one.
+    async fn made_under(
+        &self,
+        connection: &Connection,
+        project: &str,
+        key: &str,
+    ) -> Result<Option<ObservedInstance>, ProviderError> {
+        let filter = [
+            (tags::PROJECT.to_owned(), project.to_owned()),
+            (tags::KEY.to_owned(), key.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        Ok(self
+            .describe_where(connection, filter)
+            .await?
+            .into_iter()
+            .next())
     }
 
     fn rpc_error(&self, method: &str, error: tend_plugin::RpcError) -> ProviderError {
@@ -266,14 +282,117 @@ impl PluginProvider {
             _ => self.backend(format!("{method}: {error}{made}")),
         }
     }
-}
 
-/// `k=v, k=v`
-fn shown_tags(tags: &BTreeMap<String, String>) -> String {
-    tags.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    fn set_unresolved(&self, slot: &[String; 4], key: Option<&str>) {
+        if let Ok(mut unresolved) = self.unresolved.lock() {
+            match key {
+                Some(key) => unresolved.insert(slot.clone(), key.to_owned()),
+                None => unresolved.remove(slot),
+            };
+        }
+    }
+
+    fn own(&self, id: &str, world: usize) {
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.insert(id.to_owned(), world);
+        }
+    }
+
+    /// Checks what a provision answered against what the plugin shows under the call's
+    /// key: the instance tend keeps, or why none.
+    async fn confirm(
+        &self,
+        connection: &Connection,
+        request: &ProvisionRequest,
+        key: &str,
+        answered: String,
+    ) -> Result<String, ProviderError> {
+        let t = &request.tags;
+        let shown = self.made_under(connection, &t.project, key).await?;
+        match shown {
+            Some(shown)
+                if shown.tags.project == t.project
+                    && shown.tags.group == t.group
+                    && shown.tags.slot == t.slot
+                    && shown.tags.hash == t.hash =>
+            {
+                if shown.id != answered {
+                    (self.logs)(
+                        &self.name,
+                        &format!(
+                            "instance.provision answered id {answered:?}, but the instance made under key {key} is {:?}: tend keeps that one",
+                            shown.id
+                        ),
+                    );
+                }
+                Ok(shown.id)
+            }
+            // Made by this call (its key says so), but tagged for another slot.
+            Some(shown) => {
+                let removed = self.remove_made(connection, &shown.id).await;
+                Err(self.backend(format!(
+                    "instance.provision made instance {} tagged {}/{} at {}, not {}/{} at {}; {removed}",
+                    shown.id, shown.tags.group, shown.tags.slot, shown.tags.hash, t.group, t.slot, t.hash
+                )))
+            }
+            None => {
+                // Not under its key: made without its tags, or the answer names another
+                // instance, which tend must not touch.
+                let project = [(tags::PROJECT.to_owned(), t.project.clone())]
+                    .into_iter()
+                    .collect();
+                let known = self.describe_where(connection, project).await?;
+                match known.iter().find(|i| i.id == answered) {
+                    // Tagged for this slot and version, without the key label: made by
+                    // this call, which is all the key is for.
+                    Some(i) if i.tags.group == t.group && i.tags.slot == t.slot && i.tags.hash == t.hash => {
+                        (self.logs)(
+                            &self.name,
+                            &format!("instance {answered} does not carry {}: tend finds it by its other tags", tags::KEY),
+                        );
+                        return Ok(answered);
+                    }
+                    Some(_) => {
+                        return Err(self.backend(format!(
+                            "instance.provision answered {answered:?}, another instance of the project: nothing is shown under this call's key {key}"
+                        )))
+                    }
+                    None => {}
+                }
+                let removed = self.remove_made(connection, &answered).await;
+                Err(self.backend(format!(
+                    "instance.provision made instance {answered} but instance.describe does not show it with its tags; {removed}"
+                )))
+            }
+        }
+    }
+
+    /// Destroys an instance this call made wrongly; says how that went.
+    async fn remove_made(&self, connection: &Connection, id: &str) -> String {
+        match self.destroy_in(connection, id).await {
+            Ok(()) => "tend removed it".to_owned(),
+            Err(e) => format!("tend could not remove it ({e}): remove it yourself"),
+        }
+    }
+
+    async fn destroy_in(&self, connection: &Connection, id: &str) -> Result<(), ProviderError> {
+        let (_, deadline) = Self::timeouts(connection.info());
+        let params = json!({
+            "id": id,
+            "reason": "tend",
+            "epoch": self.epoch.load(Ordering::Relaxed),
+            "deadlineMs": u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        });
+        match connection
+            .call(methods::DESTROY, params, deadline + TRANSIT)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CallError::Rpc(e)) if e.code == ErrorCode::NotFound => Ok(()),
+            Err(CallError::Rpc(e)) => Err(self.rpc_error(methods::DESTROY, e)),
+            Err(unknown) => Err(self.backend(format!("instance.destroy of {id}: {unknown}"))),
+        }
+    }
 }
 
 /// What a plugin gets to make an instance: the rendered flavor. Secrets are in `env` and
@@ -297,9 +416,14 @@ impl Provider for PluginProvider {
         &self.name
     }
 
+    /// Checks the settings, and learns the world they name: a group whose plugin config
+    /// changed is still seen in the old one.
     fn validate(&self, props: &BTreeMap<String, Value>) -> Result<(), ProviderError> {
         match PluginSpec::from_props(&self.name, props) {
-            Some(spec) if !spec.command.is_empty() => Ok(()),
+            Some(spec) if !spec.command.is_empty() => {
+                self.world_of(&spec);
+                Ok(())
+            }
             _ => Err(ProviderError::InvalidProps {
                 provider: self.name.clone(),
                 detail: "a plugin needs command = [program, args...]".to_owned(),
@@ -307,13 +431,19 @@ impl Provider for PluginProvider {
         }
     }
 
+    fn fenced_by(&self, epoch: i64) {
+        self.epoch.fetch_max(epoch, Ordering::Relaxed);
+    }
+
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
         require_tags(&self.name, &request)?;
-        self.supervisor
+        let (index, world) = self.world_for(&request.props)?;
+        world
+            .supervisor
             .may_act()
             .await
             .map_err(|why| self.backend(why))?;
-        let connection = self.connection().await?;
+        let connection = self.connection(&world).await?;
         let t = &request.tags;
         let slot = [
             t.project.clone(),
@@ -330,9 +460,8 @@ impl Provider for PluginProvider {
         // made before making anything, and make it again only under the same key.
         if let Some(key) = &earlier {
             if let Some(made) = self.made_under(&connection, &t.project, key).await? {
-                if let Ok(mut u) = self.unresolved.lock() {
-                    u.remove(&slot);
-                }
+                self.set_unresolved(&slot, None);
+                self.own(&made.id, index);
                 return Ok(made.id);
             }
         }
@@ -342,12 +471,9 @@ impl Provider for PluginProvider {
             .cloned()
             .or(earlier)
             .unwrap_or_else(|| self.new_key(&request));
-        let epoch = request
-            .labels
-            .get(EPOCH_LABEL)
-            .and_then(|e| e.parse().ok())
-            .unwrap_or(0);
-        self.epoch.fetch_max(epoch, Ordering::Relaxed);
+        if let Some(epoch) = request.labels.get(EPOCH_LABEL).and_then(|e| e.parse().ok()) {
+            self.fenced_by(epoch);
+        }
         let mut all_tags = request.labels.clone();
         all_tags.extend(request.tags.to_map());
         all_tags.insert(tags::KEY.to_owned(), key.clone());
@@ -358,26 +484,31 @@ impl Provider for PluginProvider {
                 tags: all_tags,
             },
             idempotency_key: key.clone(),
-            epoch,
+            epoch: self.epoch.load(Ordering::Relaxed),
             deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
         };
         let params = serde_json::to_value(params).unwrap_or(Value::Null);
-        let answer = match connection
+        // Until the plugin's answer is checked, the key is what finds what it made.
+        self.set_unresolved(&slot, Some(&key));
+        let answered = match connection
             .call(methods::PROVISION, params, deadline + TRANSIT)
             .await
         {
-            Ok(answer) => answer,
-            Err(CallError::Rpc(e)) => return Err(self.rpc_error(methods::PROVISION, e)),
+            Ok(answer) => {
+                serde_json::from_value::<ProvisionResult>(answer)
+                    .map_err(|e| self.backend(format!("instance.provision answered {e}")))?
+                    .id
+            }
+            Err(CallError::Rpc(e)) if e.code != ErrorCode::DeadlineExceeded => {
+                self.set_unresolved(&slot, None);
+                return Err(self.rpc_error(methods::PROVISION, e));
+            }
             Err(unknown) => {
-                if let Ok(mut u) = self.unresolved.lock() {
-                    u.insert(slot.clone(), key.clone());
-                }
                 // Look by the key at once when the plugin still answers.
                 if connection.ended_why().is_none() {
                     if let Ok(Some(made)) = self.made_under(&connection, &t.project, &key).await {
-                        if let Ok(mut u) = self.unresolved.lock() {
-                            u.remove(&slot);
-                        }
+                        self.set_unresolved(&slot, None);
+                        self.own(&made.id, index);
                         return Ok(made.id);
                     }
                 }
@@ -387,80 +518,83 @@ impl Provider for PluginProvider {
                 )));
             }
         };
-        let made: ProvisionResult = serde_json::from_value(answer)
-            .map_err(|e| self.backend(format!("instance.provision answered {e}")))?;
-        // What was made must show under its tags, or tend could never find it again.
-        match self.made_under(&connection, &t.project, &key).await {
-            Ok(Some(shown)) if shown.id == made.id => Ok(made.id),
-            Ok(_) => {
-                let removed = self.destroy(&made.id).await;
-                Err(self.backend(format!(
-                    "instance.provision made instance {} but instance.describe does not show it with its tags; {}",
-                    made.id,
-                    match removed {
-                        Ok(()) => "tend removed it".to_owned(),
-                        Err(e) => format!("tend could not remove it ({e}): remove it yourself"),
-                    }
-                )))
-            }
-            Err(e) => Err(e),
-        }
+        let kept = self.confirm(&connection, &request, &key, answered).await?;
+        self.set_unresolved(&slot, None);
+        self.own(&kept, index);
+        Ok(kept)
     }
 
+    /// Destroys through the world the instance was seen in; one never seen (tend started
+    /// since) is destroyed through every world, where an unknown id is success.
     async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
-        self.supervisor
-            .may_act()
-            .await
-            .map_err(|why| self.backend(why))?;
-        let connection = self.connection().await?;
-        let (_, deadline) = Self::timeouts(connection.info());
-        let params = json!({
-            "id": id,
-            "reason": "tend",
-            "epoch": self.epoch.load(Ordering::Relaxed),
-            "deadlineMs": u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-        });
-        match connection
-            .call(methods::DESTROY, params, deadline + TRANSIT)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(CallError::Rpc(e)) if e.code == ErrorCode::NotFound => Ok(()),
-            Err(CallError::Rpc(e)) => Err(self.rpc_error(methods::DESTROY, e)),
-            Err(unknown) => Err(self.backend(format!("instance.destroy of {id}: {unknown}"))),
+        let owner = self.owners.lock().ok().and_then(|o| o.get(id).copied());
+        let worlds = self.worlds();
+        let targets: Vec<Arc<World>> = match owner.and_then(|i| worlds.get(i)) {
+            Some(world) => vec![world.clone()],
+            None => worlds,
+        };
+        for world in targets {
+            world
+                .supervisor
+                .may_act()
+                .await
+                .map_err(|why| self.backend(why))?;
+            let connection = self.connection(&world).await?;
+            self.destroy_in(&connection, id).await?;
         }
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.remove(id);
+        }
+        Ok(())
     }
 
+    /// Every instance of the project in every world; the same instance seen in two worlds
+    /// (two configs over one backend) counts once.
     async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
-        let connection = self.connection().await?;
-        let filter = [(tags::PROJECT.to_owned(), selector.project.clone())]
-            .into_iter()
-            .collect();
-        self.describe_where(&connection, filter, &selector.project)
-            .await
+        let mut all: BTreeMap<String, ObservedInstance> = BTreeMap::new();
+        for (index, world) in self.worlds().into_iter().enumerate() {
+            let connection = self.connection(&world).await?;
+            let filter = [(tags::PROJECT.to_owned(), selector.project.clone())]
+                .into_iter()
+                .collect();
+            for instance in self.describe_where(&connection, filter).await? {
+                if !all.contains_key(&instance.id) {
+                    self.own(&instance.id, index);
+                    all.insert(instance.id.clone(), instance);
+                }
+            }
+        }
+        Ok(all.into_values().collect())
     }
 
     async fn watch(
         &self,
         _selector: &Selector,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
-        let connection = self.connection().await?;
-        if !connection.info().is_some_and(|i| i.capabilities.watch) {
-            return Ok(None);
-        }
-        let mut changes = self.supervisor.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            while changes.recv().await.is_some() {
-                if tx.send(ProviderEvent::Changed).await.is_err() {
-                    break;
-                }
+        let mut watched = false;
+        for world in self.worlds() {
+            let connection = self.connection(&world).await?;
+            if !connection.info().is_some_and(|i| i.capabilities.watch) {
+                continue;
             }
-        });
-        Ok(Some(rx))
+            watched = true;
+            let mut changes = world.supervisor.subscribe();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while changes.recv().await.is_some() {
+                    if tx.send(ProviderEvent::Changed).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(watched.then_some(rx))
     }
 
     async fn close(&self) {
-        self.supervisor.close().await;
+        for world in self.worlds() {
+            world.supervisor.close().await;
+        }
     }
 }
