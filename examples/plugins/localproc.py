@@ -84,8 +84,11 @@ class Plugin:
     def send(self, message):
         line = json.dumps(message, separators=(",", ":")) + "\n"
         with self.out_lock:
-            self.out.write(line.encode())
-            self.out.flush()
+            try:
+                self.out.write(line.encode())
+                self.out.flush()
+            except OSError:
+                pass  # tend is gone; stdin closing ends the plugin
 
     def answer(self, id_, result=None, error=None):
         message = {"jsonrpc": "2.0", "id": id_}
@@ -405,7 +408,12 @@ class Plugin:
             for entry in env:
                 if entry.startswith(INSTANCE_ENV.encode() + b"=") and \
                         entry.split(b"=", 1)[1].decode(errors="replace") in waiting:
-                    self.signal(int(name), signal.SIGKILL)
+                    # Each process by itself: one its program put in the background is
+                    # not in the leader's group any more, and carries the name too.
+                    try:
+                        os.kill(int(name), signal.SIGKILL)
+                    except OSError:
+                        pass
 
     def remove(self, id_):
         with self.lock:

@@ -55,6 +55,8 @@ class Misbehaving(localproc.Plugin):
             with self.lock:
                 others = sorted(i for i in self.records if i != made["id"])
             return {"id": others[0]} if others else made
+        if mode().startswith("answeronly:"):
+            return {"id": mode().split(":", 1)[1]}
         if mode() == "late":
             super().provision(params, request_id)
             raise localproc.RpcError(localproc.DEADLINE_EXCEEDED, "made it, but too late to say")

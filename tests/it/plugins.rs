@@ -239,7 +239,8 @@ fn apply(project: &Project, code: i32) -> (String, String) {
 
 /// The error line of a failed command, with the project's folder as `<dir>`.
 fn error_of(project: &Project, stderr: &str) -> String {
-    let at = stderr.find("error: ").unwrap_or(0);
+    // tend's own error comes last, after what the plugin logged (its logs may hold "error:").
+    let at = stderr.rfind("\nerror: ").map_or(0, |i| i + 1);
     stderr[at..].replace(&project.path().display().to_string(), "<dir>")
 }
 
@@ -553,4 +554,38 @@ group(name = "web", size = 2, provider = lp, flavor = flavor(command = ["sleep",
             .is_some_and(|r| r.trim_start().starts_with('Z'));
         assert!(stat.is_empty() || zombie, "old instance {pid} runs on");
     }
+}
+
+#[test]
+fn a_provision_answering_another_projects_instance_touches_nothing() {
+    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = shared.path().display().to_string();
+    let spec = |project_dir_mode: bool| {
+        let command = misbehave(if project_dir_mode { "switch" } else { "good" });
+        format!(
+            r#"bad = plugin(command = {command:?}, config = {{"root": "{root}"}}, name = "bad")
+group(name = "web", size = 1, provider = bad, flavor = flavor(command = ["sleep", "60"]))
+"#
+        )
+    };
+    let other = Project::new("it-plugin-other", &spec(false));
+    other.ok(&["apply", "--yes"]);
+    let theirs = records_in(shared.path());
+    assert_eq!(theirs.len(), 1);
+    let id = theirs[0]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let p = Project::new("it-plugin-answers-theirs", &spec(true));
+    misbehave_as(&p, &format!("answeronly:{id}"));
+    let out = p.tend(&["apply", "--yes"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("tend touches nothing"), "{stdout}");
+    // The other project's instance is there and running.
+    assert_eq!(records_in(shared.path()), theirs);
+    let status = other.ok(&["status"]);
+    assert!(status.contains(&format!("{id}    running")), "{status}");
+    misbehave_as(&p, "");
 }

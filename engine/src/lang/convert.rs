@@ -58,7 +58,13 @@ pub enum ConvertError {
 /// Where in `json` a builtin struct of `kind` is, as `["key"][0]...`, if anywhere.
 pub fn find_kind(json: &Json, kind: &str) -> Option<String> {
     match json {
-        Json::Object(map) if map.get("kind").and_then(Json::as_str) == Some(kind) => {
+        // A builtin struct has its kind and one field named after it (`secret("X")` is
+        // `{"kind": "secret", "secret": "X"}`); a plain dict with a `kind` key is not one.
+        Json::Object(map)
+            if map.len() == 2
+                && map.get("kind").and_then(Json::as_str) == Some(kind)
+                && map.contains_key(kind) =>
+        {
             Some(String::new())
         }
         Json::Object(map) => map

@@ -301,7 +301,12 @@ pub async fn observe(
             Err(_) => {}
         }
     }
-    refuse_shared_instances(&mut observed);
+    let current: std::collections::BTreeSet<&str> = spec
+        .groups
+        .iter()
+        .map(|g| g.provider.kind.as_str())
+        .collect();
+    refuse_shared_instances(&mut observed, &current);
     Ok(observed)
 }
 
@@ -315,24 +320,38 @@ fn twice(instances: &[ObservedInstance]) -> Option<&str> {
 }
 
 /// One instance reported by two providers (one backend seen through two plugin names, say)
-/// would be planned twice, and destroyed as its own duplicate: neither provider's view is
-/// used.
-fn refuse_shared_instances(observed: &mut Observed) {
-    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+/// would be planned twice, and destroyed as its own duplicate. When only one of the two is
+/// the spec's (the other only a former spec's: a plugin renamed), the instance is the
+/// spec's provider's, and the other's report of it is dropped; otherwise neither
+/// provider's view is used.
+fn refuse_shared_instances(observed: &mut Observed, current: &std::collections::BTreeSet<&str>) {
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
     let mut shared: BTreeMap<String, String> = BTreeMap::new();
+    let mut dropped: Vec<(String, String)> = Vec::new();
     for (provider, instance) in observed.iter() {
-        match owner.get(instance.id.as_str()) {
-            Some(first) if *first != provider => {
+        let Some(first) = owner.get(&instance.id) else {
+            owner.insert(instance.id.clone(), provider.to_owned());
+            continue;
+        };
+        if first == provider {
+            continue;
+        }
+        match (current.contains(first.as_str()), current.contains(provider)) {
+            (true, false) => dropped.push((provider.to_owned(), instance.id.clone())),
+            (false, true) => dropped.push((first.clone(), instance.id.clone())),
+            _ => {
                 let why = format!(
                     "providers {first} and {provider} both report instance {}: one backend seen through two providers; keep one name for it",
                     instance.id
                 );
-                shared.insert((*first).to_owned(), why.clone());
+                shared.insert(first.clone(), why.clone());
                 shared.insert(provider.to_owned(), why);
             }
-            _ => {
-                owner.insert(&instance.id, provider);
-            }
+        }
+    }
+    for (provider, id) in dropped {
+        if let Some(list) = observed.by_provider.get_mut(&provider) {
+            list.retain(|i| i.id != id);
         }
     }
     for (provider, why) in shared {
@@ -433,6 +452,37 @@ mod tests {
         let observed = observe(&spec, &[], &providers).await.unwrap();
         assert!(observed.by_provider.is_empty());
         assert!(observed.unobserved["sim"].contains("instance a twice"));
+    }
+
+    #[tokio::test]
+    async fn an_instance_a_former_providers_name_also_reports_is_the_current_ones() {
+        // The spec's groups use `process`; the last applied spec used `sim` (renamed).
+        let current = spec(
+            "project(name = \"p\")\ngroup(name = \"web\", size = 1, provider = process(), flavor = flavor(command = [\"x\"]))\n",
+        );
+        let former = spec(
+            "project(name = \"p\")\ngroup(name = \"web\", size = 1, provider = sim(), flavor = flavor(command = [\"x\"]))\n",
+        );
+        let providers = set(vec![
+            Fixed {
+                name: "sim",
+                ids: vec!["a", "b"],
+            },
+            Fixed {
+                name: "process",
+                ids: vec!["b"],
+            },
+        ]);
+        let observed = observe(&current, &[former], &providers).await.unwrap();
+        assert!(observed.unobserved.is_empty(), "{:?}", observed.unobserved);
+        let ids = |p: &str| -> Vec<String> {
+            observed.by_provider[p]
+                .iter()
+                .map(|i| i.id.clone())
+                .collect()
+        };
+        assert_eq!(ids("process"), ["b"]);
+        assert_eq!(ids("sim"), ["a"]);
     }
 
     #[tokio::test]

@@ -337,34 +337,56 @@ impl PluginProvider {
             }
             None => {
                 // Not under its key: made without its tags, or the answer names another
-                // instance, which tend must not touch.
-                let project = [(tags::PROJECT.to_owned(), t.project.clone())]
-                    .into_iter()
-                    .collect();
-                let known = self.describe_where(connection, project).await?;
-                match known.iter().find(|i| i.id == answered) {
-                    // Tagged for this slot and version, without the key label: made by
-                    // this call, which is all the key is for.
-                    Some(i) if i.tags.group == t.group && i.tags.slot == t.slot && i.tags.hash == t.hash => {
-                        (self.logs)(
-                            &self.name,
-                            &format!("instance {answered} does not carry {}: tend finds it by its other tags", tags::KEY),
-                        );
-                        return Ok(answered);
-                    }
-                    Some(_) => {
-                        return Err(self.backend(format!(
-                            "instance.provision answered {answered:?}, another instance of the project: nothing is shown under this call's key {key}"
+                // instance (of this project or any other), which tend must not touch.
+                match self.tags_anywhere(connection, &answered).await? {
+                    Some(found) if found.contains_key(tags::PROJECT) => {
+                        let typed = engine::provider::InstanceTags::from_map(&found);
+                        let ours = typed.project == t.project
+                            && typed.group == t.group
+                            && typed.slot == t.slot
+                            && typed.hash == t.hash;
+                        if ours && !found.contains_key(tags::KEY) {
+                            // Tagged for this slot and version, without the key label:
+                            // made by this call, which is all the key is for.
+                            (self.logs)(
+                                &self.name,
+                                &format!("instance {answered} does not carry {}: tend finds it by its other tags", tags::KEY),
+                            );
+                            return Ok(answered);
+                        }
+                        Err(self.backend(format!(
+                            "instance.provision answered {answered:?}, an instance of project {:?} ({}/{}) made by another call: nothing is shown under this call's key {key}, and tend touches nothing",
+                            typed.project, typed.group, typed.slot
                         )))
                     }
-                    None => {}
+                    _ => {
+                        let removed = self.remove_made(connection, &answered).await;
+                        Err(self.backend(format!(
+                            "instance.provision made instance {answered} but instance.describe does not show it with its tags; {removed}"
+                        )))
+                    }
                 }
-                let removed = self.remove_made(connection, &answered).await;
-                Err(self.backend(format!(
-                    "instance.provision made instance {answered} but instance.describe does not show it with its tags; {removed}"
-                )))
             }
         }
+    }
+
+    /// The tags instance `id` carries, from a describe of everything the plugin holds;
+    /// `None` when it holds no such instance. Nothing else of the answer is trusted.
+    async fn tags_anywhere(
+        &self,
+        connection: &Connection,
+        id: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ProviderError> {
+        let answer = connection
+            .call(methods::DESCRIBE, json!({ "tags": {} }), DESCRIBE_DEADLINE)
+            .await
+            .map_err(|e| self.backend(format!("instance.describe: {e}")))?;
+        Ok(answer["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["id"].as_str() == Some(id))
+            .map(|i| serde_json::from_value(i["tags"].clone()).unwrap_or_default()))
     }
 
     /// Destroys an instance this call made wrongly; says how that went.
@@ -558,9 +580,19 @@ impl Provider for PluginProvider {
                 .into_iter()
                 .collect();
             for instance in self.describe_where(&connection, filter).await? {
-                if !all.contains_key(&instance.id) {
-                    self.own(&instance.id, index);
-                    all.insert(instance.id.clone(), instance);
+                match all.get(&instance.id) {
+                    None => {
+                        self.own(&instance.id, index);
+                        all.insert(instance.id.clone(), instance);
+                    }
+                    // One instance, seen through two configs of one backend.
+                    Some(seen) if seen.tags == instance.tags && seen.labels == instance.labels => {}
+                    Some(seen) => {
+                        return Err(self.backend(format!(
+                            "reports instance {:?} under two of its configs, as {}/{} and as {}/{}: its ids are not unique across configs, so tend cannot tell them apart",
+                            instance.id, seen.tags.group, seen.tags.slot, instance.tags.group, instance.tags.slot
+                        )))
+                    }
                 }
             }
         }
