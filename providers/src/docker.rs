@@ -268,24 +268,32 @@ impl DockerProvider {
         project: &str,
         key: &str,
     ) -> Result<Option<String>, ProviderError> {
+        let labels = vec![
+            format!("{}={project}", tags::PROJECT),
+            format!("{}={key}", tags::KEY),
+        ];
+        let list = self.list(host, labels, false).await?;
+        Ok(list.into_iter().find_map(|c| c.id.map(|id| short(&id))))
+    }
+
+    /// The containers on one engine carrying every label of `labels` (`key=value`), those
+    /// that exited too when `all`.
+    async fn list(
+        &self,
+        host: &str,
+        labels: Vec<String>,
+        all: bool,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, ProviderError> {
         let docker = self.client(host).await?;
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}={project}", tags::PROJECT),
-                format!("{}={key}", tags::KEY),
-            ],
-        )]);
         let options = ListContainersOptions {
-            all: false,
-            filters: Some(filters),
+            all,
+            filters: Some(HashMap::from([("label".to_owned(), labels)])),
             ..Default::default()
         };
-        let list = docker
+        docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| backend(format!("cannot list containers on {host}: {e}")))?;
-        Ok(list.into_iter().find_map(|c| c.id.map(|id| short(&id))))
+            .map_err(|e| backend(format!("cannot list containers on {host}: {e}")))
     }
 
     /// The project's containers on one engine.
@@ -294,21 +302,9 @@ impl DockerProvider {
         host: &str,
         selector: &Selector,
     ) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let labels = vec![format!("{}={}", tags::PROJECT, selector.project)];
+        let list = self.list(host, labels, true).await?;
         let docker = self.client(host).await?;
-        let mut filters = HashMap::new();
-        filters.insert(
-            "label".to_owned(),
-            vec![format!("{}={}", tags::PROJECT, selector.project)],
-        );
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let list = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| backend(format!("cannot list containers on {host}: {e}")))?;
         let mut found: Vec<ObservedInstance> = list
             .into_iter()
             .filter_map(|c| {

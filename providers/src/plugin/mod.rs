@@ -200,6 +200,16 @@ impl PluginProvider {
             })
     }
 
+    /// The world's plugin, for a create or destroy: refused while its breaker is open.
+    async fn acting(&self, world: &World) -> Result<Arc<Connection>, ProviderError> {
+        world
+            .supervisor
+            .may_act()
+            .await
+            .map_err(|why| self.backend(why))?;
+        self.connection(world).await
+    }
+
     fn timeouts(info: Option<InitializeResult>) -> (Duration, Duration) {
         let timeouts = info.map(|i| i.timeouts).unwrap_or_default();
         (
@@ -460,12 +470,7 @@ impl Provider for PluginProvider {
     async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
         require_tags(&self.name, &request)?;
         let (index, world) = self.world_for(&request.props)?;
-        world
-            .supervisor
-            .may_act()
-            .await
-            .map_err(|why| self.backend(why))?;
-        let connection = self.connection(&world).await?;
+        let connection = self.acting(&world).await?;
         let t = &request.tags;
         let slot = [
             t.project.clone(),
@@ -556,12 +561,7 @@ impl Provider for PluginProvider {
             None => worlds,
         };
         for world in targets {
-            world
-                .supervisor
-                .may_act()
-                .await
-                .map_err(|why| self.backend(why))?;
-            let connection = self.connection(&world).await?;
+            let connection = self.acting(&world).await?;
             self.destroy_in(&connection, id).await?;
         }
         if let Ok(mut owners) = self.owners.lock() {
