@@ -428,16 +428,17 @@ class Plugin:
             pass
 
     def watch(self):
-        """Tells tend when an instance's process ends: a hint, tend still describes."""
-        alive = set()
+        """Tells tend when an instance's process ends: a hint, tend still describes. Each
+        death is told once, however soon after its start it came."""
+        told = set()
         while True:
-            time.sleep(0.5)
+            time.sleep(0.2)
             with self.lock:
                 records = list(self.records.values())
-            now = {r["id"] for r in records if self.running(r)}
-            if alive - now:
+            dead = {r["id"] for r in records if r["pid"] is not None and not self.running(r)}
+            if dead - told:
                 self.send({"jsonrpc": "2.0", "method": "instance.changed", "params": {}})
-            alive = now
+            told = dead
 
 
 def main():

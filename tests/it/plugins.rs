@@ -357,7 +357,7 @@ fn a_plugin_that_will_not_exit_is_killed_at_the_end_of_the_shutdown_sequence() {
 }
 
 #[test]
-fn tend_run_starts_a_plugin_first_named_by_a_spec_it_adopts() {
+fn tend_run_starts_and_watches_a_plugin_first_named_by_a_spec_it_adopts() {
     let p = Project::new(
         "it-plugin-adopted",
         r#"group(name = "keep", size = 1, provider = sim(), flavor = flavor(command = ["serve"]))
@@ -369,7 +369,13 @@ fn tend_run_starts_a_plugin_first_named_by_a_spec_it_adopts() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     p.ok(&["apply", "--yes"]);
-    let run = crate::run::Running::start(&p, 17481, &[]);
+    // A resync far longer than the wait below: only the plugin's own word heals in time.
+    let run = Stopped(crate::harness::spawn_tend(
+        p.path(),
+        &["run", "--listen", "127.0.0.1:17481", "--resync", "300s"],
+        std::process::Stdio::null,
+    ));
+    wait_for(|| http_get(17481, "/healthz").is_ok());
     p.write_spec(
         r#"group(name = "keep", size = 1, provider = sim(), flavor = flavor(command = ["serve"]))
 lp = plugin(command = ["python3", "localproc.py"])
@@ -380,21 +386,42 @@ group(name = "web", size = 2, provider = lp, flavor = flavor(command = ["sleep",
     let out = p.ok(&["apply", "--yes"]);
     assert!(out.contains("converged"), "{out}");
     wait_for(|| records(p.path()).len() == 2);
+    let killed = pid_in_slot(p.path(), "0").unwrap_or_else(|| panic!("no record of web/0"));
+    signal(killed, "-9");
+    wait_for(|| pids_in_slot(p.path(), "0").iter().any(|pid| *pid != killed));
     drop(run);
     p.ok(&["destroy", "--yes"]);
     assert_eq!(records(p.path()), Vec::<PathBuf>::new());
 }
 
+/// A child process stopped (SIGTERM, then waited for) when dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0.id(), "-TERM");
+        let _ = self.0.wait();
+    }
+}
+
 /// The pid of the reference plugin's instance in `slot`, from its record.
 fn pid_in_slot(dir: &Path, slot: &str) -> Option<u32> {
-    records(dir).iter().find_map(|path| {
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-        if record["tags"]["tend.slot"] != slot {
-            return None;
-        }
-        u32::try_from(record["pid"].as_u64()?).ok()
-    })
+    pids_in_slot(dir, slot).into_iter().next()
+}
+
+/// The pids the reference plugin's records of `slot` name.
+fn pids_in_slot(dir: &Path, slot: &str) -> Vec<u32> {
+    records(dir)
+        .iter()
+        .filter_map(|path| {
+            let record: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+            if record["tags"]["tend.slot"] != slot {
+                return None;
+            }
+            u32::try_from(record["pid"].as_u64()?).ok()
+        })
+        .collect()
 }
 
 #[test]
@@ -418,7 +445,7 @@ fn the_plugin_example_serves_and_tend_run_heals_it() {
     signal(killed, "-9");
     // The plugin says the instance changed; tend run looks, and heals it through the plugin.
     wait_for(|| {
-        pid_in_slot(p.path(), "0").is_some_and(|pid| pid != killed) && http_get(8501, "/").is_ok()
+        pids_in_slot(p.path(), "0").iter().any(|pid| *pid != killed) && http_get(8501, "/").is_ok()
     });
     drop(run);
     p.ok(&["destroy", "--yes"]);

@@ -95,6 +95,10 @@ pub struct Controller {
     read_store: Option<(Option<u64>, Instant)>,
     /// Who leads and stands by (with an etcd store), and when that was read.
     replicas: Option<(crate::status::Replicas, Instant)>,
+    /// Where providers' events go, once `run` started.
+    events: Option<mpsc::Sender<(String, ProviderEvent)>>,
+    /// The providers whose events are watched, by name.
+    watched: std::collections::BTreeSet<String>,
 }
 
 /// What came of an event a provider told.
@@ -161,6 +165,8 @@ impl Controller {
             applied: None,
             read_store: None,
             replicas: None,
+            events: None,
+            watched: Default::default(),
             options,
         };
         controller.file_times = controller.file_times();
@@ -182,7 +188,8 @@ impl Controller {
         mut self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ControllerError> {
-        let mut events = self.watch_providers().await;
+        let mut events = self.watch_providers();
+        self.watch_new_providers().await;
         let (spec, serial) = self.reconciler.spec();
         let project = spec.project.clone();
         self.journal.event(
@@ -203,6 +210,8 @@ impl Controller {
             let round = self.reconciler.round_after(look)?;
             self.balancers.sync(&round.observed, &round.serving);
             self.record(&round, started);
+            // A spec may have named a provider this look made (a plugin).
+            self.watch_new_providers().await;
             if std::mem::take(&mut self.look_again) {
                 continue;
             }
@@ -240,13 +249,25 @@ impl Controller {
         }
     }
 
-    /// Starts every provider's event stream; events arrive on the returned channel.
-    async fn watch_providers(&self) -> mpsc::Receiver<(String, ProviderEvent)> {
+    /// The channel every provider's events arrive on.
+    fn watch_providers(&mut self) -> mpsc::Receiver<(String, ProviderEvent)> {
         let (tx, rx) = mpsc::channel::<(String, ProviderEvent)>(1024);
+        self.events = Some(tx);
+        rx
+    }
+
+    /// Starts the event stream of every provider not watched yet.
+    async fn watch_new_providers(&mut self) {
+        let Some(tx) = self.events.clone() else {
+            return;
+        };
         let selector = Selector {
             project: self.reconciler.spec().0.project.clone(),
         };
         for (name, provider) in self.providers.all() {
+            if !self.watched.insert(name.clone()) {
+                continue;
+            }
             match provider.watch(&selector).await {
                 Ok(Some(mut stream)) => {
                     let tx = tx.clone();
@@ -265,7 +286,6 @@ impl Controller {
                 }
             }
         }
-        rx
     }
 
     /// Step one: takes a spec committed to the store by `tend apply` (or `--watch`).

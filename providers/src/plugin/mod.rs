@@ -114,6 +114,9 @@ pub struct PluginProvider {
     keys: AtomicU64,
     /// The highest fencing token this tend acted under.
     epoch: AtomicI64,
+    /// Where `instance.changed` goes once tend watches: every world's, those added later
+    /// too.
+    changes: Mutex<Option<tokio::sync::mpsc::Sender<ProviderEvent>>>,
 }
 
 impl PluginProvider {
@@ -129,6 +132,7 @@ impl PluginProvider {
             unresolved: Mutex::default(),
             keys: AtomicU64::new(0),
             epoch: AtomicI64::new(0),
+            changes: Mutex::new(None),
         };
         provider.world_of(spec);
         provider
@@ -156,8 +160,12 @@ impl PluginProvider {
         if let Some(found) = worlds.iter().position(|w| w.spec == *spec) {
             return (found, worlds[found].clone());
         }
-        worlds.push(Arc::new(self.new_world(spec)));
-        (worlds.len() - 1, worlds[worlds.len() - 1].clone())
+        let world = Arc::new(self.new_world(spec));
+        worlds.push(world.clone());
+        if let Some(tx) = self.changes.lock().ok().and_then(|c| c.clone()) {
+            forward_changes(&world, tx);
+        }
+        (worlds.len() - 1, world)
     }
 
     fn new_world(&self, spec: &PluginSpec) -> World {
@@ -427,6 +435,21 @@ impl PluginProvider {
     }
 }
 
+/// Forwards `world`'s `instance.changed` notices to `tx` as `Changed` events, from now on.
+fn forward_changes(world: &World, tx: tokio::sync::mpsc::Sender<ProviderEvent>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut changes = world.supervisor.subscribe();
+    runtime.spawn(async move {
+        while changes.recv().await.is_some() {
+            if tx.send(ProviderEvent::Changed).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// What a plugin gets to make an instance: the rendered flavor. Secrets are in `env` and
 /// `secretFiles`: the plugin needs them, and tend never logs what it sends.
 fn properties(request: &ProvisionRequest) -> Value {
@@ -599,29 +622,20 @@ impl Provider for PluginProvider {
         Ok(all.into_values().collect())
     }
 
+    /// `instance.changed` from every world, those a later spec adds too. A plugin without
+    /// the `watch` capability never sends one: its instances are seen at each look.
     async fn watch(
         &self,
         _selector: &Selector,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<ProviderEvent>>, ProviderError> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let mut watched = false;
-        for world in self.worlds() {
-            let connection = self.connection(&world).await?;
-            if !connection.info().is_some_and(|i| i.capabilities.watch) {
-                continue;
-            }
-            watched = true;
-            let mut changes = world.supervisor.subscribe();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while changes.recv().await.is_some() {
-                    if tx.send(ProviderEvent::Changed).await.is_err() {
-                        break;
-                    }
-                }
-            });
+        if let Ok(mut changes) = self.changes.lock() {
+            *changes = Some(tx.clone());
         }
-        Ok(watched.then_some(rx))
+        for world in self.worlds() {
+            forward_changes(&world, tx.clone());
+        }
+        Ok(Some(rx))
     }
 
     async fn close(&self) {
