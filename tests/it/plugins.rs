@@ -335,7 +335,8 @@ fn a_plugin_flooding_stderr_is_cut_short_and_still_works() {
         .lines()
         .filter(|l| l.starts_with("plugin bad: flood line"))
         .count();
-    assert!(forwarded <= 100, "{forwarded} lines forwarded");
+    // 100 a second: of 20,000 lines written at once, a few hundred at most get through.
+    assert!(forwarded <= 1_000, "{forwarded} lines forwarded");
     assert!(stderr.contains("more stderr lines left out)"), "{stderr}");
     assert_eq!(records(p.path()).len(), 1);
     p.ok(&["destroy", "--yes"]);
