@@ -141,7 +141,8 @@ fn main() {
         // Both start from nothing: the plugin is started (and shakes hands) before timing.
         destroy_all(&*plugin, plugin_project).await;
         destroy_all(&*process, process_project).await;
-        let plugin_rate = provision_all(plugin.clone(), plugin_project, count, serde_json::json!({})).await;
+let plugin_props = serde_json::json!({"plugin": {"command": spec.command, "config": spec.config}});
+        let plugin_rate = provision_all(plugin.clone(), plugin_project, count, plugin_props).await;
         let process_rate = provision_all(
             process.clone(),
             process_project,
