@@ -203,6 +203,31 @@ pub fn look(
     ))?)
 }
 
+/// [`look`] for a command that only shows (`plan`, `status`): a Ctrl-C ends the look, and
+/// the command returns, so its plugins are shut down in order on the way out. (`apply`
+/// keeps the default: a Ctrl-C at its question must end it at once.)
+pub fn look_until_interrupted(
+    rt: &tokio::runtime::Runtime,
+    spec: &Spec,
+    previous: &[Spec],
+    store: &engine::store::Store,
+    providers: &engine::provider::ProviderSet,
+) -> Result<engine::reconcile::Preview, Failure> {
+    let failed = store.failed_rollouts()?;
+    let (secrets, clock) = (secrets(), engine::clock::Clock::real());
+    rt.block_on(async {
+        tokio::select! {
+            looked = engine::reconcile::preview(spec, previous, failed, providers, &secrets, &clock) => {
+                Ok(looked?)
+            }
+            _ = tokio::signal::ctrl_c() => Err(Failure::Other {
+                fault: Fault::Usage,
+                message: "interrupted: nothing was planned or done".to_owned(),
+            }),
+        }
+    })
+}
+
 /// What `apply` and `destroy` run once the spec is committed: one reconciler, driven until
 /// the project converges or nothing more can be done, printing each action as it ends.
 pub struct Drive<'a> {

@@ -63,6 +63,8 @@ class Misbehaving(localproc.Plugin):
         return super().provision(params, request_id)
 
     def describe(self, params):
+        if mode() == "deaf":
+            time.sleep(3600)
         if mode() == "sloppy":
             params = {"tags": {}}
         answer = super().describe(params)
@@ -72,7 +74,7 @@ class Misbehaving(localproc.Plugin):
 
 
 def main():
-    if MODE == "stubborn":
+    if mode() in ("stubborn", "deaf"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with open("stubborn.pid", "w") as f:
             f.write(str(os.getpid()))
@@ -89,7 +91,7 @@ def main():
         return 1
     plugin = Misbehaving(sys.stdout.buffer)
     plugin.serve(sys.stdin.buffer)
-    while MODE == "stubborn":  # told to exit, stdin closed, SIGTERM: it stays
+    while mode() in ("stubborn", "deaf"):  # told to exit, stdin closed, SIGTERM: it stays
         time.sleep(1)
     return 0
 

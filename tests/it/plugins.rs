@@ -405,6 +405,35 @@ impl Drop for Stopped {
     }
 }
 
+#[test]
+fn a_plan_interrupted_by_ctrl_c_still_shuts_its_plugin_down() {
+    let p = switched_project("it-plugin-deaf", 1);
+    misbehave_as(&p, "deaf");
+    let plan = Stopped(crate::harness::spawn_tend(
+        p.path(),
+        &["plan"],
+        std::process::Stdio::null,
+    ));
+    // The plugin hangs in describe, ignoring SIGTERM and its stdin closing.
+    wait_for(|| p.path().join("stubborn.pid").exists());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid =
+        std::fs::read_to_string(p.path().join("stubborn.pid")).unwrap_or_else(|e| panic!("{e}"));
+    signal(plan.0.id(), "-INT");
+    let mut plan = plan;
+    let status = plan.0.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "tend plan was not interrupted in order"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "plugin {pid} outlived an interrupted tend plan"
+    );
+    misbehave_as(&p, "");
+}
+
 /// The pid of the reference plugin's instance in `slot`, from its record.
 fn pid_in_slot(dir: &Path, slot: &str) -> Option<u32> {
     pids_in_slot(dir, slot).into_iter().next()
