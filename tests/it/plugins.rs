@@ -395,6 +395,17 @@ group(name = "web", size = 2, provider = lp, flavor = flavor(command = ["sleep",
     assert_eq!(records(p.path()), Vec::<PathBuf>::new());
 }
 
+/// A process of a test's own, by pid, killed when dropped if it still runs.
+struct KilledOnDrop(String);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if Path::new(&format!("/proc/{}", self.0)).exists() {
+            signal(&self.0, "-9");
+        }
+    }
+}
+
 /// A child process stopped (SIGTERM, then waited for) when dropped.
 struct Stopped(std::process::Child);
 
@@ -419,6 +430,8 @@ fn a_plan_interrupted_by_ctrl_c_still_shuts_its_plugin_down() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let pid =
         std::fs::read_to_string(p.path().join("stubborn.pid")).unwrap_or_else(|e| panic!("{e}"));
+    // Should tend fail to end it, the test does, by its pid.
+    let _plugin = KilledOnDrop(pid.trim().to_owned());
     signal(plan.0.id(), "-INT");
     let mut plan = plan;
     let status = plan.0.wait().unwrap_or_else(|e| panic!("{e}"));
