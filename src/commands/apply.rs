@@ -11,7 +11,9 @@ use crate::failure::Failure;
 use crate::progress::confirm;
 
 use super::handover::hand_over;
-use super::setup::{fenced, load, look, open_store, providers_for, runtime, Closing, Drive};
+use super::setup::{
+    fenced, load, look, open_store, providers_for, runtime, Closing, Drive, OnCtrlC,
+};
 
 fn stale(why: &str) -> Failure {
     Failure::Other {
@@ -79,7 +81,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     );
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
-    let look = look(&rt, &spec, &previous, &store, &providers)?;
+    let look = look(&rt, &spec, &previous, &store, &providers, OnCtrlC::Default)?;
     let planned = match &saved {
         Some(s) if s.observed_fingerprint != look.observed.fingerprint() => {
             return Err(stale(

@@ -6,7 +6,7 @@ use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 
 use super::apply::ask;
-use super::setup::{load, look, open_store, providers_for, runtime, Closing, Drive};
+use super::setup::{load, look, open_store, providers_for, runtime, Closing, Drive, OnCtrlC};
 
 /// Removes every instance of the project, dependents first, through the same reconciler as
 /// `apply`. Every provider that the spec or the last applied spec uses must answer: an
@@ -30,7 +30,14 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
     );
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
-    let look = look(&rt, &nothing, &previous, &store, &providers)?;
+    let look = look(
+        &rt,
+        &nothing,
+        &previous,
+        &store,
+        &providers,
+        OnCtrlC::Default,
+    )?;
     let mut planned = look.plan;
     for action in &mut planned.actions {
         action.reason = "tend destroy removes every instance of the project".to_owned();

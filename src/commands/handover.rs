@@ -18,7 +18,7 @@ use crate::cli::ApplyArgs;
 use crate::failure::Failure;
 
 use super::apply::{ask, nothing_to_do};
-use super::setup::{look, providers_for, runtime, Closing};
+use super::setup::{look, providers_for, runtime, Closing, OnCtrlC};
 
 /// Hands `spec` to the controller `holder` and follows it.
 pub fn hand_over(
@@ -34,7 +34,7 @@ pub fn hand_over(
     let providers = providers_for(&args.spec.spec, state_dir, spec, &previous);
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
-    let look = look(&rt, spec, &previous, store, &providers)?;
+    let look = look(&rt, spec, &previous, store, &providers, OnCtrlC::Default)?;
     crate::out!("{}", look.plan.to_text());
     let same_spec = last
         .as_ref()

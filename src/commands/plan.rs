@@ -7,7 +7,7 @@ use engine::plan::{SavedPlan, SAVED_PLAN_FORMAT};
 use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, look_until_interrupted, open_store, providers_for, runtime, Closing};
+use super::setup::{load, look, open_store, providers_for, runtime, Closing, OnCtrlC};
 
 /// Plans, prints, and optionally saves the plan.
 pub fn run(
@@ -23,7 +23,7 @@ pub fn run(
     let providers = providers_for(&args.spec, &state_dir, &spec, &previous);
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
-    let look = look_until_interrupted(&rt, &spec, &previous, &store, &providers)?;
+    let look = look(&rt, &spec, &previous, &store, &providers, OnCtrlC::EndsLook)?;
     let planned = look.plan;
     if json {
         crate::outln!("{}", planned.to_json());

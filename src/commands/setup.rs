@@ -183,6 +183,16 @@ pub fn reconcile_options(
     }
 }
 
+/// What a Ctrl-C during a look does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnCtrlC {
+    /// What it does anyway: `apply` keeps the default, so a Ctrl-C at its question ends it.
+    Default,
+    /// It ends the look, and the command returns, so its plugins are shut down in order on
+    /// the way out: for commands that only show (`plan`, `status`).
+    EndsLook,
+}
+
 /// One look at what the providers hold for `spec`: observed instances, their health and
 /// the plan, with the rollouts the store says failed. An unobservable provider is an
 /// error, never an empty view.
@@ -192,34 +202,17 @@ pub fn look(
     previous: &[Spec],
     store: &engine::store::Store,
     providers: &engine::provider::ProviderSet,
-) -> Result<engine::reconcile::Preview, Failure> {
-    Ok(rt.block_on(engine::reconcile::preview(
-        spec,
-        previous,
-        store.failed_rollouts()?,
-        providers,
-        &secrets(),
-        &engine::clock::Clock::real(),
-    ))?)
-}
-
-/// [`look`] for a command that only shows (`plan`, `status`): a Ctrl-C ends the look, and
-/// the command returns, so its plugins are shut down in order on the way out. (`apply`
-/// keeps the default: a Ctrl-C at its question must end it at once.)
-pub fn look_until_interrupted(
-    rt: &tokio::runtime::Runtime,
-    spec: &Spec,
-    previous: &[Spec],
-    store: &engine::store::Store,
-    providers: &engine::provider::ProviderSet,
+    on_ctrl_c: OnCtrlC,
 ) -> Result<engine::reconcile::Preview, Failure> {
     let failed = store.failed_rollouts()?;
     let (secrets, clock) = (secrets(), engine::clock::Clock::real());
+    let looking = engine::reconcile::preview(spec, previous, failed, providers, &secrets, &clock);
     rt.block_on(async {
+        if on_ctrl_c == OnCtrlC::Default {
+            return Ok(looking.await?);
+        }
         tokio::select! {
-            looked = engine::reconcile::preview(spec, previous, failed, providers, &secrets, &clock) => {
-                Ok(looked?)
-            }
+            looked = looking => Ok(looked?),
             _ = tokio::signal::ctrl_c() => Err(Failure::Other {
                 fault: Fault::Usage,
                 message: "interrupted: nothing was planned or done".to_owned(),

@@ -3,7 +3,7 @@
 use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
-use super::setup::{load, look_until_interrupted, open_store, providers_for, runtime, Closing};
+use super::setup::{load, look, open_store, providers_for, runtime, Closing, OnCtrlC};
 
 /// Shows what runs for the project, judged against the spec: each instance probed once
 /// with its own checks, failed rollouts from the store, and, while `tend run` holds the
@@ -16,7 +16,7 @@ pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failur
     let providers = providers_for(&args.spec, &state_dir, &spec, &previous);
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
-    let look = look_until_interrupted(&rt, &spec, &previous, &store, &providers)?;
+    let look = look(&rt, &spec, &previous, &store, &providers, OnCtrlC::EndsLook)?;
     let mut status = engine::status::build(&spec, &look.observed, applied.as_ref(), &|id| {
         look.health.get(id).cloned()
     });
