@@ -368,7 +368,9 @@ class Plugin:
         child = self.children.get(record["id"])
         if child is not None:
             child.poll()  # reaps it once it exited
-        return record["pid"] is not None and start_ticks(record["pid"]) == record["ticks"]
+        # No start time was read: the process had exited before it could be.
+        return record["pid"] is not None and record["ticks"] is not None and \
+            start_ticks(record["pid"]) == record["ticks"]
 
     def save(self, record):
         path = os.path.join(self.root, "instances", record["id"] + ".json")

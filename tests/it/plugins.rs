@@ -659,3 +659,41 @@ group(name = "web", size = 1, provider = bad, flavor = flavor(command = ["sleep"
     assert!(status.contains(&format!("{id}    running")), "{status}");
     misbehave_as(&p, "");
 }
+
+/// A project whose group `web` of one is made by the reference plugin with `config`
+/// (a Starlark dict) and runs `command`.
+fn localproc_project(name: &str, config: &str, command: &str) -> Project {
+    let plugin = vec!["python3".to_owned(), localproc()];
+    Project::new(
+        name,
+        &format!(
+            r#"lp = plugin(command = {plugin:?}, config = {config}, name = "lp")
+group(name = "web", size = 1, provider = lp, flavor = flavor(command = {command}))
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_config_the_plugin_refuses_at_its_handshake_is_a_spec_error() {
+    let p = localproc_project(
+        "it-plugin-bad-config",
+        r#"{"rot": "x"}"#,
+        r#"["sleep", "60"]"#,
+    );
+    let out = p.tend(&["plan"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: spec error:"), "{stderr}");
+    assert!(stderr.contains("refused its config"), "{stderr}");
+    assert!(stderr.contains("unknown config keys ['rot']"), "{stderr}");
+}
+
+#[test]
+fn an_instance_whose_program_exits_at_once_is_not_reported_running() {
+    let p = localproc_project("it-plugin-exits", "{}", r#"["false"]"#);
+    let _ = p.tend(&["apply", "--yes"]);
+    let status = p.tend(&["status"]);
+    let shown = text(&status.stdout);
+    assert!(shown.contains("0/1 live"), "{shown}");
+}

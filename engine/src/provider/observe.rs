@@ -295,6 +295,8 @@ pub async fn observe(
                 }
                 Some(_) => {}
             },
+            // Settings the provider refuses (a plugin's config) are the spec's to fix.
+            Err(e) if used(name) && e.fault() == crate::fault::Fault::Spec => return Err(e),
             Err(e) if used(name) => {
                 observed.unobserved.insert(name.to_owned(), error_chain(&e));
             }

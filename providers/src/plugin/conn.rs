@@ -49,6 +49,27 @@ impl Launch {
     }
 }
 
+/// Why a handshake failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandshakeError {
+    /// What went wrong, with the plugin's last stderr lines.
+    pub message: String,
+    /// The error code, when the plugin answered `initialize` with an error.
+    pub code: Option<ErrorCode>,
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<HandshakeError> for String {
+    fn from(e: HandshakeError) -> String {
+        e.message
+    }
+}
+
 /// Why a call did not give a result.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -192,7 +213,7 @@ impl Connection {
         versions: &[u32],
         config: &Value,
         deadline: Duration,
-    ) -> Result<InitializeResult, String> {
+    ) -> Result<InitializeResult, HandshakeError> {
         let params = InitializeParams {
             protocol_versions: versions.to_vec(),
             tend: TendInfo {
@@ -201,21 +222,32 @@ impl Connection {
             config: config.clone(),
         };
         let params = serde_json::to_value(params).unwrap_or(Value::Null);
+        let failed = |message: String| HandshakeError {
+            message,
+            code: None,
+        };
         let answer = match self.call(methods::INITIALIZE, params, deadline).await {
             Ok(answer) => answer,
             Err(CallError::Rpc(e)) => {
-                return Err(self.with_tail(format!("refused the handshake: {e}")))
+                return Err(HandshakeError {
+                    message: self.with_tail(format!("refused the handshake: {e}")),
+                    code: Some(e.code),
+                })
             }
             Err(CallError::Deadline(d)) => {
-                return Err(self.with_tail(format!("did not answer the handshake within {d:?}")))
+                return Err(failed(
+                    self.with_tail(format!("did not answer the handshake within {d:?}")),
+                ))
             }
             // `why` quotes its stderr already.
-            Err(CallError::Ended(why)) => return Err(format!("ended during the handshake: {why}")),
+            Err(CallError::Ended(why)) => {
+                return Err(failed(format!("ended during the handshake: {why}")))
+            }
         };
         let info: InitializeResult = serde_json::from_value(answer)
-            .map_err(|e| self.with_tail(format!("answered the handshake with {e}")))?;
+            .map_err(|e| failed(self.with_tail(format!("answered the handshake with {e}"))))?;
         if !versions.contains(&info.protocol_version) {
-            return Err(self.with_tail(format!(
+            return Err(failed(self.with_tail(format!(
                 "chose protocol version {}, but tend offered {}",
                 info.protocol_version,
                 versions
@@ -223,7 +255,7 @@ impl Connection {
                     .map(u32::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
-            )));
+            ))));
         }
         if let Ok(mut slot) = self.info.lock() {
             *slot = Some(info.clone());

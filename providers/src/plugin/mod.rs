@@ -507,9 +507,12 @@ impl Provider for PluginProvider {
             .ok()
             .and_then(|u| u.get(&slot).cloned());
         // An earlier provision of this slot ended with its outcome unknown: look for what it
-        // made before making anything, and make it again only under the same key.
+        // made before making anything, and make it again only under the same key. One
+        // found dead is a provision cut short (its program never started): the same key
+        // lets the plugin finish it.
         if let Some(key) = &earlier {
-            if let Some(made) = self.made_under(&connection, &t.project, key).await? {
+            let made = self.made_under(&connection, &t.project, key).await?;
+            if let Some(made) = made.filter(|m| m.state.is_live()) {
                 self.set_unresolved(&slot, None);
                 self.own(&made.id, index);
                 return Ok(made.id);
@@ -556,7 +559,8 @@ impl Provider for PluginProvider {
             Err(unknown) => {
                 // Look by the key at once when the plugin still answers.
                 if connection.ended_why().is_none() {
-                    if let Ok(Some(made)) = self.made_under(&connection, &t.project, &key).await {
+                    let made = self.made_under(&connection, &t.project, &key).await;
+                    if let Ok(Some(made)) = made.map(|m| m.filter(|m| m.state.is_live())) {
                         self.set_unresolved(&slot, None);
                         self.own(&made.id, index);
                         return Ok(made.id);

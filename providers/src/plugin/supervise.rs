@@ -246,10 +246,14 @@ impl Supervisor {
             }
         });
         let versions = self.launch.versions.clone();
+        // A config the plugin refuses at the handshake is the spec's to fix, not a crash.
         connection
             .initialize(&versions, &self.config, HANDSHAKE_DEADLINE)
             .await
-            .map_err(Down::Unavailable)?;
+            .map_err(|e| match e.code {
+                Some(ErrorCode::InvalidSpec) => Down::Settings(e.message),
+                _ => Down::Unavailable(e.message),
+            })?;
         let params = json!({ "properties": self.config });
         match connection
             .call(methods::VALIDATE, params, HANDSHAKE_DEADLINE)

@@ -78,9 +78,9 @@ pub async fn protocol(
         let outcome = plugin.initialize(&[999], config, HANDSHAKE_DEADLINE).await;
         plugin.kill().await;
         match outcome {
-            Err(why) if why.contains("refused the handshake") => Ok(()),
-            Err(why) if why.contains("chose protocol version") => Err(why),
-            Err(why) => Err(format!("it did not answer with an error: {why}")),
+            Err(e) if e.code.is_some() => Ok(()),
+            Err(e) if e.message.contains("chose protocol version") => Err(e.message),
+            Err(e) => Err(format!("it did not answer with an error: {e}")),
             Ok(info) => Err(format!(
                 "offered only version 999, it chose {}",
                 info.protocol_version
