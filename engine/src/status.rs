@@ -83,6 +83,10 @@ pub struct Status {
     /// With an etcd store: who leads, and every replica with the serial it has seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Replicas>,
+    /// The tools the spec's providers drive, by provider: where each is and its version
+    /// (`terraform: /usr/bin/terraform (Terraform 1.15.5)`), or why there is none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, String>,
 }
 
 /// The replicated controllers of a project kept in etcd.
@@ -222,6 +226,7 @@ pub fn build(
         orphans,
         balancers: Vec::new(),
         replicas: None,
+        tools: BTreeMap::new(),
     }
 }
 
@@ -272,6 +277,9 @@ impl Status {
             _ => "never applied".to_owned(),
         };
         let _ = writeln!(out, "project {} ({applied})", self.project);
+        for (provider, tool) in &self.tools {
+            let _ = writeln!(out, "{provider}: {tool}");
+        }
         if let Some(replicas) = &self.replicas {
             replicas.write_text(&mut out);
         }

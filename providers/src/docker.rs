@@ -28,6 +28,9 @@ use tokio::sync::Mutex;
 const NAME: &str = "docker";
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 const SETTINGS: [&str; 5] = ["image", "ports", "network", "host", "pull"];
+/// A label on containers that another provider made through Docker (`vagrant`), naming
+/// it: they are that provider's instances, never this one's.
+pub const VIA: &str = "tend.via";
 
 fn backend(detail: String) -> ProviderError {
     ProviderError::Backend {
@@ -146,6 +149,23 @@ fn short_id() -> String {
     format!("{:06x}", nanos & 0xff_ffff)
 }
 
+/// A client for the engine at `host`, connected and with the API version negotiated.
+pub(crate) async fn connect(host: &str) -> Result<Docker, ProviderError> {
+    let unreachable = |e: bollard::errors::Error| {
+        backend(format!("cannot reach the Docker engine at {host}: {e}"))
+    };
+    let client = if host.starts_with("unix://") {
+        Docker::connect_with_unix(host, 120, API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_http(host, 120, API_DEFAULT_VERSION)
+    };
+    client
+        .map_err(unreachable)?
+        .negotiate_version()
+        .await
+        .map_err(unreachable)
+}
+
 /// Docker's short form of a container id (12 hex digits), which its API accepts everywhere.
 fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -179,19 +199,7 @@ impl DockerProvider {
         if let Some(client) = self.clients.lock().await.get(host) {
             return Ok(client.clone());
         }
-        let unreachable = |e: bollard::errors::Error| {
-            backend(format!("cannot reach the Docker engine at {host}: {e}"))
-        };
-        let client = if host.starts_with("unix://") {
-            Docker::connect_with_unix(host, 120, API_DEFAULT_VERSION)
-        } else {
-            Docker::connect_with_http(host, 120, API_DEFAULT_VERSION)
-        };
-        let client = client
-            .map_err(unreachable)?
-            .negotiate_version()
-            .await
-            .map_err(unreachable)?;
+        let client = connect(host).await?;
         self.clients
             .lock()
             .await
@@ -307,49 +315,8 @@ impl DockerProvider {
         let docker = self.client(host).await?;
         let mut found: Vec<ObservedInstance> = list
             .into_iter()
-            .filter_map(|c| {
-                let labels: BTreeMap<String, String> =
-                    c.labels.clone().unwrap_or_default().into_iter().collect();
-                let tags = InstanceTags::from_map(&labels);
-                let public = |inside: u16| {
-                    c.ports.iter().flatten().find_map(|p| {
-                        (p.private_port == inside)
-                            .then_some(p.public_port)
-                            .flatten()
-                    })
-                };
-                let ports: BTreeMap<String, u16> = tags
-                    .ports
-                    .iter()
-                    .filter_map(|(name, inside)| Some((name.clone(), public(*inside)?)))
-                    .collect();
-                // The address port comes first in the tags; without own ports, the lowest
-                // published one.
-                let address = tags
-                    .ports
-                    .first()
-                    .and_then(|(name, _)| ports.get(name).copied())
-                    .or_else(|| {
-                        c.ports
-                            .as_ref()
-                            .and_then(|ports| ports.iter().filter_map(|p| p.public_port).min())
-                    })
-                    .map(|port| format!("127.0.0.1:{port}"));
-                Some(ObservedInstance {
-                    id: short(&c.id?),
-                    tags,
-                    labels: labels
-                        .into_iter()
-                        .filter(|(k, _)| !k.starts_with("tend."))
-                        .collect(),
-                    address,
-                    ports,
-                    state: state_of(c.state.as_ref()),
-                    started_at: c.created.unwrap_or(0).max(0) as u64 * 1000,
-                    ended: None,
-                    remains: 0,
-                })
-            })
+            .filter(|c| c.labels.as_ref().is_none_or(|l| !l.contains_key(VIA)))
+            .filter_map(observed)
             .collect();
         // Why a stopped container ended is only in its details: ask for the dead ones.
         for instance in found.iter_mut().filter(|i| i.state == InstanceState::Dead) {
@@ -398,6 +365,57 @@ fn limits(resources: Option<&engine::spec::Resources>) -> HostConfig {
         pids_limit: r.pids.and_then(|p| i64::try_from(p).ok()),
         ..Default::default()
     }
+}
+
+/// A container as an instance: its labels as tags, its own ports as published on
+/// 127.0.0.1, and its address; `None` without an id.
+pub(crate) fn observed(c: bollard::models::ContainerSummary) -> Option<ObservedInstance> {
+    let labels: BTreeMap<String, String> =
+        c.labels.clone().unwrap_or_default().into_iter().collect();
+    let tags = InstanceTags::from_map(&labels);
+    let public = |inside: u16| {
+        c.ports.iter().flatten().find_map(|p| {
+            (p.private_port == inside)
+                .then_some(p.public_port)
+                .flatten()
+        })
+    };
+    let ports: BTreeMap<String, u16> = tags
+        .ports
+        .iter()
+        .filter_map(|(name, inside)| Some((name.clone(), public(*inside)?)))
+        .collect();
+    // The address port comes first in the tags; without own ports, the lowest
+    // published one.
+    let address = tags
+        .ports
+        .first()
+        .and_then(|(name, _)| ports.get(name).copied())
+        .or_else(|| {
+            c.ports
+                .as_ref()
+                .and_then(|ports| ports.iter().filter_map(|p| p.public_port).min())
+        })
+        .map(|port| format!("127.0.0.1:{port}"));
+    Some(ObservedInstance {
+        id: short(&c.id?),
+        tags,
+        labels: labels
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("tend."))
+            .collect(),
+        address,
+        ports,
+        state: state_of(c.state.as_ref()),
+        started_at: c.created.unwrap_or(0).max(0) as u64 * 1000,
+        ended: None,
+        remains: 0,
+    })
+}
+
+/// True when the container runs.
+pub(crate) fn is_running(c: &bollard::models::ContainerSummary) -> bool {
+    state_of(c.state.as_ref()).is_live()
 }
 
 fn state_of(state: Option<&ContainerSummaryStateEnum>) -> InstanceState {

@@ -110,6 +110,33 @@ pub fn remove_secrets(name: &str) {
     }
 }
 
+/// An exclusive kernel lock (`flock`) on the file at `path`, made if missing: held until
+/// the returned file is dropped, or its holder dies. Waits for a holder to let go.
+pub async fn exclusive(path: PathBuf) -> Result<std::fs::File, String> {
+    use std::os::unix::io::AsRawFd;
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns; it blocks until the lock is had.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if locked == 0 {
+            Ok(file)
+        } else {
+            Err(format!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ))
+        }
+    })
+    .await
+    .map_err(|e| format!("the lock on a file: {e}"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

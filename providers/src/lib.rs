@@ -5,7 +5,10 @@ mod files;
 mod journal;
 pub mod plugin;
 pub mod process;
+mod shell;
 pub mod sim;
+pub mod terraform;
+pub mod vagrant;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +22,11 @@ pub fn all(state_dir: &Path) -> ProviderSet {
     set.insert(Arc::new(docker::DockerProvider::new(state_dir)));
     set.insert(Arc::new(process::ProcessProvider::new(state_dir)));
     set.insert(Arc::new(sim::SimProvider::new(state_dir)));
+    set.insert(Arc::new(terraform::TerraformProvider::new(
+        state_dir,
+        terraform::progress_to_stderr(),
+    )));
+    set.insert(Arc::new(vagrant::VagrantProvider::new(state_dir)));
     set
 }
 

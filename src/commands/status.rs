@@ -25,6 +25,7 @@ pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failur
         controller.annotate(&mut status);
     }
     status.replicas = engine::controller::replicas::shown(&store)?;
+    status.tools = rt.block_on(tools(&spec, &providers));
     if json {
         crate::outln!(
             "{}",
@@ -34,4 +35,27 @@ pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failur
         crate::out!("{}", status.to_text());
     }
     Ok(0)
+}
+
+/// What the tools the spec's providers drive are: each provider's own word on it.
+async fn tools(
+    spec: &engine::spec::Spec,
+    providers: &engine::provider::ProviderSet,
+) -> std::collections::BTreeMap<String, String> {
+    let mut kinds: Vec<&str> = spec
+        .groups
+        .iter()
+        .map(|g| g.provider.kind.as_str())
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let mut tools = std::collections::BTreeMap::new();
+    for kind in kinds {
+        if let Ok(provider) = providers.get(kind) {
+            if let Some(about) = provider.about().await {
+                tools.insert(kind.to_owned(), about);
+            }
+        }
+    }
+    tools
 }

@@ -126,6 +126,37 @@ fn health_struct<'v>(
 
 /// A plugin's name from its command: the file name of the last argument that is not an
 /// option, without its extension (`["python3", "plugins/files.py"]` gives `files`).
+/// A provider's `ports = {container port: host port}`: each container port checked, each
+/// host port a port number, 0 (the engine picks one) or a template.
+fn published_ports<'v>(
+    heap: Heap<'v>,
+    ports: Option<starlark::values::dict::UnpackDictEntries<Value<'v>, Value<'v>>>,
+) -> anyhow::Result<Vec<(String, Value<'v>)>> {
+    let mut mapped: Vec<(String, Value<'v>)> = Vec::new();
+    for (inside, outside) in ports.map(|p| p.entries).unwrap_or_default() {
+        let inside = match (inside.unpack_i32(), inside.unpack_str()) {
+            (Some(n), _) => validate::port(i64::from(n))?.to_string(),
+            (None, Some(text)) => validate::port(
+                text.parse::<i64>()
+                    .map_err(|_| anyhow::anyhow!("container port {text:?} is not a number"))?,
+            )?
+            .to_string(),
+            _ => anyhow::bail!("container ports are numbers, got {}", inside.get_type()),
+        };
+        let outside = match (outside.unpack_i32(), outside.unpack_str()) {
+            (Some(0), _) => heap.alloc(0),
+            (Some(n), _) => heap.alloc(validate::port(i64::from(n))? as i32),
+            (None, Some(text)) => heap.alloc(text),
+            _ => anyhow::bail!(
+                "host port for {inside} must be a number or a template, got {}",
+                outside.get_type()
+            ),
+        };
+        mapped.push((inside, outside));
+    }
+    Ok(mapped)
+}
+
 fn default_plugin_name(command: &[String]) -> Option<String> {
     let last = command.iter().rev().find(|a| !a.starts_with('-'))?;
     let stem = std::path::Path::new(last).file_stem()?.to_str()?;
@@ -561,28 +592,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         if image.is_empty() {
             anyhow::bail!("docker() needs an image");
         }
-        let mut mapped: Vec<(String, Value<'v>)> = Vec::new();
-        for (inside, outside) in ports.map(|p| p.entries).unwrap_or_default() {
-            let inside = match (inside.unpack_i32(), inside.unpack_str()) {
-                (Some(n), _) => validate::port(i64::from(n))?.to_string(),
-                (None, Some(text)) => validate::port(
-                    text.parse::<i64>()
-                        .map_err(|_| anyhow::anyhow!("container port {text:?} is not a number"))?,
-                )?
-                .to_string(),
-                _ => anyhow::bail!("container ports are numbers, got {}", inside.get_type()),
-            };
-            let outside = match (outside.unpack_i32(), outside.unpack_str()) {
-                (Some(0), _) => heap.alloc(0),
-                (Some(n), _) => heap.alloc(validate::port(i64::from(n))? as i32),
-                (None, Some(text)) => heap.alloc(text),
-                _ => anyhow::bail!(
-                    "host port for {inside} must be a number or a template, got {}",
-                    outside.get_type()
-                ),
-            };
-            mapped.push((inside, outside));
-        }
+        let mapped = published_ports(heap, ports)?;
         if let Some(h) = host {
             let known = h.strip_prefix("unix:///").is_some()
                 || h.strip_prefix("tcp://").is_some_and(|a| {
@@ -612,6 +622,54 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             fields.push(("host", heap.alloc(h)));
         }
         Ok(alloc_struct(heap, fields))
+    }
+
+    /// Instances as the keys of one Terraform resource per group (`terraform_data`, the one
+    /// that works offline), made by the `terraform` on PATH: the flavor's command runs
+    /// through its `local-exec` provisioners.
+    fn terraform<'v>(
+        #[starlark(require = named, default = "terraform_data")] resource: &str,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        if resource != "terraform_data" {
+            anyhow::bail!("terraform(resource = {resource:?}): tend runs Terraform offline, where only its builtin \"terraform_data\" resource works");
+        }
+        Ok(alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("provider")),
+                ("type", heap.alloc("terraform")),
+                ("resource", heap.alloc(resource)),
+            ],
+        ))
+    }
+
+    /// Containers made by Vagrant's docker provider, one Vagrant machine per instance:
+    /// `image` must be on the engine already (tend never pulls it); `ports` maps container
+    /// ports to host ports on 127.0.0.1 (0: the engine picks one).
+    fn vagrant<'v>(
+        #[starlark(require = named)] image: &str,
+        #[starlark(require = named)] ports: Option<
+            starlark::values::dict::UnpackDictEntries<Value<'v>, Value<'v>>,
+        >,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        if image.trim().is_empty() {
+            anyhow::bail!("vagrant() needs an image");
+        }
+        let mapped = published_ports(heap, ports)?;
+        Ok(alloc_struct(
+            heap,
+            vec![
+                ("kind", heap.alloc("provider")),
+                ("type", heap.alloc("vagrant")),
+                ("image", heap.alloc(image)),
+                (
+                    "ports",
+                    heap.alloc(starlark::values::dict::AllocDict(mapped)),
+                ),
+            ],
+        ))
     }
 
     /// Health check: an HTTP GET that must answer 2xx.

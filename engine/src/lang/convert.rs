@@ -15,7 +15,7 @@ use crate::spec::{
 use crate::template::{analyze, TemplateInfo};
 
 /// The providers this build of tend knows.
-pub const PROVIDERS: [&str; 3] = crate::spec::validate::BUILT_IN_PROVIDERS;
+pub const PROVIDERS: [&str; 5] = crate::spec::validate::BUILT_IN_PROVIDERS;
 
 /// A value that is not what a builtin parameter needs, said in the user's terms.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +294,7 @@ pub fn provider(json: Json) -> Result<ProviderSpec, ConvertError> {
         json,
         "provider",
         "provider",
-        "a provider (process() or sim())",
+        "a provider (process(), docker(), sim(), terraform(), vagrant() or plugin())",
     )?;
     let kind = match map.remove("type") {
         Some(Json::String(kind)) => kind,

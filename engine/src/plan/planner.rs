@@ -577,7 +577,11 @@ impl Builder {
                         &slot,
                         Some(last),
                         heal_hash(ctx, last),
-                        "instance is dead".to_owned(),
+                        match &last.instance.ended {
+                            // Why it ended, when its provider knows: "tainted", "orphaned".
+                            Some(why) => format!("instance is dead ({why})"),
+                            None => "instance is dead".to_owned(),
+                        },
                     ),
                     None => Self::build(
                         ActionKind::Create,

@@ -203,6 +203,10 @@ impl Provider for Fenced {
         self.inner.close().await
     }
 
+    async fn about(&self) -> Option<String> {
+        self.inner.about().await
+    }
+
     fn fenced_by(&self, epoch: i64) {
         self.inner.fenced_by(epoch)
     }

@@ -170,6 +170,13 @@ pub trait Provider: Send + Sync {
     /// default: nothing to pass it to.
     fn fenced_by(&self, _epoch: i64) {}
 
+    /// What the provider drives outside tend, for `status`: the tool it runs, where it is
+    /// and its version, or why it has none. `None`, the default, for providers that drive
+    /// no tool of their own.
+    async fn about(&self) -> Option<String> {
+        None
+    }
+
     /// Ends what the provider runs for tend itself (a plugin's process, by its shutdown
     /// sequence); instances stay as they are. The default: nothing to end.
     async fn close(&self) {}

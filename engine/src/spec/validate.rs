@@ -196,7 +196,7 @@ pub fn env_name(name: &str) -> Result<(), SpecError> {
 }
 
 /// The built-in providers' names, which no plugin may take.
-pub const BUILT_IN_PROVIDERS: [&str; 3] = ["docker", "process", "sim"];
+pub const BUILT_IN_PROVIDERS: [&str; 5] = ["docker", "process", "sim", "terraform", "vagrant"];
 
 /// Checks a plugin's name: a DNS label that is not a built-in provider's.
 pub fn plugin_name(name: &str) -> Result<(), SpecError> {

@@ -12,7 +12,7 @@
 mod cgroup;
 mod clone3;
 mod launch;
-mod members;
+pub(crate) mod members;
 mod observe;
 mod pidfd;
 mod records;

@@ -1,0 +1,543 @@
+//! The `terraform` provider: a group's instances are the keys of one `for_each`
+//! `terraform_data` resource in `.tend/terraform/<group>/main.tf.json`, made and removed by
+//! a real `terraform apply`, and observed through `terraform show -json`.
+//!
+//! A flavor's command runs through `local-exec` provisioners: the create one starts it as
+//! a session of its own and records its pid, the destroy one stops what was recorded. An
+//! instance is running while that session's leader runs. A provisioner that fails taints
+//! its resource: it shows as dead, and the next plan heals it. tend runs the `terraform`
+//! on `PATH` and never downloads one.
+
+mod config;
+mod scripts;
+mod state;
+pub mod tool;
+mod workspace;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use engine::provider::{
+    require_tags, tags, InstanceState, InstanceTags, ObservedInstance, Provider, ProviderError,
+    ProvisionRequest, Selector,
+};
+use serde_json::{json, Value};
+
+use state::Resource;
+use tool::Tool;
+pub use workspace::Progress;
+use workspace::{Change, Workspace};
+
+const NAME: &str = "terraform";
+const SETTINGS: [&str; 1] = ["resource"];
+
+fn backend(detail: String) -> ProviderError {
+    ProviderError::Backend {
+        provider: NAME.to_owned(),
+        detail,
+        source: None,
+    }
+}
+
+fn invalid(detail: String) -> ProviderError {
+    ProviderError::InvalidProps {
+        provider: NAME.to_owned(),
+        detail,
+    }
+}
+
+/// Checks a `terraform(...)` provider's settings.
+fn check_settings(props: &BTreeMap<String, Value>) -> Result<(), ProviderError> {
+    if let Some(other) = props.keys().find(|k| !SETTINGS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown setting {other:?}; terraform takes {}",
+            SETTINGS.join(", ")
+        )));
+    }
+    match props.get("resource") {
+        None => Ok(()),
+        Some(Value::String(r)) if r == config::RESOURCE_TYPE => Ok(()),
+        Some(other) => Err(invalid(format!(
+            "resource {other} cannot be used: tend runs Terraform offline, where only its builtin {} resource works",
+            config::RESOURCE_TYPE
+        ))),
+    }
+}
+
+/// A short random hex word for instance keys.
+fn random_word() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 24);
+    format!("{:06x}", mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
+}
+
+/// The key of a new instance in `slot`: the slot, and a word from its idempotency key
+/// (so a provision made again finds the same key) or a random one.
+fn instance_key(slot: &str, idempotency: Option<&str>) -> String {
+    match idempotency {
+        Some(key) => format!("{slot}-{}", &engine::spec::sha256_hex(key.as_bytes())[..6]),
+        None => format!("{slot}-{}", random_word()),
+    }
+}
+
+/// A state file's size and time: while they stay, so does what `show` says of it.
+type Stamp = (u64, std::time::SystemTime);
+/// A group's last `show`, and the state file it read.
+type Shown = (Stamp, Arc<Vec<Resource>>);
+
+/// Where an instance was last seen: its group and key.
+#[derive(Clone)]
+struct Place {
+    group: String,
+    key: String,
+    run: PathBuf,
+    memory: Option<PathBuf>,
+}
+
+/// Instances as keys of Terraform resources, one working folder per group.
+pub struct TerraformProvider {
+    dir: PathBuf,
+    progress: Progress,
+    tool: tokio::sync::OnceCell<Result<Tool, String>>,
+    workspaces: Mutex<BTreeMap<String, Arc<Workspace>>>,
+    /// Each group's last `show`, by the size and time of its state file: not run again
+    /// while the state is unchanged.
+    shows: Mutex<HashMap<PathBuf, Shown>>,
+    /// Where each instance id was last seen.
+    places: Mutex<HashMap<String, Place>>,
+}
+
+/// The default progress: tend's stderr, each line led by `terraform GROUP:`.
+pub fn progress_to_stderr() -> Progress {
+    Arc::new(|group: &str, line: &str| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "terraform {group}: {line}");
+    })
+}
+
+impl TerraformProvider {
+    /// A terraform provider with its groups' folders under `state_dir/terraform/`.
+    pub fn new(state_dir: &Path, progress: Progress) -> Self {
+        TerraformProvider {
+            dir: state_dir.join("terraform"),
+            progress,
+            tool: tokio::sync::OnceCell::new(),
+            workspaces: Mutex::new(BTreeMap::new()),
+            shows: Mutex::new(HashMap::new()),
+            places: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Terraform this provider runs, found on first use.
+    pub async fn tool(&self) -> Result<Tool, ProviderError> {
+        self.tool
+            .get_or_init(|| tool::find(&self.dir))
+            .await
+            .clone()
+            .map_err(backend)
+    }
+
+    fn rc(&self) -> PathBuf {
+        self.dir.join("terraformrc")
+    }
+
+    async fn workspace(&self, group: &str) -> Result<Arc<Workspace>, ProviderError> {
+        let tool = self.tool().await?;
+        let mut all = self
+            .workspaces
+            .lock()
+            .map_err(|_| backend("the workspaces are poisoned".into()))?;
+        Ok(all
+            .entry(group.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Workspace::new(
+                    group,
+                    self.dir.join(group),
+                    tool,
+                    self.rc(),
+                    self.progress.clone(),
+                ))
+            })
+            .clone())
+    }
+
+    /// The groups with a folder here.
+    fn groups(&self) -> Result<Vec<String>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(backend(format!("cannot read {}: {e}", self.dir.display()))),
+        };
+        let mut groups: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(config::FILE).is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        groups.sort();
+        Ok(groups)
+    }
+
+    /// A group's instances in Terraform's state, from the last `show` while its state file
+    /// is unchanged.
+    async fn resources(&self, group: &str) -> Result<Arc<Vec<Resource>>, ProviderError> {
+        let dir = self.dir.join(group);
+        let stamp = std::fs::metadata(dir.join("terraform.tfstate"))
+            .ok()
+            .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
+        let Some(stamp) = stamp else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        if let Some((seen, found)) = self.shows.lock().ok().and_then(|s| s.get(&dir).cloned()) {
+            if seen == stamp {
+                return Ok(found);
+            }
+        }
+        let tool = self.tool().await?;
+        let found = Arc::new(
+            workspace::show(&tool, &dir, &self.rc(), group)
+                .await
+                .map_err(backend)?,
+        );
+        if let Ok(mut shows) = self.shows.lock() {
+            shows.insert(dir, (stamp, found.clone()));
+        }
+        Ok(found)
+    }
+
+    fn remember(&self, id: &str, group: &str, resource: &Resource) {
+        let Some(run) = resource.field("run") else {
+            return;
+        };
+        if let Ok(mut places) = self.places.lock() {
+            places.insert(
+                id.to_owned(),
+                Place {
+                    group: group.to_owned(),
+                    key: resource.key.clone(),
+                    run: PathBuf::from(run),
+                    memory: resource.field("memory").map(PathBuf::from),
+                },
+            );
+        }
+    }
+
+    /// Where instance `id` is: from the last look, else from a new one.
+    async fn place(&self, id: &str) -> Result<Option<Place>, ProviderError> {
+        if let Some(place) = self.places.lock().ok().and_then(|p| p.get(id).cloned()) {
+            return Ok(Some(place));
+        }
+        for group in self.groups()? {
+            for resource in self.resources(&group).await?.iter() {
+                self.remember(&resource.id, &group, resource);
+            }
+        }
+        Ok(self.places.lock().ok().and_then(|p| p.get(id).cloned()))
+    }
+
+    /// Writes what instance `key` needs before its create provisioner runs: its working
+    /// folder and files, its environment and secret files (in memory), and its scripts.
+    /// Returns its value for `main.tf.json`.
+    fn prepare(&self, request: &ProvisionRequest, key: &str) -> Result<Value, ProviderError> {
+        let t = &request.tags;
+        let run = self.dir.join(&request.group).join("run").join(key);
+        let run = std::path::absolute(&run).unwrap_or(run);
+        std::fs::create_dir_all(&run)
+            .map_err(|e| backend(format!("cannot create {}: {e}", run.display())))?;
+        let workdir = request
+            .workdir
+            .as_ref()
+            .map_or_else(|| run.clone(), PathBuf::from);
+        std::fs::create_dir_all(&workdir)
+            .map_err(|e| backend(format!("cannot create {}: {e}", workdir.display())))?;
+        crate::files::write_into(NAME, &workdir, &request.files)?;
+        // The environment and the secret files go to memory only.
+        // Not the tag variables (`TEND_PROJECT`, ...): the process provider takes a session
+        // leader that carries them for one of its own instances.
+        let mut env = request.env.clone();
+        for (k, v) in [
+            ("TEND_PORTS", t.ports_text()),
+            ("TEND_ADDRESS", request.address.clone().unwrap_or_default()),
+            (
+                "TEND_STOP_TIMEOUT_MS",
+                request.stop_timeout.to_std().as_millis().to_string(),
+            ),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        let mut memory_files: BTreeMap<String, String> =
+            [("environment".to_owned(), scripts::environment(&env))].into();
+        for (path, content) in &request.secret_files {
+            memory_files.insert(format!("files/{path}"), content.clone());
+        }
+        let name = format!("terraform-{}-{}-{key}", t.project, t.group);
+        let memory = crate::files::write_secrets(NAME, &name, &memory_files)?;
+        for path in request.secret_files.keys() {
+            let link = workdir.join(path);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
+            }
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(memory.join("files").join(path), &link)
+                .map_err(|e| backend(format!("cannot link {}: {e}", link.display())))?;
+        }
+        let environment = memory.join("environment");
+        let start = scripts::start(&scripts::Start {
+            run: &run,
+            workdir: &workdir,
+            command: &request.command,
+            environment: &environment,
+        });
+        let tenths = request.stop_timeout.to_std().as_millis() as u64 / 100;
+        let stop = scripts::stop(&run, tenths.max(1), &[&memory]);
+        for (file, text) in [("start.sh", start), ("stop.sh", stop)] {
+            std::fs::write(run.join(file), text)
+                .map_err(|e| backend(format!("cannot write {}: {e}", run.join(file).display())))?;
+        }
+        let mut all_tags = request.labels.clone();
+        all_tags.extend(t.to_map());
+        Ok(json!({
+            "tags": all_tags,
+            "run": run.to_string_lossy(),
+            "memory": memory.to_string_lossy(),
+            "command": request.command,
+            "workdir": workdir.to_string_lossy(),
+            "address": request.address.clone().unwrap_or_default(),
+        }))
+    }
+
+    /// Ends what an instance left (its session, its folders) once Terraform no longer
+    /// holds it: the destroy provisioner does not run for a tainted resource.
+    fn clean_up(place: &Place) {
+        if let Some((pid, ticks)) = scripts::recorded(&place.run) {
+            if !crate::process::members::session(pid, ticks).is_empty() {
+                // SAFETY: signals the process group `pid` leads, which its start time shows
+                // is still the one start.sh recorded.
+                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&place.run);
+        if let Some(memory) = &place.memory {
+            let _ = std::fs::remove_dir_all(memory);
+        }
+    }
+}
+
+/// How an instance made by start.sh in `run` is doing: running while its session leader
+/// runs; with the number of its other processes left when it is gone.
+fn liveness(run: &Path) -> (InstanceState, u64, u32) {
+    match scripts::recorded(run) {
+        Some((pid, ticks)) if engine::procfs::is_alive(pid, ticks) => (
+            InstanceState::Running,
+            engine::procfs::start_time_ms(ticks),
+            0,
+        ),
+        Some((pid, ticks)) => {
+            let left = crate::process::members::session(pid, ticks).len();
+            (
+                InstanceState::Dead,
+                engine::procfs::start_time_ms(ticks),
+                u32::try_from(left).unwrap_or(u32::MAX),
+            )
+        }
+        None => (InstanceState::Dead, 0, 0),
+    }
+}
+
+fn observed(resource: &Resource) -> Option<ObservedInstance> {
+    let all: BTreeMap<String, String> = resource
+        .input
+        .get("tags")?
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect();
+    let tags = InstanceTags::from_map(&all);
+    let own = tags.to_map();
+    let labels = all
+        .into_iter()
+        .filter(|(k, _)| !own.contains_key(k))
+        .collect();
+    let (state, started_at, remains) = match resource.field("run") {
+        Some(_) if resource.tainted => (InstanceState::Dead, 0, 0),
+        Some(run) => liveness(Path::new(run)),
+        None => (InstanceState::Dead, 0, 0),
+    };
+    Some(ObservedInstance {
+        id: resource.id.clone(),
+        ports: tags.port_map(),
+        tags,
+        labels,
+        address: resource
+            .field("address")
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
+        state,
+        started_at,
+        ended: resource.tainted.then(|| "tainted".to_owned()),
+        remains,
+    })
+}
+
+#[async_trait]
+impl Provider for TerraformProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn validate(&self, props: &BTreeMap<String, Value>) -> Result<(), ProviderError> {
+        check_settings(props)
+    }
+
+    async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
+        require_tags(NAME, &request)?;
+        check_settings(&request.props)?;
+        if request.command.is_empty() {
+            return Err(invalid(format!(
+                "group {:?} has no command for its instances to run",
+                request.group
+            )));
+        }
+        let t = &request.tags;
+        let key = instance_key(&t.slot, request.labels.get(tags::KEY).map(String::as_str));
+        let workspace = self.workspace(&request.group).await?;
+        // Made before under this key (a provision cut short): that one, when it runs.
+        let before = self
+            .resources(&request.group)
+            .await?
+            .iter()
+            .find(|r| r.key == key)
+            .cloned();
+        if let Some(made) = &before {
+            if observed(made).is_some_and(|o| o.state.is_live()) {
+                self.remember(&made.id, &request.group, made);
+                return Ok(made.id.clone());
+            }
+        }
+        let value = self.prepare(&request, &key)?;
+        let place = Place {
+            group: request.group.clone(),
+            key: key.clone(),
+            run: PathBuf::from(value["run"].as_str().unwrap_or_default()),
+            memory: value["memory"].as_str().map(PathBuf::from),
+        };
+        let answer = workspace
+            .submit(Change::Add {
+                key: key.clone(),
+                value,
+                replace: before.is_some(),
+            })
+            .await;
+        match answer {
+            Ok(Some(id)) => {
+                if let Ok(mut places) = self.places.lock() {
+                    places.insert(id.clone(), place);
+                }
+                Ok(id)
+            }
+            Ok(None) => Err(backend(format!(
+                "{}: apply gave no id",
+                config::address(&request.group, &key)
+            ))),
+            Err(why) => {
+                // Nothing is left running for a resource that was never made.
+                let held = workspace
+                    .show()
+                    .await
+                    .map(|now| now.iter().any(|r| r.key == key));
+                if matches!(held, Ok(false)) {
+                    Self::clean_up(&place);
+                }
+                Err(backend(format!("group {}: {why}", request.group)))
+            }
+        }
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        let Some(place) = self.place(id).await? else {
+            return Err(ProviderError::NotFound {
+                provider: NAME.to_owned(),
+                id: id.to_owned(),
+            });
+        };
+        let workspace = self.workspace(&place.group).await?;
+        workspace
+            .submit(Change::Remove {
+                key: place.key.clone(),
+            })
+            .await
+            .map_err(|why| backend(format!("group {}: {why}", place.group)))?;
+        Self::clean_up(&place);
+        if let Ok(mut places) = self.places.lock() {
+            places.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let mut found = Vec::new();
+        for group in self.groups()? {
+            for resource in self.resources(&group).await?.iter() {
+                let Some(instance) = observed(resource) else {
+                    continue;
+                };
+                if instance.tags.project != selector.project {
+                    continue;
+                }
+                self.remember(&resource.id, &group, resource);
+                found.push(instance);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn has_remains(&self, id: &str) -> Result<bool, ProviderError> {
+        Ok(self
+            .place(id)
+            .await?
+            .is_some_and(|p| liveness(&p.run).2 > 0))
+    }
+
+    async fn about(&self) -> Option<String> {
+        Some(match self.tool().await {
+            Ok(tool) => tool.to_string(),
+            Err(e) => e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_slot_and_follow_the_idempotency_key() {
+        let a = instance_key("0", Some("k-1"));
+        assert_eq!(a, instance_key("0", Some("k-1")));
+        assert_ne!(a, instance_key("0", Some("k-2")));
+        assert!(a.starts_with("0-") && a.len() == 8, "{a}");
+        assert!(instance_key("db-a", None).starts_with("db-a-"));
+    }
+
+    #[test]
+    fn only_terraform_data_is_a_resource_it_takes() {
+        let props =
+            |v: Value| -> BTreeMap<String, Value> { serde_json::from_value(v).unwrap_or_default() };
+        assert!(check_settings(&props(json!({}))).is_ok());
+        assert!(check_settings(&props(json!({"resource": "terraform_data"}))).is_ok());
+        let e = check_settings(&props(json!({"resource": "aws_instance"})))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("only its builtin terraform_data resource works"),
+            "{e}"
+        );
+        assert!(check_settings(&props(json!({"image": "x"}))).is_err());
+    }
+}

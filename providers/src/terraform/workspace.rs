@@ -1,0 +1,382 @@
+//! One group's working folder, `.tend/terraform/<group>/`, and the applies that change it.
+//!
+//! Changes (add an instance's key, remove one) queue up; one apply at a time takes every
+//! change queued so far, so instances asked for together are made by one `terraform apply`.
+//! Applies of one group never overlap (a lock in tend, a file lock between tends, and
+//! Terraform's own state lock); different groups apply in parallel. An apply runs in a task
+//! of its own: a caller that stops waiting does not cut it short.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::oneshot;
+
+use super::config;
+use super::state::{self, Resource};
+use super::tool::{self, Tool};
+
+/// Where progress lines go: `(group, line)`.
+pub type Progress = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// One change to a group's instances.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Make instance `key` from `value` (tags and rendered flavor); `replace` when Terraform
+    /// already holds a dead instance under that key.
+    Add {
+        /// The `for_each` key.
+        key: String,
+        /// Its value.
+        value: Value,
+        /// Replace what the state holds under `key`.
+        replace: bool,
+    },
+    /// Remove instance `key`: its destroy provisioner stops its program.
+    Remove {
+        /// The `for_each` key.
+        key: String,
+    },
+}
+
+/// The outcome of one change: the new instance's id for an add.
+pub type Answer = Result<Option<String>, String>;
+
+type Queued = (Change, oneshot::Sender<Answer>);
+
+/// A group's working folder.
+pub struct Workspace {
+    group: String,
+    dir: PathBuf,
+    tool: Tool,
+    rc: PathBuf,
+    progress: Progress,
+    queue: Mutex<Vec<Queued>>,
+    /// Held by the apply under way; says whether `terraform init` ran.
+    turn: tokio::sync::Mutex<bool>,
+}
+
+impl Workspace {
+    /// The folder `dir` of `group`, driven by `tool` with CLI configuration `rc`.
+    pub fn new(group: &str, dir: PathBuf, tool: Tool, rc: PathBuf, progress: Progress) -> Self {
+        Workspace {
+            group: group.to_owned(),
+            dir,
+            tool,
+            rc,
+            progress,
+            queue: Mutex::new(Vec::new()),
+            turn: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// Queues `change` and waits for the apply that makes it.
+    pub async fn submit(self: &Arc<Self>, change: Change) -> Answer {
+        let (tell, told) = oneshot::channel();
+        self.queue
+            .lock()
+            .map_err(|_| "the apply queue is poisoned".to_owned())?
+            .push((change, tell));
+        let workspace = self.clone();
+        tokio::spawn(async move { workspace.take_turn().await });
+        told.await
+            .unwrap_or_else(|_| Err("the apply ended without an answer".to_owned()))
+    }
+
+    async fn take_turn(&self) {
+        let mut initialised = self.turn.lock().await;
+        let batch: Vec<Queued> = match self.queue.lock() {
+            Ok(mut queue) => std::mem::take(&mut *queue),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
+        let answers = match self.apply(&mut initialised, &changes).await {
+            Ok(answers) => answers,
+            Err(e) => vec![Err(e); changes.len()],
+        };
+        for ((_, tell), answer) in batch.into_iter().zip(answers) {
+            let _ = tell.send(answer);
+        }
+    }
+
+    /// Writes `changes` into `main.tf.json`, applies, and reads the outcome of each.
+    async fn apply(
+        &self,
+        initialised: &mut bool,
+        changes: &[Change],
+    ) -> Result<Vec<Answer>, String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        // Between tends on one machine: one apply of the group at a time.
+        let _lock = crate::files::exclusive(self.dir.join(".tend.lock")).await?;
+        let file = self.dir.join(config::FILE);
+        let mut instances: Map<String, Value> = config::instances(&file, &self.group)?;
+        let mut replace = Vec::new();
+        for change in changes {
+            match change {
+                Change::Add {
+                    key,
+                    value,
+                    replace: r,
+                } => {
+                    instances.insert(key.clone(), config::literal(value));
+                    if *r {
+                        replace.push(format!("-replace={}", config::address(&self.group, key)));
+                    }
+                }
+                Change::Remove { key } => {
+                    instances.remove(key);
+                }
+            }
+        }
+        config::write(&self.dir, &self.group, &instances)?;
+        if !*initialised {
+            self.init().await?;
+            *initialised = true;
+        }
+        let failed = self.run_apply(&replace).await?;
+        let now = self.show().await?;
+        Ok(changes
+            .iter()
+            .map(|change| answer(&self.group, change, &now, &failed))
+            .collect())
+    }
+
+    async fn init(&self) -> Result<(), String> {
+        let out = tool::command(&self.tool.path, &self.dir, &self.rc)
+            .args(["init", "-input=false", "-no-color"])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", self.tool.path.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`terraform init` in {} failed: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ))
+        }
+    }
+
+    /// Runs `terraform apply -json`, showing its events as progress; returns the errors it
+    /// reported, by resource address (`""` for one that names none).
+    async fn run_apply(&self, replace: &[String]) -> Result<BTreeMap<String, Vec<String>>, String> {
+        let mut child = tool::command(&self.tool.path, &self.dir, &self.rc)
+            .args([
+                "apply",
+                "-auto-approve",
+                "-input=false",
+                "-json",
+                "-lock-timeout=300s",
+            ])
+            .args(replace)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.tool.path.display()))?;
+        let stderr = child.stderr.take();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            if let Some(mut stderr) = stderr {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+            }
+            text
+        });
+        let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(stdout) = child.stdout.take() {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if let Some(shown) = progress_line(&event) {
+                    (self.progress)(&self.group, &shown);
+                }
+                if let Some((address, message)) = error_of(&event) {
+                    errors.entry(address).or_default().push(message);
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| format!("terraform apply: {e}"))?;
+        let stderr = stderr.await.unwrap_or_default();
+        if !status.success() && errors.is_empty() {
+            errors.entry(String::new()).or_default().push(format!(
+                "terraform apply exited with {status}: {}",
+                stderr.trim()
+            ));
+        }
+        Ok(errors)
+    }
+
+    /// The group's instances as Terraform's state holds them now.
+    pub async fn show(&self) -> Result<Vec<Resource>, String> {
+        show(&self.tool, &self.dir, &self.rc, &self.group).await
+    }
+}
+
+/// The instances of `group` in the folder `dir`, by `terraform show -json`. State being
+/// written as it is read is read again.
+pub async fn show(
+    tool: &Tool,
+    dir: &Path,
+    rc: &Path,
+    group: &str,
+) -> Result<Vec<Resource>, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = tool::command(&tool.path, dir, rc)
+            .args(["show", "-json", "-no-color"])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", tool.path.display()))?;
+        if out.status.success() {
+            match state::parse(&out.stdout, group) {
+                Ok(found) => return Ok(found),
+                Err(e) => last = e,
+            }
+        } else {
+            last = format!(
+                "`terraform show -json` in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    Err(last)
+}
+
+/// What one change came to, from the state after the apply and the errors it reported.
+fn answer(
+    group: &str,
+    change: &Change,
+    now: &[Resource],
+    failed: &BTreeMap<String, Vec<String>>,
+) -> Answer {
+    let key = match change {
+        Change::Add { key, .. } | Change::Remove { key } => key,
+    };
+    let address = config::address(group, key);
+    let why = || {
+        failed
+            .get(&address)
+            .or_else(|| failed.get(""))
+            .map(|m| m.join("; "))
+            .unwrap_or_else(|| "terraform apply left it undone".to_owned())
+    };
+    let held = now.iter().find(|r| &r.key == key);
+    match (change, held) {
+        (Change::Add { .. }, Some(r)) if !r.tainted => Ok(Some(r.id.clone())),
+        (Change::Add { .. }, Some(_)) => Err(format!("{address} is tainted: {}", why())),
+        (Change::Add { .. }, None) => Err(format!("{address} was not made: {}", why())),
+        (Change::Remove { .. }, None) => Ok(None),
+        (Change::Remove { .. }, Some(_)) => Err(format!("{address} was not destroyed: {}", why())),
+    }
+}
+
+/// The apply events worth showing, as Terraform words them.
+fn progress_line(event: &Value) -> Option<String> {
+    let kind = event.get("type")?.as_str()?;
+    matches!(
+        kind,
+        "apply_start" | "apply_complete" | "apply_errored" | "provision_errored" | "change_summary"
+    )
+    .then(|| event.get("@message")?.as_str().map(str::to_owned))
+    .flatten()
+}
+
+/// An error diagnostic: the address it names (or `""`) and its text.
+fn error_of(event: &Value) -> Option<(String, String)> {
+    if event.get("@level")?.as_str()? != "error" {
+        return None;
+    }
+    let diagnostic = event.get("diagnostic")?;
+    let summary = diagnostic
+        .get("summary")
+        .and_then(Value::as_str)
+        .unwrap_or("error");
+    let detail = diagnostic
+        .get("detail")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let address = diagnostic
+        .get("address")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let text = if detail.is_empty() {
+        summary.to_owned()
+    } else {
+        format!("{summary}: {}", detail.trim())
+    };
+    Some((address, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn errors_are_told_by_the_address_they_name() {
+        let event = json!({"@level":"error","diagnostic":{"summary":"local-exec provisioner error",
+            "detail":"Error running command: exit status 127. Output: tend: cannot start './app'\n",
+            "address":"terraform_data.web[\"0-aa\"]"}});
+        let (address, text) = error_of(&event).unwrap_or_else(|| panic!("not an error"));
+        assert_eq!(address, "terraform_data.web[\"0-aa\"]");
+        assert!(
+            text.starts_with("local-exec provisioner error: Error running command"),
+            "{text}"
+        );
+        assert_eq!(error_of(&json!({"@level":"info"})), None);
+    }
+
+    #[test]
+    fn answers_follow_the_state_after_the_apply() {
+        let made = Resource {
+            key: "0-aa".into(),
+            id: "u1".into(),
+            tainted: false,
+            input: Value::Null,
+        };
+        let tainted = Resource {
+            key: "1-bb".into(),
+            id: "u2".into(),
+            tainted: true,
+            input: Value::Null,
+        };
+        let failed: BTreeMap<String, Vec<String>> = [(
+            "terraform_data.web[\"1-bb\"]".to_owned(),
+            vec!["boom".to_owned()],
+        )]
+        .into();
+        let now = [made, tainted];
+        let add = |key: &str| Change::Add {
+            key: key.into(),
+            value: Value::Null,
+            replace: false,
+        };
+        assert_eq!(
+            answer("web", &add("0-aa"), &now, &failed),
+            Ok(Some("u1".into()))
+        );
+        assert_eq!(
+            answer("web", &add("1-bb"), &now, &failed),
+            Err("terraform_data.web[\"1-bb\"] is tainted: boom".into())
+        );
+        assert_eq!(
+            answer("web", &Change::Remove { key: "2-cc".into() }, &now, &failed),
+            Ok(None)
+        );
+        assert!(answer("web", &Change::Remove { key: "0-aa".into() }, &now, &failed).is_err());
+    }
+}

@@ -1,0 +1,575 @@
+//! The `vagrant` provider: one Vagrant machine per instance, in `.tend/vagrant/<instance>/`
+//! with a generated `Vagrantfile` for Vagrant's docker provider (a local image, never
+//! pulled; SSH and the synced folder off), made by `vagrant up --provider=docker` and
+//! removed by `vagrant destroy -f`.
+//!
+//! Vagrant calls are slow (seconds each), so Vagrant is never asked what exists: the tags
+//! are Docker labels set at creation, and instances are observed through them on the
+//! engine. A container whose folder is gone is an orphan: it shows as dead, and the next
+//! plan reaps it through Docker. Two actions on one instance never overlap.
+
+mod vagrantfile;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use engine::provider::{
+    require_tags, tags, InstanceState, ObservedInstance, Provider, ProviderError, ProvisionRequest,
+    Selector,
+};
+use serde_json::Value;
+
+use crate::docker::{self, VIA};
+
+const NAME: &str = "vagrant";
+const SETTINGS: [&str; 2] = ["image", "ports"];
+/// The engine Vagrant's docker provider drives: the local one.
+const ENGINE: &str = "unix:///var/run/docker.sock";
+/// How many of the last lines of a failed `vagrant` call an error quotes.
+const QUOTED_LINES: usize = 8;
+
+fn backend(detail: String) -> ProviderError {
+    ProviderError::Backend {
+        provider: NAME.to_owned(),
+        detail,
+        source: None,
+    }
+}
+
+fn invalid(detail: String) -> ProviderError {
+    ProviderError::InvalidProps {
+        provider: NAME.to_owned(),
+        detail,
+    }
+}
+
+/// The settings of a `vagrant(...)` provider.
+struct Settings {
+    image: String,
+    /// Container port to host port (0: the engine picks one).
+    ports: Vec<(u16, u16)>,
+}
+
+fn settings(props: &BTreeMap<String, Value>) -> Result<Settings, ProviderError> {
+    if let Some(other) = props.keys().find(|k| !SETTINGS.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown setting {other:?}; vagrant takes {}",
+            SETTINGS.join(", ")
+        )));
+    }
+    let image = props
+        .get("image")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| invalid("vagrant() needs an image".to_owned()))?
+        .to_owned();
+    let mut ports = Vec::new();
+    if let Some(map) = props.get("ports").and_then(Value::as_object) {
+        for (inside, outside) in map {
+            let inside: u16 = inside
+                .parse()
+                .map_err(|_| invalid(format!("port {inside:?} is not a port number")))?;
+            let outside = match outside {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "host port for {inside} must be a number, got {outside}"
+                ))
+            })?;
+            ports.push((inside, outside));
+        }
+    }
+    ports.sort_unstable();
+    Ok(Settings { image, ports })
+}
+
+/// A name for a new instance: its container's name, its folder's and its id. Made from
+/// its idempotency key when it has one, so a provision made again names the same machine.
+fn instance_name(request: &ProvisionRequest) -> String {
+    let word = match request.labels.get(tags::KEY) {
+        Some(key) => engine::spec::sha256_hex(key.as_bytes())[..6].to_owned(),
+        None => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let mixed = ((nanos as u64) ^ (u64::from(std::process::id()) << 20))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            format!("{:06x}", mixed >> 40)
+        }
+    };
+    let t = &request.tags;
+    format!("tend-{}-{}-{}-{word}", t.project, t.group, t.slot)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The folder of instance secret files in memory.
+fn secrets_name(instance: &str) -> String {
+    format!("vagrant-{instance}")
+}
+
+/// The last lines of what a `vagrant` call printed, for an error.
+fn tail(output: &std::process::Output) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(QUOTED_LINES)..].join(" | ")
+}
+
+/// Containers as Vagrant machines.
+pub struct VagrantProvider {
+    inner: Arc<Machines>,
+}
+
+impl VagrantProvider {
+    /// A vagrant provider keeping its machines' folders under `state_dir/vagrant/`.
+    pub fn new(state_dir: &Path) -> Self {
+        VagrantProvider {
+            inner: Arc::new(Machines {
+                dir: state_dir.join("vagrant"),
+                locks: Mutex::new(HashMap::new()),
+                program: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Runs `action` on instance `name` holding its lock, in a task of its own: actions
+    /// on one instance never overlap, in this tend or another, and a caller that stops
+    /// waiting does not cut one short.
+    async fn on_instance<T, F>(
+        &self,
+        name: &str,
+        action: impl FnOnce(Arc<Machines>, String) -> F,
+    ) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, ProviderError>> + Send + 'static,
+    {
+        let machines = self.inner.clone();
+        let name = name.to_owned();
+        let turn = machines.lock_of(&name);
+        let lock_file = machines.dir.join(format!("{name}.lock"));
+        let work = action(machines.clone(), name);
+        tokio::spawn(async move {
+            let _turn = turn.lock_owned().await;
+            std::fs::create_dir_all(&machines.dir)
+                .map_err(|e| backend(format!("cannot create {}: {e}", machines.dir.display())))?;
+            let _between_tends = crate::files::exclusive(lock_file).await.map_err(backend)?;
+            work.await
+        })
+        .await
+        .map_err(|e| backend(format!("vagrant: {e}")))?
+    }
+}
+
+/// The machines' folders, and how Vagrant is run on them.
+struct Machines {
+    dir: PathBuf,
+    /// One lock per instance: its actions never overlap.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    program: tokio::sync::OnceCell<Result<(PathBuf, String), String>>,
+}
+
+impl Machines {
+    /// The `vagrant` on PATH and its version.
+    async fn program(&self) -> Result<(PathBuf, String), ProviderError> {
+        self.program
+            .get_or_init(|| async {
+                let path = crate::terraform::tool::on_path("vagrant", std::env::var_os("PATH").as_deref())
+                    .ok_or_else(|| "no `vagrant` on PATH: install Debian's vagrant (apt-get install --no-install-recommends vagrant)".to_owned())?;
+                let out = tokio::process::Command::new(&path)
+                    .arg("--version")
+                    .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+                    .env("VAGRANT_NO_PLUGINS", "1")
+                    .output()
+                    .await
+                    .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+                let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                Ok((path, version))
+            })
+            .await
+            .clone()
+            .map_err(backend)
+    }
+
+    fn lock_of(&self, instance: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .map(|mut l| l.entry(instance.to_owned()).or_default().clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs `vagrant ARGS` in instance `name`'s folder, with `env` in its environment.
+    /// Called under the instance's lock.
+    async fn vagrant(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Result<std::process::Output, ProviderError> {
+        let (program, _) = self.program().await?;
+        tokio::process::Command::new(&program)
+            .args(args)
+            .arg("--no-color")
+            .current_dir(self.dir.join(name))
+            .env("VAGRANT_HOME", self.dir.join(".home"))
+            .env("VAGRANT_NO_PLUGINS", "1")
+            .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+            .env("VAGRANT_DEFAULT_PROVIDER", "docker")
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| backend(format!("cannot run {}: {e}", program.display())))
+    }
+
+    /// The project's machines on the engine (every one with `tend.via=vagrant`).
+    async fn containers(
+        &self,
+        labels: Vec<String>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, ProviderError> {
+        let client = docker::connect(ENGINE).await?;
+        let mut filter = vec![format!("{VIA}={NAME}")];
+        filter.extend(labels);
+        client
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("label".to_owned(), filter)])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| backend(format!("cannot list containers: {e}")))
+    }
+
+    /// Removes the containers named `name` through Docker; true when there was one.
+    async fn remove_container(&self, name: &str) -> Result<bool, ProviderError> {
+        let client = docker::connect(ENGINE).await?;
+        let found = self.containers(Vec::new()).await?;
+        let mut removed = false;
+        for c in found.iter().filter(|c| container_name(c) == Some(name)) {
+            let Some(id) = &c.id else { continue };
+            client
+                .remove_container(
+                    id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| backend(format!("cannot remove container {name}: {e}")))?;
+            removed = true;
+        }
+        Ok(removed)
+    }
+
+    /// Writes the machine's folder: its files and its `Vagrantfile`. Returns the values
+    /// of its environment, in the order the `Vagrantfile` reads them.
+    fn prepare(
+        &self,
+        request: &ProvisionRequest,
+        s: &Settings,
+        name: &str,
+    ) -> Result<Vec<String>, ProviderError> {
+        let folder = self.dir.join(name);
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| backend(format!("cannot create {}: {e}", folder.display())))?;
+        let folder = folder
+            .canonicalize()
+            .map_err(|e| backend(format!("cannot resolve {}: {e}", folder.display())))?;
+        let workdir = request
+            .workdir
+            .clone()
+            .unwrap_or_else(|| "/tend".to_owned());
+        let mut volumes = Vec::new();
+        if !request.files.is_empty() {
+            let files = folder.join("files");
+            crate::files::write_into(NAME, &files, &request.files)?;
+            volumes.push(format!("{}:{workdir}:ro", files.display()));
+        }
+        if !request.secret_files.is_empty() {
+            let secrets =
+                crate::files::write_secrets(NAME, &secrets_name(name), &request.secret_files)?;
+            for path in request.secret_files.keys() {
+                volumes.push(format!(
+                    "{}:{}/{path}:ro",
+                    secrets.join(path).display(),
+                    workdir.trim_end_matches('/')
+                ));
+            }
+        }
+        let mut published = s.ports.clone();
+        for (_, port) in &request.tags.ports {
+            if !published.iter().any(|(inside, _)| inside == port) {
+                published.push((*port, 0));
+            }
+        }
+        let ports: Vec<String> = published
+            .iter()
+            .map(|(inside, outside)| match outside {
+                0 => format!("127.0.0.1::{inside}"),
+                o => format!("127.0.0.1:{o}:{inside}"),
+            })
+            .collect();
+        let mut labels = request.labels.clone();
+        labels.extend(request.tags.to_map());
+        labels.insert(VIA.to_owned(), NAME.to_owned());
+        let mut run_args: Vec<String> = labels
+            .iter()
+            .flat_map(|(k, v)| ["--label".to_owned(), format!("{k}={v}")])
+            .collect();
+        run_args.extend(["--pull=never".to_owned(), "--init".to_owned()]);
+        if request.workdir.is_some() || !volumes.is_empty() {
+            run_args.extend(["--workdir".to_owned(), workdir.clone()]);
+        }
+        if let Some(r) = &request.resources {
+            if let Some(m) = r.memory {
+                run_args.extend([format!("--memory={m}"), format!("--memory-swap={m}")]);
+            }
+            if let Some(c) = r.cpu {
+                run_args.push(format!("--cpus={c}"));
+            }
+            if let Some(p) = r.pids {
+                run_args.push(format!("--pids-limit={p}"));
+            }
+        }
+        let (names, values): (Vec<String>, Vec<String>) = request.env.clone().into_iter().unzip();
+        let text = vagrantfile::render(&vagrantfile::Machine {
+            name,
+            image: &s.image,
+            command: &request.command,
+            ports: &ports,
+            env: &names,
+            volumes: &volumes,
+            run_args: &run_args,
+            stop_timeout: (request.stop_timeout.to_std().as_secs()).max(1),
+        });
+        std::fs::write(folder.join("Vagrantfile"), text).map_err(|e| {
+            backend(format!(
+                "cannot write {}/Vagrantfile: {e}",
+                folder.display()
+            ))
+        })?;
+        Ok(values)
+    }
+
+    /// Removes what a machine left on this side: its folder and its secret files.
+    fn forget(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.dir.join(name));
+        crate::files::remove_secrets(&secrets_name(name));
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
+        let client = docker::connect(ENGINE).await?;
+        match client.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Err(backend(format!(
+                    "image {image} is not on the Docker engine, and tend never pulls one: build or load it first (docker build -t {image} ...)"
+                )))
+            }
+            Err(e) => Err(backend(format!("cannot inspect image {image}: {e}"))),
+        }
+    }
+
+    /// Makes machine `name` for `request`, or finds it made under the same key.
+    async fn make(
+        &self,
+        request: ProvisionRequest,
+        s: Settings,
+        name: String,
+    ) -> Result<String, ProviderError> {
+        if let Some(key) = request.labels.get(tags::KEY) {
+            let made = self
+                .containers(vec![
+                    format!("{}={}", tags::PROJECT, request.tags.project),
+                    format!("{}={key}", tags::KEY),
+                ])
+                .await?;
+            if let Some(found) = made.iter().filter_map(container_name).next() {
+                return Ok(found.to_owned());
+            }
+        }
+        self.ensure_image(&s.image).await?;
+        let values = match self.prepare(&request, &s, &name) {
+            Ok(values) => values,
+            Err(e) => {
+                self.forget(&name);
+                return Err(e);
+            }
+        };
+        let env = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (vagrantfile::env_variable(i), v))
+            .collect();
+        let out = self
+            .vagrant(&name, &["up", "--provider=docker"], env)
+            .await?;
+        if out.status.success() {
+            return Ok(name);
+        }
+        // Never leave half a machine: remove what `docker run` may have made.
+        let _ = self.remove_container(&name).await;
+        self.forget(&name);
+        Err(backend(format!(
+            "`vagrant up` of {name} (image {}) failed: {}",
+            s.image,
+            tail(&out)
+        )))
+    }
+
+    /// Removes machine `id`: by Vagrant while its folder is there, by Docker when Vagrant
+    /// no longer knows it.
+    async fn remove(&self, id: &str) -> Result<(), ProviderError> {
+        let folder = self.dir.join(id);
+        let mut existed = false;
+        if folder.join("Vagrantfile").is_file() {
+            existed = true;
+            let out = self.vagrant(id, &["destroy", "-f"], Vec::new()).await?;
+            if !out.status.success() {
+                return Err(backend(format!(
+                    "`vagrant destroy -f` of {id} failed: {}",
+                    tail(&out)
+                )));
+            }
+        }
+        existed |= self.remove_container(id).await?;
+        existed |= folder.exists();
+        self.forget(id);
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.lock")));
+        if existed {
+            Ok(())
+        } else {
+            Err(ProviderError::NotFound {
+                provider: NAME.to_owned(),
+                id: id.to_owned(),
+            })
+        }
+    }
+}
+
+fn container_name(c: &bollard::models::ContainerSummary) -> Option<&str> {
+    c.names.as_ref()?.first().map(|n| n.trim_start_matches('/'))
+}
+
+#[async_trait]
+impl Provider for VagrantProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn validate(&self, props: &BTreeMap<String, Value>) -> Result<(), ProviderError> {
+        // Ports may be templates rendered per instance: their shape is checked when
+        // provisioning.
+        let mut shape = props.clone();
+        shape.remove("ports");
+        settings(&shape).map(|_| ())
+    }
+
+    fn publishes_ports(&self) -> bool {
+        true
+    }
+
+    async fn provision(&self, request: ProvisionRequest) -> Result<String, ProviderError> {
+        require_tags(NAME, &request)?;
+        let s = settings(&request.props)?;
+        let name = instance_name(&request);
+        self.on_instance(&name, move |machines, name| async move {
+            machines.make(request, s, name).await
+        })
+        .await
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), ProviderError> {
+        self.on_instance(id, |machines, id| async move { machines.remove(&id).await })
+            .await
+    }
+
+    async fn describe(&self, selector: &Selector) -> Result<Vec<ObservedInstance>, ProviderError> {
+        let found = self
+            .inner
+            .containers(vec![format!("{}={}", tags::PROJECT, selector.project)])
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let name = container_name(&c)?.to_owned();
+                let mut instance = docker::observed(c)?;
+                instance.id = name;
+                if !self
+                    .inner
+                    .dir
+                    .join(&instance.id)
+                    .join("Vagrantfile")
+                    .is_file()
+                {
+                    // An orphan: Vagrant can no longer remove it; the next plan reaps it.
+                    instance.remains = u32::from(instance.state.is_live());
+                    instance.state = InstanceState::Dead;
+                    instance.ended = Some("orphaned: its Vagrant folder is gone".to_owned());
+                }
+                Some(instance)
+            })
+            .collect())
+    }
+
+    async fn has_remains(&self, id: &str) -> Result<bool, ProviderError> {
+        Ok(self
+            .inner
+            .containers(Vec::new())
+            .await?
+            .iter()
+            .any(|c| container_name(c) == Some(id) && docker::is_running(c)))
+    }
+
+    async fn about(&self) -> Option<String> {
+        Some(match self.inner.program().await {
+            Ok((path, version)) => format!("{} ({version})", path.display()),
+            Err(e) => e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_need_an_image_and_numeric_ports() {
+        let props =
+            |v: Value| -> BTreeMap<String, Value> { serde_json::from_value(v).unwrap_or_default() };
+        let s = settings(&props(
+            serde_json::json!({"image": "i", "ports": {"80": 0, "81": "8081"}}),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (s.image.as_str(), s.ports),
+            ("i", vec![(80, 0), (81, 8081)])
+        );
+        assert!(settings(&props(serde_json::json!({}))).is_err());
+        assert!(settings(&props(serde_json::json!({"image": "i", "box": "x"}))).is_err());
+    }
+}
