@@ -20,3 +20,4 @@ mod run;
 mod sim_lease;
 mod simulation;
 mod tend_test;
+mod terraform;

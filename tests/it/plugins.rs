@@ -141,7 +141,7 @@ fn the_kit_names_what_a_sloppy_plugin_breaks() {
 }
 
 /// Runs the semantic checks on a built-in provider through the `Provider` trait.
-fn semantics_of(
+pub fn semantics_of(
     make: impl Fn() -> Arc<dyn Provider> + Send + Sync + 'static,
     template: ProvisionRequest,
     project: &str,
@@ -157,7 +157,8 @@ fn semantics_of(
     report
 }
 
-fn template(command: &[&str], props: serde_json::Value) -> ProvisionRequest {
+/// A provision request running `command` with provider settings `props`.
+pub fn template(command: &[&str], props: serde_json::Value) -> ProvisionRequest {
     let mut request = ProvisionRequest::bare(Slot::Index(0), InstanceTags::default());
     request.command = command.iter().map(|c| (*c).to_owned()).collect();
     request.props = serde_json::from_value(props).unwrap_or_default();

@@ -110,6 +110,13 @@ impl Drop for Project {
 
 /// Processes whose environment carries `TEND_PROJECT=project` (zombies excluded).
 pub fn live_tagged(project: &str) -> Vec<Live> {
+    live_marked("TEND_", project)
+}
+
+/// Processes whose environment carries `{prefix}PROJECT=project` (zombies excluded), with
+/// their `{prefix}GROUP`, `{prefix}SLOT` and `{prefix}HASH`: the instances of providers
+/// that set no tag variables are found by variables their flavor sets.
+pub fn live_marked(prefix: &str, project: &str) -> Vec<Live> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -142,12 +149,13 @@ pub fn live_tagged(project: &str) -> Vec<Live> {
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
             })
             .collect();
-        if env.get("TEND_PROJECT").map(String::as_str) == Some(project) {
+        let var = |name: &str| env.get(&format!("{prefix}{name}")).cloned();
+        if var("PROJECT").as_deref() == Some(project) {
             found.push(Live {
                 pid,
-                group: env.get("TEND_GROUP").cloned().unwrap_or_default(),
-                slot: env.get("TEND_SLOT").cloned().unwrap_or_default(),
-                hash: env.get("TEND_HASH").cloned().unwrap_or_default(),
+                group: var("GROUP").unwrap_or_default(),
+                slot: var("SLOT").unwrap_or_default(),
+                hash: var("HASH").unwrap_or_default(),
             });
         }
     }

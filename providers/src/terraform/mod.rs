@@ -404,15 +404,23 @@ impl Provider for TerraformProvider {
             )));
         }
         let t = &request.tags;
-        let key = instance_key(&t.slot, request.labels.get(tags::KEY).map(String::as_str));
         let workspace = self.workspace(&request.group).await?;
+        let held = self.resources(&request.group).await?;
+        let key = match request.labels.get(tags::KEY) {
+            Some(idempotency) => instance_key(&t.slot, Some(idempotency)),
+            // A tainted resource of the slot (a create whose provisioner failed) is
+            // replaced in place: failed attempts never pile up.
+            None => held
+                .iter()
+                .find(|r| {
+                    r.tainted
+                        && observed(r)
+                            .is_some_and(|o| o.tags.project == t.project && o.tags.slot == t.slot)
+                })
+                .map_or_else(|| instance_key(&t.slot, None), |r| r.key.clone()),
+        };
         // Made before under this key (a provision cut short): that one, when it runs.
-        let before = self
-            .resources(&request.group)
-            .await?
-            .iter()
-            .find(|r| r.key == key)
-            .cloned();
+        let before = held.iter().find(|r| r.key == key).cloned();
         if let Some(made) = &before {
             if observed(made).is_some_and(|o| o.state.is_live()) {
                 self.remember(&made.id, &request.group, made);
@@ -466,13 +474,18 @@ impl Provider for TerraformProvider {
             });
         };
         let workspace = self.workspace(&place.group).await?;
-        workspace
+        let removed = workspace
             .submit(Change::Remove {
                 key: place.key.clone(),
+                id: id.to_owned(),
             })
             .await
             .map_err(|why| backend(format!("group {}: {why}", place.group)))?;
-        Self::clean_up(&place);
+        // Only when it was this instance that went: a key that holds a newer one keeps
+        // its folders and its program.
+        if removed.is_some() {
+            Self::clean_up(&place);
+        }
         if let Ok(mut places) = self.places.lock() {
             places.remove(id);
         }

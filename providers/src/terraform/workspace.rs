@@ -34,14 +34,18 @@ pub enum Change {
         /// Replace what the state holds under `key`.
         replace: bool,
     },
-    /// Remove instance `key`: its destroy provisioner stops its program.
+    /// Remove instance `id`, held under `key`: its destroy provisioner stops its program.
+    /// Nothing is removed when the key holds another instance by then.
     Remove {
         /// The `for_each` key.
         key: String,
+        /// The instance's id.
+        id: String,
     },
 }
 
-/// The outcome of one change: the new instance's id for an add.
+/// The outcome of one change: the instance's id when it was made or removed; `None` for a
+/// removal that found its key holding another instance (the one named was gone already).
 pub type Answer = Result<Option<String>, String>;
 
 type Queued = (Change, oneshot::Sender<Answer>);
@@ -116,21 +120,32 @@ impl Workspace {
         let _lock = crate::files::exclusive(self.dir.join(".tend.lock")).await?;
         let file = self.dir.join(config::FILE);
         let mut instances: Map<String, Value> = config::instances(&file, &self.group)?;
+        // A key may hold a newer instance than the one a removal names (a tainted one
+        // replaced in place): only the instance named is removed.
+        let held: Vec<Resource> = if changes.iter().any(|c| matches!(c, Change::Remove { .. })) {
+            self.show().await?
+        } else {
+            Vec::new()
+        };
+        for change in changes {
+            if let Change::Remove { key, id } = change {
+                if held.iter().any(|r| &r.key == key && &r.id == id) {
+                    instances.remove(key);
+                }
+            }
+        }
+        // Adds after removals: an add of a key wins over a removal of what it held.
         let mut replace = Vec::new();
         for change in changes {
-            match change {
-                Change::Add {
-                    key,
-                    value,
-                    replace: r,
-                } => {
-                    instances.insert(key.clone(), config::literal(value));
-                    if *r {
-                        replace.push(format!("-replace={}", config::address(&self.group, key)));
-                    }
-                }
-                Change::Remove { key } => {
-                    instances.remove(key);
+            if let Change::Add {
+                key,
+                value,
+                replace: r,
+            } = change
+            {
+                instances.insert(key.clone(), config::literal(value));
+                if *r {
+                    replace.push(format!("-replace={}", config::address(&self.group, key)));
                 }
             }
         }
@@ -263,7 +278,7 @@ fn answer(
     failed: &BTreeMap<String, Vec<String>>,
 ) -> Answer {
     let key = match change {
-        Change::Add { key, .. } | Change::Remove { key } => key,
+        Change::Add { key, .. } | Change::Remove { key, .. } => key,
     };
     let address = config::address(group, key);
     let why = || {
@@ -278,7 +293,9 @@ fn answer(
         (Change::Add { .. }, Some(r)) if !r.tainted => Ok(Some(r.id.clone())),
         (Change::Add { .. }, Some(_)) => Err(format!("{address} is tainted: {}", why())),
         (Change::Add { .. }, None) => Err(format!("{address} was not made: {}", why())),
-        (Change::Remove { .. }, None) => Ok(None),
+        // The key holds another instance now: the one named is gone.
+        (Change::Remove { id, .. }, Some(r)) if &r.id != id => Ok(None),
+        (Change::Remove { id, .. }, None) => Ok(Some(id.clone())),
         (Change::Remove { .. }, Some(_)) => Err(format!("{address} was not destroyed: {}", why())),
     }
 }
@@ -374,9 +391,23 @@ mod tests {
             Err("terraform_data.web[\"1-bb\"] is tainted: boom".into())
         );
         assert_eq!(
-            answer("web", &Change::Remove { key: "2-cc".into() }, &now, &failed),
-            Ok(None)
+            answer(
+                "web",
+                &Change::Remove {
+                    key: "2-cc".into(),
+                    id: "u9".into()
+                },
+                &now,
+                &failed
+            ),
+            Ok(Some("u9".into()))
         );
-        assert!(answer("web", &Change::Remove { key: "0-aa".into() }, &now, &failed).is_err());
+        let remove = |id: &str| Change::Remove {
+            key: "0-aa".into(),
+            id: id.into(),
+        };
+        assert!(answer("web", &remove("u1"), &now, &failed).is_err());
+        // A key that holds a newer instance than the one removed: that one is gone.
+        assert_eq!(answer("web", &remove("u0"), &now, &failed), Ok(None));
     }
 }
