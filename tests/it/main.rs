@@ -21,3 +21,4 @@ mod sim_lease;
 mod simulation;
 mod tend_test;
 mod terraform;
+mod vagrant;
