@@ -125,6 +125,44 @@ fn docker_web_serves_a_page_per_container() {
 }
 
 #[test]
+fn terraform_serves_three_pages_through_a_real_terraform() {
+    if !crate::terraform::have_terraform(
+        "examples::terraform_serves_three_pages_through_a_real_terraform",
+    ) {
+        return;
+    }
+    let p = example("terraform");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("3 created"), "{out}");
+    for port in [8301, 8302, 8303] {
+        let page = http_get(port, "/").unwrap_or_else(|e| panic!("port {port}: {e}"));
+        assert!(page.contains("Directory listing"), "{page}");
+    }
+    let out = p.ok(&["destroy", "--yes"]);
+    assert!(out.contains("3 destroyed"), "{out}");
+    assert!(http_get(8301, "/").is_err(), "a server outlived destroy");
+}
+
+#[test]
+fn vagrant_serves_a_page_per_machine() {
+    let _engine = crate::docker::ENGINE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if !crate::vagrant::have_vagrant("examples::vagrant_serves_a_page_per_machine") {
+        return;
+    }
+    let p = example("vagrant");
+    let out = p.ok(&["apply", "--yes"]);
+    assert!(out.contains("3 created"), "{out}");
+    for (port, id) in [(18401, "web-0"), (18402, "web-1"), (18403, "web-2")] {
+        assert_eq!(
+            http_get(port, "/").ok(),
+            Some(format!("<p>{id}, made by Vagrant</p>\n"))
+        );
+    }
+}
+
+#[test]
 fn ha_script_shows_a_standby_taking_over_and_leaves_nothing_running() {
     let _quiet = crate::harness::QUIET
         .write()

@@ -14,7 +14,7 @@ use crate::harness::{skip, text};
 use crate::process::Project;
 
 /// True when `vagrant` runs and a Docker engine answers; in CI both must.
-fn have_vagrant(test: &str) -> bool {
+pub fn have_vagrant(test: &str) -> bool {
     let runs = Command::new("vagrant")
         .arg("--version")
         .env("VAGRANT_CHECKPOINT_DISABLE", "1")
