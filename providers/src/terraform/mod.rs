@@ -108,6 +108,8 @@ pub struct TerraformProvider {
     /// Each group's last `show`, by the size and time of its state file: not run again
     /// while the state is unchanged.
     shows: Mutex<HashMap<PathBuf, Shown>>,
+    /// Held while a group's state is read.
+    reading: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// Where each instance id was last seen.
     places: Mutex<HashMap<String, Place>>,
 }
@@ -129,6 +131,7 @@ impl TerraformProvider {
             tool: tokio::sync::OnceCell::new(),
             workspaces: Mutex::new(BTreeMap::new()),
             shows: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashMap::new()),
             places: Mutex::new(HashMap::new()),
         }
     }
@@ -186,6 +189,13 @@ impl TerraformProvider {
     /// is unchanged.
     async fn resources(&self, group: &str) -> Result<Arc<Vec<Resource>>, ProviderError> {
         let dir = self.dir.join(group);
+        // One `show` at a time per group: callers that come meanwhile take its answer.
+        let reading = self
+            .reading
+            .lock()
+            .map(|mut r| r.entry(dir.clone()).or_default().clone())
+            .unwrap_or_default();
+        let _reading = reading.lock().await;
         let stamp = std::fs::metadata(dir.join("terraform.tfstate"))
             .ok()
             .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));

@@ -13,9 +13,9 @@ use crate::shell::quote;
 
 /// Variables passed through from tend's own environment; nothing else is inherited.
 const PASS_THROUGH: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "USER"];
-/// How long `start.sh` waits for its program's session to record its pid, in tenths of a
-/// second.
-const RECORD_WAIT: u32 = 100;
+/// How long `start.sh` waits for its program's session to record its pid, in fiftieths of
+/// a second (5 s).
+const RECORD_WAIT: u32 = 250;
 
 /// The start time field of `/proc/PID/stat` (field 22), read past the command name.
 const START_TICKS: &str = r#"sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20"#;
@@ -72,7 +72,7 @@ while [ ! -s {run}/pid ]; do
     echo "tend: "{program}" started, but its session never recorded its pid" >&2
     exit 1
   fi
-  sleep 0.1
+  sleep 0.02
 done
 "#,
         workdir = quote(&s.workdir.to_string_lossy()),

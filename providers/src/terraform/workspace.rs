@@ -50,6 +50,14 @@ pub type Answer = Result<Option<String>, String>;
 
 type Queued = (Change, oneshot::Sender<Answer>);
 
+/// What an apply reported, by resource address.
+struct Applied {
+    /// Its errors (`""` for those that name no resource).
+    errors: BTreeMap<String, Vec<String>>,
+    /// What it finished: the id of what it made, `None` for what it removed.
+    done: BTreeMap<String, Option<String>>,
+}
+
 /// A group's working folder.
 pub struct Workspace {
     group: String,
@@ -91,6 +99,14 @@ impl Workspace {
 
     async fn take_turn(&self) {
         let mut initialised = self.turn.lock().await;
+        // `terraform init` first, once: what is asked for meanwhile joins this apply.
+        if !*initialised {
+            if let Err(e) = self.init().await {
+                self.answer_all(Err(e));
+                return;
+            }
+            *initialised = true;
+        }
         let batch: Vec<Queued> = match self.queue.lock() {
             Ok(mut queue) => std::mem::take(&mut *queue),
             Err(_) => return,
@@ -99,7 +115,7 @@ impl Workspace {
             return;
         }
         let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
-        let answers = match self.apply(&mut initialised, &changes).await {
+        let answers = match self.apply(&changes).await {
             Ok(answers) => answers,
             Err(e) => vec![Err(e); changes.len()],
         };
@@ -108,12 +124,20 @@ impl Workspace {
         }
     }
 
+    /// Gives every queued change the same answer.
+    fn answer_all(&self, answer: Answer) {
+        let batch = self
+            .queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        for (_, tell) in batch {
+            let _ = tell.send(answer.clone());
+        }
+    }
+
     /// Writes `changes` into `main.tf.json`, applies, and reads the outcome of each.
-    async fn apply(
-        &self,
-        initialised: &mut bool,
-        changes: &[Change],
-    ) -> Result<Vec<Answer>, String> {
+    async fn apply(&self, changes: &[Change]) -> Result<Vec<Answer>, String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         // Between tends on one machine: one apply of the group at a time.
@@ -150,15 +174,26 @@ impl Workspace {
             }
         }
         config::write(&self.dir, &self.group, &instances)?;
-        if !*initialised {
-            self.init().await?;
-            *initialised = true;
-        }
-        let failed = self.run_apply(&replace).await?;
-        let now = self.show().await?;
+        let applied = self.run_apply(&replace).await?;
+        // Terraform's events say what it made and removed; its state is read only when
+        // they leave an outcome open (an error, or a key it had already).
+        let open = !applied.errors.is_empty()
+            || changes.iter().any(|c| {
+                matches!(c, Change::Add { key, .. }
+                    if !matches!(applied.done.get(&config::address(&self.group, key)), Some(Some(_))))
+            });
+        let now = if open { Some(self.show().await?) } else { None };
         Ok(changes
             .iter()
-            .map(|change| answer(&self.group, change, &now, &failed))
+            .map(|change| {
+                let skipped = matches!(change, Change::Remove { key, id }
+                    if held.iter().any(|r| &r.key == key && &r.id != id));
+                if skipped {
+                    Ok(None)
+                } else {
+                    answer(&self.group, change, &applied, now.as_deref())
+                }
+            })
             .collect())
     }
 
@@ -179,9 +214,9 @@ impl Workspace {
         }
     }
 
-    /// Runs `terraform apply -json`, showing its events as progress; returns the errors it
-    /// reported, by resource address (`""` for one that names none).
-    async fn run_apply(&self, replace: &[String]) -> Result<BTreeMap<String, Vec<String>>, String> {
+    /// Runs `terraform apply -json`, showing its events as progress; returns what it
+    /// reported done and failed.
+    async fn run_apply(&self, replace: &[String]) -> Result<Applied, String> {
         let mut child = tool::command(&self.tool.path, &self.dir, &self.rc)
             .args([
                 "apply",
@@ -204,6 +239,7 @@ impl Workspace {
             text
         });
         let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut done: BTreeMap<String, Option<String>> = BTreeMap::new();
         if let Some(stdout) = child.stdout.take() {
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -215,6 +251,9 @@ impl Workspace {
                 }
                 if let Some((address, message)) = error_of(&event) {
                     errors.entry(address).or_default().push(message);
+                }
+                if let Some((address, made)) = completed(&event) {
+                    done.insert(address, made);
                 }
             }
         }
@@ -229,7 +268,7 @@ impl Workspace {
                 stderr.trim()
             ));
         }
-        Ok(errors)
+        Ok(Applied { errors, done })
     }
 
     /// The group's instances as Terraform's state holds them now.
@@ -270,33 +309,54 @@ pub async fn show(
     Err(last)
 }
 
-/// What one change came to, from the state after the apply and the errors it reported.
-fn answer(
-    group: &str,
-    change: &Change,
-    now: &[Resource],
-    failed: &BTreeMap<String, Vec<String>>,
-) -> Answer {
+/// What one change came to: from what the apply reported, and from the state after it
+/// (`now`) when that was read.
+fn answer(group: &str, change: &Change, applied: &Applied, now: Option<&[Resource]>) -> Answer {
     let key = match change {
         Change::Add { key, .. } | Change::Remove { key, .. } => key,
     };
     let address = config::address(group, key);
     let why = || {
-        failed
+        applied
+            .errors
             .get(&address)
-            .or_else(|| failed.get(""))
+            .or_else(|| applied.errors.get(""))
             .map(|m| m.join("; "))
             .unwrap_or_else(|| "terraform apply left it undone".to_owned())
     };
-    let held = now.iter().find(|r| &r.key == key);
-    match (change, held) {
-        (Change::Add { .. }, Some(r)) if !r.tainted => Ok(Some(r.id.clone())),
-        (Change::Add { .. }, Some(_)) => Err(format!("{address} is tainted: {}", why())),
-        (Change::Add { .. }, None) => Err(format!("{address} was not made: {}", why())),
-        // The key holds another instance now: the one named is gone.
-        (Change::Remove { id, .. }, Some(r)) if &r.id != id => Ok(None),
-        (Change::Remove { id, .. }, None) => Ok(Some(id.clone())),
-        (Change::Remove { .. }, Some(_)) => Err(format!("{address} was not destroyed: {}", why())),
+    let reported = applied.done.get(&address);
+    let held = now.and_then(|now| now.iter().find(|r| &r.key == key));
+    match change {
+        Change::Add { .. } => match (reported, held) {
+            (Some(Some(id)), _) => Ok(Some(id.clone())),
+            (_, Some(r)) if !r.tainted && !applied.errors.contains_key(&address) => {
+                Ok(Some(r.id.clone()))
+            }
+            (_, Some(_)) => Err(format!("{address} is tainted: {}", why())),
+            (_, None) => Err(format!("{address} was not made: {}", why())),
+        },
+        Change::Remove { id, .. } => match (now, held) {
+            // A clean apply leaves the state as the file says: the key is gone.
+            (None, _) => Ok(Some(id.clone())),
+            (Some(_), None) => Ok(Some(id.clone())),
+            // The key holds another instance now: the one named is gone.
+            (Some(_), Some(r)) if &r.id != id => Ok(None),
+            (Some(_), Some(_)) => Err(format!("{address} was not destroyed: {}", why())),
+        },
+    }
+}
+
+/// A finished change: the resource's address, and the id it made (`None` when it
+/// removed it).
+fn completed(event: &Value) -> Option<(String, Option<String>)> {
+    if event.get("type")?.as_str()? != "apply_complete" {
+        return None;
+    }
+    let hook = event.get("hook")?;
+    let address = hook.pointer("/resource/addr")?.as_str()?.to_owned();
+    match hook.get("action")?.as_str()? {
+        "delete" => Some((address, None)),
+        _ => Some((address, Some(hook.get("id_value")?.as_str()?.to_owned()))),
     }
 }
 
@@ -358,56 +418,87 @@ mod tests {
     }
 
     #[test]
-    fn answers_follow_the_state_after_the_apply() {
-        let made = Resource {
-            key: "0-aa".into(),
-            id: "u1".into(),
-            tainted: false,
-            input: Value::Null,
+    fn answers_follow_the_events_and_else_the_state() {
+        let held = [
+            Resource {
+                key: "0-aa".into(),
+                id: "u1".into(),
+                tainted: false,
+                input: Value::Null,
+            },
+            Resource {
+                key: "1-bb".into(),
+                id: "u2".into(),
+                tainted: true,
+                input: Value::Null,
+            },
+        ];
+        let failed = Applied {
+            errors: [(
+                "terraform_data.web[\"1-bb\"]".to_owned(),
+                vec!["boom".to_owned()],
+            )]
+            .into(),
+            done: [(
+                "terraform_data.web[\"2-cc\"]".to_owned(),
+                Some("u3".to_owned()),
+            )]
+            .into(),
         };
-        let tainted = Resource {
-            key: "1-bb".into(),
-            id: "u2".into(),
-            tainted: true,
-            input: Value::Null,
-        };
-        let failed: BTreeMap<String, Vec<String>> = [(
-            "terraform_data.web[\"1-bb\"]".to_owned(),
-            vec!["boom".to_owned()],
-        )]
-        .into();
-        let now = [made, tainted];
         let add = |key: &str| Change::Add {
             key: key.into(),
             value: Value::Null,
             replace: false,
         };
+        let now = Some(&held[..]);
         assert_eq!(
-            answer("web", &add("0-aa"), &now, &failed),
+            answer("web", &add("2-cc"), &failed, now),
+            Ok(Some("u3".into()))
+        );
+        assert_eq!(
+            answer("web", &add("0-aa"), &failed, now),
             Ok(Some("u1".into()))
         );
         assert_eq!(
-            answer("web", &add("1-bb"), &now, &failed),
+            answer("web", &add("1-bb"), &failed, now),
             Err("terraform_data.web[\"1-bb\"] is tainted: boom".into())
         );
-        assert_eq!(
-            answer(
-                "web",
-                &Change::Remove {
-                    key: "2-cc".into(),
-                    id: "u9".into()
-                },
-                &now,
-                &failed
-            ),
-            Ok(Some("u9".into()))
-        );
-        let remove = |id: &str| Change::Remove {
-            key: "0-aa".into(),
+        let remove = |key: &str, id: &str| Change::Remove {
+            key: key.into(),
             id: id.into(),
         };
-        assert!(answer("web", &remove("u1"), &now, &failed).is_err());
+        assert_eq!(
+            answer("web", &remove("3-dd", "u9"), &failed, now),
+            Ok(Some("u9".into()))
+        );
+        assert!(answer("web", &remove("0-aa", "u1"), &failed, now).is_err());
         // A key that holds a newer instance than the one removed: that one is gone.
-        assert_eq!(answer("web", &remove("u0"), &now, &failed), Ok(None));
+        assert_eq!(answer("web", &remove("0-aa", "u0"), &failed, now), Ok(None));
+        // After a clean apply, a removed key is gone without reading the state.
+        let clean = Applied {
+            errors: BTreeMap::new(),
+            done: BTreeMap::new(),
+        };
+        assert_eq!(
+            answer("web", &remove("0-aa", "u1"), &clean, None),
+            Ok(Some("u1".into()))
+        );
+    }
+
+    #[test]
+    fn completed_changes_carry_their_id() {
+        let made = json!({"type": "apply_complete", "hook": {"resource": {"addr": "terraform_data.web[\"0-aa\"]"},
+            "action": "create", "id_key": "id", "id_value": "u1"}});
+        assert_eq!(
+            completed(&made),
+            Some(("terraform_data.web[\"0-aa\"]".into(), Some("u1".into())))
+        );
+        let removed = json!({"type": "apply_complete", "hook": {"resource": {"addr": "terraform_data.web[\"0-aa\"]"},
+            "action": "delete"}});
+        assert_eq!(
+            completed(&removed),
+            Some(("terraform_data.web[\"0-aa\"]".into(), None))
+        );
+        assert_eq!(completed(&json!({"type": "apply_start"})), None);
     }
 }
