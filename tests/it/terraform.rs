@@ -37,7 +37,7 @@ fn sleepers(project: &str, size: u32, version: &str) -> String {
     provider = terraform(),
     flavor = flavor(
         command = ["sleep", "1000"],
-        env = {{"IT_PROJECT": "{project}", "IT_SLOT": "{{{{ instance.slot }}}}", "IT_HASH": "{version}"}},
+        env = {{"IT_PROJECT": "{project}", "IT_SLOT": "{{{{ instance.slot }}}}", "IT_HASH": "{version}", "IT_TRICKY": "it's \"${{x}}\" %{{y}} $HOME"}},
     ),
     update = rolling(max_unavailable = 1),
 )
@@ -128,7 +128,18 @@ fn a_terraform_group_heals_rolls_scales_and_destroys_to_nothing() {
         "{stderr}"
     );
     assert!(stderr.contains("Creating..."), "{stderr}");
-    assert_eq!(slots(&live(&p)), ["0", "1", "2"]);
+    let now = live(&p);
+    assert_eq!(slots(&now), ["0", "1", "2"]);
+    // Quotes, `${` and `%{` reach the program as written, through Terraform's templates
+    // and the shell.
+    let environ = engine::procfs::environ(now[0].pid).unwrap_or_default();
+    assert!(
+        environ.contains(&(
+            "IT_TRICKY".to_owned(),
+            "it's \"${x}\" %{y} $HOME".to_owned()
+        )),
+        "{environ:?}"
+    );
     let dir = folder(&p, "work");
     let held = state(&dir);
     assert_eq!(held.len(), 3, "{held:?}");
@@ -286,4 +297,31 @@ fn terraform_passes_the_semantic_checks_through_the_provider_trait() {
         "{}",
         report.to_text()
     );
+}
+
+#[test]
+fn what_a_dead_instance_left_running_is_stopped_by_its_destroy() {
+    let test = "terraform::what_a_dead_instance_left_running_is_stopped_by_its_destroy";
+    if !have_terraform(test) {
+        return;
+    }
+    let p = Project::new("it-terraform-remains", "");
+    let spec = format!(
+        r#"group(name = "work", size = 1, provider = terraform(), flavor = flavor(command = ["sh", "-c", "sleep 1000 & sleep 1; exit 0"], env = {{"IT_PROJECT": "{}", "IT_SLOT": "0"}}))
+"#,
+        p.name
+    );
+    p.write_spec(&spec);
+    p.ok(&["apply", "--yes"]);
+    // The program exits; the `sleep 1000` it started stays.
+    wait_for(|| {
+        let left = live(&p);
+        left.len() == 1
+            && engine::procfs::stat(left[0].pid).is_some_and(|s| s.session as u32 != left[0].pid)
+    });
+    let status = p.ok(&["status"]);
+    assert!(status.contains("1 process left running"), "{status}");
+    let out = p.ok(&["destroy", "--yes"]);
+    assert!(out.contains("1 destroyed"), "{out}");
+    assert!(live(&p).is_empty(), "{:?}", live(&p));
 }

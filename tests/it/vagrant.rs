@@ -85,8 +85,14 @@ fn folders(p: &Project) -> Vec<PathBuf> {
     found
 }
 
+/// The container's environment, one `NAME=value` a line.
 fn env_of(container: &str) -> String {
-    docker(&["inspect", "-f", "{{json .Config.Env}}", container])
+    docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        container,
+    ])
 }
 
 fn machines(size: u32, version: &str) -> String {
@@ -95,7 +101,7 @@ fn machines(size: u32, version: &str) -> String {
     name = "work",
     size = {size},
     provider = vagrant(image = "{IMAGE}"),
-    flavor = flavor(command = ["sleep", "1000"], env = {{"IT_VERSION": "{version}"}}),
+    flavor = flavor(command = ["sleep", "1000"], env = {{"IT_VERSION": "{version}", "IT_TRICKY": "it's \"${{x}}\" = 1"}}),
     update = rolling(max_unavailable = 1),
 )
 "#
@@ -125,7 +131,15 @@ fn a_vagrant_group_heals_rolls_scales_reaps_orphans_and_destroys_to_nothing() {
         assert!(!file.contains("v1-7f3a9c"), "{file}");
     }
     for (name, _, _) in containers(&p.name) {
-        assert!(env_of(&name).contains("IT_VERSION=v1-7f3a9c"), "{name}");
+        let env = env_of(&name);
+        assert!(
+            env.lines().any(|l| l == "IT_VERSION=v1-7f3a9c"),
+            "{name}: {env}"
+        );
+        assert!(
+            env.lines().any(|l| l == "IT_TRICKY=it's \"${x}\" = 1"),
+            "{name}: {env}"
+        );
     }
     assert!(p
         .ok(&["plan"])
@@ -152,7 +166,10 @@ fn a_vagrant_group_heals_rolls_scales_reaps_orphans_and_destroys_to_nothing() {
     assert!(out.contains("3 replaced"), "{out}");
     assert_eq!(running_slots(&p.name), ["0", "1", "2"]);
     for (name, _, _) in containers(&p.name) {
-        assert!(env_of(&name).contains("IT_VERSION=v2-7f3a9c"), "{name}");
+        assert!(
+            env_of(&name).lines().any(|l| l == "IT_VERSION=v2-7f3a9c"),
+            "{name}"
+        );
     }
 
     // 3 → 1 → 3.

@@ -103,7 +103,8 @@ struct Place {
 pub struct TerraformProvider {
     dir: PathBuf,
     progress: Progress,
-    tool: tokio::sync::OnceCell<Result<Tool, String>>,
+    /// The Terraform found; a failed lookup is not kept, so one installed later is found.
+    tool: tokio::sync::OnceCell<Tool>,
     workspaces: Mutex<BTreeMap<String, Arc<Workspace>>>,
     /// Each group's last `show`, by the size and time of its state file: not run again
     /// while the state is unchanged.
@@ -139,9 +140,9 @@ impl TerraformProvider {
     /// The Terraform this provider runs, found on first use.
     pub async fn tool(&self) -> Result<Tool, ProviderError> {
         self.tool
-            .get_or_init(|| tool::find(&self.dir))
+            .get_or_try_init(|| tool::find(&self.dir))
             .await
-            .clone()
+            .cloned()
             .map_err(backend)
     }
 
@@ -253,8 +254,26 @@ impl TerraformProvider {
     /// folder and files, its environment and secret files (in memory), and its scripts.
     /// Returns its value for `main.tf.json`.
     fn prepare(&self, request: &ProvisionRequest, key: &str) -> Result<Value, ProviderError> {
+        // Folders of this attempt's own: a key reused for a tainted resource never shares
+        // them with the instance it replaces, whose clean-up may come after.
+        let attempt = format!("{key}.{}", random_word());
+        let made = self.prepare_attempt(request, &attempt);
+        if made.is_err() {
+            let t = &request.tags;
+            let _ =
+                std::fs::remove_dir_all(self.dir.join(&request.group).join("run").join(&attempt));
+            crate::files::remove_secrets(&format!("terraform-{}-{}-{attempt}", t.project, t.group));
+        }
+        made
+    }
+
+    fn prepare_attempt(
+        &self,
+        request: &ProvisionRequest,
+        attempt: &str,
+    ) -> Result<Value, ProviderError> {
         let t = &request.tags;
-        let run = self.dir.join(&request.group).join("run").join(key);
+        let run = self.dir.join(&request.group).join("run").join(attempt);
         let run = std::path::absolute(&run).unwrap_or(run);
         std::fs::create_dir_all(&run)
             .map_err(|e| backend(format!("cannot create {}: {e}", run.display())))?;
@@ -284,7 +303,7 @@ impl TerraformProvider {
         for (path, content) in &request.secret_files {
             memory_files.insert(format!("files/{path}"), content.clone());
         }
-        let name = format!("terraform-{}-{}-{key}", t.project, t.group);
+        let name = format!("terraform-{}-{}-{attempt}", t.project, t.group);
         let memory = crate::files::write_secrets(NAME, &name, &memory_files)?;
         for path in request.secret_files.keys() {
             let link = workdir.join(path);
@@ -321,14 +340,16 @@ impl TerraformProvider {
         }))
     }
 
-    /// Ends what an instance left (its session, its folders) once Terraform no longer
-    /// holds it: the destroy provisioner does not run for a tainted resource.
-    fn clean_up(place: &Place) {
-        if let Some((pid, ticks)) = scripts::recorded(&place.run) {
-            if !crate::process::members::session(pid, ticks).is_empty() {
-                // SAFETY: signals the process group `pid` leads, which its start time shows
-                // is still the one start.sh recorded.
-                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    /// Ends what an instance left once Terraform no longer holds it: every process of the
+    /// session `start.sh` recorded (read before the destroy provisioner removed the record;
+    /// that provisioner stops only a live leader's group, and does not run at all for a
+    /// tainted resource), and its folders.
+    fn clean_up(place: &Place, session: Option<(u32, u64)>) {
+        if let Some((pid, ticks)) = session {
+            for member in crate::process::members::session(pid, ticks) {
+                // SAFETY: a process of the session start.sh recorded: `session` checked its
+                // session id and that it started after the recorded leader.
+                unsafe { libc::kill(member as i32, libc::SIGKILL) };
             }
         }
         let _ = std::fs::remove_dir_all(&place.run);
@@ -469,7 +490,7 @@ impl Provider for TerraformProvider {
                     .await
                     .map(|now| now.iter().any(|r| r.key == key));
                 if matches!(held, Ok(false)) {
-                    Self::clean_up(&place);
+                    Self::clean_up(&place, scripts::recorded(&place.run));
                 }
                 Err(backend(format!("group {}: {why}", request.group)))
             }
@@ -484,6 +505,7 @@ impl Provider for TerraformProvider {
             });
         };
         let workspace = self.workspace(&place.group).await?;
+        let session = scripts::recorded(&place.run);
         let removed = workspace
             .submit(Change::Remove {
                 key: place.key.clone(),
@@ -494,7 +516,7 @@ impl Provider for TerraformProvider {
         // Only when it was this instance that went: a key that holds a newer one keeps
         // its folders and its program.
         if removed.is_some() {
-            Self::clean_up(&place);
+            Self::clean_up(&place, session);
         }
         if let Ok(mut places) = self.places.lock() {
             places.remove(id);

@@ -59,7 +59,8 @@ exec "$@""#
         r#"#!/bin/sh
 # Made by tend: starts this instance's program; stop.sh stops it.
 cd {workdir} || exit 1
-if ! command -v {program} >/dev/null 2>&1; then
+# Found as the program will look for it: with its own environment (its PATH).
+if ! (. {environment}; command -v {program}) >/dev/null 2>&1; then
   echo "tend: cannot start "{program}": no such program (in PATH or in "{workdir}")" >&2
   exit 127
 fi

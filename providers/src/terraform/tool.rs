@@ -32,8 +32,16 @@ pub fn on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
         })
 }
 
+/// Variables of the user's that would point Terraform at another state than the group's
+/// own (another workspace, data folder, or extra arguments): never passed on.
+fn foreign(name: &str) -> bool {
+    matches!(name, "TF_WORKSPACE" | "TF_DATA_DIR" | "TF_CLI_ARGS")
+        || name.starts_with("TF_CLI_ARGS_")
+}
+
 /// A command running `tool` in `dir` with Terraform's settings for automation: no update
-/// check, no prompt, and the CLI configuration at `rc` unless the user names one.
+/// check, no prompt, the CLI configuration at `rc` unless the user names one, and none of
+/// the variables that would make it read another state.
 pub fn command(tool: &Path, dir: &Path, rc: &Path) -> Command {
     let mut command = Command::new(tool);
     command
@@ -41,8 +49,12 @@ pub fn command(tool: &Path, dir: &Path, rc: &Path) -> Command {
         .env("CHECKPOINT_DISABLE", "1")
         .env("TF_IN_AUTOMATION", "1")
         .env("TF_INPUT", "0")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(foreign) {
+            command.env_remove(name);
+        }
+    }
     if std::env::var_os("TF_CLI_CONFIG_FILE").is_none() {
         command.env("TF_CLI_CONFIG_FILE", rc);
     }
@@ -61,6 +73,7 @@ pub async fn find(scratch: &Path) -> Result<Tool, String> {
         std::fs::write(&rc, "").map_err(|e| format!("cannot write {}: {e}", rc.display()))?;
     }
     let out = command(&path, scratch, &rc)
+        .kill_on_drop(true)
         .args(["version", "-json"])
         .output()
         .await
@@ -103,5 +116,18 @@ mod tests {
             Some(runs.join("terraform"))
         );
         assert_eq!(on_path("terraform", None), None);
+    }
+
+    #[test]
+    fn another_workspace_or_state_is_never_passed_on() {
+        for name in [
+            "TF_WORKSPACE",
+            "TF_DATA_DIR",
+            "TF_CLI_ARGS",
+            "TF_CLI_ARGS_apply",
+        ] {
+            assert!(foreign(name), "{name}");
+        }
+        assert!(!foreign("TF_LOG") && !foreign("TF_CLI_CONFIG_FILE"));
     }
 }

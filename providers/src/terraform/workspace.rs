@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 
 use super::config;
@@ -146,7 +145,10 @@ impl Workspace {
         let mut instances: Map<String, Value> = config::instances(&file, &self.group)?;
         // A key may hold a newer instance than the one a removal names (a tainted one
         // replaced in place): only the instance named is removed.
-        let held: Vec<Resource> = if changes.iter().any(|c| matches!(c, Change::Remove { .. })) {
+        let needs_state = changes
+            .iter()
+            .any(|c| matches!(c, Change::Remove { .. } | Change::Add { replace: true, .. }));
+        let held: Vec<Resource> = if needs_state {
             self.show().await?
         } else {
             Vec::new()
@@ -168,7 +170,9 @@ impl Workspace {
             } = change
             {
                 instances.insert(key.clone(), config::literal(value));
-                if *r {
+                // A dead instance still held under the key is made again; a tainted one
+                // Terraform replaces by itself, and a key no longer held needs nothing.
+                if *r && held.iter().any(|h| &h.key == key && !h.tainted) {
                     replace.push(format!("-replace={}", config::address(&self.group, key)));
                 }
             }
@@ -199,6 +203,7 @@ impl Workspace {
 
     async fn init(&self) -> Result<(), String> {
         let out = tool::command(&self.tool.path, &self.dir, &self.rc)
+            .kill_on_drop(true)
             .args(["init", "-input=false", "-no-color"])
             .output()
             .await
@@ -207,8 +212,9 @@ impl Workspace {
             Ok(())
         } else {
             Err(format!(
-                "`terraform init` in {} failed: {}",
+                "`terraform init` in {} failed: {} {}",
                 self.dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim(),
                 String::from_utf8_lossy(&out.stdout).trim()
             ))
         }
@@ -216,7 +222,15 @@ impl Workspace {
 
     /// Runs `terraform apply -json`, showing its events as progress; returns what it
     /// reported done and failed.
+    ///
+    /// Its output goes to files in the folder, read as they grow: if tend ends meanwhile,
+    /// Terraform still finishes and records what it made (a pipe would close under it).
     async fn run_apply(&self, replace: &[String]) -> Result<Applied, String> {
+        let events_file = self.dir.join("apply.json");
+        let errors_file = self.dir.join("apply.stderr");
+        let open = |path: &Path| {
+            std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
         let mut child = tool::command(&self.tool.path, &self.dir, &self.rc)
             .args([
                 "apply",
@@ -226,24 +240,24 @@ impl Workspace {
                 "-lock-timeout=300s",
             ])
             .args(replace)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(open(&events_file)?)
+            .stderr(open(&errors_file)?)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.tool.path.display()))?;
-        let stderr = child.stderr.take();
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            if let Some(mut stderr) = stderr {
-                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
-            }
-            text
-        });
+        let mut events = std::fs::File::open(&events_file)
+            .map_err(|e| format!("cannot read {}: {e}", events_file.display()))?;
         let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut done: BTreeMap<String, Option<String>> = BTreeMap::new();
-        if let Some(stdout) = child.stdout.take() {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+        let mut pending = Vec::new();
+        let status = loop {
+            let finished = child
+                .try_wait()
+                .map_err(|e| format!("terraform apply: {e}"))?;
+            // Every whole line written so far (after the exit: every line).
+            let _ = std::io::Read::read_to_end(&mut events, &mut pending);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
                     continue;
                 };
                 if let Some(shown) = progress_line(&event) {
@@ -256,13 +270,13 @@ impl Workspace {
                     done.insert(address, made);
                 }
             }
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| format!("terraform apply: {e}"))?;
-        let stderr = stderr.await.unwrap_or_default();
+            if let Some(status) = finished {
+                break status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
         if !status.success() && errors.is_empty() {
+            let stderr = std::fs::read_to_string(&errors_file).unwrap_or_default();
             errors.entry(String::new()).or_default().push(format!(
                 "terraform apply exited with {status}: {}",
                 stderr.trim()
@@ -288,6 +302,7 @@ pub async fn show(
     let mut last = String::new();
     for _ in 0..3 {
         let out = tool::command(&tool.path, dir, rc)
+            .kill_on_drop(true)
             .args(["show", "-json", "-no-color"])
             .output()
             .await

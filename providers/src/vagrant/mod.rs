@@ -28,7 +28,7 @@ const NAME: &str = "vagrant";
 const SETTINGS: [&str; 2] = ["image", "ports"];
 /// The engine Vagrant's docker provider drives: the local one.
 const ENGINE: &str = "unix:///var/run/docker.sock";
-/// How many of the last lines of a failed `vagrant` call an error quotes.
+/// How many lines of a failed `vagrant` call an error quotes.
 const QUOTED_LINES: usize = 8;
 
 fn backend(detail: String) -> ProviderError {
@@ -123,19 +123,45 @@ fn secrets_name(instance: &str) -> String {
     format!("vagrant-{instance}")
 }
 
-/// The last lines of what a `vagrant` call printed, for an error.
+/// What a failed `vagrant` call said, for an error: the engine's own words when Vagrant
+/// quotes them (after `Stderr:`), else the first lines of its error, which name the cause.
 fn tail(output: &std::process::Output) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<&str> = text
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = match stderr.split_once("Stderr:") {
+        Some((_, engine)) => engine
+            .split("Stdout:")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None if !stderr.trim().is_empty() => stderr.into_owned(),
+        None => String::from_utf8_lossy(&output.stdout).into_owned(),
+    };
+    let lines: Vec<&str> = said
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
+        .take(QUOTED_LINES)
         .collect();
-    lines[lines.len().saturating_sub(QUOTED_LINES)..].join(" | ")
+    lines.join(" ")
+}
+
+/// The `docker run --env-file` text of `env`; a value on several lines cannot be one.
+fn environment_file(env: &BTreeMap<String, String>) -> Result<String, ProviderError> {
+    let mut text = String::new();
+    for (name, value) in env {
+        if value.contains('\n') || value.contains('\r') {
+            return Err(invalid(format!(
+                "environment variable {name} holds a line break, which vagrant() cannot pass to its container"
+            )));
+        }
+        text.push_str(&format!("{name}={value}\n"));
+    }
+    Ok(text)
+}
+
+/// The memory folder of a machine's environment file.
+fn environment_name(instance: &str) -> String {
+    format!("vagrant-{instance}-environment")
 }
 
 /// Containers as Vagrant machines.
@@ -189,14 +215,15 @@ struct Machines {
     dir: PathBuf,
     /// One lock per instance: its actions never overlap.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    program: tokio::sync::OnceCell<Result<(PathBuf, String), String>>,
+    /// The `vagrant` found and its version; a failed lookup is not kept.
+    program: tokio::sync::OnceCell<(PathBuf, String)>,
 }
 
 impl Machines {
     /// The `vagrant` on PATH and its version.
     async fn program(&self) -> Result<(PathBuf, String), ProviderError> {
         self.program
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 let path = crate::terraform::tool::on_path("vagrant", std::env::var_os("PATH").as_deref())
                     .ok_or_else(|| "no `vagrant` on PATH: install Debian's vagrant (apt-get install --no-install-recommends vagrant)".to_owned())?;
                 let out = tokio::process::Command::new(&path)
@@ -207,10 +234,10 @@ impl Machines {
                     .await
                     .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
                 let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                Ok((path, version))
+                Ok::<_, String>((path, version))
             })
             .await
-            .clone()
+            .cloned()
             .map_err(backend)
     }
 
@@ -221,24 +248,26 @@ impl Machines {
             .unwrap_or_default()
     }
 
-    /// Runs `vagrant ARGS` in instance `name`'s folder, with `env` in its environment.
-    /// Called under the instance's lock.
+    /// Runs `vagrant ARGS` in instance `name`'s folder, its `docker` pointed at the engine
+    /// tend observes. Called under the instance's lock.
     async fn vagrant(
         &self,
         name: &str,
         args: &[&str],
-        env: Vec<(String, String)>,
     ) -> Result<std::process::Output, ProviderError> {
-        let (program, _) = self.program().await?;
+        let program = self.program().await?.0;
+        let home = self.dir.join(".home");
+        let home = std::path::absolute(&home).unwrap_or(home);
         tokio::process::Command::new(&program)
             .args(args)
             .arg("--no-color")
             .current_dir(self.dir.join(name))
-            .env("VAGRANT_HOME", self.dir.join(".home"))
+            .env("VAGRANT_HOME", home)
             .env("VAGRANT_NO_PLUGINS", "1")
             .env("VAGRANT_CHECKPOINT_DISABLE", "1")
             .env("VAGRANT_DEFAULT_PROVIDER", "docker")
-            .envs(env)
+            .env("DOCKER_HOST", ENGINE)
+            .env_remove("DOCKER_CONTEXT")
             .stdin(std::process::Stdio::null())
             .output()
             .await
@@ -285,14 +314,14 @@ impl Machines {
         Ok(removed)
     }
 
-    /// Writes the machine's folder: its files and its `Vagrantfile`. Returns the values
-    /// of its environment, in the order the `Vagrantfile` reads them.
+    /// Writes the machine's folder: its files and its `Vagrantfile`, and its environment
+    /// file in memory.
     fn prepare(
         &self,
         request: &ProvisionRequest,
         s: &Settings,
         name: &str,
-    ) -> Result<Vec<String>, ProviderError> {
+    ) -> Result<(), ProviderError> {
         let folder = self.dir.join(name);
         std::fs::create_dir_all(&folder)
             .map_err(|e| backend(format!("cannot create {}: {e}", folder.display())))?;
@@ -355,13 +384,25 @@ impl Machines {
                 run_args.push(format!("--pids-limit={p}"));
             }
         }
-        let (names, values): (Vec<String>, Vec<String>) = request.env.clone().into_iter().unzip();
+        // The environment goes to `docker run` as a file in memory, read once when the
+        // container is made: never in the Vagrantfile or on a command line.
+        if !request.env.is_empty() {
+            let file = environment_file(&request.env)?;
+            let written = crate::files::write_secrets(
+                NAME,
+                &environment_name(name),
+                &[("environment".to_owned(), file)].into(),
+            )?;
+            run_args.push(format!(
+                "--env-file={}",
+                written.join("environment").display()
+            ));
+        }
         let text = vagrantfile::render(&vagrantfile::Machine {
             name,
             image: &s.image,
             command: &request.command,
             ports: &ports,
-            env: &names,
             volumes: &volumes,
             run_args: &run_args,
             stop_timeout: (request.stop_timeout.to_std().as_secs()).max(1),
@@ -372,13 +413,18 @@ impl Machines {
                 folder.display()
             ))
         })?;
-        Ok(values)
+        Ok(())
     }
 
-    /// Removes what a machine left on this side: its folder and its secret files.
+    /// Removes what a machine left on this side: its folder, its secret files, its
+    /// environment file and its lock file.
     fn forget(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.dir.join(name));
         crate::files::remove_secrets(&secrets_name(name));
+        crate::files::remove_secrets(&environment_name(name));
+        // Held by the caller; one waiting on it finds the machine gone and makes or
+        // removes nothing of another's.
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.lock")));
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
@@ -413,21 +459,14 @@ impl Machines {
             }
         }
         self.ensure_image(&s.image).await?;
-        let values = match self.prepare(&request, &s, &name) {
-            Ok(values) => values,
-            Err(e) => {
-                self.forget(&name);
-                return Err(e);
-            }
-        };
-        let env = values
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (vagrantfile::env_variable(i), v))
-            .collect();
-        let out = self
-            .vagrant(&name, &["up", "--provider=docker"], env)
-            .await?;
+        if let Err(e) = self.prepare(&request, &s, &name) {
+            self.forget(&name);
+            return Err(e);
+        }
+        let out = self.vagrant(&name, &["up", "--provider=docker"]).await;
+        // The container has read its environment, or failed to be made.
+        crate::files::remove_secrets(&environment_name(&name));
+        let out = out?;
         if out.status.success() {
             return Ok(name);
         }
@@ -448,7 +487,7 @@ impl Machines {
         let mut existed = false;
         if folder.join("Vagrantfile").is_file() {
             existed = true;
-            let out = self.vagrant(id, &["destroy", "-f"], Vec::new()).await?;
+            let out = self.vagrant(id, &["destroy", "-f"]).await?;
             if !out.status.success() {
                 return Err(backend(format!(
                     "`vagrant destroy -f` of {id} failed: {}",
@@ -459,7 +498,6 @@ impl Machines {
         existed |= self.remove_container(id).await?;
         existed |= folder.exists();
         self.forget(id);
-        let _ = std::fs::remove_file(self.dir.join(format!("{id}.lock")));
         if existed {
             Ok(())
         } else {
@@ -556,6 +594,39 @@ impl Provider for VagrantProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_file_holds_values_as_written_and_refuses_line_breaks() {
+        let env: BTreeMap<String, String> =
+            [("A".to_owned(), "it's \"${x}\" = 1".to_owned())].into();
+        assert_eq!(
+            environment_file(&env).ok(),
+            Some("A=it's \"${x}\" = 1\n".to_owned())
+        );
+        let broken: BTreeMap<String, String> = [("B".to_owned(), "two\nlines".to_owned())].into();
+        let e = environment_file(&broken)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("B holds a line break"), "{e}");
+    }
+
+    #[test]
+    fn an_error_quotes_the_engine_else_the_first_lines_of_vagrants() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = |stderr: &str| std::process::Output {
+            status: std::process::ExitStatus::from_raw(256),
+            stdout: b"==> default: Creating the container...".to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        let quoted = tail(&out("A Docker command executed by Vagrant didn't complete successfully!\nCommand: [\"docker\", \"run\"]\n\nStderr: docker: Error response from daemon: No such image: x:1\n\nStdout:\n"));
+        assert_eq!(
+            quoted,
+            "docker: Error response from daemon: No such image: x:1"
+        );
+        let first = tail(&out("Vagrant cannot forward the specified ports on this VM, since they\nwould collide with some other application.\nThe forwarded port to 18401 is already in use on the host machine.\n"));
+        assert!(first.contains("18401 is already in use"), "{first}");
+    }
 
     #[test]
     fn settings_need_an_image_and_numeric_ports() {

@@ -1,7 +1,7 @@
 //! The `Vagrantfile` of one instance: Vagrant's docker provider with a local image (never
 //! pulled), SSH and the synced folder off, tags as container labels set at creation.
-//! Environment values are not written into it: it reads them from the environment of the
-//! `vagrant` that tend runs, so a secret never lands on disk.
+//! The environment is not in it: `docker run` reads it from a file in memory
+//! (`--env-file` among the run arguments), so a secret never lands on disk.
 
 /// `text` as a single-quoted Ruby string.
 pub fn ruby(text: &str) -> String {
@@ -15,11 +15,6 @@ fn ruby_list(items: &[String]) -> String {
     )
 }
 
-/// The variable of the `vagrant` process that carries environment value number `index`.
-pub fn env_variable(index: usize) -> String {
-    format!("TEND_ENV_{index}")
-}
-
 /// One instance's machine.
 pub struct Machine<'a> {
     /// The container's name (also the instance's id and folder).
@@ -30,9 +25,6 @@ pub struct Machine<'a> {
     pub command: &'a [String],
     /// `-p` values: `127.0.0.1:HOST:CONTAINER`, HOST empty for one the engine picks.
     pub ports: &'a [String],
-    /// The names of the program's environment variables, in the order of their
-    /// `TEND_ENV_n` carriers.
-    pub env: &'a [String],
     /// `-v` values.
     pub volumes: &'a [String],
     /// `docker run` arguments: labels, working folder, limits.
@@ -43,18 +35,6 @@ pub struct Machine<'a> {
 
 /// The `Vagrantfile` text.
 pub fn render(m: &Machine<'_>) -> String {
-    let env: Vec<String> = m
-        .env
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            format!(
-                "{} => ENV.fetch({}, '')",
-                ruby(name),
-                ruby(&env_variable(i))
-            )
-        })
-        .collect();
     let cmd = if m.command.is_empty() {
         String::new()
     } else {
@@ -70,7 +50,6 @@ Vagrant.configure("2") do |config|
     d.image = {image}
     d.name = {quoted_name}
 {cmd}    d.ports = {ports}
-    d.env = {{ {env} }}
     d.volumes = {volumes}
     d.create_args = {run_args}
     d.has_ssh = false
@@ -84,7 +63,6 @@ end
         image = ruby(m.image),
         quoted_name = ruby(m.name),
         ports = ruby_list(m.ports),
-        env = env.join(", "),
         volumes = ruby_list(m.volumes),
         run_args = ruby_list(m.run_args),
         stop = m.stop_timeout,
@@ -101,13 +79,12 @@ mod tests {
     }
 
     #[test]
-    fn values_stay_out_and_only_names_go_in() {
+    fn never_pulled_and_without_ssh() {
         let text = render(&Machine {
             name: "tend-p-web-0-abc",
             image: "tend-busybox:test",
             command: &["httpd".into(), "-f".into()],
             ports: &["127.0.0.1::80".into()],
-            env: &["API_TOKEN".into()],
             volumes: &[],
             run_args: &[
                 "--label".into(),
@@ -116,10 +93,6 @@ mod tests {
             ],
             stop_timeout: 2,
         });
-        assert!(
-            text.contains("d.env = { 'API_TOKEN' => ENV.fetch('TEND_ENV_0', '') }"),
-            "{text}"
-        );
         assert!(text.contains("d.cmd = ['httpd', '-f']"), "{text}");
         assert!(text.contains("d.pull = false") && text.contains("d.has_ssh = false"));
         assert!(text.contains("'--pull=never'"));
