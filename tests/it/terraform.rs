@@ -106,6 +106,18 @@ fn config_keys(dir: &Path) -> Vec<String> {
     map.keys().cloned().collect()
 }
 
+/// The instances' environment folders in memory that are still there.
+fn memory_left(p: &Project) -> Vec<String> {
+    let prefix = format!("terraform-{}-", p.name);
+    std::fs::read_dir("/dev/shm/tend")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
 fn slot_of(key: &str) -> &str {
     key.rsplit_once('-').map_or(key, |(slot, _)| slot)
 }
@@ -202,6 +214,7 @@ fn a_terraform_group_heals_rolls_scales_and_destroys_to_nothing() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(runs, 0, "no run folder is left");
+    assert!(memory_left(&p).is_empty(), "{:?}", memory_left(&p));
 }
 
 #[test]
@@ -246,6 +259,8 @@ fn a_failing_provisioner_is_a_clear_error_and_its_slot_is_healed_later() {
     assert!(!held[0].1, "{held:?}");
     p.ok(&["destroy", "--yes"]);
     assert!(live(&p).is_empty());
+    // Nothing of the failed attempts is left in memory either.
+    assert!(memory_left(&p).is_empty(), "{:?}", memory_left(&p));
 }
 
 #[test]

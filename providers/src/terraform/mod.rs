@@ -221,19 +221,11 @@ impl TerraformProvider {
     }
 
     fn remember(&self, id: &str, group: &str, resource: &Resource) {
-        let Some(run) = resource.field("run") else {
+        let Some(place) = place_of(group, resource) else {
             return;
         };
         if let Ok(mut places) = self.places.lock() {
-            places.insert(
-                id.to_owned(),
-                Place {
-                    group: group.to_owned(),
-                    key: resource.key.clone(),
-                    run: PathBuf::from(run),
-                    memory: resource.field("memory").map(PathBuf::from),
-                },
-            );
+            places.insert(id.to_owned(), place);
         }
     }
 
@@ -359,6 +351,16 @@ impl TerraformProvider {
     }
 }
 
+/// Where `resource` of `group` keeps its run folder and its environment in memory.
+fn place_of(group: &str, resource: &Resource) -> Option<Place> {
+    Some(Place {
+        group: group.to_owned(),
+        key: resource.key.clone(),
+        run: PathBuf::from(resource.field("run")?),
+        memory: resource.field("memory").map(PathBuf::from),
+    })
+}
+
 /// How an instance made by start.sh in `run` is doing: running while its session leader
 /// runs; with the number of its other processes left when it is gone.
 fn liveness(run: &Path) -> (InstanceState, u64, u32) {
@@ -457,6 +459,11 @@ impl Provider for TerraformProvider {
                 self.remember(&made.id, &request.group, made);
                 return Ok(made.id.clone());
             }
+        }
+        // What a dead attempt under this key left (a tainted one's destroy provisioner
+        // never runs): its folders, its environment in memory, any process it started.
+        if let Some(stale) = before.as_ref().and_then(|r| place_of(&request.group, r)) {
+            Self::clean_up(&stale, scripts::recorded(&stale.run));
         }
         let value = self.prepare(&request, &key)?;
         let place = Place {
