@@ -33,18 +33,11 @@ const SETTINGS: [&str; 5] = ["image", "ports", "network", "host", "pull"];
 pub const VIA: &str = "tend.via";
 
 fn backend(detail: String) -> ProviderError {
-    ProviderError::Backend {
-        provider: NAME.to_owned(),
-        detail,
-        source: None,
-    }
+    ProviderError::backend(NAME, detail)
 }
 
 fn invalid(detail: String) -> ProviderError {
-    ProviderError::InvalidProps {
-        provider: NAME.to_owned(),
-        detail,
-    }
+    ProviderError::invalid(NAME, detail)
 }
 
 /// The settings of a `docker(...)` provider.
@@ -70,6 +63,32 @@ fn settings(props: &BTreeMap<String, serde_json::Value>) -> Result<Settings, Pro
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid("docker() needs an image".to_owned()))?
         .to_owned();
+    let ports = published(NAME, props)?;
+    Ok(Settings {
+        image,
+        ports,
+        network: props
+            .get("network")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        host: engine_address(
+            props
+                .get("host")
+                .and_then(|v| v.as_str())
+                .unwrap_or(DEFAULT_HOST),
+        )
+        .map_err(invalid)?,
+        pull: props.get("pull").and_then(|v| v.as_bool()).unwrap_or(false),
+    })
+}
+
+/// A provider's `ports` setting (container port to host port, 0 for one the engine picks),
+/// in order; templates are rendered by now.
+pub(crate) fn published(
+    provider: &str,
+    props: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<(u16, u16)>, ProviderError> {
+    let invalid = |detail: String| ProviderError::invalid(provider, detail);
     let mut ports = Vec::new();
     if let Some(map) = props.get("ports").and_then(|v| v.as_object()) {
         for (inside, outside) in map {
@@ -87,22 +106,7 @@ fn settings(props: &BTreeMap<String, serde_json::Value>) -> Result<Settings, Pro
         }
     }
     ports.sort_unstable();
-    Ok(Settings {
-        image,
-        ports,
-        network: props
-            .get("network")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        host: engine_address(
-            props
-                .get("host")
-                .and_then(|v| v.as_str())
-                .unwrap_or(DEFAULT_HOST),
-        )
-        .map_err(invalid)?,
-        pull: props.get("pull").and_then(|v| v.as_bool()).unwrap_or(false),
-    })
+    Ok(ports)
 }
 
 /// Checks an engine's address: `unix:///path/to/docker.sock`, or `tcp://host:port` (an

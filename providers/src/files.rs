@@ -103,6 +103,28 @@ pub fn write_secrets(
     Ok(dir)
 }
 
+/// Links each of `paths` in `workdir` to the file of the same path under `from` (where
+/// `write_secrets` put them), making folders as needed.
+pub fn link_secrets<'a>(
+    provider: &str,
+    workdir: &Path,
+    from: &Path,
+    paths: impl Iterator<Item = &'a String>,
+) -> Result<(), ProviderError> {
+    let failed = |detail: String| ProviderError::backend(provider, detail);
+    for path in paths {
+        let link = workdir.join(path);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failed(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(from.join(path), &link)
+            .map_err(|e| failed(format!("cannot link {}: {e}", link.display())))?;
+    }
+    Ok(())
+}
+
 /// Removes the secret files of instance `name` (nothing when it has none).
 pub fn remove_secrets(name: &str) {
     if let Some(root) = secrets_root() {

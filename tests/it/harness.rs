@@ -89,3 +89,18 @@ pub fn skip(test: &str, why: &str) {
     );
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
+
+/// True when `program ARGS` runs and succeeds; otherwise says `test` cannot run here
+/// (`how`: how to get the program), which in CI fails it.
+pub fn have_tool(test: &str, program: &str, args: &[&str], how: &str) -> bool {
+    let runs = Command::new(program)
+        .args(args)
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs {
+        skip(test, &format!("no `{program}` on PATH ({how})"));
+    }
+    runs
+}

@@ -9,23 +9,17 @@ use std::sync::Arc;
 
 use engine::provider::Provider;
 
-use crate::harness::{signal, skip, text};
+use crate::harness::{have_tool, signal, text};
 use crate::process::{live_marked, wait_for, Live, Project};
 
 /// True when a `terraform` runs from PATH; in CI it must.
 pub fn have_terraform(test: &str) -> bool {
-    let runs = Command::new("terraform")
-        .arg("version")
-        .env("TF_CLI_CONFIG_FILE", "/dev/null")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !runs {
-        skip(
-            test,
-            "no `terraform` on PATH (scripts/install-terraform.sh installs one)",
-        );
-    }
-    runs
+    have_tool(
+        test,
+        "terraform",
+        &["version"],
+        "scripts/install-terraform.sh installs one",
+    )
 }
 
 /// A group `work` of `size` sleepers made by Terraform, at flavor `version`.

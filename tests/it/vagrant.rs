@@ -10,24 +10,17 @@ use std::sync::Arc;
 use engine::provider::Provider;
 
 use crate::docker::{have_engine, ENGINE, IMAGE};
-use crate::harness::{skip, text};
+use crate::harness::{have_tool, text};
 use crate::process::Project;
 
 /// True when `vagrant` runs and a Docker engine answers; in CI both must.
 pub fn have_vagrant(test: &str) -> bool {
-    let runs = Command::new("vagrant")
-        .arg("--version")
-        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !runs {
-        skip(
-            test,
-            "no `vagrant` on PATH (.ci/run installs Debian's vagrant)",
-        );
-        return false;
-    }
-    have_engine(test)
+    have_tool(
+        test,
+        "vagrant",
+        &["--version"],
+        ".ci/run installs Debian's vagrant",
+    ) && have_engine(test)
 }
 
 fn docker(args: &[&str]) -> String {

@@ -56,6 +56,23 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The backend of `provider` failed: `detail` says how.
+    pub fn backend(provider: &str, detail: String) -> ProviderError {
+        ProviderError::Backend {
+            provider: provider.to_owned(),
+            detail,
+            source: None,
+        }
+    }
+
+    /// The settings of `provider` in the spec are wrong: `detail` says how.
+    pub fn invalid(provider: &str, detail: String) -> ProviderError {
+        ProviderError::InvalidProps {
+            provider: provider.to_owned(),
+            detail,
+        }
+    }
+
     /// Whose fault the error is.
     pub fn fault(&self) -> Fault {
         match self {

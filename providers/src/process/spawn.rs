@@ -59,17 +59,7 @@ fn link_secrets(
     name: &str,
 ) -> Result<(), ProviderError> {
     let secrets = crate::files::write_secrets(NAME, name, &request.secret_files)?;
-    for path in request.secret_files.keys() {
-        let link = workdir.join(path);
-        if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
-        }
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(secrets.join(path), &link)
-            .map_err(|e| backend(format!("cannot link {}: {e}", link.display())))?;
-    }
-    Ok(())
+    crate::files::link_secrets(NAME, workdir, &secrets, request.secret_files.keys())
 }
 
 /// What a new instance's process needs besides its request.

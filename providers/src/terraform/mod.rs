@@ -34,18 +34,11 @@ const NAME: &str = "terraform";
 const SETTINGS: [&str; 1] = ["resource"];
 
 fn backend(detail: String) -> ProviderError {
-    ProviderError::Backend {
-        provider: NAME.to_owned(),
-        detail,
-        source: None,
-    }
+    ProviderError::backend(NAME, detail)
 }
 
 fn invalid(detail: String) -> ProviderError {
-    ProviderError::InvalidProps {
-        provider: NAME.to_owned(),
-        detail,
-    }
+    ProviderError::invalid(NAME, detail)
 }
 
 /// Checks a `terraform(...)` provider's settings.
@@ -297,16 +290,12 @@ impl TerraformProvider {
         }
         let name = format!("terraform-{}-{}-{attempt}", t.project, t.group);
         let memory = crate::files::write_secrets(NAME, &name, &memory_files)?;
-        for path in request.secret_files.keys() {
-            let link = workdir.join(path);
-            if let Some(parent) = link.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| backend(format!("cannot create {}: {e}", parent.display())))?;
-            }
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(memory.join("files").join(path), &link)
-                .map_err(|e| backend(format!("cannot link {}: {e}", link.display())))?;
-        }
+        crate::files::link_secrets(
+            NAME,
+            &workdir,
+            &memory.join("files"),
+            request.secret_files.keys(),
+        )?;
         let environment = memory.join("environment");
         let start = scripts::start(&scripts::Start {
             run: &run,

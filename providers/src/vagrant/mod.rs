@@ -32,18 +32,11 @@ const ENGINE: &str = "unix:///var/run/docker.sock";
 const QUOTED_LINES: usize = 8;
 
 fn backend(detail: String) -> ProviderError {
-    ProviderError::Backend {
-        provider: NAME.to_owned(),
-        detail,
-        source: None,
-    }
+    ProviderError::backend(NAME, detail)
 }
 
 fn invalid(detail: String) -> ProviderError {
-    ProviderError::InvalidProps {
-        provider: NAME.to_owned(),
-        detail,
-    }
+    ProviderError::invalid(NAME, detail)
 }
 
 /// The settings of a `vagrant(...)` provider.
@@ -66,27 +59,7 @@ fn settings(props: &BTreeMap<String, Value>) -> Result<Settings, ProviderError> 
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| invalid("vagrant() needs an image".to_owned()))?
         .to_owned();
-    let mut ports = Vec::new();
-    if let Some(map) = props.get("ports").and_then(Value::as_object) {
-        for (inside, outside) in map {
-            let inside: u16 = inside
-                .parse()
-                .map_err(|_| invalid(format!("port {inside:?} is not a port number")))?;
-            let outside = match outside {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            }
-            .and_then(|p| u16::try_from(p).ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "host port for {inside} must be a number, got {outside}"
-                ))
-            })?;
-            ports.push((inside, outside));
-        }
-    }
-    ports.sort_unstable();
+    let ports = docker::published(NAME, props)?;
     Ok(Settings { image, ports })
 }
 
