@@ -158,6 +158,20 @@ fn a_terraform_group_heals_rolls_scales_and_destroys_to_nothing() {
     assert!(p
         .ok(&["plan"])
         .starts_with("No changes: 3 instances match the spec."));
+    // A user's Terraform settings for other work never point tend at another state.
+    let elsewhere = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .arg("plan")
+        .current_dir(p.path())
+        .env("TF_WORKSPACE", "elsewhere")
+        .env("TF_CLI_ARGS_show", "-no-such-flag")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text(&elsewhere.stdout).starts_with("No changes: 3 instances match the spec."),
+        "{}{}",
+        text(&elsewhere.stdout),
+        text(&elsewhere.stderr)
+    );
     let status = p.ok(&["status"]);
     assert!(
         status.contains("terraform: ") && status.contains("(Terraform 1."),

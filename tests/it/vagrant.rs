@@ -148,8 +148,18 @@ fn a_vagrant_group_heals_rolls_scales_reaps_orphans_and_destroys_to_nothing() {
     docker(&["kill", &victim]);
     let plan = p.ok(&["plan"]);
     assert!(plan.starts_with("! heal    work/1 ("), "{plan}");
-    let out = p.ok(&["apply", "--yes"]);
-    assert!(out.contains("1 healed"), "{out}");
+    // A user's Vagrant settings for other work never reach the machines tend drives.
+    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args(["apply", "--yes"])
+        .current_dir(p.path())
+        .env("VAGRANT_CWD", elsewhere.path())
+        .env("VAGRANT_DOTFILE_PATH", elsewhere.path().join("dot"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = text(&out.stdout);
+    assert!(said.contains("1 healed"), "{said}{}", text(&out.stderr));
+    assert!(!elsewhere.path().join("dot").exists());
     assert_eq!(running_slots(&p.name), ["0", "1", "2"]);
     assert!(!containers(&p.name).iter().any(|(n, _, _)| *n == victim));
 

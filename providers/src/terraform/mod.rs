@@ -320,24 +320,6 @@ impl TerraformProvider {
             "address": request.address.clone().unwrap_or_default(),
         }))
     }
-
-    /// Ends what an instance left once Terraform no longer holds it: every process of the
-    /// session `start.sh` recorded (read before the destroy provisioner removed the record;
-    /// that provisioner stops only a live leader's group, and does not run at all for a
-    /// tainted resource), and its folders.
-    fn clean_up(place: &Place, session: Option<(u32, u64)>) {
-        if let Some((pid, ticks)) = session {
-            for member in crate::process::members::session(pid, ticks) {
-                // SAFETY: a process of the session start.sh recorded: `session` checked its
-                // session id and that it started after the recorded leader.
-                unsafe { libc::kill(member as i32, libc::SIGKILL) };
-            }
-        }
-        let _ = std::fs::remove_dir_all(&place.run);
-        if let Some(memory) = &place.memory {
-            let _ = std::fs::remove_dir_all(memory);
-        }
-    }
 }
 
 /// Where `resource` of `group` keeps its run folder and its environment in memory.
@@ -386,7 +368,18 @@ fn observed(resource: &Resource) -> Option<ObservedInstance> {
         .filter(|(k, _)| !own.contains_key(k))
         .collect();
     let (state, started_at, remains) = match resource.field("run") {
-        Some(_) if resource.tainted => (InstanceState::Dead, 0, 0),
+        // Dead whatever runs: a provisioner failed. What it started is left running.
+        Some(run) if resource.tainted => {
+            let (_, started, _) = liveness(Path::new(run));
+            let left = scripts::recorded(Path::new(run)).map_or(0, |(pid, ticks)| {
+                crate::process::members::session(pid, ticks).len()
+            });
+            (
+                InstanceState::Dead,
+                started,
+                u32::try_from(left).unwrap_or(u32::MAX),
+            )
+        }
         Some(run) => liveness(Path::new(run)),
         None => (InstanceState::Dead, 0, 0),
     };
@@ -452,7 +445,11 @@ impl Provider for TerraformProvider {
         // What a dead attempt under this key left (a tainted one's destroy provisioner
         // never runs): its folders, its environment in memory, any process it started.
         if let Some(stale) = before.as_ref().and_then(|r| place_of(&request.group, r)) {
-            Self::clean_up(&stale, scripts::recorded(&stale.run));
+            scripts::clean_up(
+                &stale.run,
+                stale.memory.as_deref(),
+                scripts::recorded(&stale.run),
+            );
         }
         let value = self.prepare(&request, &key)?;
         let place = Place {
@@ -479,17 +476,9 @@ impl Provider for TerraformProvider {
                 "{}: apply gave no id",
                 config::address(&request.group, &key)
             ))),
-            Err(why) => {
-                // Nothing is left running for a resource that was never made.
-                let held = workspace
-                    .show()
-                    .await
-                    .map(|now| now.iter().any(|r| r.key == key));
-                if matches!(held, Ok(false)) {
-                    Self::clean_up(&place, scripts::recorded(&place.run));
-                }
-                Err(backend(format!("group {}: {why}", request.group)))
-            }
+            // What was never made is taken back and cleaned up by the apply itself, under
+            // its lock.
+            Err(why) => Err(backend(format!("group {}: {why}", request.group))),
         }
     }
 
@@ -512,7 +501,7 @@ impl Provider for TerraformProvider {
         // Only when it was this instance that went: a key that holds a newer one keeps
         // its folders and its program.
         if removed.is_some() {
-            Self::clean_up(&place, session);
+            scripts::clean_up(&place.run, place.memory.as_deref(), session);
         }
         if let Ok(mut places) = self.places.lock() {
             places.remove(id);

@@ -66,11 +66,13 @@ if ! (. {environment}; command -v {program}) >/dev/null 2>&1; then
 fi
 rm -f {run}/pid
 env -i{passed} TEND_RUN={run} TEND_ENVIRONMENT={environment} setsid /bin/sh -c {inner} {words} </dev/null >>{run}/log 2>&1 &
+leader=$!
 i=0
 while [ ! -s {run}/pid ]; do
   i=$((i + 1))
   if [ "$i" -gt {RECORD_WAIT} ]; then
     echo "tend: "{program}" started, but its session never recorded its pid" >&2
+    kill -KILL "-$leader" "$leader" 2>/dev/null
     exit 1
   fi
   sleep 0.02
@@ -119,6 +121,24 @@ exit 0
         run = quote(&run.to_string_lossy()),
         remove = remove.join(" "),
     )
+}
+
+/// Ends what an instance left once Terraform no longer holds it: every process of
+/// `session` (the leader `start.sh` recorded, read before the destroy provisioner removed
+/// the record; that provisioner stops only a live leader's group, and does not run at all
+/// for a tainted resource), its run folder and its `memory` folder.
+pub fn clean_up(run: &Path, memory: Option<&Path>, session: Option<(u32, u64)>) {
+    if let Some((pid, ticks)) = session {
+        for member in crate::process::members::session(pid, ticks) {
+            // SAFETY: a process of the session start.sh recorded: `session` checked its
+            // session id and that it started after the recorded leader.
+            unsafe { libc::kill(member as i32, libc::SIGKILL) };
+        }
+    }
+    let _ = std::fs::remove_dir_all(run);
+    if let Some(memory) = memory {
+        let _ = std::fs::remove_dir_all(memory);
+    }
 }
 
 /// The session leader `start.sh` recorded in `run`: its pid and start time in clock ticks.

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::config;
+use super::scripts;
 use super::state::{self, Resource};
 use super::tool::{self, Tool};
 
@@ -135,7 +136,10 @@ impl Workspace {
         }
     }
 
-    /// Writes `changes` into `main.tf.json`, applies, and reads the outcome of each.
+    /// Writes `changes` into `main.tf.json`, applies them (and nothing else of the group),
+    /// and reads the outcome of each. What was asked for and never made is taken back out
+    /// of the file, and its folders removed, before the lock is let go: no later apply
+    /// makes it unasked.
     async fn apply(&self, changes: &[Change]) -> Result<Vec<Answer>, String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
@@ -143,8 +147,6 @@ impl Workspace {
         let _lock = crate::files::exclusive(self.dir.join(".tend.lock")).await?;
         let file = self.dir.join(config::FILE);
         let mut instances: Map<String, Value> = config::instances(&file, &self.group)?;
-        // A key may hold a newer instance than the one a removal names (a tainted one
-        // replaced in place): only the instance named is removed.
         let needs_state = changes
             .iter()
             .any(|c| matches!(c, Change::Remove { .. } | Change::Add { replace: true, .. }));
@@ -153,52 +155,113 @@ impl Workspace {
         } else {
             Vec::new()
         };
+        let address = |key: &str| config::address(&self.group, key);
+        // Only the resources of these changes are applied: another key's tainted resource
+        // waits for its own heal.
+        let mut targets = Vec::new();
+        // A key may hold a newer instance than the one a removal names (a tainted one
+        // replaced in place): then nothing is removed.
+        let newer = |key: &String, id: &String| held.iter().any(|r| &r.key == key && &r.id != id);
         for change in changes {
             if let Change::Remove { key, id } = change {
-                if held.iter().any(|r| &r.key == key && &r.id == id) {
-                    instances.remove(key);
+                if newer(key, id) {
+                    continue;
+                }
+                instances.remove(key);
+                if held.iter().any(|r| &r.key == key) {
+                    targets.push(format!("-target={}", address(key)));
                 }
             }
         }
         // Adds after removals: an add of a key wins over a removal of what it held.
-        let mut replace = Vec::new();
         for change in changes {
             if let Change::Add {
                 key,
                 value,
-                replace: r,
+                replace,
             } = change
             {
                 instances.insert(key.clone(), config::literal(value));
+                targets.push(format!("-target={}", address(key)));
                 // A dead instance still held under the key is made again; a tainted one
                 // Terraform replaces by itself, and a key no longer held needs nothing.
-                if *r && held.iter().any(|h| &h.key == key && !h.tainted) {
-                    replace.push(format!("-replace={}", config::address(&self.group, key)));
+                if *replace && held.iter().any(|h| &h.key == key && !h.tainted) {
+                    targets.push(format!("-replace={}", address(key)));
                 }
             }
         }
         config::write(&self.dir, &self.group, &instances)?;
-        let applied = self.run_apply(&replace).await?;
+        let applied = if targets.is_empty() {
+            Applied {
+                errors: BTreeMap::new(),
+                done: BTreeMap::new(),
+            }
+        } else {
+            match self.run_apply(&targets).await {
+                Ok(applied) => applied,
+                Err(e) => {
+                    self.take_back(changes, &mut instances, None);
+                    return Err(e);
+                }
+            }
+        };
         // Terraform's events say what it made and removed; its state is read only when
         // they leave an outcome open (an error, or a key it had already).
         let open = !applied.errors.is_empty()
             || changes.iter().any(|c| {
                 matches!(c, Change::Add { key, .. }
-                    if !matches!(applied.done.get(&config::address(&self.group, key)), Some(Some(_))))
+                    if !matches!(applied.done.get(&address(key)), Some(Some(_))))
             });
         let now = if open { Some(self.show().await?) } else { None };
-        Ok(changes
+        let answers: Vec<Answer> = changes
             .iter()
-            .map(|change| {
-                let skipped = matches!(change, Change::Remove { key, id }
-                    if held.iter().any(|r| &r.key == key && &r.id != id));
-                if skipped {
-                    Ok(None)
-                } else {
-                    answer(&self.group, change, &applied, now.as_deref())
-                }
+            .map(|change| match change {
+                Change::Remove { key, id } if newer(key, id) => Ok(None),
+                _ => answer(&self.group, change, &applied, now.as_deref()),
             })
-            .collect())
+            .collect();
+        if let Some(now) = &now {
+            let unmade: Vec<Change> = changes
+                .iter()
+                .zip(&answers)
+                .filter(|(c, a)| {
+                    a.is_err()
+                        && matches!(c, Change::Add { key, .. } if !now.iter().any(|r| &r.key == key))
+                })
+                .map(|(c, _)| c.clone())
+                .collect();
+            self.take_back(&unmade, &mut instances, Some(now));
+        }
+        Ok(answers)
+    }
+
+    /// Takes the adds among `changes` that Terraform does not hold (per `now`; none of
+    /// them when `None`) back out of `main.tf.json`, and removes their folders.
+    fn take_back(
+        &self,
+        changes: &[Change],
+        instances: &mut Map<String, Value>,
+        now: Option<&Vec<Resource>>,
+    ) {
+        let mut taken = false;
+        for change in changes {
+            let Change::Add { key, value, .. } = change else {
+                continue;
+            };
+            if now.is_some_and(|now| now.iter().any(|r| &r.key == key)) {
+                continue;
+            }
+            instances.remove(key);
+            taken = true;
+            if let Some(run) = value.get("run").and_then(Value::as_str) {
+                let run = Path::new(run);
+                let memory = value.get("memory").and_then(Value::as_str).map(Path::new);
+                scripts::clean_up(run, memory, scripts::recorded(run));
+            }
+        }
+        if taken {
+            let _ = config::write(&self.dir, &self.group, instances);
+        }
     }
 
     async fn init(&self) -> Result<(), String> {
@@ -225,12 +288,23 @@ impl Workspace {
     ///
     /// Its output goes to files in the folder, read as they grow: if tend ends meanwhile,
     /// Terraform still finishes and records what it made (a pipe would close under it).
-    async fn run_apply(&self, replace: &[String]) -> Result<Applied, String> {
-        let events_file = self.dir.join("apply.json");
-        let errors_file = self.dir.join("apply.stderr");
+    async fn run_apply(&self, targets: &[String]) -> Result<Applied, String> {
+        // Files of this apply's own: one that outlived an earlier tend may still write to its.
+        let word = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let events_file = self.dir.join(format!(".apply-{word}.json"));
+        let errors_file = self.dir.join(format!(".apply-{word}.stderr"));
         let open = |path: &Path| {
             std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
         };
+        let (out, err) = (open(&events_file)?, open(&errors_file)?);
+        let mut events = std::fs::File::open(&events_file)
+            .map_err(|e| format!("cannot read {}: {e}", events_file.display()))?;
         let mut child = tool::command(&self.tool.path, &self.dir, &self.rc)
             .args([
                 "apply",
@@ -239,20 +313,25 @@ impl Workspace {
                 "-json",
                 "-lock-timeout=300s",
             ])
-            .args(replace)
-            .stdout(open(&events_file)?)
-            .stderr(open(&errors_file)?)
+            .args(targets)
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.tool.path.display()))?;
-        let mut events = std::fs::File::open(&events_file)
-            .map_err(|e| format!("cannot read {}: {e}", events_file.display()))?;
         let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut done: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut pending = Vec::new();
         let status = loop {
-            let finished = child
-                .try_wait()
-                .map_err(|e| format!("terraform apply: {e}"))?;
+            // A child that cannot be asked is waited for: never left to run unread.
+            let finished = match child.try_wait() {
+                Ok(finished) => finished,
+                Err(_) => Some(
+                    child
+                        .wait()
+                        .await
+                        .map_err(|e| format!("terraform apply: {e}"))?,
+                ),
+            };
             // Every whole line written so far (after the exit: every line).
             let _ = std::io::Read::read_to_end(&mut events, &mut pending);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
@@ -282,6 +361,8 @@ impl Workspace {
                 stderr.trim()
             ));
         }
+        let _ = std::fs::remove_file(&events_file);
+        let _ = std::fs::remove_file(&errors_file);
         Ok(Applied { errors, done })
     }
 
@@ -291,8 +372,24 @@ impl Workspace {
     }
 }
 
-/// The instances of `group` in the folder `dir`, by `terraform show -json`. State being
-/// written as it is read is read again.
+/// The state file's size and time, when there is one.
+fn stamp(dir: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(dir.join("terraform.tfstate")).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// True while the state file is being written: Terraform truncates it and writes it in
+/// place, so it can be empty or half there. (No file at all is a state with nothing.)
+fn being_written(dir: &Path) -> bool {
+    match std::fs::read(dir.join("terraform.tfstate")) {
+        Ok(bytes) => serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err(),
+        Err(_) => false,
+    }
+}
+
+/// The instances of `group` in the folder `dir`, by `terraform show -json`. A state file
+/// being written, or written meanwhile, is read again: an empty answer from half a file
+/// would be a partial view.
 pub async fn show(
     tool: &Tool,
     dir: &Path,
@@ -300,13 +397,23 @@ pub async fn show(
     group: &str,
 ) -> Result<Vec<Resource>, String> {
     let mut last = String::new();
-    for _ in 0..3 {
+    for _ in 0..40 {
+        if being_written(dir) {
+            last = format!("{}/terraform.tfstate is being written", dir.display());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        }
+        let before = stamp(dir);
         let out = tool::command(&tool.path, dir, rc)
             .kill_on_drop(true)
             .args(["show", "-json", "-no-color"])
             .output()
             .await
             .map_err(|e| format!("cannot run {}: {e}", tool.path.display()))?;
+        if stamp(dir) != before || being_written(dir) {
+            last = format!("{}/terraform.tfstate changed as it was read", dir.display());
+            continue;
+        }
         if out.status.success() {
             match state::parse(&out.stdout, group) {
                 Ok(found) => return Ok(found),
@@ -342,9 +449,14 @@ fn answer(group: &str, change: &Change, applied: &Applied, now: Option<&[Resourc
     let reported = applied.done.get(&address);
     let held = now.and_then(|now| now.iter().find(|r| &r.key == key));
     match change {
-        Change::Add { .. } => match (reported, held) {
+        Change::Add { value, .. } => match (reported, held) {
             (Some(Some(id)), _) => Ok(Some(id.clone())),
-            (_, Some(r)) if !r.tainted && !applied.errors.contains_key(&address) => {
+            // What the key holds is this attempt's (not a dead one it was to replace).
+            (_, Some(r))
+                if !r.tainted
+                    && !applied.errors.contains_key(&address)
+                    && r.input.get("run") == value.get("run") =>
+            {
                 Ok(Some(r.id.clone()))
             }
             (_, Some(_)) => Err(format!("{address} is tainted: {}", why())),
@@ -498,6 +610,24 @@ mod tests {
             answer("web", &remove("0-aa", "u1"), &clean, None),
             Ok(Some("u1".into()))
         );
+    }
+
+    #[test]
+    fn a_state_file_half_written_is_told_from_none_and_from_a_whole_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !being_written(dir.path()),
+            "no file is a state with nothing"
+        );
+        let file = dir.path().join("terraform.tfstate");
+        for (text, writing) in [
+            ("", true),
+            ("{\"version\": 4, \"reso", true),
+            ("{\"version\": 4}", false),
+        ] {
+            std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(being_written(dir.path()), writing, "{text:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ const NAME: &str = "vagrant";
 const SETTINGS: [&str; 2] = ["image", "ports"];
 /// The engine Vagrant's docker provider drives: the local one.
 const ENGINE: &str = "unix:///var/run/docker.sock";
+/// Variables passed on to `vagrant` from tend's environment; nothing else is.
+const PASS_THROUGH: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"];
 /// How many lines of a failed `vagrant` call an error quotes.
 const QUOTED_LINES: usize = 8;
 
@@ -231,16 +233,23 @@ impl Machines {
         let program = self.program().await?.0;
         let home = self.dir.join(".home");
         let home = std::path::absolute(&home).unwrap_or(home);
+        // Nothing else of tend's environment: a user's VAGRANT_CWD, VAGRANT_VAGRANTFILE or
+        // VAGRANT_DOTFILE_PATH would point Vagrant at other machines, DOCKER_* at another
+        // engine.
+        let passed = PASS_THROUGH
+            .iter()
+            .filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
         tokio::process::Command::new(&program)
             .args(args)
             .arg("--no-color")
             .current_dir(self.dir.join(name))
+            .env_clear()
+            .envs(passed)
             .env("VAGRANT_HOME", home)
             .env("VAGRANT_NO_PLUGINS", "1")
             .env("VAGRANT_CHECKPOINT_DISABLE", "1")
             .env("VAGRANT_DEFAULT_PROVIDER", "docker")
             .env("DOCKER_HOST", ENGINE)
-            .env_remove("DOCKER_CONTEXT")
             .stdin(std::process::Stdio::null())
             .output()
             .await
@@ -432,6 +441,8 @@ impl Machines {
             }
         }
         self.ensure_image(&s.image).await?;
+        // Vagrant itself first: nothing is written for a machine that cannot be made.
+        self.program().await?;
         if let Err(e) = self.prepare(&request, &s, &name) {
             self.forget(&name);
             return Err(e);
@@ -439,7 +450,13 @@ impl Machines {
         let out = self.vagrant(&name, &["up", "--provider=docker"]).await;
         // The container has read its environment, or failed to be made.
         crate::files::remove_secrets(&environment_name(&name));
-        let out = out?;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                self.forget(&name);
+                return Err(e);
+            }
+        };
         if out.status.success() {
             return Ok(name);
         }
