@@ -50,6 +50,32 @@ pub type Answer = Result<Option<String>, String>;
 
 type Queued = (Change, oneshot::Sender<Answer>);
 
+/// The batch with one add per key: a second add of a key (two provisions under one
+/// idempotency key, or of one tainted key) waits for the first's answer, and its own
+/// folders, never used, are removed.
+fn one_per_key(batch: Vec<Queued>) -> (Vec<Change>, Vec<Vec<oneshot::Sender<Answer>>>) {
+    let mut changes: Vec<Change> = Vec::new();
+    let mut tells: Vec<Vec<oneshot::Sender<Answer>>> = Vec::new();
+    for (change, tell) in batch {
+        if let Change::Add { key, value, .. } = &change {
+            let first = changes
+                .iter()
+                .position(|c| matches!(c, Change::Add { key: k, .. } if k == key));
+            if let Some(first) = first {
+                if let Some(run) = value.get("run").and_then(Value::as_str) {
+                    let memory = value.get("memory").and_then(Value::as_str).map(Path::new);
+                    scripts::clean_up(Path::new(run), memory, None);
+                }
+                tells[first].push(tell);
+                continue;
+            }
+        }
+        changes.push(change);
+        tells.push(vec![tell]);
+    }
+    (changes, tells)
+}
+
 /// What an apply reported, by resource address.
 struct Applied {
     /// Its errors (`""` for those that name no resource).
@@ -114,13 +140,15 @@ impl Workspace {
         if batch.is_empty() {
             return;
         }
-        let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
+        let (changes, tells) = one_per_key(batch);
         let answers = match self.apply(&changes).await {
             Ok(answers) => answers,
             Err(e) => vec![Err(e); changes.len()],
         };
-        for ((_, tell), answer) in batch.into_iter().zip(answers) {
-            let _ = tell.send(answer);
+        for (waiting, answer) in tells.into_iter().zip(answers) {
+            for tell in waiting {
+                let _ = tell.send(answer.clone());
+            }
         }
     }
 
@@ -628,6 +656,33 @@ mod tests {
             std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(being_written(dir.path()), writing, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_key_added_twice_in_one_batch_is_made_once_and_the_second_attempt_removed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let second = dir.path().join("0-aa.second");
+        std::fs::create_dir_all(&second).unwrap_or_else(|e| panic!("{e}"));
+        let add = |run: &Path| Change::Add {
+            key: "0-aa".into(),
+            value: json!({"run": run.to_string_lossy()}),
+            replace: false,
+        };
+        let (a, _) = oneshot::channel();
+        let (b, _) = oneshot::channel();
+        let (c, _) = oneshot::channel();
+        let removal = Change::Remove {
+            key: "1-bb".into(),
+            id: "u2".into(),
+        };
+        let (changes, tells) = one_per_key(vec![
+            (add(&dir.path().join("0-aa.first")), a),
+            (removal, b),
+            (add(&second), c),
+        ]);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(tells.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
+        assert!(!second.exists(), "the second attempt's folder is removed");
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl VagrantProvider {
                 dir: state_dir.join("vagrant"),
                 locks: Mutex::new(HashMap::new()),
                 program: tokio::sync::OnceCell::new(),
+                client: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -192,9 +193,19 @@ struct Machines {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The `vagrant` found and its version; a failed lookup is not kept.
     program: tokio::sync::OnceCell<(PathBuf, String)>,
+    /// The engine's client, connected once (a failed connection is not kept).
+    client: tokio::sync::OnceCell<bollard::Docker>,
 }
 
 impl Machines {
+    /// A client for the engine Vagrant's docker provider drives.
+    async fn engine(&self) -> Result<bollard::Docker, ProviderError> {
+        self.client
+            .get_or_try_init(|| docker::connect(ENGINE))
+            .await
+            .cloned()
+    }
+
     /// The `vagrant` on PATH and its version.
     async fn program(&self) -> Result<(PathBuf, String), ProviderError> {
         self.program
@@ -261,7 +272,7 @@ impl Machines {
         &self,
         labels: Vec<String>,
     ) -> Result<Vec<bollard::models::ContainerSummary>, ProviderError> {
-        let client = docker::connect(ENGINE).await?;
+        let client = self.engine().await?;
         let mut filter = vec![format!("{VIA}={NAME}")];
         filter.extend(labels);
         client
@@ -276,7 +287,7 @@ impl Machines {
 
     /// Removes the containers named `name` through Docker; true when there was one.
     async fn remove_container(&self, name: &str) -> Result<bool, ProviderError> {
-        let client = docker::connect(ENGINE).await?;
+        let client = self.engine().await?;
         let found = self.containers(Vec::new()).await?;
         let mut removed = false;
         for c in found.iter().filter(|c| container_name(c) == Some(name)) {
@@ -410,7 +421,7 @@ impl Machines {
     }
 
     async fn ensure_image(&self, image: &str) -> Result<(), ProviderError> {
-        let client = docker::connect(ENGINE).await?;
+        let client = self.engine().await?;
         match client.inspect_image(image).await {
             Ok(_) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
