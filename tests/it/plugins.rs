@@ -157,6 +157,19 @@ pub fn semantics_of(
     report
 }
 
+/// Insists that every semantic check ran on `subject` and passed: none failed, none was
+/// waved through as not applicable.
+pub fn all_semantics_pass(subject: &str, report: &Report) {
+    assert!(report.passed(), "{subject}:\n{}", report.to_text());
+    assert!(
+        report
+            .to_text()
+            .contains("9 passed, 0 failed, 0 not applicable"),
+        "{subject}:\n{}",
+        report.to_text()
+    );
+}
+
 /// A provision request running `command` with provider settings `props`.
 pub fn template(command: &[&str], props: serde_json::Value) -> ProvisionRequest {
     let mut request = ProvisionRequest::bare(Slot::Index(0), InstanceTags::default());
