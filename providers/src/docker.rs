@@ -145,14 +145,6 @@ pub struct DockerProvider {
     images: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
-fn short_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
-        .unwrap_or(0);
-    format!("{:06x}", nanos & 0xff_ffff)
-}
-
 /// A client for the engine at `host`, connected and with the API version negotiated.
 pub(crate) async fn connect(host: &str) -> Result<Docker, ProviderError> {
     let unreachable = |e: bollard::errors::Error| {
@@ -459,7 +451,13 @@ impl Provider for DockerProvider {
         }
         self.ensure_image(&docker, &s).await?;
         let t = &request.tags;
-        let name = format!("tend-{}-{}-{}-{}", t.project, t.group, t.slot, short_id());
+        let name = format!(
+            "tend-{}-{}-{}-{}",
+            t.project,
+            t.group,
+            t.slot,
+            crate::random_word()
+        );
         let mut labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
         labels.extend(t.to_map());
         // The instance's own ports: each published on a host port the engine picks.

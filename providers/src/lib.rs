@@ -16,6 +16,25 @@ use std::sync::Arc;
 use engine::provider::ProviderSet;
 use engine::spec::Spec;
 
+/// A short word for a new instance's name: six hex digits from its idempotency key (so a
+/// provision made again under that key names the same instance), else random ones.
+pub(crate) fn word_for(idempotency: Option<&str>) -> String {
+    match idempotency {
+        Some(key) => engine::spec::sha256_hex(key.as_bytes())[..6].to_owned(),
+        None => random_word(),
+    }
+}
+
+/// Six random hex digits, from the clock and the process id.
+pub(crate) fn random_word() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 24);
+    format!("{:06x}", mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
+}
+
 /// Every provider of this build, keeping their state under `state_dir` (the spec's `.tend/`).
 pub fn all(state_dir: &Path) -> ProviderSet {
     let mut set = ProviderSet::default();

@@ -323,13 +323,14 @@ fn what_a_dead_instance_left_running_is_stopped_by_its_destroy() {
     }
     let p = Project::new("it-terraform-remains", "");
     let spec = format!(
-        r#"group(name = "work", size = 1, provider = terraform(), flavor = flavor(command = ["sh", "-c", "sleep 1000 & sleep 1; exit 0"], env = {{"IT_PROJECT": "{}", "IT_SLOT": "0"}}))
+        r#"group(name = "work", size = 1, provider = terraform(), flavor = flavor(command = ["sh", "-c", "python3 -c 'import os, time; os.setpgid(0, 0); time.sleep(1000)' & sleep 1; exit 0"], env = {{"IT_PROJECT": "{}", "IT_SLOT": "0"}}))
 "#,
         p.name
     );
     p.write_spec(&spec);
     p.ok(&["apply", "--yes"]);
-    // The program exits; the `sleep 1000` it started stays.
+    // The program exits; what it started stays, in a process group of its own: only a stop
+    // of the whole session reaches it.
     wait_for(|| {
         let left = live(&p);
         left.len() == 1

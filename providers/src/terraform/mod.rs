@@ -59,23 +59,10 @@ fn check_settings(props: &BTreeMap<String, Value>) -> Result<(), ProviderError> 
     }
 }
 
-/// A short random hex word for instance keys.
-fn random_word() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 24);
-    format!("{:06x}", mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40)
-}
-
 /// The key of a new instance in `slot`: the slot, and a word from its idempotency key
 /// (so a provision made again finds the same key) or a random one.
 fn instance_key(slot: &str, idempotency: Option<&str>) -> String {
-    match idempotency {
-        Some(key) => format!("{slot}-{}", &engine::spec::sha256_hex(key.as_bytes())[..6]),
-        None => format!("{slot}-{}", random_word()),
-    }
+    format!("{slot}-{}", crate::word_for(idempotency))
 }
 
 /// A state file's size and time: while they stay, so does what `show` says of it.
@@ -241,7 +228,7 @@ impl TerraformProvider {
     fn prepare(&self, request: &ProvisionRequest, key: &str) -> Result<Value, ProviderError> {
         // Folders of this attempt's own: a key reused for a tainted resource never shares
         // them with the instance it replaces, whose clean-up may come after.
-        let attempt = format!("{key}.{}", random_word());
+        let attempt = format!("{key}.{}", crate::random_word());
         let made = self.prepare_attempt(request, &attempt);
         if made.is_err() {
             let t = &request.tags;
@@ -324,11 +311,17 @@ impl TerraformProvider {
 
 /// Where `resource` of `group` keeps its run folder and its environment in memory.
 fn place_of(group: &str, resource: &Resource) -> Option<Place> {
+    placed(group, &resource.key, &resource.input)
+}
+
+/// Where instance `key` of `group`, whose value is `value`, keeps its folders.
+fn placed(group: &str, key: &str, value: &Value) -> Option<Place> {
+    let (run, memory) = workspace::folders_of(value)?;
     Some(Place {
         group: group.to_owned(),
-        key: resource.key.clone(),
-        run: PathBuf::from(resource.field("run")?),
-        memory: resource.field("memory").map(PathBuf::from),
+        key: key.to_owned(),
+        run: run.to_path_buf(),
+        memory: memory.map(Path::to_path_buf),
     })
 }
 
@@ -452,12 +445,7 @@ impl Provider for TerraformProvider {
             );
         }
         let value = self.prepare(&request, &key)?;
-        let place = Place {
-            group: request.group.clone(),
-            key: key.clone(),
-            run: PathBuf::from(value["run"].as_str().unwrap_or_default()),
-            memory: value["memory"].as_str().map(PathBuf::from),
-        };
+        let place = placed(&request.group, &key, &value);
         let answer = workspace
             .submit(Change::Add {
                 key: key.clone(),
@@ -467,7 +455,7 @@ impl Provider for TerraformProvider {
             .await;
         match answer {
             Ok(Some(id)) => {
-                if let Ok(mut places) = self.places.lock() {
+                if let (Some(place), Ok(mut places)) = (place, self.places.lock()) {
                     places.insert(id.clone(), place);
                 }
                 Ok(id)

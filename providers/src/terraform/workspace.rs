@@ -62,9 +62,8 @@ fn one_per_key(batch: Vec<Queued>) -> (Vec<Change>, Vec<Vec<oneshot::Sender<Answ
                 .iter()
                 .position(|c| matches!(c, Change::Add { key: k, .. } if k == key));
             if let Some(first) = first {
-                if let Some(run) = value.get("run").and_then(Value::as_str) {
-                    let memory = value.get("memory").and_then(Value::as_str).map(Path::new);
-                    scripts::clean_up(Path::new(run), memory, None);
+                if let Some((run, memory)) = folders_of(value) {
+                    scripts::clean_up(run, memory, None);
                 }
                 tells[first].push(tell);
                 continue;
@@ -74,6 +73,15 @@ fn one_per_key(batch: Vec<Queued>) -> (Vec<Change>, Vec<Vec<oneshot::Sender<Answ
         tells.push(vec![tell]);
     }
     (changes, tells)
+}
+
+/// An attempt's run folder and memory folder, from its value.
+pub fn folders_of(value: &Value) -> Option<(&Path, Option<&Path>)> {
+    let run = Path::new(value.get("run")?.as_str()?);
+    Some((
+        run,
+        value.get("memory").and_then(Value::as_str).map(Path::new),
+    ))
 }
 
 /// What an apply reported, by resource address.
@@ -281,9 +289,7 @@ impl Workspace {
             }
             instances.remove(key);
             taken = true;
-            if let Some(run) = value.get("run").and_then(Value::as_str) {
-                let run = Path::new(run);
-                let memory = value.get("memory").and_then(Value::as_str).map(Path::new);
+            if let Some((run, memory)) = folders_of(value) {
                 scripts::clean_up(run, memory, scripts::recorded(run));
             }
         }
@@ -318,13 +324,7 @@ impl Workspace {
     /// Terraform still finishes and records what it made (a pipe would close under it).
     async fn run_apply(&self, targets: &[String]) -> Result<Applied, String> {
         // Files of this apply's own: one that outlived an earlier tend may still write to its.
-        let word = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
+        let word = crate::random_word();
         let events_file = self.dir.join(format!(".apply-{word}.json"));
         let errors_file = self.dir.join(format!(".apply-{word}.stderr"));
         let open = |path: &Path| {

@@ -68,18 +68,7 @@ fn settings(props: &BTreeMap<String, Value>) -> Result<Settings, ProviderError> 
 /// A name for a new instance: its container's name, its folder's and its id. Made from
 /// its idempotency key when it has one, so a provision made again names the same machine.
 fn instance_name(request: &ProvisionRequest) -> String {
-    let word = match request.labels.get(tags::KEY) {
-        Some(key) => engine::spec::sha256_hex(key.as_bytes())[..6].to_owned(),
-        None => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let mixed = ((nanos as u64) ^ (u64::from(std::process::id()) << 20))
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            format!("{:06x}", mixed >> 40)
-        }
-    };
+    let word = crate::word_for(request.labels.get(tags::KEY).map(String::as_str));
     let t = &request.tags;
     format!("tend-{}-{}-{}-{word}", t.project, t.group, t.slot)
         .chars()
