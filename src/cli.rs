@@ -16,10 +16,11 @@ pub struct Cli {
 /// Options every command that reads a spec shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SpecArgs {
-    /// The spec to read.
-    #[arg(default_value = "main.star")]
+    /// The spec to read: Starlark (`.star`) or Nickel (`.ncl`), by its extension
+    /// (default: ./main.star, else ./main.ncl).
+    #[arg(default_value_os_t = engine::lang::default_spec_path())]
     pub spec: PathBuf,
-    /// The folder no load() may leave (default: the spec's folder).
+    /// The folder no load() or import may leave (default: the spec's folder).
     #[arg(long)]
     pub root: Option<PathBuf>,
     /// The most steps (calls and loop iterations) a spec module may take.

@@ -17,9 +17,10 @@ use starlark::values::tuple::UnpackTuple;
 use starlark::values::{Heap, Value};
 
 use super::convert;
+use super::declare::{self, GroupParts};
 use super::diagnostics::location;
 use super::recorder::{EvalContext, SpecRecorder};
-use crate::spec::{validate, Group, SpecError};
+use crate::spec::validate;
 
 fn recorder<'a>(eval: &Evaluator<'_, 'a, '_>) -> anyhow::Result<&'a SpecRecorder> {
     eval.extra
@@ -46,14 +47,12 @@ fn opt_str<'v>(heap: Heap<'v>, value: Option<&str>) -> Value<'v> {
 }
 
 fn check_duration(param: &str, text: &str) -> anyhow::Result<()> {
-    convert::duration(text)
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("`{param}`: {e}"))
+    convert::duration_param(param, text)
 }
 
 /// A `port("name")` value.
 fn named_port<'v>(heap: Heap<'v>, name: &str) -> anyhow::Result<Value<'v>> {
-    validate::port_name(name)?;
+    convert::named_port(name)?;
     Ok(alloc_struct(
         heap,
         vec![("kind", heap.alloc("port")), ("name", heap.alloc(name))],
@@ -74,24 +73,20 @@ fn port_name_of(value: Value<'_>) -> Option<String> {
 /// A port argument: a number in range, one of the instance's own ports (`port("http")` or
 /// `"http"`), or a template string.
 fn port_value<'v>(heap: Heap<'v>, port: Value<'v>) -> anyhow::Result<Value<'v>> {
-    if let Some(number) = port.unpack_i32() {
-        validate::port(i64::from(number))?;
-        Ok(heap.alloc(number))
-    } else if let Some(text) = port
-        .unpack_str()
-        .filter(|t| crate::template::is_template(t))
-    {
-        Ok(heap.alloc(text))
-    } else if let Some(text) = port.unpack_str().filter(|t| t.parse::<i64>().is_ok()) {
-        let number = text.parse::<i64>().unwrap_or_default();
-        Ok(heap.alloc(validate::port(number)? as i32))
-    } else if let Some(name) = port_name_of(port) {
-        named_port(heap, &name)
-    } else {
-        anyhow::bail!(
+    let json = port.to_json_value().map_err(|_| {
+        anyhow::anyhow!(
             "`port` must be a number, port(\"name\") or a template string, got {}",
             port.get_type()
         )
+    })?;
+    match convert::port_value(&json)? {
+        serde_json::Value::Object(port) => named_port(
+            heap,
+            port.get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default(),
+        ),
+        other => Ok(heap.alloc(other)),
     }
 }
 
@@ -103,12 +98,7 @@ fn health_struct<'v>(
     timeout: &str,
     failures: i32,
 ) -> anyhow::Result<Value<'v>> {
-    check_duration("grace_period", grace_period)?;
-    check_duration("interval", interval)?;
-    check_duration("timeout", timeout)?;
-    if failures < 1 {
-        return Err(SpecError::ZeroFailures.into());
-    }
+    convert::health_timings(grace_period, interval, timeout, i64::from(failures))?;
     let value = alloc_struct(
         heap,
         vec![
@@ -124,43 +114,24 @@ fn health_struct<'v>(
     Ok(value)
 }
 
-/// A plugin's name from its command: the file name of the last argument that is not an
-/// option, without its extension (`["python3", "plugins/files.py"]` gives `files`).
-/// A provider's `ports = {container port: host port}`: each container port checked, each
-/// host port a port number, 0 (the engine picks one) or a template.
+/// A provider's `ports = {container port: host port}`, checked as every front end checks it.
 fn published_ports<'v>(
     heap: Heap<'v>,
     ports: Option<starlark::values::dict::UnpackDictEntries<Value<'v>, Value<'v>>>,
-) -> anyhow::Result<Vec<(String, Value<'v>)>> {
-    let mut mapped: Vec<(String, Value<'v>)> = Vec::new();
+) -> anyhow::Result<Value<'v>> {
+    let mut entries = Vec::new();
     for (inside, outside) in ports.map(|p| p.entries).unwrap_or_default() {
-        let inside = match (inside.unpack_i32(), inside.unpack_str()) {
-            (Some(n), _) => validate::port(i64::from(n))?.to_string(),
-            (None, Some(text)) => validate::port(
-                text.parse::<i64>()
-                    .map_err(|_| anyhow::anyhow!("container port {text:?} is not a number"))?,
-            )?
-            .to_string(),
-            _ => anyhow::bail!("container ports are numbers, got {}", inside.get_type()),
+        let json = |v: Value<'v>| match v.unpack_i32() {
+            Some(n) => serde_json::Value::from(n),
+            None => v.to_json_value().unwrap_or(serde_json::Value::Null),
         };
-        let outside = match (outside.unpack_i32(), outside.unpack_str()) {
-            (Some(0), _) => heap.alloc(0),
-            (Some(n), _) => heap.alloc(validate::port(i64::from(n))? as i32),
-            (None, Some(text)) => heap.alloc(text),
-            _ => anyhow::bail!(
-                "host port for {inside} must be a number or a template, got {}",
-                outside.get_type()
-            ),
-        };
-        mapped.push((inside, outside));
+        entries.push((json(inside), json(outside)));
     }
-    Ok(mapped)
-}
-
-fn default_plugin_name(command: &[String]) -> Option<String> {
-    let last = command.iter().rev().find(|a| !a.starts_with('-'))?;
-    let stem = std::path::Path::new(last).file_stem()?.to_str()?;
-    Some(stem.to_lowercase().replace('_', "-"))
+    Ok(
+        heap.alloc(serde_json::Value::Object(convert::published_ports(
+            entries,
+        )?)),
+    )
 }
 
 /// A list of strings such as a command; says which item is wrong, and that secrets
@@ -202,19 +173,6 @@ const FLAVOR_FIELDS: [&str; 11] = [
 /// The flavor fields that are dicts, merged key by key by `combo()`.
 const FLAVOR_DICTS: [&str; 4] = ["env", "files", "secret_files", "labels"];
 
-/// A path of `files` or `secret_files`: inside the instance's working folder, so relative
-/// and without `..`.
-fn check_instance_path(path: &str) -> anyhow::Result<()> {
-    let inside =
-        !path.is_empty() && !path.starts_with('/') && path.split('/').all(|part| part != "..");
-    if !inside {
-        anyhow::bail!(
-            "file path {path:?} must stay inside the instance's working folder: relative, without `..`"
-        );
-    }
-    Ok(())
-}
-
 #[starlark_module]
 pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
     /// Declares a group of instances kept at an allocation (`size = N` or `ids = [...]`).
@@ -230,70 +188,38 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] expose: Option<Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<Value<'v>> {
-        validate::group_name(name)?;
-        let ids_vec = ids.map(|i| i.items);
-        let allocation = validate::allocation(name, size.map(i64::from), ids_vec)?;
-        let provider = convert::provider(provider.to_json_value()?)?;
-        let flavor_json = flavor.to_json_value()?;
-        let suggested = flavor_json.get("expose").cloned().filter(|e| !e.is_null());
-        let (flavor, templates) = convert::flavor(flavor_json)?;
-        convert::declared_ports(&flavor, &templates)?;
-        let update = match update {
-            Some(u) if !u.is_none() => convert::update(u.to_json_value()?)?,
-            _ => Default::default(),
-        };
-        // The group's own `expose`, else the one its flavor suggests.
-        let expose = match expose {
-            Some(e) if !e.is_none() => Some(convert::expose(e.to_json_value()?)?),
-            _ => suggested.map(convert::expose).transpose()?,
-        };
-        let has_address = !flavor.port_names().is_empty()
-            || matches!(
-                flavor.health.as_ref().map(|h| &h.probe),
-                Some(crate::spec::Probe::Http { .. }) | Some(crate::spec::Probe::Tcp { .. })
-            );
-        if expose.is_some() && !has_address {
-            anyhow::bail!(
-                "the balancer has nowhere to send connections: give the flavor a port of its own (ports = [\"http\"]) or a health check on its port (http(port = ...) or tcp(port = ...))"
-            );
-        }
-        if let Some(target) = expose.as_ref().and_then(|e| e.target.as_ref()) {
-            if !flavor.port_names().contains(target) {
-                anyhow::bail!(
-                    "the balancer forwards to port {target:?}, but the flavor declares no such port: add ports = [\"{target}\"] to the flavor"
-                );
-            }
-        }
         let mut deps = Vec::new();
         for dep in depends_on.map(|d| d.items).unwrap_or_default() {
             deps.push(dependency_name(dep)?);
         }
-        let origin = eval.call_stack_top_location().map(|span| location(&span));
-        let handle_ids: Vec<String> = match &allocation {
-            crate::spec::Allocation::Ids(ids) => ids.clone(),
-            crate::spec::Allocation::Size(_) => Vec::new(),
+        let json_of = |value: Option<Value<'v>>| -> anyhow::Result<Option<serde_json::Value>> {
+            value
+                .filter(|v| !v.is_none())
+                .map(|v| v.to_json_value())
+                .transpose()
         };
+        let group = declare::group(GroupParts {
+            name: name.to_owned(),
+            size: size.map(i64::from),
+            ids: ids.map(|i| i.items),
+            provider: provider.to_json_value()?,
+            flavor: flavor.to_json_value()?,
+            depends_on: deps,
+            update: json_of(update)?,
+            expose: json_of(expose)?,
+            origin: eval.call_stack_top_location().map(|span| location(&span)),
+        })?;
         let heap = eval.heap();
         let handle = alloc_struct(
             heap,
             vec![
                 ("kind", heap.alloc("group")),
                 ("name", heap.alloc(name)),
-                ("size", heap.alloc(allocation.len() as i32)),
-                ("ids", heap.alloc(handle_ids)),
+                ("size", heap.alloc(group.allocation.len() as i32)),
+                ("ids", heap.alloc(declare::handle_ids(&group.allocation))),
             ],
         );
-        recorder(eval)?.add_group(Group {
-            name: name.to_owned(),
-            allocation,
-            provider,
-            flavor,
-            depends_on: deps,
-            reads_groups: templates.reads_groups.into_iter().collect(),
-            update,
-            expose,
-            origin,
-        })?;
+        recorder(eval)?.add_group(group)?;
         Ok(handle)
     }
 
@@ -353,7 +279,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
             .map(|f| &f.0)
             .chain(secret_files.iter().map(|f| &f.0))
         {
-            check_instance_path(path)?;
+            convert::instance_path(path)?;
         }
         for (path, value) in &secret_files {
             let is_secret = value
@@ -536,16 +462,13 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
         let command = string_list("command", command)?;
-        if command.is_empty() || command.iter().any(|c| c.trim().is_empty()) {
-            anyhow::bail!("plugin(command = ...) needs a program and its arguments, none empty");
-        }
-        let name = match name {
-            Some(name) => name.to_owned(),
-            None => default_plugin_name(&command).ok_or_else(|| {
-                anyhow::anyhow!("plugin(): give it a name = \"...\"; none follows from the command")
-            })?,
+        let config_json = match config {
+            Some(config) if config.get_type() == "dict" => config
+                .to_json_value()
+                .map_err(|e| anyhow::anyhow!("plugin(config = ...) must hold plain values (strings, numbers, bools, lists, dicts): {e}"))?,
+            _ => serde_json::Value::Null,
         };
-        validate::plugin_name(&name)?;
+        let name = convert::plugin_parts(&command, name, &config_json)?;
         let config = match config {
             None => heap.alloc(AllocDict(Vec::<(Value<'v>, Value<'v>)>::new())),
             Some(config) => {
@@ -554,12 +477,6 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                         "plugin(config = ...) must be a dict, got {}",
                         config.get_type()
                     );
-                }
-                let json = config
-                    .to_json_value()
-                    .map_err(|e| anyhow::anyhow!("plugin(config = ...) must hold plain values (strings, numbers, bools, lists, dicts): {e}"))?;
-                if let Some(path) = convert::find_kind(&json, "secret") {
-                    anyhow::bail!("plugin(config = ...) holds a secret() at config{path}: config reaches the plugin as written, never resolved; a plugin reads its secrets from its own environment, which it inherits from tend");
                 }
                 config
             }
@@ -589,30 +506,16 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = false)] pull: bool,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        if image.is_empty() {
-            anyhow::bail!("docker() needs an image");
-        }
+        convert::provider_image("docker", image)?;
         let mapped = published_ports(heap, ports)?;
         if let Some(h) = host {
-            let known = h.strip_prefix("unix:///").is_some()
-                || h.strip_prefix("tcp://").is_some_and(|a| {
-                    a.rsplit_once(':')
-                        .is_some_and(|(n, p)| !n.is_empty() && p.parse::<u16>().is_ok())
-                });
-            if !known {
-                anyhow::bail!(
-                    "docker host {h:?}: use unix:///path/to/docker.sock, or tcp://HOST:PORT for an engine every replica reaches"
-                );
-            }
+            convert::docker_host(h)?;
         }
         let mut fields = vec![
             ("kind", heap.alloc("provider")),
             ("type", heap.alloc("docker")),
             ("image", heap.alloc(image)),
-            (
-                "ports",
-                heap.alloc(starlark::values::dict::AllocDict(mapped)),
-            ),
+            ("ports", mapped),
             ("pull", heap.alloc(pull)),
         ];
         if let Some(n) = network {
@@ -631,9 +534,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = "terraform_data")] resource: &str,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        if resource != "terraform_data" {
-            anyhow::bail!("terraform(resource = {resource:?}): tend runs Terraform offline, where only its builtin \"terraform_data\" resource works");
-        }
+        convert::terraform_resource(resource)?;
         Ok(alloc_struct(
             heap,
             vec![
@@ -654,9 +555,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         >,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        if image.trim().is_empty() {
-            anyhow::bail!("vagrant() needs an image");
-        }
+        convert::provider_image("vagrant", image)?;
         let mapped = published_ports(heap, ports)?;
         Ok(alloc_struct(
             heap,
@@ -664,10 +563,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
                 ("kind", heap.alloc("provider")),
                 ("type", heap.alloc("vagrant")),
                 ("image", heap.alloc(image)),
-                (
-                    "ports",
-                    heap.alloc(starlark::values::dict::AllocDict(mapped)),
-                ),
+                ("ports", mapped),
             ],
         ))
     }
@@ -758,12 +654,7 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = "5s")] drain_timeout: &str,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        let listen = match (port, listen) {
-            (Some(p), None) => format!("127.0.0.1:{}", validate::port(i64::from(p))?),
-            (None, Some(address)) => address.to_owned(),
-            _ => anyhow::bail!("balancer() needs exactly one of `port` or `listen`"),
-        };
-        validate::listen(&listen)?;
+        let listen = convert::balancer_listen(port.map(i64::from), listen)?;
         check_duration("drain_timeout", drain_timeout)?;
         let target = match target {
             None => Value::new_none(),
@@ -801,12 +692,13 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named, default = "pause")] on_failure: &str,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        if max_unavailable < 0 || max_surge < 0 {
-            anyhow::bail!("max_unavailable and max_surge must not be negative");
-        }
-        check_duration("min_ready", min_ready)?;
-        check_duration("health_timeout", health_timeout)?;
-        convert::on_failure(on_failure)?;
+        convert::rolling_parts(
+            i64::from(max_unavailable),
+            i64::from(max_surge),
+            min_ready,
+            health_timeout,
+            on_failure,
+        )?;
         let value = alloc_struct(
             heap,
             vec![
@@ -853,28 +745,18 @@ pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(require = named)] pids: Option<i32>,
         heap: Heap<'v>,
     ) -> anyhow::Result<Value<'v>> {
-        if let Some(memory) = memory {
-            crate::spec::parse_memory(memory)?;
-        }
-        let cpu = match cpu {
+        let cores = match cpu {
             None => None,
-            Some(v) => {
-                let cores = v
-                    .unpack_i32()
+            Some(v) => Some(
+                v.unpack_i32()
                     .map(f64::from)
                     .or_else(|| v.to_json_value().ok().and_then(|j| j.as_f64()))
                     .ok_or_else(|| {
                         anyhow::anyhow!("`cpu` must be a number of cores, got {}", v.get_type())
-                    })?;
-                Some(crate::spec::check_cpu(cores)?)
-            }
+                    })?,
+            ),
         };
-        if let Some(pids) = pids {
-            crate::spec::check_pids(i64::from(pids))?;
-        }
-        if memory.is_none() && cpu.is_none() && pids.is_none() {
-            anyhow::bail!("resources() needs at least one of `memory`, `cpu` or `pids`");
-        }
+        let cpu = convert::resources(memory, cores, pids.map(i64::from))?;
         Ok(alloc_struct(
             heap,
             vec![

@@ -392,3 +392,208 @@ pub fn duration(text: &str) -> Result<Duration, SpecError> {
 pub fn on_failure(text: &str) -> Result<OnFailure, SpecError> {
     text.parse()
 }
+
+/// A health check's or balancer's port, as every front end takes it: a number in range, a
+/// port of the instance's own (`{"kind": "port", "name": ...}` or a plain name), a number
+/// written as a string, or a template. Returns the value as the model stores it.
+pub fn port_value(port: &Json) -> anyhow::Result<Json> {
+    match port {
+        Json::Number(n) => {
+            let number = n
+                .as_i64()
+                .ok_or_else(|| anyhow::anyhow!("`port` must be a whole number, got {n}"))?;
+            Ok(Json::from(validate::port(number)?))
+        }
+        Json::String(text) if crate::template::is_template(text) => Ok(port.clone()),
+        Json::String(text) if text.parse::<i64>().is_ok() => {
+            let number = text.parse::<i64>().unwrap_or_default();
+            Ok(Json::from(validate::port(number)?))
+        }
+        Json::String(name) => named_port(name),
+        Json::Object(map) if map.get("kind").and_then(Json::as_str) == Some("port") => {
+            named_port(map.get("name").and_then(Json::as_str).unwrap_or_default())
+        }
+        other => anyhow::bail!(
+            "`port` must be a number, port(\"name\") or a template string, got {}",
+            describe_kind(other)
+        ),
+    }
+}
+
+/// The struct of a port of the instance's own, by name.
+pub fn named_port(name: &str) -> anyhow::Result<Json> {
+    validate::port_name(name)?;
+    Ok(serde_json::json!({"kind": "port", "name": name}))
+}
+
+/// A provider's `ports = {container port: host port}`: each container port a port number,
+/// each host port a port number, 0 (the engine picks one) or a template.
+pub fn published_ports(entries: Vec<(Json, Json)>) -> anyhow::Result<Map<String, Json>> {
+    let mut mapped = Map::new();
+    for (inside, outside) in entries {
+        let inside = match &inside {
+            Json::Number(n) => validate::port(n.as_i64().unwrap_or(-1))?.to_string(),
+            Json::String(text) => validate::port(
+                text.parse::<i64>()
+                    .map_err(|_| anyhow::anyhow!("container port {text:?} is not a number"))?,
+            )?
+            .to_string(),
+            other => anyhow::bail!("container ports are numbers, got {}", describe_kind(other)),
+        };
+        let outside = match &outside {
+            Json::Number(n) if n.as_i64() == Some(0) => Json::from(0),
+            Json::Number(n) => Json::from(validate::port(n.as_i64().unwrap_or(-1))?),
+            Json::String(_) => outside,
+            other => anyhow::bail!(
+                "host port for {inside} must be a number or a template, got {}",
+                describe_kind(other)
+            ),
+        };
+        mapped.insert(inside, outside);
+    }
+    Ok(mapped)
+}
+
+/// Checks a `docker(host = ...)`: a unix socket or a TCP address every replica reaches.
+pub fn docker_host(host: &str) -> anyhow::Result<()> {
+    let known = host.strip_prefix("unix:///").is_some()
+        || host.strip_prefix("tcp://").is_some_and(|a| {
+            a.rsplit_once(':')
+                .is_some_and(|(n, p)| !n.is_empty() && p.parse::<u16>().is_ok())
+        });
+    if !known {
+        anyhow::bail!(
+            "docker host {host:?}: use unix:///path/to/docker.sock, or tcp://HOST:PORT for an engine every replica reaches"
+        );
+    }
+    Ok(())
+}
+
+/// Checks `terraform(resource = ...)`: offline, only `terraform_data` works.
+pub fn terraform_resource(resource: &str) -> anyhow::Result<()> {
+    if resource != "terraform_data" {
+        anyhow::bail!("terraform(resource = {resource:?}): tend runs Terraform offline, where only its builtin \"terraform_data\" resource works");
+    }
+    Ok(())
+}
+
+/// A path of `files` or `secret_files`: inside the instance's working folder, so relative
+/// and without `..`.
+pub fn instance_path(path: &str) -> anyhow::Result<()> {
+    let inside =
+        !path.is_empty() && !path.starts_with('/') && path.split('/').all(|part| part != "..");
+    if !inside {
+        anyhow::bail!(
+            "file path {path:?} must stay inside the instance's working folder: relative, without `..`"
+        );
+    }
+    Ok(())
+}
+
+/// Checks a plugin's command and name, and that its config holds no secret; returns the
+/// name (by default, the file name of the command's last argument that is not an option,
+/// without its extension: `["python3", "plugins/files.py"]` gives `files`).
+pub fn plugin_parts(
+    command: &[String],
+    name: Option<&str>,
+    config: &Json,
+) -> anyhow::Result<String> {
+    if command.is_empty() || command.iter().any(|c| c.trim().is_empty()) {
+        anyhow::bail!("plugin(command = ...) needs a program and its arguments, none empty");
+    }
+    let name = match name {
+        Some(name) => name.to_owned(),
+        None => default_plugin_name(command).ok_or_else(|| {
+            anyhow::anyhow!("plugin(): give it a name = \"...\"; none follows from the command")
+        })?,
+    };
+    validate::plugin_name(&name)?;
+    if let Some(path) = find_kind(config, "secret") {
+        anyhow::bail!("plugin(config = ...) holds a secret() at config{path}: config reaches the plugin as written, never resolved; a plugin reads its secrets from its own environment, which it inherits from tend");
+    }
+    Ok(name)
+}
+
+fn default_plugin_name(command: &[String]) -> Option<String> {
+    let last = command.iter().rev().find(|a| !a.starts_with('-'))?;
+    let stem = std::path::Path::new(last).file_stem()?.to_str()?;
+    Some(stem.to_lowercase().replace('_', "-"))
+}
+
+/// Checks resource limits, as `resources()` takes them; returns the cpu cores as stored.
+pub fn resources(
+    memory: Option<&str>,
+    cpu: Option<f64>,
+    pids: Option<i64>,
+) -> anyhow::Result<Option<f64>> {
+    if let Some(memory) = memory {
+        crate::spec::parse_memory(memory)?;
+    }
+    let cpu = cpu.map(crate::spec::check_cpu).transpose()?;
+    if let Some(pids) = pids {
+        crate::spec::check_pids(pids)?;
+    }
+    if memory.is_none() && cpu.is_none() && pids.is_none() {
+        anyhow::bail!("resources() needs at least one of `memory`, `cpu` or `pids`");
+    }
+    Ok(cpu)
+}
+
+/// Checks a `balancer()`'s address: exactly one of a port on 127.0.0.1 or a whole address.
+pub fn balancer_listen(port: Option<i64>, listen: Option<&str>) -> anyhow::Result<String> {
+    let listen = match (port, listen) {
+        (Some(p), None) => format!("127.0.0.1:{}", validate::port(p)?),
+        (None, Some(address)) => address.to_owned(),
+        _ => anyhow::bail!("balancer() needs exactly one of `port` or `listen`"),
+    };
+    validate::listen(&listen)?;
+    Ok(listen)
+}
+
+/// Checks a `rolling()` policy's numbers and words.
+pub fn rolling_parts(
+    max_unavailable: i64,
+    max_surge: i64,
+    min_ready: &str,
+    health_timeout: &str,
+    on_failure: &str,
+) -> anyhow::Result<()> {
+    if max_unavailable < 0 || max_surge < 0 {
+        anyhow::bail!("max_unavailable and max_surge must not be negative");
+    }
+    duration_param("min_ready", min_ready)?;
+    duration_param("health_timeout", health_timeout)?;
+    self::on_failure(on_failure)?;
+    Ok(())
+}
+
+/// Parses a duration parameter, naming it on error.
+pub fn duration_param(param: &str, text: &str) -> anyhow::Result<()> {
+    duration(text)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("`{param}`: {e}"))
+}
+
+/// Checks the image a `docker()` or `vagrant()` provider runs.
+pub fn provider_image(provider: &str, image: &str) -> anyhow::Result<()> {
+    if image.trim().is_empty() {
+        anyhow::bail!("{provider}() needs an image");
+    }
+    Ok(())
+}
+
+/// Checks a health check's timings and its count of failures in a row.
+pub fn health_timings(
+    grace_period: &str,
+    interval: &str,
+    timeout: &str,
+    failures: i64,
+) -> anyhow::Result<()> {
+    duration_param("grace_period", grace_period)?;
+    duration_param("interval", interval)?;
+    duration_param("timeout", timeout)?;
+    if failures < 1 {
+        return Err(SpecError::ZeroFailures.into());
+    }
+    Ok(())
+}

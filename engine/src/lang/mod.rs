@@ -1,12 +1,18 @@
-//! The Starlark front end: evaluates a spec module into a checked [`Spec`].
+//! The front ends: evaluate a spec, Starlark (`.star`) or Nickel (`.ncl`), into a checked
+//! [`Spec`].
 //!
-//! This is the only module that touches the `starlark` crate. Everything it reports about a
-//! spec is a [`Diagnostic`] with `file:line:column` and a caret.
+//! Both read a group into the same parts and check them with the same functions
+//! (`declare`, `convert`), then the same whole-spec checks; so one infrastructure written
+//! in either language gives the same model. Everything reported about a spec is a
+//! [`Diagnostic`] with `file:line:column` and a caret.
 
 mod builtins;
 mod convert;
+mod declare;
 mod diagnostics;
 mod loader;
+#[cfg(feature = "nickel")]
+mod nickel;
 mod recorder;
 pub mod stdlib;
 mod testing;
@@ -127,6 +133,16 @@ pub fn evaluate_file(path: &Path, options: &EvalOptions) -> Result<Spec, LangErr
         .and_then(Path::file_name)
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if is_nickel(path) {
+        return evaluate_nickel(
+            &canonical,
+            &path.display().to_string(),
+            source,
+            &root,
+            &root_display,
+            &folder,
+        );
+    }
     evaluate(
         ModuleKey::File(canonical),
         path.display().to_string(),
@@ -136,6 +152,57 @@ pub fn evaluate_file(path: &Path, options: &EvalOptions) -> Result<Spec, LangErr
         &folder,
         options,
     )
+}
+
+/// Whether a spec file is Nickel, by its extension.
+pub fn is_nickel(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "ncl")
+}
+
+/// The spec a command reads when given none: `./main.star`, else `./main.ncl`.
+pub fn default_spec_path() -> PathBuf {
+    let star = PathBuf::from("main.star");
+    let ncl = PathBuf::from("main.ncl");
+    if !star.exists() && ncl.exists() {
+        ncl
+    } else {
+        star
+    }
+}
+
+#[cfg(feature = "nickel")]
+fn evaluate_nickel(
+    canonical: &Path,
+    display: &str,
+    text: String,
+    root: &Path,
+    root_display: &Path,
+    folder: &str,
+) -> Result<Spec, LangError> {
+    nickel::evaluate(nickel::NickelSource {
+        canonical,
+        display,
+        text,
+        root,
+        root_display,
+        folder,
+    })
+}
+
+#[cfg(not(feature = "nickel"))]
+fn evaluate_nickel(
+    _canonical: &Path,
+    display: &str,
+    _text: String,
+    _root: &Path,
+    _root_display: &Path,
+    _folder: &str,
+) -> Result<Spec, LangError> {
+    Err(Diagnostic::new(
+        format!("{display} is a Nickel spec, and this tend was built without Nickel (cargo feature `nickel`)"),
+        None,
+    )
+    .into())
 }
 
 /// Evaluates spec text that is not on disk (tests, benchmarks). Loads resolve under `root`.
@@ -153,6 +220,16 @@ pub fn evaluate_source(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if is_nickel(Path::new(display)) {
+        return evaluate_nickel(
+            &canonical_root.join(display),
+            display,
+            source.to_owned(),
+            &canonical_root,
+            root,
+            &folder,
+        );
+    }
     evaluate(
         ModuleKey::File(canonical_root.join(display)),
         display.to_owned(),

@@ -1,0 +1,181 @@
+//! Turning Nickel's errors and positions into tend's [`Diagnostic`]s, with files named as
+//! the user knows them.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use nickel_lang_core::error::{Error, IntoDiagnostics, LabelStyle};
+use nickel_lang_core::files::{FileId, Files};
+use nickel_lang_core::position::RawSpan;
+
+use super::shipped;
+use crate::diagnostic::{Diagnostic, SourceLocation};
+
+/// The files of one evaluation and how to show them.
+pub struct Sources {
+    /// The spec, resolved.
+    pub main: PathBuf,
+    /// The spec as the user named it.
+    pub main_display: String,
+    /// The spec's root, resolved.
+    pub root: PathBuf,
+    /// The root as the user named it.
+    pub root_display: PathBuf,
+}
+
+/// Who wrote a file: the user, tend (the shipped contract), or nobody a user can open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    User,
+    Tend,
+    Hidden,
+}
+
+impl Sources {
+    fn owner(&self, name: &OsStr) -> Owner {
+        let path = Path::new(name);
+        if path == shipped::contract_path() {
+            Owner::Tend
+        } else if path.starts_with(shipped::folder()) || !path.is_absolute() {
+            Owner::Hidden
+        } else {
+            Owner::User
+        }
+    }
+
+    /// A file's name as the user knows it.
+    fn display(&self, name: &OsStr) -> String {
+        let path = Path::new(name);
+        if path == self.main {
+            return self.main_display.clone();
+        }
+        if path == shipped::contract_path() {
+            return "@tend//tend.ncl".to_owned();
+        }
+        match path.strip_prefix(&self.root) {
+            Ok(inside) => self.root_display.join(inside).display().to_string(),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
+    /// The place a span starts, with its line for the caret.
+    pub fn location(&self, files: &Files, span: RawSpan) -> Option<SourceLocation> {
+        let start = span.start.to_usize();
+        let end = span.end.to_usize().max(start);
+        let place = files.location(span.src_id, span.start).ok()?;
+        let source = files.source(span.src_id);
+        let line_index = place.line.to_usize();
+        let line_text = source
+            .lines()
+            .nth(line_index)
+            .unwrap_or_default()
+            .trim_end_matches('\r')
+            .to_owned();
+        let column = place.column.to_usize();
+        let line_chars = line_text.chars().count();
+        let spanned = source.get(start..end).unwrap_or_default();
+        let width = match spanned.find('\n') {
+            Some(cut) => spanned[..cut].chars().count(),
+            None => spanned.chars().count(),
+        }
+        .min(line_chars.saturating_sub(column));
+        Some(SourceLocation {
+            file: self.display(files.name(span.src_id)),
+            line: line_index + 1,
+            column: column + 1,
+            line_text,
+            width: width.max(1),
+        })
+    }
+
+    fn is_user_file(&self, files: &Files, id: FileId) -> bool {
+        self.owner(files.name(id)) == Owner::User
+    }
+
+    /// A Nickel error as one diagnostic: its message, at the first place in the user's own
+    /// files that it names (else in the shipped contract), the rest as notes.
+    pub fn diagnostic(&self, mut files: Files, error: Error) -> Diagnostic {
+        let reported = error.into_diagnostics(&mut files);
+        let Some(first) = reported.into_iter().next() else {
+            return Diagnostic::new("the Nickel program failed to evaluate", None);
+        };
+        let rank = |label: &nickel_lang_core::error::Label<FileId>| {
+            let user = self.is_user_file(&files, label.file_id);
+            let primary = label.style == LabelStyle::Primary;
+            match (user, primary) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            }
+        };
+        let shown = |label: &nickel_lang_core::error::Label<FileId>| {
+            self.owner(files.name(label.file_id)) != Owner::Hidden
+        };
+        let chosen = first
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| shown(l))
+            .min_by_key(|(i, l)| (rank(l), *i))
+            .map(|(i, _)| i);
+        let mut message = tidy(&first.message);
+        let mut location = None;
+        if let Some(index) = chosen {
+            let label = &first.labels[index];
+            location = self.location(
+                &files,
+                RawSpan::from_range(label.file_id, label.range.clone()),
+            );
+            if !label.message.trim().is_empty() {
+                message = format!("{message}: {}", tidy(&label.message));
+            }
+        }
+        let mut diagnostic = Diagnostic::new(message, location);
+        for (i, label) in first.labels.iter().enumerate() {
+            if Some(i) == chosen || !shown(label) || label.message.trim().is_empty() {
+                continue;
+            }
+            let place = self
+                .location(
+                    &files,
+                    RawSpan::from_range(label.file_id, label.range.clone()),
+                )
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            diagnostic = diagnostic.with_note(format!("{}{place}", tidy(&label.message)));
+        }
+        for note in &first.notes {
+            diagnostic = diagnostic.with_note(tidy(note));
+        }
+        diagnostic
+    }
+
+    /// The first file the evaluation read from disk outside the spec's root, if any.
+    pub fn outside_root(&self, files: &Files) -> Option<String> {
+        files
+            .filenames()
+            .filter(|name| self.owner(name) == Owner::User)
+            .map(Path::new)
+            .find(|path| !path.starts_with(&self.root))
+            .map(|path| path.display().to_string())
+    }
+}
+
+/// Nickel's messages, as tend writes its own: lowercase first letter, one line per line,
+/// no trailing spaces.
+fn tidy(message: &str) -> String {
+    let joined = message
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut chars = joined.chars();
+    match chars.next() {
+        Some(first) if chars.clone().next().is_some_and(|c| c.is_lowercase()) => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => joined,
+    }
+}

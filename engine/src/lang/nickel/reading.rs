@@ -1,0 +1,220 @@
+//! Reading an evaluated Nickel spec: the record as JSON, where each of its fields was
+//! written, and each group into the model through the checks every front end shares.
+
+use std::collections::HashMap;
+
+use nickel_lang_core::eval::value::{Container, NickelValue, ValueContentRef};
+use nickel_lang_core::files::{FileId, Files};
+use nickel_lang_core::position::{PosTable, RawSpan};
+use serde_json::Value as Json;
+
+use super::diagnostics::Sources;
+use super::shapes;
+use crate::diagnostic::{Diagnostic, SourceLocation};
+use crate::lang::declare::{self, GroupParts, Part};
+use crate::spec::Group;
+
+/// The evaluated spec: its value as JSON and where its fields were written.
+pub struct Read {
+    json: Json,
+    places: HashMap<String, (RawSpan, SourceLocation)>,
+}
+
+/// Reads the evaluated value.
+pub fn read(
+    value: &NickelValue,
+    positions: &PosTable,
+    files: &Files,
+    sources: &Sources,
+) -> Result<Read, String> {
+    let json = serde_json::to_value(value)
+        .map_err(|e| format!("the spec does not evaluate to plain data: {e}"))?;
+    let mut places = HashMap::new();
+    let mut walk = Walk {
+        positions,
+        files,
+        sources,
+        places: &mut places,
+    };
+    walk.value(value, "");
+    Ok(Read { json, places })
+}
+
+struct Walk<'a> {
+    positions: &'a PosTable,
+    files: &'a Files,
+    sources: &'a Sources,
+    places: &'a mut HashMap<String, (RawSpan, SourceLocation)>,
+}
+
+impl Walk<'_> {
+    fn note(&mut self, path: &str, span: Option<RawSpan>) {
+        if let Some(span) = span {
+            if let Some(location) = self.sources.location(self.files, span) {
+                self.places.insert(path.to_owned(), (span, location));
+            }
+        }
+    }
+
+    fn value(&mut self, value: &NickelValue, path: &str) {
+        match value.content_ref() {
+            ValueContentRef::Record(Container::Alloc(record)) => {
+                for (name, field) in &record.fields {
+                    let Some(inner) = &field.value else { continue };
+                    let child = join(path, name.label());
+                    let span = name
+                        .pos
+                        .into_opt()
+                        .or_else(|| self.positions.get(inner.pos_idx()).into_opt());
+                    self.note(&child, span);
+                    self.value(inner, &child);
+                }
+            }
+            ValueContentRef::Array(Container::Alloc(array)) => {
+                for (i, item) in array.array.iter().enumerate() {
+                    let child = format!("{path}[{i}]");
+                    self.note(&child, self.positions.get(item.pos_idx()).into_opt());
+                    self.value(item, &child);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+impl Read {
+    /// A top-level string field.
+    pub fn string(&self, field: &str) -> Option<String> {
+        self.json.get(field)?.as_str().map(str::to_owned)
+    }
+
+    /// Where the field at `path` (or, failing that, the nearest field holding it) was
+    /// written.
+    pub fn at(&self, path: &str) -> Option<SourceLocation> {
+        let mut path = path;
+        loop {
+            if let Some((_, location)) = self.places.get(path) {
+                return Some(location.clone());
+            }
+            let cut = path.rfind(['.', '['])?;
+            path = &path[..cut];
+        }
+    }
+
+    /// The groups' names in the order they were written (files in the order Nickel read
+    /// them, then place in the file), so
+    /// plans list them as a Starlark spec declaring them in that order would.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<(Option<(FileId, usize)>, String)> = self
+            .json
+            .get("groups")
+            .and_then(Json::as_object)
+            .map(|groups| {
+                groups
+                    .keys()
+                    .map(|name| {
+                        let written = self
+                            .places
+                            .get(&join("groups", name))
+                            .map(|(span, _)| (span.src_id, span.start.to_usize()));
+                        (written, name.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y).then_with(|| a.1.cmp(&b.1)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(&b.1),
+        });
+        names.into_iter().map(|(_, name)| name).collect()
+    }
+
+    fn group_json(&self, name: &str) -> &Json {
+        &self.json["groups"][name]
+    }
+}
+
+/// Reads group `name` into the model, through the checks a Starlark `group()` makes.
+pub fn group(read: &Read, name: &str) -> Result<Group, Diagnostic> {
+    let base = join("groups", name);
+    let json = read.group_json(name);
+    let located = |error: shapes::Located| {
+        Diagnostic::new(error.error.to_string(), read.at(&join(&base, &error.path)))
+    };
+    let provider = shapes::provider(&json["provider"]).map_err(|e| located(e.under("provider")))?;
+    let flavor = shapes::flavor(&json["flavor"]).map_err(|e| located(e.under("flavor")))?;
+    let update = match json.get("update") {
+        Some(update) => Some(shapes::update(update).map_err(|e| located(e.under("update")))?),
+        None => None,
+    };
+    let expose = match json.get("expose") {
+        Some(expose) => Some(shapes::balancer(expose).map_err(|e| located(e.under("expose")))?),
+        None => None,
+    };
+    let whole_number = |field: &str| -> Result<Option<i64>, Diagnostic> {
+        match json.get(field) {
+            None => Ok(None),
+            Some(n) => n.as_i64().map(Some).ok_or_else(|| {
+                Diagnostic::new(
+                    format!("`{field}` must be a whole number, got {n}"),
+                    read.at(&join(&base, field)),
+                )
+            }),
+        }
+    };
+    let size = whole_number("size")?;
+    let ids = json.get("ids").and_then(Json::as_array).map(|ids| {
+        ids.iter()
+            .map(|id| id.as_str().unwrap_or_default().to_owned())
+            .collect()
+    });
+    let depends_on = json
+        .get("depends_on")
+        .and_then(Json::as_array)
+        .map(|deps| {
+            deps.iter()
+                .map(|d| d.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let origin = read.at(&base);
+    declare::group(GroupParts {
+        name: name.to_owned(),
+        size,
+        ids,
+        provider,
+        flavor,
+        depends_on,
+        update,
+        expose,
+        origin: origin.clone(),
+    })
+    .map_err(|problem| {
+        let field = match problem.part {
+            Part::Name => None,
+            Part::Allocation if json.get("size").is_some() => Some("size"),
+            Part::Allocation if json.get("ids").is_some() => Some("ids"),
+            Part::Allocation => None,
+            Part::Provider => Some("provider"),
+            Part::Flavor => Some("flavor"),
+            Part::Update => Some("update"),
+            Part::Expose if json.get("expose").is_some() => Some("expose"),
+            Part::Expose => Some("flavor"),
+        };
+        let location = match field {
+            Some(field) => read.at(&join(&base, field)),
+            None => origin,
+        };
+        Diagnostic::new(problem.error.to_string(), location)
+    })
+}
