@@ -88,7 +88,8 @@ impl Sources {
         })
     }
 
-    fn is_user_file(&self, files: &Files, id: FileId) -> bool {
+    /// Whether a file is one of the user's own (not the shipped contract or program).
+    pub fn is_user_file(&self, files: &Files, id: FileId) -> bool {
         self.owner(files.name(id)) == Owner::User
     }
 
@@ -119,21 +120,40 @@ impl Sources {
             .filter(|(_, l)| shown(l))
             .min_by_key(|(i, l)| (rank(l), *i))
             .map(|(i, _)| i);
-        let mut message = tidy(&first.message);
-        let mut location = None;
-        if let Some(index) = chosen {
-            let label = &first.labels[index];
-            location = self.location(
+        // Nickel writes a generic first line ("contract broken by the value of `size`") and
+        // the contract's own words on the next: one sentence here.
+        let message = first
+            .message
+            .lines()
+            .map(|l| tidy(l.trim()))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>();
+        let own_words = message.len() > 1;
+        let mut message = message.join(": ");
+        let location = chosen.and_then(|i| {
+            let label = &first.labels[i];
+            self.location(
                 &files,
                 RawSpan::from_range(label.file_id, label.range.clone()),
-            );
-            if !label.message.trim().is_empty() {
-                message = format!("{message}: {}", tidy(&label.message));
+            )
+        });
+        // What the shipped contract expected, in its own words (`Number`, `Array String`),
+        // unless the contract said what was wrong itself.
+        for label in &first.labels {
+            let in_contract = self.owner(files.name(label.file_id)) == Owner::Tend;
+            if own_words || !in_contract || !label.message.starts_with("expected") {
+                continue;
+            }
+            let span = RawSpan::from_range(label.file_id, label.range.clone());
+            let expected = files.source_slice(span).trim().replace("Contract", "");
+            if !expected.is_empty() && expected.len() <= 40 && !expected.contains('\n') {
+                message = format!("{message}: {} `{expected}`", label.message.trim());
             }
         }
         let mut diagnostic = Diagnostic::new(message, location);
         for (i, label) in first.labels.iter().enumerate() {
-            if Some(i) == chosen || !shown(label) || label.message.trim().is_empty() {
+            let user = self.is_user_file(&files, label.file_id);
+            if Some(i) == chosen || !user || label.message.trim().is_empty() {
                 continue;
             }
             let place = self
@@ -145,7 +165,8 @@ impl Sources {
                 .unwrap_or_default();
             diagnostic = diagnostic.with_note(format!("{}{place}", tidy(&label.message)));
         }
-        for note in &first.notes {
+        // Hints for the user; not those for whoever wrote the contract, which ships in tend.
+        for note in first.notes.iter().filter(|n| !n.contains("contract might")) {
             diagnostic = diagnostic.with_note(tidy(note));
         }
         diagnostic

@@ -122,3 +122,6 @@ fn build(read: reading::Read, folder: &str) -> Result<Spec, LangError> {
         groups,
     })
 }
+
+#[cfg(test)]
+mod tests;

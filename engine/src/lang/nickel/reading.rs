@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 use super::diagnostics::Sources;
 use super::shapes;
 use crate::diagnostic::{Diagnostic, SourceLocation};
+use crate::lang::convert::ConvertError;
 use crate::lang::declare::{self, GroupParts, Part};
 use crate::spec::Group;
 
@@ -48,10 +49,16 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn note(&mut self, path: &str, span: Option<RawSpan>) {
-        if let Some(span) = span {
-            if let Some(location) = self.sources.location(self.files, span) {
-                self.places.insert(path.to_owned(), (span, location));
+    /// Records where the field at `path` was written: the first of `spans` in the user's
+    /// own files (a field checked by the contract also carries the contract's position).
+    fn note(&mut self, path: &str, spans: &[Option<RawSpan>]) {
+        let written = spans
+            .iter()
+            .flatten()
+            .find(|span| self.sources.is_user_file(self.files, span.src_id));
+        if let Some(span) = written {
+            if let Some(location) = self.sources.location(self.files, *span) {
+                self.places.insert(path.to_owned(), (*span, location));
             }
         }
     }
@@ -62,18 +69,15 @@ impl Walk<'_> {
                 for (name, field) in &record.fields {
                     let Some(inner) = &field.value else { continue };
                     let child = join(path, name.label());
-                    let span = name
-                        .pos
-                        .into_opt()
-                        .or_else(|| self.positions.get(inner.pos_idx()).into_opt());
-                    self.note(&child, span);
+                    let value_span = self.positions.get(inner.pos_idx()).into_opt();
+                    self.note(&child, &[name.pos.into_opt(), value_span]);
                     self.value(inner, &child);
                 }
             }
             ValueContentRef::Array(Container::Alloc(array)) => {
                 for (i, item) in array.array.iter().enumerate() {
                     let child = format!("{path}[{i}]");
-                    self.note(&child, self.positions.get(item.pos_idx()).into_opt());
+                    self.note(&child, &[self.positions.get(item.pos_idx()).into_opt()]);
                     self.value(item, &child);
                 }
             }
@@ -211,9 +215,19 @@ pub fn group(read: &Read, name: &str) -> Result<Group, Diagnostic> {
             Part::Expose if json.get("expose").is_some() => Some("expose"),
             Part::Expose => Some("flavor"),
         };
-        let location = match field {
-            Some(field) => read.at(&join(&base, field)),
-            None => origin,
+        // A bad template names its field (`flavor.command[2]`): point at it.
+        let template_field = match problem.error.downcast_ref::<ConvertError>() {
+            Some(ConvertError::Template { field, .. }) => {
+                Some(field.replace("[\"", ".").replace("\"]", ""))
+            }
+            _ => None,
+        };
+        let location = match (template_field, field) {
+            (Some(inside), Some(field)) if inside.starts_with(field) => {
+                read.at(&join(&base, &inside))
+            }
+            (_, Some(field)) => read.at(&join(&base, field)),
+            (_, None) => origin,
         };
         Diagnostic::new(problem.error.to_string(), location)
     })
