@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use engine::lang::{run_test_file, EvalOptions, TestRun};
+use engine::lang::EvalOptions;
+use engine::testing::{run_test_file, TestRun};
 use engine::testing::discover;
 
 use crate::failure::Failure;

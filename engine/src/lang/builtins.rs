@@ -173,8 +173,9 @@ const FLAVOR_FIELDS: [&str; 11] = [
 /// The flavor fields that are dicts, merged key by key by `combo()`.
 const FLAVOR_DICTS: [&str; 4] = ["env", "files", "secret_files", "labels"];
 
+/// The builtins of a spec, as Starlark globals.
 #[starlark_module]
-pub(super) fn tend_builtins(builder: &mut GlobalsBuilder) {
+pub(crate) fn tend_builtins(builder: &mut GlobalsBuilder) {
     /// Declares a group of instances kept at an allocation (`size = N` or `ids = [...]`).
     /// Returns a handle usable in `depends_on`.
     fn group<'v>(

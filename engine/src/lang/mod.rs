@@ -15,7 +15,6 @@ mod loader;
 mod nickel;
 mod recorder;
 pub mod stdlib;
-mod testing;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,9 +26,11 @@ use starlark::environment::{Globals, GlobalsBuilder, LibraryExtension};
 use crate::diagnostic::Diagnostic;
 use crate::graph::{GraphError, GroupGraph};
 use crate::spec::{validate, Spec};
-use loader::{Loader, ModuleKey};
-use recorder::EvalContext;
-pub use testing::{run_test_file, TestRun, TestSettings};
+// What `tend test` (crate::testing) builds its evaluations from.
+pub(crate) use builtins::tend_builtins;
+pub(crate) use diagnostics::from_starlark;
+pub(crate) use loader::{Loader, ModuleKey};
+pub(crate) use recorder::EvalContext;
 
 /// How a spec is evaluated.
 #[derive(Clone, Debug)]

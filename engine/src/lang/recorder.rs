@@ -12,8 +12,9 @@ use crate::spec::Group;
 pub struct EvalContext {
     /// Where `group()` and `project()` record.
     pub recorder: SpecRecorder,
-    /// Set when the module is a `*_test.star`: what the test builtins need.
-    pub test: Option<super::testing::TestSettings>,
+    /// What a harness that adds builtins of its own needs them to find (`tend test` puts
+    /// its settings here); a spec's evaluation has none.
+    pub harness: Option<Box<dyn std::any::Any>>,
 }
 
 /// Collects what builtins declare while a spec evaluates.

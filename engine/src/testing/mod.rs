@@ -1,6 +1,10 @@
-//! The `tend test` harness, the parts that need no Starlark: finding test files, simulated
-//! observed states with injected failures, snapshot files, diffs and outcomes.
-//! The test builtins themselves live in `lang` (the only module touching `starlark`).
+//! The `tend test` harness: finding test files, running them (`runner`) with the test
+//! builtins (`builtins`), simulated observed states with injected failures, snapshot
+//! files, diffs and outcomes. `lang` knows nothing of it: a spec's evaluation carries no
+//! test settings.
+
+mod builtins;
+mod runner;
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +12,8 @@ use serde_json::{json, Value as Json};
 
 use crate::provider::{InstanceState, InstanceTags, Observed, ObservedInstance};
 use crate::spec::{Spec, SpecHash};
+
+pub use runner::{run_test_file, TestRun, TestSettings};
 
 /// How one test ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
