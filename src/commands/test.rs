@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use engine::lang::EvalOptions;
-use engine::testing::{run_test_file, TestRun};
 use engine::testing::discover;
+use engine::testing::{run_test_file, TestRun};
 
 use crate::failure::Failure;
 

@@ -10,6 +10,7 @@ mod etcd_store;
 mod examples;
 mod harness;
 mod instance_processes;
+mod nickel;
 mod planner_props;
 mod plans;
 mod plugins;

@@ -14,12 +14,12 @@ use starlark::values::none::NoneType;
 use starlark::values::{Heap, Value};
 
 use super::runner::TestSettings;
+use super::{diff, observed_from_json, observed_to_json, simulate};
 use crate::graph::GroupGraph;
 use crate::lang::{evaluate_file, EvalContext, EvalOptions};
 use crate::plan::{plan, PlanInput};
 use crate::provider::Observed;
 use crate::spec::{EnvValue, Spec};
-use super::{diff, observed_from_json, observed_to_json, simulate};
 
 fn settings<'a>(eval: &Evaluator<'_, 'a, '_>) -> anyhow::Result<&'a TestSettings> {
     eval.extra
@@ -290,4 +290,3 @@ pub(super) fn test_builtins(builder: &mut GlobalsBuilder) {
         Ok(NoneType)
     }
 }
-

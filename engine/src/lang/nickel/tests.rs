@@ -60,6 +60,32 @@ let f = tend.flavors in
 }
 
 #[test]
+fn the_stdlib_services_are_the_same_in_both_languages() {
+    assert_twins(
+        r#"
+load("@tend//services.star", "etcd_member", "redis_server", "static_site")
+project(name = "twins")
+group(name = "etcd", ids = ["a", "b", "c"], provider = sim(), flavor = etcd_member(client_port = 22379, step = 5))
+group(name = "redis", size = 2, provider = sim(), flavor = redis_server(port = 16379))
+group(name = "site", size = 1, provider = sim(), flavor = static_site(8080, files = {"index.html": "hi"}))
+group(name = "box", size = 2, provider = sim(), flavor = static_site("{{ 9000 + instance.index }}", server = "busybox"))
+"#,
+        r#"
+let s = (import "tend.ncl").services in
+{
+  project = "twins",
+  groups = {
+    etcd = { ids = ["a", "b", "c"], provider = { sim = {} }, flavor = s.etcd_member { client_port = 22379, step = 5 } },
+    redis = { size = 2, provider = { sim = {} }, flavor = s.redis_server { port = 16379 } },
+    site = { size = 1, provider = { sim = {} }, flavor = s.static_site { port = 8080, files = { "index.html" = "hi" } } },
+    box = { size = 2, provider = { sim = {} }, flavor = s.static_site { port = "{{ 9000 + instance.index }}", server = 'busybox } },
+  },
+}
+"#,
+    );
+}
+
+#[test]
 fn the_stdlib_health_checks_and_policies_are_the_same_in_both_languages() {
     assert_twins(
         r#"
