@@ -8,7 +8,7 @@ use engine::controller::journal::Journal;
 use engine::controller::replicas::{Election, Replica};
 use engine::controller::{http, Controller, Options, Reload};
 use engine::fault::Fault;
-use engine::lang::{evaluate_file, EvalOptions};
+use engine::lang::{evaluate_file, is_nickel, EvalOptions};
 use engine::spec::Duration;
 use engine::store::etcd::Member;
 
@@ -24,7 +24,7 @@ fn environment(message: String) -> Failure {
     }
 }
 
-/// Every `.star` file under `root` (the spec's own files), at most 1,000.
+/// Every `.star` and `.ncl` file under `root` (the spec's own files), at most 1,000.
 fn spec_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -40,7 +40,9 @@ fn spec_files(root: &Path) -> Vec<PathBuf> {
             }
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "star") && found.len() < 1000 {
+            } else if path.extension().is_some_and(|e| e == "star" || e == "ncl")
+                && found.len() < 1000
+            {
                 found.push(path);
             }
         }
@@ -74,12 +76,39 @@ fn reload_for(spec: &SpecArgs, watch: bool) -> Option<Reload> {
         let options = EvalOptions {
             root: spec.root.clone(),
             max_steps: spec.max_steps,
+            ..Default::default()
         };
         Reload {
             files: spec_files(&root),
-            evaluate: Box::new(move || evaluate_file(&path, &options).map_err(|e| e.to_string())),
+            evaluate: Box::new(move || {
+                if is_nickel(&path) {
+                    evaluate_apart(&path, &options)
+                } else {
+                    evaluate_file(&path, &options).map_err(|e| e.to_string())
+                }
+            }),
         }
     })
+}
+
+/// Evaluates a Nickel spec in a `tend validate` of its own: Nickel cannot be stopped, and a
+/// runaway edit abandoned inside this long-lived process would spin here for good; in a
+/// child it ends with the child.
+fn evaluate_apart(path: &Path, options: &EvalOptions) -> Result<engine::spec::Spec, String> {
+    let tend = std::env::current_exe().map_err(|e| format!("cannot find tend itself: {e}"))?;
+    let mut validate = std::process::Command::new(tend);
+    validate.arg("validate").arg(path).arg("--json");
+    if let Some(root) = &options.root {
+        validate.arg("--root").arg(root);
+    }
+    let out = validate
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run tend validate: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim_end().to_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("tend validate printed no spec: {e}"))
 }
 
 /// Takes the project, commits the spec (when it is not the one applied last), and

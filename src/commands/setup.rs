@@ -18,6 +18,7 @@ pub fn load(args: &SpecArgs) -> Result<(Spec, GroupGraph), Failure> {
     let options = EvalOptions {
         root: args.root.clone(),
         max_steps: args.max_steps,
+        ..Default::default()
     };
     let spec = evaluate_file(&args.spec, &options)?;
     let graph = GroupGraph::build(&spec).map_err(|e| Failure::Spec(format!("error: {e}")))?;

@@ -22,6 +22,7 @@ pub fn run(paths: Vec<PathBuf>, update: bool, max_steps: u64) -> Result<i32, Fai
         options: EvalOptions {
             root: None,
             max_steps,
+            ..Default::default()
         },
     };
     let (mut passed, mut failed) = (0, 0);

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use crate::harness::{repo, tend, text};
+use crate::process::wait_for;
 use crate::process::Project;
+use crate::run::{converged, Running};
 
 fn ok(cwd: &Path, args: &[&str]) -> String {
     let out = tend(cwd, args);
@@ -102,4 +104,31 @@ group(name = "w", size = 1, provider = sim(), flavor = flavor(command = ["x"]))
     std::fs::write(dir.path().join("main.star"), star).unwrap_or_else(|e| panic!("{e}"));
     let model = ok(dir.path(), &["validate", "--json"]);
     assert!(model.contains("\"from-starlark\""), "{model}");
+}
+
+#[test]
+fn run_watch_follows_a_nickel_spec() {
+    let spec = |n: u32| {
+        format!(
+            r#"{{ project = "it-nickel-watch", groups.work = {{ size = {n}, provider = {{ process = {{}} }}, flavor = {{ command = ["sleep", "1000"] }} }} }}"#
+        )
+    };
+    let p = Project::new("it-nickel-watch", "");
+    std::fs::remove_file(p.path().join("main.star")).unwrap_or_else(|e| panic!("{e}"));
+    let write = |text: &str| {
+        std::fs::write(p.path().join("main.ncl"), text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    write(&spec(1));
+    let run = Running::start(&p, 19297, &["--watch"]);
+    wait_for(|| p.live().len() == 1 && converged(&p));
+    // A broken edit is reported, and the running spec kept.
+    write("{ groups.work = { size = ");
+    wait_for(|| {
+        run.get("/events")
+            .contains("the changed spec is not valid; keeping the running one")
+    });
+    assert_eq!(p.live().len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&spec(3));
+    wait_for(|| p.live().len() == 3 && converged(&p));
 }

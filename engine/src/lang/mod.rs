@@ -37,8 +37,11 @@ pub(crate) use recorder::EvalContext;
 pub struct EvalOptions {
     /// The folder no load may leave; defaults to the spec's own folder.
     pub root: Option<PathBuf>,
-    /// The most steps (function calls and loop iterations) one module may take.
+    /// The most steps (function calls and loop iterations) one Starlark module may take.
     pub max_steps: u64,
+    /// How long, and how much more memory, a Nickel spec may take to evaluate (Nickel has
+    /// no step count to limit).
+    pub budget: EvalBudget,
 }
 
 impl Default for EvalOptions {
@@ -46,6 +49,26 @@ impl Default for EvalOptions {
         EvalOptions {
             root: None,
             max_steps: 10_000_000,
+            budget: EvalBudget::default(),
+        }
+    }
+}
+
+/// The most a Nickel spec's evaluation may take before it is abandoned as runaway: a spec of
+/// 10,000 groups takes under a second and a few tens of MiB.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalBudget {
+    /// Wall-clock time.
+    pub time: std::time::Duration,
+    /// Growth of the process's resident memory while it evaluates.
+    pub memory_bytes: u64,
+}
+
+impl Default for EvalBudget {
+    fn default() -> Self {
+        EvalBudget {
+            time: std::time::Duration::from_secs(30),
+            memory_bytes: 1 << 30,
         }
     }
 }
@@ -139,9 +162,9 @@ pub fn evaluate_file(path: &Path, options: &EvalOptions) -> Result<Spec, LangErr
             &canonical,
             &path.display().to_string(),
             source,
-            &root,
-            &root_display,
+            (&root, &root_display),
             &folder,
+            options.budget,
         );
     }
     evaluate(
@@ -171,23 +194,27 @@ pub fn default_spec_path() -> PathBuf {
     }
 }
 
+/// `root` is the folder no import may leave, resolved and as the user named it.
 #[cfg(feature = "nickel")]
 fn evaluate_nickel(
     canonical: &Path,
     display: &str,
     text: String,
-    root: &Path,
-    root_display: &Path,
+    root: (&Path, &Path),
     folder: &str,
+    budget: EvalBudget,
 ) -> Result<Spec, LangError> {
-    nickel::evaluate(nickel::NickelSource {
-        canonical,
-        display,
-        text,
-        root,
-        root_display,
-        folder,
-    })
+    nickel::evaluate(
+        nickel::NickelSource {
+            canonical: canonical.to_path_buf(),
+            display: display.to_owned(),
+            text,
+            root: root.0.to_path_buf(),
+            root_display: root.1.to_path_buf(),
+            folder: folder.to_owned(),
+        },
+        budget,
+    )
 }
 
 #[cfg(not(feature = "nickel"))]
@@ -195,9 +222,9 @@ fn evaluate_nickel(
     _canonical: &Path,
     display: &str,
     _text: String,
-    _root: &Path,
-    _root_display: &Path,
+    _root: (&Path, &Path),
     _folder: &str,
+    _budget: EvalBudget,
 ) -> Result<Spec, LangError> {
     Err(Diagnostic::new(
         format!("{display} is a Nickel spec, and this tend was built without Nickel (cargo feature `nickel`)"),
@@ -226,9 +253,9 @@ pub fn evaluate_source(
             &canonical_root.join(display),
             display,
             source.to_owned(),
-            &canonical_root,
-            root,
+            (&canonical_root, root),
             &folder,
+            options.budget,
         );
     }
     evaluate(

@@ -178,6 +178,7 @@ fn the_step_limit_is_configurable() {
     let tight = EvalOptions {
         root: None,
         max_steps: 1000,
+        ..Default::default()
     };
     let err = evaluate_source("main.star", source, dir.path(), &tight)
         .err()

@@ -134,7 +134,7 @@ pub(super) fn test_builtins(builder: &mut GlobalsBuilder) {
         let settings = settings(eval)?;
         let options = EvalOptions {
             root: None,
-            max_steps: settings.options.max_steps,
+            ..settings.options.clone()
         };
         // Confined like load(): a test file reads specs in its own folder only.
         if Path::new(path).is_absolute() {

@@ -11,42 +11,97 @@ mod reading;
 mod shapes;
 mod shipped;
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use nickel_lang_core::eval::cache::CacheImpl;
 use nickel_lang_core::program::{Program, ProgramBuilder};
 
-use super::{check, Diagnostics, LangError};
+use super::{check, Diagnostics, EvalBudget, LangError};
 use crate::diagnostic::Diagnostic;
 use crate::spec::{validate, Spec};
 use diagnostics::Sources;
 
 /// A Nickel spec to evaluate: its text and where it is.
-pub(super) struct NickelSource<'a> {
+pub(super) struct NickelSource {
     /// The spec file, resolved (imports are relative to it).
-    pub canonical: &'a Path,
+    pub canonical: PathBuf,
     /// The file as the user named it, for messages.
-    pub display: &'a str,
+    pub display: String,
     /// Its text.
     pub text: String,
     /// The folder no import may leave, resolved.
-    pub root: &'a Path,
+    pub root: PathBuf,
     /// The same folder as the user named it.
-    pub root_display: &'a Path,
+    pub root_display: PathBuf,
     /// The spec's folder name, the default project name.
-    pub folder: &'a str,
+    pub folder: String,
 }
 
-/// Evaluates a Nickel spec and checks it like any spec.
-pub(super) fn evaluate(source: NickelSource<'_>) -> Result<Spec, LangError> {
+/// Evaluates a Nickel spec and checks it like any spec, on a thread of its own watched
+/// against `budget`: Nickel cannot be told to stop, so a runaway spec is abandoned (and an
+/// error) when it takes too long or too much memory.
+pub(super) fn evaluate(source: NickelSource, budget: EvalBudget) -> Result<Spec, LangError> {
+    let display = source.display.clone();
+    let (done, result) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    let memory_at_start = resident_bytes();
+    std::thread::Builder::new()
+        .name("nickel".to_owned())
+        .spawn(move || {
+            let _ = done.send(evaluate_here(source));
+        })
+        .map_err(|e| Diagnostic::new(format!("cannot evaluate {display}: {e}"), None))?;
+    loop {
+        match result.recv_timeout(Duration::from_millis(20)) {
+            Ok(result) => return result,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Diagnostic::new(
+                    format!("internal error (a bug in tend): evaluating {display} failed"),
+                    None,
+                )
+                .into())
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let grown = resident_bytes().saturating_sub(memory_at_start);
+        let why = if started.elapsed() > budget.time {
+            format!("ran for {}s", budget.time.as_secs())
+        } else if grown > budget.memory_bytes {
+            format!("took {} MiB more memory", grown >> 20)
+        } else {
+            continue;
+        };
+        return Err(Diagnostic::new(
+            format!("{display} {why} without finishing its evaluation and was abandoned"),
+            None,
+        )
+        .with_note("help: look for a recursion that never reaches its base case")
+        .into());
+    }
+}
+
+/// The process's resident memory, in bytes (0 when /proc cannot tell).
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
+
+fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
     let sources = Sources {
-        main: source.canonical.to_path_buf(),
-        main_display: source.display.to_owned(),
-        root: source.root.to_path_buf(),
-        root_display: source.root_display.to_path_buf(),
+        main: source.canonical.clone(),
+        main_display: source.display.clone(),
+        root: source.root.clone(),
+        root_display: source.root_display.clone(),
     };
     let mut program: Program<CacheImpl> = ProgramBuilder::new()
-        .add_source_string(shipped::wrapper(source.canonical), shipped::wrapper_path())
+        .add_source_string(shipped::wrapper(&source.canonical), shipped::wrapper_path())
         .add_import_paths([shipped::folder()])
         .build()
         .map_err(|e| Diagnostic::new(format!("cannot evaluate {}: {e}", source.display), None))?;
@@ -57,7 +112,7 @@ pub(super) fn evaluate(source: NickelSource<'_>) -> Result<Spec, LangError> {
         return Err(fail(&program, error));
     }
     let text = source.text;
-    let user = source.canonical.to_path_buf();
+    let user = source.canonical.clone();
     program
         .custom_transform(0, |cache, _, value| {
             shipped::register(cache, &user, text.clone());
@@ -82,7 +137,7 @@ pub(super) fn evaluate(source: NickelSource<'_>) -> Result<Spec, LangError> {
     }
     let read = reading::read(&value, program.pos_table(), &files, &sources)
         .map_err(|e| Diagnostic::new(e, None))?;
-    let spec = build(read, source.folder)?;
+    let spec = build(read, &source.folder)?;
     check(&spec)?;
     Ok(spec)
 }

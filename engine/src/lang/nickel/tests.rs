@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::lang::{evaluate_source, EvalOptions};
+use crate::lang::{evaluate_source, EvalBudget, EvalOptions};
 use crate::spec::{Spec, SpecHash};
 
 fn eval(dir: &Path, name: &str, source: &str) -> Result<Spec, String> {
@@ -217,6 +217,27 @@ fn imports_stay_inside_the_root() {
     let message = outside.err().unwrap_or_default();
     assert!(
         message.contains("outside.ncl, which is outside its root"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_runaway_spec_is_abandoned_with_an_error() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = EvalOptions {
+        budget: EvalBudget {
+            time: std::time::Duration::from_secs(1),
+            memory_bytes: 1 << 30,
+        },
+        ..Default::default()
+    };
+    let forever = "let rec f = fun x => f (x + 1) in { groups = f 0 }";
+    let message = evaluate_source("main.ncl", forever, dir.path(), &options)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("main.ncl ran for 1s without finishing its evaluation"),
         "{message}"
     );
 }
