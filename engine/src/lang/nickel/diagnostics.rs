@@ -58,33 +58,30 @@ impl Sources {
         }
     }
 
-    /// The place a span starts, with its line for the caret.
+    /// The place a span starts, with its line for the caret (found from the span itself,
+    /// so a location costs the length of its line, not of its file).
     pub fn location(&self, files: &Files, span: RawSpan) -> Option<SourceLocation> {
-        let start = span.start.to_usize();
-        let end = span.end.to_usize().max(start);
-        let place = files.location(span.src_id, span.start).ok()?;
         let source = files.source(span.src_id);
-        let line_index = place.line.to_usize();
+        let start = span.start.to_usize().min(source.len());
+        let end = span.end.to_usize().clamp(start, source.len());
+        let place = files.location(span.src_id, span.start).ok()?;
+        let line_start = source.get(..start)?.rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source
+            .get(start..)?
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
         let line_text = source
-            .lines()
-            .nth(line_index)
-            .unwrap_or_default()
+            .get(line_start..line_end)?
             .trim_end_matches('\r')
             .to_owned();
         let column = place.column.to_usize();
-        let line_chars = line_text.chars().count();
-        let spanned = source.get(start..end).unwrap_or_default();
-        let width = match spanned.find('\n') {
-            Some(cut) => spanned[..cut].chars().count(),
-            None => spanned.chars().count(),
-        }
-        .min(line_chars.saturating_sub(column));
+        let spanned = source.get(start..end.min(line_end)).unwrap_or_default();
         Some(SourceLocation {
             file: self.display(files.name(span.src_id)),
-            line: line_index + 1,
+            line: place.line.to_usize() + 1,
             column: column + 1,
             line_text,
-            width: width.max(1),
+            width: spanned.chars().count().max(1),
         })
     }
 
@@ -129,7 +126,7 @@ impl Sources {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>();
         let own_words = message.len() > 1;
-        let mut message = message.join(": ");
+        let mut message = in_tend_words(message.join(": "));
         let location = chosen.and_then(|i| {
             let label = &first.labels[i];
             self.location(
@@ -180,6 +177,20 @@ impl Sources {
             .map(Path::new)
             .find(|path| !path.starts_with(&self.root))
             .map(|path| path.display().to_string())
+    }
+}
+
+/// Nickel's words for a wrong provider ("extra field `dokcer`" in `provider`) as tend says
+/// it for a Starlark spec.
+fn in_tend_words(message: String) -> String {
+    let unknown = message
+        .strip_prefix("contract broken by the value of `provider`: extra field `")
+        .and_then(|rest| rest.strip_suffix('`'));
+    match unknown {
+        Some(name) => {
+            crate::lang::convert::ConvertError::UnknownProvider(name.to_owned()).to_string()
+        }
+        None => message,
     }
 }
 

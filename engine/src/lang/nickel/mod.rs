@@ -143,7 +143,7 @@ fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
 }
 
 /// Builds the model from the evaluated record, reporting each problem at its field.
-fn build(read: reading::Read, folder: &str) -> Result<Spec, LangError> {
+fn build(read: reading::Read<'_>, folder: &str) -> Result<Spec, LangError> {
     let project = match read.string("project") {
         Some(name) => {
             validate::project_name(&name)

@@ -16,18 +16,20 @@ use crate::lang::declare::{self, GroupParts, Part};
 use crate::spec::Group;
 
 /// The evaluated spec: its value as JSON and where its fields were written.
-pub struct Read {
+pub struct Read<'a> {
     json: Json,
-    places: HashMap<String, (RawSpan, SourceLocation)>,
+    places: HashMap<String, RawSpan>,
+    files: &'a Files,
+    sources: &'a Sources,
 }
 
 /// Reads the evaluated value.
-pub fn read(
+pub fn read<'a>(
     value: &NickelValue,
     positions: &PosTable,
-    files: &Files,
-    sources: &Sources,
-) -> Result<Read, String> {
+    files: &'a Files,
+    sources: &'a Sources,
+) -> Result<Read<'a>, String> {
     let json = serde_json::to_value(value)
         .map_err(|e| format!("the spec does not evaluate to plain data: {e}"))?;
     let mut places = HashMap::new();
@@ -38,14 +40,19 @@ pub fn read(
         places: &mut places,
     };
     walk.value(value, "");
-    Ok(Read { json, places })
+    Ok(Read {
+        json,
+        places,
+        files,
+        sources,
+    })
 }
 
 struct Walk<'a> {
     positions: &'a PosTable,
     files: &'a Files,
     sources: &'a Sources,
-    places: &'a mut HashMap<String, (RawSpan, SourceLocation)>,
+    places: &'a mut HashMap<String, RawSpan>,
 }
 
 impl Walk<'_> {
@@ -57,9 +64,7 @@ impl Walk<'_> {
             .flatten()
             .find(|span| self.sources.is_user_file(self.files, span.src_id));
         if let Some(span) = written {
-            if let Some(location) = self.sources.location(self.files, *span) {
-                self.places.insert(path.to_owned(), (*span, location));
-            }
+            self.places.insert(path.to_owned(), *span);
         }
     }
 
@@ -94,7 +99,7 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-impl Read {
+impl Read<'_> {
     /// A top-level string field.
     pub fn string(&self, field: &str) -> Option<String> {
         self.json.get(field)?.as_str().map(str::to_owned)
@@ -105,8 +110,8 @@ impl Read {
     pub fn at(&self, path: &str) -> Option<SourceLocation> {
         let mut path = path;
         loop {
-            if let Some((_, location)) = self.places.get(path) {
-                return Some(location.clone());
+            if let Some(span) = self.places.get(path) {
+                return self.sources.location(self.files, *span);
             }
             let cut = path.rfind(['.', '['])?;
             path = &path[..cut];
@@ -128,7 +133,7 @@ impl Read {
                         let written = self
                             .places
                             .get(&join("groups", name))
-                            .map(|(span, _)| (span.src_id, span.start.to_usize()));
+                            .map(|span| (span.src_id, span.start.to_usize()));
                         (written, name.clone())
                     })
                     .collect()

@@ -57,13 +57,21 @@ fn strings(value: &Json) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The one field of a `{ choice = {...} }` record, as the contract guarantees.
-fn choice(value: &Json) -> (&str, &Json) {
-    value
-        .as_object()
-        .and_then(|m| m.iter().next())
-        .map(|(k, v)| (k.as_str(), v))
-        .unwrap_or(("", &Json::Null))
+/// The one field of a `{ choice = {...} }` record (the contract allows only known ones).
+fn choice<'a>(
+    value: &'a Json,
+    what: &str,
+    choices: &[&str],
+) -> Result<(&'a str, &'a Json), Located> {
+    let given: Vec<(&String, &Json)> = value.as_object().into_iter().flatten().collect();
+    match given.as_slice() {
+        [(name, args)] => Ok((name.as_str(), args)),
+        _ => Err(at("")(anyhow::anyhow!(
+            "{what} needs exactly one of {}, got {}",
+            choices.join(", "),
+            given.len()
+        ))),
+    }
 }
 
 fn published(ports: Option<&Json>) -> Result<Json, Located> {
@@ -82,7 +90,11 @@ fn published(ports: Option<&Json>) -> Result<Json, Located> {
 
 /// A provider record as the struct `process()`, `docker()`, ... build.
 pub fn provider(value: &Json) -> Result<Json, Located> {
-    let (kind, args) = choice(value);
+    let (kind, args) = choice(
+        value,
+        "a provider",
+        &["process", "docker", "sim", "terraform", "vagrant", "plugin"],
+    )?;
     let inside = |e: Located| e.under(kind);
     let mut fields = Map::new();
     fields.insert("kind".into(), json!("provider"));
@@ -227,10 +239,12 @@ pub fn flavor(value: &Json) -> Result<Json, Located> {
 
 /// A health record as the struct `http()`, `tcp()` or `exec()` build.
 pub fn health(value: &Json) -> Result<Json, Located> {
-    let (kind, args) = ["http", "tcp", "exec"]
+    let probes: Map<String, Json> = ["http", "tcp", "exec"]
         .into_iter()
-        .find_map(|k| value.get(k).map(|args| (k, args)))
-        .unwrap_or(("", &Json::Null));
+        .filter_map(|k| value.get(k).map(|args| (k.to_owned(), args.clone())))
+        .collect();
+    let probes = Json::Object(probes);
+    let (kind, args) = choice(&probes, "a health check", &["http", "tcp", "exec"])?;
     let timing = |field: &str| text(value, field).unwrap_or_default().to_owned();
     let (grace_period, interval, timeout) = (
         timing("grace_period"),
@@ -313,7 +327,7 @@ pub fn balancer(value: &Json) -> Result<Json, Located> {
 
 /// An update record as the struct `rolling()` or `recreate()` builds.
 pub fn update(value: &Json) -> Result<Json, Located> {
-    let (kind, args) = choice(value);
+    let (kind, args) = choice(value, "an update policy", &["rolling", "recreate"])?;
     if kind == "recreate" {
         return Ok(json!({"kind": "update", "strategy": "recreate"}));
     }
