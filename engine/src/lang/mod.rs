@@ -180,7 +180,8 @@ pub fn evaluate_file(path: &Path, options: &EvalOptions) -> Result<Spec, LangErr
 
 /// Whether a spec file is Nickel, by its extension.
 pub fn is_nickel(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "ncl")
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ncl"))
 }
 
 /// The spec a command reads when given none: `./main.star`, else `./main.ncl`.

@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use nickel_lang_core::error::{Error, IntoDiagnostics, LabelStyle};
+use nickel_lang_core::error::{Error, IntoDiagnostics, LabelStyle, ParseError};
 use nickel_lang_core::files::{FileId, Files};
 use nickel_lang_core::position::RawSpan;
 
@@ -64,7 +64,6 @@ impl Sources {
         let source = files.source(span.src_id);
         let start = span.start.to_usize().min(source.len());
         let end = span.end.to_usize().clamp(start, source.len());
-        let place = files.location(span.src_id, span.start).ok()?;
         let line_start = source.get(..start)?.rfind('\n').map_or(0, |i| i + 1);
         let line_end = source
             .get(start..)?
@@ -74,11 +73,22 @@ impl Sources {
             .get(line_start..line_end)?
             .trim_end_matches('\r')
             .to_owned();
-        let column = place.column.to_usize();
+        // Nickel's own index answers in O(log n); an error at the very end of the file (or
+        // in an empty one) is past it, and is counted here instead.
+        let indexed = (start < source.len())
+            .then(|| files.location(span.src_id, span.start).ok())
+            .flatten();
+        let (line, column) = match indexed {
+            Some(place) => (place.line.to_usize(), place.column.to_usize()),
+            None => (
+                source.get(..start)?.matches('\n').count(),
+                source.get(line_start..start)?.chars().count(),
+            ),
+        };
         let spanned = source.get(start..end.min(line_end)).unwrap_or_default();
         Some(SourceLocation {
             file: self.display(files.name(span.src_id)),
-            line: place.line.to_usize() + 1,
+            line: line + 1,
             column: column + 1,
             line_text,
             width: spanned.chars().count().max(1),
@@ -93,6 +103,14 @@ impl Sources {
     /// A Nickel error as one diagnostic: its message, at the first place in the user's own
     /// files that it names (else in the shipped contract), the rest as notes.
     pub fn diagnostic(&self, mut files: Files, error: Error) -> Diagnostic {
+        // A file that ends too soon is named with no place in it: its end is the place.
+        let ended_early = match &error {
+            Error::ParseErrors(parse) => parse.errors.iter().find_map(|e| match e {
+                ParseError::UnexpectedEOF(file, _) => Some(*file),
+                _ => None,
+            }),
+            _ => None,
+        };
         let reported = error.into_diagnostics(&mut files);
         let Some(first) = reported.into_iter().next() else {
             return Diagnostic::new("the Nickel program failed to evaluate", None);
@@ -126,14 +144,26 @@ impl Sources {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>();
         let own_words = message.len() > 1;
-        let mut message = in_tend_words(message.join(": "));
-        let location = chosen.and_then(|i| {
-            let label = &first.labels[i];
-            self.location(
-                &files,
-                RawSpan::from_range(label.file_id, label.range.clone()),
-            )
-        });
+        let mut message = in_tend_words(message.join(": "))
+            .replace(&self.main.display().to_string(), &self.main_display);
+        let location = chosen
+            .and_then(|i| {
+                let label = &first.labels[i];
+                self.location(
+                    &files,
+                    RawSpan::from_range(label.file_id, label.range.clone()),
+                )
+            })
+            .or_else(|| {
+                let file = ended_early?;
+                let end = files.source(file).len();
+                self.location(&files, RawSpan::from_range(file, end..end))
+            });
+        if let Some(importer) = chosen.map(|i| Path::new(files.name(first.labels[i].file_id))) {
+            if let Some(said) = self.import_words(&message, importer) {
+                message = said;
+            }
+        }
         // What the shipped contract expected, in its own words (`Number`, `Array String`),
         // unless the contract said what was wrong itself.
         for label in &first.labels {
@@ -167,6 +197,28 @@ impl Sources {
             diagnostic = diagnostic.with_note(tidy(note));
         }
         diagnostic
+    }
+
+    /// Nickel's words for an import it could not read ("could not find import (looked in
+    /// [...])", with absolute paths), said as tend says it: an import that leads outside the
+    /// spec's folder is refused, whether it names a path there or a link to one.
+    fn import_words(&self, message: &str, importer: &Path) -> Option<String> {
+        let rest = message.strip_prefix("import of ")?;
+        let (name, _) = rest.split_once(" failed: could not find import")?;
+        let wanted = importer.parent()?.join(name);
+        let lexical = normalize(&wanted);
+        let leaves = !lexical.starts_with(&self.root)
+            || wanted
+                .canonicalize()
+                .is_ok_and(|real| !real.starts_with(&self.root));
+        Some(if leaves {
+            format!(
+                "import of {name} leads outside the spec's folder {}: imports stay inside it",
+                self.root_display.display()
+            )
+        } else {
+            format!("import of {name} failed: there is no such file")
+        })
     }
 
     /// The first file the evaluation read from disk outside the spec's root, if any.
@@ -210,4 +262,19 @@ fn tidy(message: &str) -> String {
         }
         _ => joined,
     }
+}
+
+/// A path with `.` and `..` taken out, without reading the disk.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -6,6 +6,7 @@
 //! ([`super::declare`]), so both languages give the same model, the same hashes and the
 //! same plans. Every problem is a [`Diagnostic`] with `file:line:column`.
 
+mod confine;
 mod diagnostics;
 mod reading;
 mod shapes;
@@ -49,6 +50,8 @@ pub(super) fn evaluate(source: NickelSource, budget: EvalBudget) -> Result<Spec,
     let memory_at_start = resident_bytes();
     std::thread::Builder::new()
         .name("nickel".to_owned())
+        // Nickel recurses on nested records; Starlark specs nest thousands deep.
+        .stack_size(256 << 20)
         .spawn(move || {
             let _ = done.send(evaluate_here(source));
         })
@@ -94,6 +97,9 @@ fn resident_bytes() -> u64 {
 }
 
 fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
+    // Where the kernel cannot confine the thread, the check after evaluation still refuses
+    // the spec, but only once the file was read.
+    confine::reads_to(&source.root);
     let sources = Sources {
         main: source.canonical.clone(),
         main_display: source.display.clone(),
@@ -127,8 +133,11 @@ fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
     if let Some(outside) = sources.outside_root(&files) {
         return Err(Diagnostic::new(
             format!(
-                "the spec imports {outside}, which is outside its root {}",
-                source.root_display.display()
+                "the spec imports {outside}, which is outside its folder {}",
+                match source.root_display.as_os_str().is_empty() {
+                    true => ".".to_owned(),
+                    false => source.root_display.display().to_string(),
+                }
             ),
             None,
         )

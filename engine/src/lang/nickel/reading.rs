@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use nickel_lang_core::eval::value::{Container, NickelValue, ValueContentRef};
-use nickel_lang_core::files::{FileId, Files};
+use nickel_lang_core::files::Files;
 use nickel_lang_core::position::{PosTable, RawSpan};
 use serde_json::Value as Json;
 
@@ -19,6 +19,7 @@ use crate::spec::Group;
 pub struct Read<'a> {
     json: Json,
     places: HashMap<String, RawSpan>,
+    group_order: Vec<String>,
     files: &'a Files,
     sources: &'a Sources,
 }
@@ -33,16 +34,19 @@ pub fn read<'a>(
     let json = serde_json::to_value(value)
         .map_err(|e| format!("the spec does not evaluate to plain data: {e}"))?;
     let mut places = HashMap::new();
+    let mut group_order = Vec::new();
     let mut walk = Walk {
         positions,
         files,
         sources,
         places: &mut places,
+        group_order: &mut group_order,
     };
     walk.value(value, "");
     Ok(Read {
         json,
         places,
+        group_order,
         files,
         sources,
     })
@@ -53,6 +57,7 @@ struct Walk<'a> {
     files: &'a Files,
     sources: &'a Sources,
     places: &'a mut HashMap<String, RawSpan>,
+    group_order: &'a mut Vec<String>,
 }
 
 impl Walk<'_> {
@@ -73,6 +78,9 @@ impl Walk<'_> {
             ValueContentRef::Record(Container::Alloc(record)) => {
                 for (name, field) in &record.fields {
                     let Some(inner) = &field.value else { continue };
+                    if path == "groups" {
+                        self.group_order.push(name.label().to_owned());
+                    }
                     let child = join(path, name.label());
                     let value_span = self.positions.get(inner.pos_idx()).into_opt();
                     self.note(&child, &[name.pos.into_opt(), value_span]);
@@ -118,34 +126,16 @@ impl Read<'_> {
         }
     }
 
-    /// The groups' names in the order they were written (files in the order Nickel read
-    /// them, then place in the file), so
-    /// plans list them as a Starlark spec declaring them in that order would.
+    /// The groups' names in the order Nickel keeps the record's fields: as written in a
+    /// record literal, as listed for `std.record.from_array`, left before right in a merge;
+    /// so plans list them as a Starlark spec declaring them in that order would.
     pub fn group_names(&self) -> Vec<String> {
-        let mut names: Vec<(Option<(FileId, usize)>, String)> = self
-            .json
-            .get("groups")
-            .and_then(Json::as_object)
-            .map(|groups| {
-                groups
-                    .keys()
-                    .map(|name| {
-                        let written = self
-                            .places
-                            .get(&join("groups", name))
-                            .map(|span| (span.src_id, span.start.to_usize()));
-                        (written, name.clone())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort_by(|a, b| match (&a.0, &b.0) {
-            (Some(x), Some(y)) => x.cmp(y).then_with(|| a.1.cmp(&b.1)),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.1.cmp(&b.1),
-        });
-        names.into_iter().map(|(_, name)| name).collect()
+        let exported = self.json.get("groups").and_then(Json::as_object);
+        self.group_order
+            .iter()
+            .filter(|name| exported.is_some_and(|g| g.contains_key(name.as_str())))
+            .cloned()
+            .collect()
     }
 
     fn group_json(&self, name: &str) -> &Json {

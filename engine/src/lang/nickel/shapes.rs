@@ -41,6 +41,17 @@ fn at<E: Into<anyhow::Error>>(path: &str) -> impl FnOnce(E) -> Located + '_ {
     }
 }
 
+/// A field that must be a whole number (Nickel numbers may be fractions), if present.
+fn whole(record: &Json, field: &str) -> Result<Option<i64>, Located> {
+    match record.get(field) {
+        None | Some(Json::Null) => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| at(field)(anyhow::anyhow!("`{field}` must be a whole number, got {n}"))),
+    }
+}
+
 fn text<'a>(record: &'a Json, field: &str) -> Option<&'a str> {
     record.get(field).and_then(Json::as_str)
 }
@@ -159,7 +170,7 @@ pub fn provider(value: &Json) -> Result<Json, Located> {
         "plugin" => {
             let command = strings(&args["command"]);
             let config = args.get("config").cloned().unwrap_or(json!({}));
-            let name = convert::plugin_parts(&command, text(args, "name"), &config)
+            let name = convert::plugin_parts(&command, text(args, "name"), &mark_secrets(&config))
                 .map_err(|e| inside(at("")(e)))?;
             fields.insert("name".into(), json!(name));
             fields.insert("command".into(), json!(command));
@@ -171,27 +182,47 @@ pub fn provider(value: &Json) -> Result<Json, Located> {
     Ok(Json::Object(fields))
 }
 
-fn secret(value: &Json) -> Json {
-    json!({"kind": "secret", "secret": value["secret"]})
+/// A `tend.secret "NAME"` as the struct `secret()` builds, its name checked as there.
+fn secret(value: &Json, path: &str) -> Result<Json, Located> {
+    let name = value["secret"].as_str().unwrap_or_default();
+    validate::env_name(name).map_err(at(path))?;
+    Ok(json!({"kind": "secret", "secret": name}))
+}
+
+/// A plugin's config with every `tend.secret` in it marked as `secret()` marks its
+/// structs, so the check every front end makes finds it.
+fn mark_secrets(value: &Json) -> Json {
+    match value {
+        Json::Object(map) if map.len() == 1 && map.get("secret").is_some_and(Json::is_string) => {
+            json!({"kind": "secret", "secret": map["secret"]})
+        }
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), mark_secrets(v)))
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(items.iter().map(mark_secrets).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A flavor record as the struct `flavor()` builds.
 pub fn flavor(value: &Json) -> Result<Json, Located> {
     let map = |field: &str| value.get(field).and_then(Json::as_object).cloned();
-    let env: Map<String, Json> = map("env")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| {
-            let v = if v.is_object() { secret(&v) } else { v };
-            (k, v)
-        })
-        .collect();
+    let mut env = Map::new();
+    for (name, value) in map("env").unwrap_or_default() {
+        let value = match value {
+            Json::Object(_) => secret(&value, &format!("env.{name}"))?,
+            plain => plain,
+        };
+        env.insert(name, value);
+    }
     let files = map("files").unwrap_or_default();
-    let secret_files: Map<String, Json> = map("secret_files")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, secret(&v)))
-        .collect();
+    let mut secret_files = Map::new();
+    for (path, value) in map("secret_files").unwrap_or_default() {
+        let value = secret(&value, &format!("secret_files.{path}"))?;
+        secret_files.insert(path, value);
+    }
     for (field, paths) in [("files", &files), ("secret_files", &secret_files)] {
         for path in paths.keys() {
             convert::instance_path(path).map_err(at(field))?;
@@ -251,7 +282,7 @@ pub fn health(value: &Json) -> Result<Json, Located> {
         timing("interval"),
         timing("timeout"),
     );
-    let failures = value.get("failures").and_then(Json::as_i64).unwrap_or(0);
+    let failures = whole(value, "failures")?.unwrap_or(0);
     for (field, written) in [
         ("grace_period", &grace_period),
         ("interval", &interval),
@@ -297,7 +328,7 @@ pub fn health(value: &Json) -> Result<Json, Located> {
 /// A resources record as the struct `resources()` builds.
 fn resources(value: &Json) -> Result<Json, Located> {
     let memory = text(value, "memory");
-    let pids = value.get("pids").map(|p| p.as_i64().unwrap_or(-1));
+    let pids = whole(value, "pids")?;
     let cpu = convert::resources(memory, value.get("cpu").and_then(Json::as_f64), pids)
         .map_err(at(""))?;
     Ok(json!({"kind": "resources", "memory": memory, "cpu": cpu, "pids": pids}))
@@ -305,7 +336,7 @@ fn resources(value: &Json) -> Result<Json, Located> {
 
 /// A balancer record as the struct `balancer()` builds.
 pub fn balancer(value: &Json) -> Result<Json, Located> {
-    let port = value.get("port").map(|p| p.as_i64().unwrap_or(-1));
+    let port = whole(value, "port")?;
     let listen = convert::balancer_listen(port, text(value, "listen")).map_err(at(""))?;
     let drain_timeout = text(value, "drain_timeout").unwrap_or("5s");
     convert::duration_param("drain_timeout", drain_timeout).map_err(at("drain_timeout"))?;
@@ -331,8 +362,12 @@ pub fn update(value: &Json) -> Result<Json, Located> {
     if kind == "recreate" {
         return Ok(json!({"kind": "update", "strategy": "recreate"}));
     }
-    let number = |field: &str| args.get(field).and_then(Json::as_i64).unwrap_or(-1);
-    let (max_unavailable, max_surge) = (number("max_unavailable"), number("max_surge"));
+    let number = |field: &str| {
+        whole(args, field)
+            .map(|n| n.unwrap_or(-1))
+            .map_err(|e| e.under("rolling"))
+    };
+    let (max_unavailable, max_surge) = (number("max_unavailable")?, number("max_surge")?);
     let word = |field: &str| text(args, field).unwrap_or_default().to_owned();
     let (min_ready, health_timeout, on_failure) = (
         word("min_ready"),

@@ -184,6 +184,28 @@ fn groups_keep_the_order_they_are_written_in() {
     .unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = spec.groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["zeta", "alpha", "mid"]);
+    // Made from a list, as a Starlark loop would make them.
+    let spec = eval(
+        dir.path(),
+        "main.ncl",
+        r#"let make = fun name => { field = name, value = { size = 1, provider = { sim = {} }, flavor = { command = [name] } } } in
+{ groups = std.record.from_array (std.array.map make ["web", "api", "db"]) }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = spec.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["web", "api", "db"]);
+}
+
+#[test]
+fn deeply_nested_values_are_read_without_overflowing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let depth = 400;
+    let config = format!("{}1{}", "{ a = ".repeat(depth), " }".repeat(depth));
+    let source = format!(
+        r#"{{ groups.p = {{ size = 1, provider = {{ plugin = {{ command = ["python3", "p.py"], config = {{ deep = {config} }} }} }}, flavor = {{ command = ["x"] }} }} }}"#
+    );
+    let spec = eval(dir.path(), "main.ncl", &source).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.groups[0].provider.kind, "p");
 }
 
 #[test]
@@ -216,9 +238,26 @@ fn imports_stay_inside_the_root() {
     );
     let message = outside.err().unwrap_or_default();
     assert!(
-        message.contains("outside.ncl, which is outside its root"),
+        message.contains("import of ../outside.ncl leads outside the spec's folder"),
         "{message}"
     );
+    // A link inside the folder to a file outside it is refused too, and the file is never
+    // read: its text would otherwise be the error.
+    std::fs::write(dir.path().join("secret.txt"), "{ leaked = true }")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("lib/linked.ncl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let linked = eval(
+        &root,
+        "main.ncl",
+        r#"{ project = std.fail_with (import "lib/linked.ncl" as 'Text) }"#,
+    );
+    let message = linked.err().unwrap_or_default();
+    assert!(
+        message.contains("import of lib/linked.ncl leads outside the spec's folder"),
+        "{message}"
+    );
+    assert!(!message.contains("leaked"), "{message}");
 }
 
 #[test]
@@ -240,4 +279,24 @@ fn a_runaway_spec_is_abandoned_with_an_error() {
         message.contains("main.ncl ran for 1s without finishing its evaluation"),
         "{message}"
     );
+}
+
+#[test]
+fn groups_from_a_json_file_get_the_contract_and_its_defaults() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("groups.json"),
+        r#"{"web": {"size": 2, "provider": {"sim": {}}, "flavor": {"command": ["srv"], "health": {"tcp": {"port": 8080}}}}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (star, ncl) = (
+        r#"project(name = "j")
+group(name = "web", size = 2, provider = sim(), flavor = flavor(command = ["srv"], health = tcp(port = 8080)))
+"#,
+        r#"{ project = "j", groups = import "groups.json" }"#,
+    );
+    let a = eval(dir.path(), "main.star", star).unwrap_or_else(|e| panic!("{e}"));
+    let b = eval(dir.path(), "main.ncl", ncl).unwrap_or_else(|e| panic!("{e}"));
+    let json = |s: &Spec| serde_json::to_string(s).unwrap_or_default();
+    assert_eq!(json(&a), json(&b));
 }
