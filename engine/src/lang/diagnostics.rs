@@ -43,9 +43,10 @@ pub fn from_starlark(error: &starlark::Error) -> Diagnostic {
     diagnostic
 }
 
-/// Starlark's own messages are capitalised; tend's start lowercase. Lines are kept (a test
-/// failure carries a diff), without trailing spaces or blank lines.
-fn tidy_message(message: &str) -> String {
+/// Messages from the languages' own crates, as tend writes its own: tend's start lowercase
+/// (Starlark's and Nickel's are capitalised). Lines are kept (a test failure carries a diff),
+/// without trailing spaces or blank lines.
+pub(crate) fn tidy_message(message: &str) -> String {
     let joined = message
         .lines()
         .map(str::trim_end)

@@ -10,6 +10,7 @@ use nickel_lang_core::position::RawSpan;
 
 use super::shipped;
 use crate::diagnostic::{Diagnostic, SourceLocation};
+use crate::lang::diagnostics::tidy_message;
 
 /// The files of one evaluation and how to show them.
 pub struct Sources {
@@ -140,7 +141,7 @@ impl Sources {
         let message = first
             .message
             .lines()
-            .map(|l| tidy(l.trim()))
+            .map(|l| tidy_message(l.trim()))
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>();
         let own_words = message.len() > 1;
@@ -190,11 +191,11 @@ impl Sources {
                 )
                 .map(|l| format!(" at {l}"))
                 .unwrap_or_default();
-            diagnostic = diagnostic.with_note(format!("{}{place}", tidy(&label.message)));
+            diagnostic = diagnostic.with_note(format!("{}{place}", tidy_message(&label.message)));
         }
         // Hints for the user; not those for whoever wrote the contract, which ships in tend.
         for note in first.notes.iter().filter(|n| !n.contains("contract might")) {
-            diagnostic = diagnostic.with_note(tidy(note));
+            diagnostic = diagnostic.with_note(tidy_message(note));
         }
         diagnostic
     }
@@ -243,24 +244,6 @@ fn in_tend_words(message: String) -> String {
             crate::lang::convert::ConvertError::UnknownProvider(name.to_owned()).to_string()
         }
         None => message,
-    }
-}
-
-/// Nickel's messages, as tend writes its own: lowercase first letter, one line per line,
-/// no trailing spaces.
-fn tidy(message: &str) -> String {
-    let joined = message
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut chars = joined.chars();
-    match chars.next() {
-        Some(first) if chars.clone().next().is_some_and(|c| c.is_lowercase()) => {
-            first.to_lowercase().chain(chars).collect()
-        }
-        _ => joined,
     }
 }
 
