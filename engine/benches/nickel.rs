@@ -13,7 +13,7 @@ use engine::spec::Spec;
 const RUNS: usize = 5;
 
 fn dependency(i: usize) -> Option<usize> {
-    (i % 10 != 0).then(|| i - 1)
+    (!i.is_multiple_of(10)).then(|| i - 1)
 }
 
 fn starlark(groups: usize) -> String {
