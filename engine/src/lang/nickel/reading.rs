@@ -160,18 +160,7 @@ pub fn group(read: &Read, name: &str) -> Result<Group, Diagnostic> {
         Some(expose) => Some(shapes::balancer(expose).map_err(|e| located(e.under("expose")))?),
         None => None,
     };
-    let whole_number = |field: &str| -> Result<Option<i64>, Diagnostic> {
-        match json.get(field) {
-            None => Ok(None),
-            Some(n) => n.as_i64().map(Some).ok_or_else(|| {
-                Diagnostic::new(
-                    format!("`{field}` must be a whole number, got {n}"),
-                    read.at(&join(&base, field)),
-                )
-            }),
-        }
-    };
-    let size = whole_number("size")?;
+    let size = shapes::whole(json, "size").map_err(located)?;
     let ids = json.get("ids").and_then(Json::as_array).map(|ids| {
         ids.iter()
             .map(|id| id.as_str().unwrap_or_default().to_owned())

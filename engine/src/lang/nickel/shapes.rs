@@ -42,7 +42,7 @@ fn at<E: Into<anyhow::Error>>(path: &str) -> impl FnOnce(E) -> Located + '_ {
 }
 
 /// A field that must be a whole number (Nickel numbers may be fractions), if present.
-fn whole(record: &Json, field: &str) -> Result<Option<i64>, Located> {
+pub fn whole(record: &Json, field: &str) -> Result<Option<i64>, Located> {
     match record.get(field) {
         None | Some(Json::Null) => Ok(None),
         Some(n) => n
