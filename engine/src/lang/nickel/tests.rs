@@ -300,3 +300,27 @@ group(name = "web", size = 2, provider = sim(), flavor = flavor(command = ["srv"
     let json = |s: &Spec| serde_json::to_string(s).unwrap_or_default();
     assert_eq!(json(&a), json(&b));
 }
+
+#[test]
+fn a_tend_ncl_beside_the_spec_is_imported_but_the_shipped_contract_still_checks() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.path().join("tend.ncl"),
+        r#"{ mine = ["from", "beside"] }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let spec = eval(
+        dir.path(),
+        "main.ncl",
+        r#"let t = import "tend.ncl" in { groups.w = { size = 1, provider = { sim = {} }, flavor = { command = t.mine } } }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.groups[0].flavor.command, ["from", "beside"]);
+    let refused = eval(
+        dir.path(),
+        "main.ncl",
+        r#"{ groups.w = { size = "one", provider = { sim = {} }, flavor = { command = ["x"] } } }"#,
+    );
+    let message = refused.err().unwrap_or_default();
+    assert!(message.contains("expected type `Number`"), "{message}");
+}
