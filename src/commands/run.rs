@@ -24,8 +24,10 @@ fn environment(message: String) -> Failure {
     }
 }
 
-/// Every `.star` and `.ncl` file under `root` (the spec's own files), at most 1,000.
+/// Every spec file under `root` (`.star`, `.ncl`, and the JSON, YAML and TOML a Nickel spec
+/// may import), at most 1,000.
 fn spec_files(root: &Path) -> Vec<PathBuf> {
+    const SPEC_FILES: [&str; 6] = ["star", "ncl", "json", "yaml", "yml", "toml"];
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -40,7 +42,10 @@ fn spec_files(root: &Path) -> Vec<PathBuf> {
             }
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "star" || e == "ncl")
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| SPEC_FILES.contains(&e))
                 && found.len() < 1000
             {
                 found.push(path);

@@ -432,7 +432,7 @@ pub fn published_ports(entries: Vec<(Json, Json)>) -> anyhow::Result<Map<String,
     let mut mapped = Map::new();
     for (inside, outside) in entries {
         let inside = match &inside {
-            Json::Number(n) => validate::port(n.as_i64().unwrap_or(-1))?.to_string(),
+            Json::Number(n) => validate::port(whole_port(n, "container port")?)?.to_string(),
             Json::String(text) => validate::port(
                 text.parse::<i64>()
                     .map_err(|_| anyhow::anyhow!("container port {text:?} is not a number"))?,
@@ -442,7 +442,7 @@ pub fn published_ports(entries: Vec<(Json, Json)>) -> anyhow::Result<Map<String,
         };
         let outside = match &outside {
             Json::Number(n) if n.as_i64() == Some(0) => Json::from(0),
-            Json::Number(n) => Json::from(validate::port(n.as_i64().unwrap_or(-1))?),
+            Json::Number(n) => Json::from(validate::port(whole_port(n, "host port")?)?),
             Json::String(_) => outside,
             other => anyhow::bail!(
                 "host port for {inside} must be a number or a template, got {}",
@@ -452,6 +452,13 @@ pub fn published_ports(entries: Vec<(Json, Json)>) -> anyhow::Result<Map<String,
         mapped.insert(inside, outside);
     }
     Ok(mapped)
+}
+
+/// A port written as a number: whole, and small enough to say it is out of range.
+fn whole_port(n: &serde_json::Number, what: &str) -> anyhow::Result<i64> {
+    n.as_i64()
+        .or_else(|| n.as_u64().map(|_| i64::MAX))
+        .ok_or_else(|| anyhow::anyhow!("{what} must be a whole number, got {n}"))
 }
 
 /// Checks a `docker(host = ...)`: a unix socket or a TCP address every replica reaches.

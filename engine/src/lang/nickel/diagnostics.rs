@@ -215,11 +215,19 @@ impl Sources {
         Some(if leaves {
             format!(
                 "import of {name} leads outside the spec's folder {}: imports stay inside it",
-                self.root_display.display()
+                self.root_shown()
             )
         } else {
             format!("import of {name} failed: there is no such file")
         })
+    }
+
+    /// The spec's folder as the user named it; `.` when they named none.
+    pub fn root_shown(&self) -> String {
+        match self.root_display.as_os_str().is_empty() {
+            true => ".".to_owned(),
+            false => self.root_display.display().to_string(),
+        }
     }
 
     /// The first file the evaluation read from disk outside the spec's root, if any.

@@ -98,8 +98,9 @@ fn resident_bytes() -> u64 {
 
 fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
     // Where the kernel cannot confine the thread, the check after evaluation still refuses
-    // the spec, but only once the file was read.
-    confine::reads_to(&source.root);
+    // the spec (failed or not, so a file's text never becomes the error), but only once the
+    // file was read.
+    let confined = confine::reads_to(&source.root);
     let sources = Sources {
         main: source.canonical.clone(),
         main_display: source.display.clone(),
@@ -125,25 +126,23 @@ fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
             Ok::<_, std::convert::Infallible>(value)
         })
         .map_err(|e| Diagnostic::new(format!("cannot evaluate {}: {e:?}", source.display), None))?;
-    let value = match program.eval_full_for_export() {
-        Ok(value) => value,
-        Err(error) => return Err(fail(&program, error)),
-    };
+    let evaluated = program.eval_full_for_export();
     let files = program.files();
-    if let Some(outside) = sources.outside_root(&files) {
+    if let Some(outside) = sources.outside_root(&files).filter(|_| !confined) {
         return Err(Diagnostic::new(
             format!(
                 "the spec imports {outside}, which is outside its folder {}",
-                match source.root_display.as_os_str().is_empty() {
-                    true => ".".to_owned(),
-                    false => source.root_display.display().to_string(),
-                }
+                sources.root_shown()
             ),
             None,
         )
         .with_note("help: keep imported files in the spec's folder")
         .into());
     }
+    let value = match evaluated {
+        Ok(value) => value,
+        Err(error) => return Err(fail(&program, error)),
+    };
     let read = reading::read(&value, program.pos_table(), &files, &sources)
         .map_err(|e| Diagnostic::new(e, None))?;
     let spec = build(read, &source.folder)?;

@@ -78,7 +78,7 @@ let s = (import "tend.ncl").services in
     etcd = { ids = ["a", "b", "c"], provider = { sim = {} }, flavor = s.etcd_member { client_port = 22379, step = 5 } },
     redis = { size = 2, provider = { sim = {} }, flavor = s.redis_server { port = 16379 } },
     site = { size = 1, provider = { sim = {} }, flavor = s.static_site { port = 8080, files = { "index.html" = "hi" } } },
-    box = { size = 2, provider = { sim = {} }, flavor = s.static_site { port = "{{ 9000 + instance.index }}", server = 'busybox } },
+    box = { size = 2, provider = { sim = {} }, flavor = s.static_site { port = "{{ 9000 + instance.index }}", server = "busybox" } },
   },
 }
 "#,
