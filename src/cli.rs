@@ -11,6 +11,25 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+    /// More diagnostics on stderr: -v for debug, -vv for trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Fewer diagnostics on stderr: -q for warnings only, -qq for errors only.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+    /// How diagnostics are written on stderr: text, or JSON (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Formats of the diagnostics on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line: time, level, project, group, slot, instance, action,
+    /// message.
+    Json,
 }
 
 /// Options every command that reads a spec shares.
@@ -66,9 +85,13 @@ pub enum Command {
     Status {
         #[command(flatten)]
         spec: SpecArgs,
-        /// Print the status as JSON.
+        /// Print the status as JSON (with --watch, one object per line).
         #[arg(long)]
         json: bool,
+        /// Look again every EVERY (default 2s) until Ctrl-C; on a terminal the status is
+        /// redrawn in place.
+        #[arg(long, value_name = "EVERY", num_args = 0..=1, default_missing_value = "2s")]
+        watch: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -143,9 +166,12 @@ pub struct RunArgs {
     /// The longest time between two looks at the instances (events wake it sooner).
     #[arg(long, default_value = "10s")]
     pub resync: String,
-    /// Where to serve /healthz, /status, /metrics and /events.
+    /// Where to serve the dashboard (/), /healthz, /status, /metrics and /events.
     #[arg(long, default_value = "127.0.0.1:9180")]
     pub listen: String,
+    /// Connections the endpoint serves at once; more are answered 503 at once.
+    #[arg(long, default_value_t = engine::controller::http::MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Evaluate the spec again when its files change.
     #[arg(long)]
     pub watch: bool,
@@ -189,9 +215,6 @@ pub enum PluginCommand {
         /// The folder the plugin starts in (default: the current one).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Print what the plugin writes on stderr.
-        #[arg(long)]
-        verbose: bool,
         /// The plugin's program and arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod failure;
+mod logging;
 mod output;
 mod progress;
 
@@ -11,6 +12,7 @@ use clap::Parser;
 fn main() {
     failure::install_panic_hook();
     let cli = cli::Cli::parse();
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
     // A panic on this thread is a bug: the hook has said so; exit 1 like any error. A panic
     // inside one action is caught where the action runs and fails that action alone.
     let code = match std::panic::catch_unwind(|| commands::run(cli)) {

@@ -1,16 +1,17 @@
 //! Running a reconciler to convergence for `apply` and `destroy`, with visible progress:
-//! one line per finished action on stdout, a progress count on stderr when it is a
-//! terminal, and a summary. The first Ctrl-C (or SIGTERM) starts nothing more and lets
-//! running actions finish; a second exits at once, leaving every instance made so far
-//! tagged and findable.
+//! one line per finished action on stdout, a progress bar per group on stderr when it is a
+//! terminal (done, running, waiting on health, failed), and a summary. The first Ctrl-C (or
+//! SIGTERM) starts nothing more and lets running actions finish; a second exits at once,
+//! leaving every instance made so far tagged and findable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use engine::plan::ActionKind;
+use engine::plan::{Action, ActionKind, Plan};
 use engine::reconcile::{converge, Converged, Event, GroupPhase, Reconciler};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::failure::Failure;
 
@@ -30,54 +31,172 @@ pub struct Tally {
     failed: usize,
 }
 
-/// Where the progress lines go: returns the event sink and the tally it keeps. `total`
-/// is the size of the plan shown, for the terminal's progress count.
-pub fn printer(total: usize) -> (engine::reconcile::EventSink, Arc<Mutex<Tally>>) {
+/// The bars drawn now, if any: lines written meanwhile go above them.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Runs `write` with the progress bars (when drawn) cleared first and drawn again after,
+/// so a line never lands inside a bar.
+pub fn above_bars(write: impl FnOnce()) {
+    let bars = BARS.lock().ok().and_then(|b| b.clone());
+    match bars {
+        Some(bars) => bars.suspend(write),
+        None => write(),
+    }
+}
+
+/// One group's bar and what it counts.
+struct GroupBar {
+    bar: ProgressBar,
+    running: usize,
+    waiting: BTreeSet<String>,
+    failed: usize,
+}
+
+impl GroupBar {
+    fn show(&self) {
+        let mut parts = Vec::new();
+        let running = self.running.saturating_sub(self.waiting.len());
+        if running > 0 {
+            parts.push(format!("{running} running"));
+        }
+        if !self.waiting.is_empty() {
+            parts.push(format!("{} waiting on health", self.waiting.len()));
+        }
+        if self.failed > 0 {
+            parts.push(format!("{} failed", self.failed));
+        }
+        self.bar.set_message(parts.join(", "));
+    }
+}
+
+/// A bar per group of the plan, on a terminal's stderr.
+struct Bars {
+    groups: BTreeMap<String, GroupBar>,
+}
+
+impl Bars {
+    /// Bars for `plan`'s groups, when stderr is a terminal; `None` elsewhere, where the
+    /// lines on stdout say everything.
+    fn for_plan(plan: &Plan) -> Option<Bars> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+        for action in &plan.actions {
+            *totals.entry(action.group.as_str()).or_default() += 1;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:>14} [{bar:24}] {pos}/{len} {msg}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let groups = totals
+            .into_iter()
+            .map(|(group, total)| {
+                let bar = multi.add(ProgressBar::new(total));
+                bar.set_style(style.clone());
+                bar.set_prefix(group.to_owned());
+                let g = GroupBar {
+                    bar,
+                    running: 0,
+                    waiting: BTreeSet::new(),
+                    failed: 0,
+                };
+                (group.to_owned(), g)
+            })
+            .collect();
+        if let Ok(mut shown) = BARS.lock() {
+            *shown = Some(multi.clone());
+        }
+        Some(Bars { groups })
+    }
+
+    fn group(&mut self, action: &Action) -> Option<&mut GroupBar> {
+        self.groups.get_mut(&action.group)
+    }
+
+    fn on(&mut self, event: &Event) {
+        match event {
+            Event::Started(action) => {
+                if let Some(g) = self.group(action) {
+                    g.running += 1;
+                    g.show();
+                }
+            }
+            Event::WaitingOnHealth { action, .. } => {
+                let slot = action.slot.to_string();
+                if let Some(g) = self.group(action) {
+                    g.waiting.insert(slot);
+                    g.show();
+                }
+            }
+            Event::Finished {
+                action, outcome, ..
+            } => {
+                let slot = action.slot.to_string();
+                if let Some(g) = self.group(action) {
+                    g.running = g.running.saturating_sub(1);
+                    g.waiting.remove(&slot);
+                    match outcome {
+                        Ok(_) => g.bar.inc(1),
+                        Err(_) => g.failed += 1,
+                    }
+                    g.show();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One line for a finished action.
+fn finished_line(action: &Action, outcome: &engine::exec::Outcome, elapsed: f64) -> String {
+    let target = format!("{}/{}", action.group, action.slot);
+    match outcome {
+        Ok(done) => {
+            let made = match done.instance.as_deref() {
+                Some(i) if done.in_place => format!(" ({i}) in place"),
+                Some(i) => format!(" ({i})"),
+                None => String::new(),
+            };
+            let checked = done
+                .checked
+                .as_deref()
+                .map(|c| format!(", {c}"))
+                .unwrap_or_default();
+            format!(
+                "{} {:<9} {target}{made} in {elapsed:.1}s{checked}",
+                action.action.symbol(),
+                past(action.action),
+            )
+        }
+        Err(error) => format!("x failed    {target} ({}): {error}", action.action.name()),
+    }
+}
+
+/// Where the progress lines go: returns the event sink and the tally it keeps. `plan` is
+/// the plan shown, for the terminal's bars.
+pub fn printer(plan: &Plan) -> (engine::reconcile::EventSink, Arc<Mutex<Tally>>) {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let counts = tally.clone();
-    let bar = std::io::stderr().is_terminal();
+    let bars = Mutex::new(Bars::for_plan(plan));
     let sink: engine::reconcile::EventSink = Arc::new(move |event| {
+        if let Ok(mut bars) = bars.lock() {
+            if let Some(bars) = bars.as_mut() {
+                bars.on(&event);
+            }
+        }
         let line = match event {
             Event::Finished {
                 action,
                 outcome,
                 elapsed,
             } => {
-                let target = format!("{}/{}", action.group, action.slot);
                 let mut tally = counts.lock().unwrap_or_else(|p| p.into_inner());
-                let line = match &outcome {
-                    Ok(done) => {
-                        *tally.done.entry(action.action).or_default() += 1;
-                        let made = match done.instance.as_deref() {
-                            Some(i) if done.in_place => format!(" ({i}) in place"),
-                            Some(i) => format!(" ({i})"),
-                            None => String::new(),
-                        };
-                        let checked = done
-                            .checked
-                            .as_deref()
-                            .map(|c| format!(", {c}"))
-                            .unwrap_or_default();
-                        format!(
-                            "{} {:<9} {target}{made} in {:.1}s{checked}",
-                            action.action.symbol(),
-                            past(action.action),
-                            elapsed.as_secs_f64()
-                        )
-                    }
-                    Err(error) => {
-                        tally.failed += 1;
-                        format!("x failed    {target} ({}): {error}", action.action.name())
-                    }
-                };
-                if bar {
-                    let finished: usize = tally.done.values().sum::<usize>() + tally.failed;
-                    crate::err!("\r\x1b[2K");
-                    crate::outln!("{line}");
-                    crate::err!("[{finished}/{total}]");
-                    return;
+                match &outcome {
+                    Ok(_) => *tally.done.entry(action.action).or_default() += 1,
+                    Err(_) => tally.failed += 1,
                 }
-                line
+                finished_line(&action, &outcome, elapsed.as_secs_f64())
             }
             Event::RolloutFailed {
                 group,
@@ -102,14 +221,22 @@ pub fn printer(total: usize) -> (engine::reconcile::EventSink, Arc<Mutex<Tally>>
                 provider,
                 error: Some(e),
             } => format!("x cannot observe {provider}: {e}"),
-            Event::Started(_) | Event::Provider { .. } | Event::Hold { .. } => return,
+            Event::Started(_)
+            | Event::WaitingOnHealth { .. }
+            | Event::Provider { .. }
+            | Event::Hold { .. } => return,
         };
-        if bar {
-            crate::err!("\r\x1b[2K");
-        }
-        crate::outln!("{line}");
+        above_bars(|| crate::outln!("{line}"));
     });
     (sink, tally)
+}
+
+/// Takes the progress bars off the terminal, if some are drawn.
+fn clear_bars() {
+    let bars = BARS.lock().ok().and_then(|mut b| b.take());
+    if let Some(bars) = bars {
+        let _ = bars.clear();
+    }
 }
 
 /// Stops on the first Ctrl-C or SIGTERM; exits at once on the second.
@@ -134,9 +261,11 @@ pub fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
             }
             signalled += 1;
             if signalled == 1 {
-                crate::errln!(
-                    "\nStopping: no new actions start; running ones finish. Again to stop at once."
-                );
+                above_bars(|| {
+                    crate::errln!(
+                        "\nStopping: no new actions start; running ones finish. Again to stop at once."
+                    )
+                });
                 let _ = tx.send(true);
             } else {
                 crate::errln!("Stopping now: every instance made so far carries its tags.");
@@ -156,10 +285,9 @@ pub async fn run_to_end(
 ) -> Result<i32, Failure> {
     let started = Instant::now();
     let mut stop = stop_on_signals();
-    let ended = converge(reconciler, &mut stop).await?;
-    if std::io::stderr().is_terminal() {
-        crate::err!("\r\x1b[2K");
-    }
+    let ended = converge(reconciler, &mut stop).await;
+    clear_bars();
+    let ended = ended?;
     let seconds = started.elapsed().as_secs_f64();
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
     let count = |k: ActionKind| tally.done.get(&k).copied().unwrap_or(0);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::{InstanceState, Observed, ObservedInstance};
 use crate::reconcile::GroupPhase;
-use crate::spec::{Spec, SpecHash};
+use crate::spec::{Spec, SpecHash, UpdatePolicy};
 use crate::store::{now_ms, Applied, FailedRollout};
 
 /// One instance.
@@ -62,6 +62,86 @@ pub struct GroupStatus {
     /// Where its balancer listens, when the spec exposes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose: Option<String>,
+    /// Its slots counted by how they are doing.
+    #[serde(default)]
+    pub counts: SlotCounts,
+    /// Where its rolling update is, while instances are outdated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutProgress>,
+}
+
+/// A group's slots and instances counted by how they are doing; a slot counts once, by
+/// its worst live instance (or as missing, or backing off, when it has none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotCounts {
+    /// Live, healthy (or with no check) and at the group's hash.
+    pub healthy: usize,
+    /// Live and waiting on its first healthy check.
+    pub starting: usize,
+    /// Live and failing its checks.
+    pub unhealthy: usize,
+    /// Dead instances still observed.
+    pub dead: usize,
+    /// Live at an older hash.
+    pub outdated: usize,
+    /// Allocated slots with no live instance.
+    pub missing: usize,
+    /// Slots waiting out a backoff.
+    pub backoff: usize,
+}
+
+/// Where a group's rolling update is: `batch` of `batches`, `updated` of `wanted` at the
+/// new hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutProgress {
+    /// The batch under way, from 1.
+    pub batch: usize,
+    /// How many batches the update takes.
+    pub batches: usize,
+    /// Live instances at the group's hash.
+    pub updated: usize,
+    /// Instances the group wants.
+    pub wanted: usize,
+}
+
+impl RolloutProgress {
+    /// The progress of a rollout that replaces `batch_size` instances at a time, with
+    /// `outdated` of `wanted` still at an older hash; none when nothing is outdated.
+    pub fn of(wanted: usize, outdated: usize, batch_size: usize) -> Option<RolloutProgress> {
+        if outdated == 0 || wanted == 0 {
+            return None;
+        }
+        let size = batch_size.max(1);
+        let updated = wanted.saturating_sub(outdated);
+        let batches = wanted.div_ceil(size);
+        Some(RolloutProgress {
+            batch: (updated / size + 1).min(batches),
+            batches,
+            updated,
+            wanted,
+        })
+    }
+}
+
+impl GroupStatus {
+    /// Counts its slots, by the state of each instance, after `backoff` is known.
+    pub fn count(&mut self) {
+        let mut c = SlotCounts {
+            missing: self.missing.len(),
+            backoff: self.backoff.len(),
+            ..SlotCounts::default()
+        };
+        for i in &self.instances {
+            match i.state {
+                InstanceState::Dead => c.dead += 1,
+                _ if i.outdated => c.outdated += 1,
+                InstanceState::Running => c.healthy += 1,
+                InstanceState::Starting => c.starting += 1,
+                InstanceState::Unhealthy => c.unhealthy += 1,
+            }
+        }
+        self.counts = c;
+    }
 }
 
 /// The whole status.
@@ -73,6 +153,10 @@ pub struct Status {
     pub serial: Option<u64>,
     /// How long ago it was applied.
     pub applied_ms_ago: Option<u64>,
+    /// Set by `tend run`: when the round this status comes from observed the instances,
+    /// in milliseconds since the Unix epoch (events newer than this are not in it yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at_ms: Option<u64>,
     /// Every group of the spec.
     pub groups: Vec<GroupStatus>,
     /// Instances of the project that no group owns.
@@ -195,7 +279,15 @@ pub fn build(
             .map(|s| s.to_string())
             .filter(|s| !live.contains(s.as_str()))
             .collect();
-        groups.push(GroupStatus {
+        let outdated = instances
+            .iter()
+            .filter(|i| i.state.is_live() && i.outdated)
+            .count();
+        let batch_size = match &group.update {
+            UpdatePolicy::Rolling(r) => (r.max_unavailable + r.max_surge) as usize,
+            UpdatePolicy::Recreate => group.allocation.len(),
+        };
+        let mut status = GroupStatus {
             name: group.name.clone(),
             wanted: group.allocation.len(),
             hash,
@@ -205,7 +297,11 @@ pub fn build(
             failing: None,
             backoff: BTreeMap::new(),
             expose: group.expose.as_ref().map(|e| e.listen.clone()),
-        });
+            counts: SlotCounts::default(),
+            rollout: RolloutProgress::of(group.allocation.len(), outdated, batch_size),
+        };
+        status.count();
+        groups.push(status);
     }
     let orphans = by_group
         .into_values()
@@ -222,6 +318,7 @@ pub fn build(
         project: spec.project.clone(),
         serial: applied.map(|a| a.serial),
         applied_ms_ago: applied.map(|a| now_ms().saturating_sub(a.applied_at)),
+        observed_at_ms: None,
         groups,
         orphans,
         balancers: Vec::new(),
@@ -250,6 +347,18 @@ impl Replicas {
 }
 
 impl Status {
+    /// The status without its instances and slot lists (each group keeps its counts): what
+    /// a page shows of a project of any size before a group is opened.
+    pub fn brief(mut self) -> Status {
+        for group in &mut self.groups {
+            group.instances.clear();
+            group.missing.clear();
+            group.backoff.clear();
+        }
+        self.orphans.clear();
+        self
+    }
+
     /// Marks groups whose rollout failed (from the store) as paused or rolled back.
     pub fn note_failed_rollouts(&mut self, failed: &BTreeMap<String, FailedRollout>) {
         for group in &mut self.groups {
@@ -298,6 +407,13 @@ impl Status {
             if let Some(reason) = g.phase.as_ref().and_then(GroupPhase::reason) {
                 let name = g.phase.as_ref().map(GroupPhase::name).unwrap_or_default();
                 let _ = writeln!(out, "  {}: {reason}", name.replace('_', " ").to_uppercase());
+            }
+            if let Some(r) = &g.rollout {
+                let _ = writeln!(
+                    out,
+                    "  rolling: batch {} of {}, {}/{} updated",
+                    r.batch, r.batches, r.updated, r.wanted
+                );
             }
             if let Some(why) = g
                 .failing

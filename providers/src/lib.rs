@@ -43,7 +43,7 @@ pub fn all(state_dir: &Path) -> ProviderSet {
     set.insert(Arc::new(sim::SimProvider::new(state_dir)));
     set.insert(Arc::new(terraform::TerraformProvider::new(
         state_dir,
-        terraform::progress_to_stderr(),
+        terraform::progress_to_log(),
     )));
     set.insert(Arc::new(vagrant::VagrantProvider::new(state_dir)));
     set
@@ -56,7 +56,7 @@ pub fn all(state_dir: &Path) -> ProviderSet {
 pub fn for_specs(state_dir: &Path, dir: &Path, specs: &[&Spec]) -> ProviderSet {
     let set = all(state_dir).with_factory(Arc::new(plugin::Plugins {
         dir: dir.to_path_buf(),
-        logs: plugin::logs::to_stderr(),
+        logs: plugin::logs::to_log(),
     }));
     for spec in specs {
         set.learn(spec);

@@ -65,8 +65,8 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
                 });
             }
             if let Some(range) = args.ports {
-                crate::errln!(
-                    "note: --ports {range} is not used: {} gives ports from its own range (its --ports, else the spec's project(ports = ...))",
+                tracing::warn!(
+                    "--ports {range} is not used: {} gives ports from its own range (its --ports, else the spec's project(ports = ...))",
                     holder.who()
                 );
             }
@@ -109,7 +109,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         providers,
         parallelism: args.parallelism,
         ports: args.ports,
-        planned: planned.actions.len(),
+        planned: &planned,
         verb: "Apply",
     }
     .run(&rt)

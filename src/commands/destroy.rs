@@ -60,7 +60,7 @@ pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
         providers,
         parallelism: args.parallelism,
         ports: args.ports,
-        planned: planned.actions.len(),
+        planned: &planned,
         verb: "Destroy",
     }
     .run(&rt)

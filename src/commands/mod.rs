@@ -18,6 +18,7 @@ use crate::failure::Failure;
 
 /// Runs a command; returns the exit status.
 pub fn run(cli: Cli) -> Result<i32, Failure> {
+    let verbose = cli.verbose > 0;
     match cli.command {
         Command::Validate { spec, json } => validate::run(&spec, json),
         Command::Plan {
@@ -42,10 +43,14 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
                 PluginCommand::Conformance {
                     config,
                     dir,
-                    verbose,
                     command,
                 },
         } => plugin::conformance(command, &config, dir, verbose),
-        Command::Status { spec, json, store } => status::run(&spec, json, &store),
+        Command::Status {
+            spec,
+            json,
+            watch,
+            store,
+        } => status::run(&spec, json, watch.as_deref(), &store),
     }
 }

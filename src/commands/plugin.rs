@@ -13,7 +13,7 @@ use crate::failure::Failure;
 use super::setup::runtime;
 
 /// Runs every conformance check on the plugin `command` starts; prints a line per check.
-/// Exit status 1 when one failed.
+/// Exit status 1 when one failed. With `verbose` (`-v`), the plugin's stderr is logged.
 pub fn conformance(
     command: Vec<String>,
     config: &str,
@@ -26,7 +26,7 @@ pub fn conformance(
     })?;
     let dir = dir.unwrap_or_else(|| PathBuf::from("."));
     let sink: LogSink = if verbose {
-        logs::to_stderr()
+        logs::to_log()
     } else {
         // Its stderr is still kept: a failed check quotes its last lines.
         Arc::new(|_: &str, _: &str| {})

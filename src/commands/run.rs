@@ -24,36 +24,52 @@ fn environment(message: String) -> Failure {
     }
 }
 
-/// Every spec file under `root` (`.star`, `.ncl`, and the JSON, YAML and TOML a Nickel spec
-/// may import), at most 1,000.
-fn spec_files(root: &Path) -> Vec<PathBuf> {
-    const SPEC_FILES: [&str; 6] = ["star", "ncl", "json", "yaml", "yml", "toml"];
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let hidden = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            if hidden {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
+/// The files a spec may read: `.star`, `.ncl`, and the JSON, YAML and TOML a Nickel spec
+/// may import.
+const SPEC_FILES: [&str; 6] = ["star", "ncl", "json", "yaml", "yml", "toml"];
+
+/// True when `event` touched a spec file outside hidden folders (`.tend/` among them).
+fn touches_spec(event: &notify::Event, root: &Path) -> bool {
+    use notify::EventKind;
+    if !matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+    ) {
+        return false;
+    }
+    event.paths.iter().any(|path| {
+        let hidden = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .components()
+            .any(|c| c.as_os_str().to_str().is_some_and(|n| n.starts_with('.')));
+        !hidden
+            && path
                 .extension()
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| SPEC_FILES.contains(&e))
-                && found.len() < 1000
-            {
-                found.push(path);
-            }
+    })
+}
+
+/// Watches the spec files under `root` (inotify, through `notify`): `changed` is told at
+/// each change. The watcher must be kept while the watch matters.
+fn watch_files(
+    root: &Path,
+    changed: Arc<tokio::sync::Notify>,
+) -> Result<notify::RecommendedWatcher, Failure> {
+    use notify::Watcher;
+    let absolute = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let seen = absolute.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| touches_spec(&e, &seen)) {
+            changed.notify_one();
         }
-    }
-    found.sort();
-    found
+    })
+    .map_err(|e| environment(format!("--watch: cannot watch files: {e}")))?;
+    watcher
+        .watch(&absolute, notify::RecursiveMode::Recursive)
+        .map_err(|e| environment(format!("--watch: cannot watch {}: {e}", root.display())))?;
+    Ok(watcher)
 }
 
 fn duration_flag(flag: &str, text: &str) -> Result<std::time::Duration, Failure> {
@@ -64,36 +80,41 @@ fn duration_flag(flag: &str, text: &str) -> Result<std::time::Duration, Failure>
     Ok(parsed.to_std())
 }
 
-/// With `--watch`: how to evaluate the spec again when one of its files changes.
-fn reload_for(spec: &SpecArgs, watch: bool) -> Option<Reload> {
-    watch.then(|| {
-        let root = spec
-            .root
-            .clone()
-            .or_else(|| spec.spec.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        let root = if root.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            root
-        };
-        let path = spec.spec.clone();
-        let options = EvalOptions {
-            root: spec.root.clone(),
-            max_steps: spec.max_steps,
-            ..Default::default()
-        };
-        Reload {
-            files: spec_files(&root),
-            evaluate: Box::new(move || {
-                if is_nickel(&path) {
-                    evaluate_apart(&path, &options)
-                } else {
-                    evaluate_file(&path, &options).map_err(|e| e.to_string())
-                }
-            }),
-        }
-    })
+/// With `--watch`: a watch on the spec's folder, and how to evaluate the spec again when
+/// one of its files changes.
+fn reload_for(spec: &SpecArgs, watch: bool) -> Result<Option<Reload>, Failure> {
+    if !watch {
+        return Ok(None);
+    }
+    let root = spec
+        .root
+        .clone()
+        .or_else(|| spec.spec.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let root = if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    };
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let watcher = watch_files(&root, changed.clone())?;
+    let path = spec.spec.clone();
+    let options = EvalOptions {
+        root: spec.root.clone(),
+        max_steps: spec.max_steps,
+        ..Default::default()
+    };
+    Ok(Some(Reload {
+        changed,
+        watcher: Box::new(watcher),
+        evaluate: Box::new(move || {
+            if is_nickel(&path) {
+                evaluate_apart(&path, &options)
+            } else {
+                evaluate_file(&path, &options).map_err(|e| e.to_string())
+            }
+        }),
+    }))
 }
 
 /// Evaluates a Nickel spec in a `tend validate` of its own: Nickel cannot be stopped, and a
@@ -122,6 +143,8 @@ fn evaluate_apart(path: &Path, options: &EvalOptions) -> Result<engine::spec::Sp
 pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let resync = duration_flag("--resync", &args.resync)?;
+    // A watch that cannot be set up stops the command here, before anything runs.
+    drop(reload_for(&args.spec, args.watch)?);
     let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
     // The specs it adopts later, and those whose instances may remain, are learned by the
     // providers as they meet them.
@@ -138,7 +161,11 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             ports,
             report: true,
             listen: Some(listen.clone()),
-            reload: reload_for(&spec_args, watch),
+            // Checked before the controller started: a watch that fails later is told.
+            reload: reload_for(&spec_args, watch).unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                None
+            }),
             quick_heals_from: engine::reconcile::QUICK_HEALS_FROM,
             endpoint: None,
         }
@@ -179,10 +206,14 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             let listener = tokio::net::TcpListener::bind(&args.listen)
                 .await
                 .map_err(|e| environment(format!("cannot listen on {}: {e}", args.listen)))?;
-            tokio::spawn(http::serve(listener, Arc::new(endpoint.clone())));
+            tokio::spawn(http::serve(
+                listener,
+                Arc::new(endpoint.clone()),
+                args.max_connections,
+            ));
             let stop = crate::progress::stop_on_signals();
-            crate::errln!(
-                "tend run: a replica of project {project:?} in {}; http://{}/status",
+            tracing::info!(
+                "tend run: a replica of project {project:?} in {}; dashboard on http://{}/",
                 args.store.store.as_deref().unwrap_or_default(),
                 args.listen
             );
@@ -230,10 +261,10 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| environment(format!("cannot listen on {}: {e}", args.listen)))?;
-        tokio::spawn(http::serve(listener, endpoint));
+        tokio::spawn(http::serve(listener, endpoint, args.max_connections));
         let stop = crate::progress::stop_on_signals();
-        crate::errln!(
-            "tend run: keeping project {project:?} at serial {}; http://{}/status",
+        tracing::info!(
+            "tend run: keeping project {project:?} at serial {}; dashboard on http://{}/",
             applied.serial,
             args.listen
         );

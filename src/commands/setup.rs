@@ -21,6 +21,7 @@ pub fn load(args: &SpecArgs) -> Result<(Spec, GroupGraph), Failure> {
         ..Default::default()
     };
     let spec = evaluate_file(&args.spec, &options)?;
+    crate::logging::set_project(&spec.project);
     let graph = GroupGraph::build(&spec).map_err(|e| Failure::Spec(format!("error: {e}")))?;
     Ok((spec, graph))
 }
@@ -239,8 +240,8 @@ pub struct Drive<'a> {
     pub parallelism: usize,
     /// Where instance ports come from (`--ports`), when given.
     pub ports: Option<engine::spec::PortRange>,
-    /// Actions planned, for the progress counter.
-    pub planned: usize,
+    /// The plan shown, for the progress bars.
+    pub planned: &'a engine::plan::Plan,
     /// "Apply" or "Destroy", for the closing line.
     pub verb: &'static str,
 }

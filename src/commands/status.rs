@@ -1,5 +1,7 @@
 //! `tend status`
 
+use std::io::IsTerminal;
+
 use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
@@ -7,8 +9,24 @@ use super::setup::{load, look, open_store, providers_for, runtime, Closing, OnCt
 
 /// Shows what runs for the project, judged against the spec: each instance probed once
 /// with its own checks, failed rollouts from the store, and, while `tend run` holds the
-/// project, its view (phases, failing groups, backoffs).
-pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failure> {
+/// project, its view (phases, failing groups, backoffs). With `watch`, looks again every
+/// so often until Ctrl-C: in place on a terminal, one status after another elsewhere.
+pub fn run(
+    args: &SpecArgs,
+    json: bool,
+    watch: Option<&str>,
+    store: &StoreArgs,
+) -> Result<i32, Failure> {
+    let every = watch
+        .map(|text| {
+            text.parse::<engine::spec::Duration>()
+                .map(|d| d.to_std().max(std::time::Duration::from_millis(100)))
+                .map_err(|e| Failure::Other {
+                    fault: engine::fault::Fault::Usage,
+                    message: format!("--watch: {e}"),
+                })
+        })
+        .transpose()?;
     let (spec, _) = load(args)?;
     let (state_dir, store) = open_store(&args.spec, store, &spec)?;
     let applied = store.last_applied()?;
@@ -16,25 +34,74 @@ pub fn run(args: &SpecArgs, json: bool, store: &StoreArgs) -> Result<i32, Failur
     let providers = providers_for(&args.spec, &state_dir, &spec, &previous);
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
-    let look = look(&rt, &spec, &previous, &store, &providers, OnCtrlC::EndsLook)?;
-    let mut status = engine::status::build(&spec, &look.observed, applied.as_ref(), &|id| {
+    let in_place = every.is_some() && !json && std::io::stdout().is_terminal();
+    loop {
+        let status = snapshot(&rt, &spec, &store, &providers)?;
+        if json && every.is_some() {
+            crate::outln!("{}", serde_json::to_string(&status).unwrap_or_default());
+        } else if json {
+            crate::outln!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+        } else if in_place {
+            redraw(&status.to_text(), every.unwrap_or_default());
+        } else {
+            crate::out!("{}", status.to_text());
+        }
+        let Some(every) = every else {
+            return Ok(0);
+        };
+        if !in_place && !json {
+            crate::outln!();
+        }
+        let stopped = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => true,
+                _ = tokio::time::sleep(every) => false,
+            }
+        });
+        if stopped {
+            return Ok(0);
+        }
+    }
+}
+
+/// One look at the project, with the store's and the controller's word on it.
+fn snapshot(
+    rt: &tokio::runtime::Runtime,
+    spec: &engine::spec::Spec,
+    store: &engine::store::Store,
+    providers: &engine::provider::ProviderSet,
+) -> Result<engine::status::Status, Failure> {
+    let applied = store.last_applied()?;
+    let previous: Vec<_> = applied.iter().map(|a| a.spec.clone()).collect();
+    let look = look(rt, spec, &previous, store, providers, OnCtrlC::EndsLook)?;
+    let mut status = engine::status::build(spec, &look.observed, applied.as_ref(), &|id| {
         look.health.get(id).cloned()
     });
     status.note_failed_rollouts(&store.failed_rollouts()?);
-    if let Some(controller) = engine::controller::report::read(&store) {
+    if let Some(controller) = engine::controller::report::read(store) {
         controller.annotate(&mut status);
     }
-    status.replicas = engine::controller::replicas::shown(&store)?;
-    status.tools = rt.block_on(tools(&spec, &providers));
-    if json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&status).unwrap_or_default()
-        );
-    } else {
-        crate::out!("{}", status.to_text());
+    status.replicas = engine::controller::replicas::shown(store)?;
+    status.tools = rt.block_on(tools(spec, providers));
+    Ok(status)
+}
+
+/// Draws `text` over the last one: from the top left, each line cleared to its end, and
+/// the rest of the screen cleared below.
+fn redraw(text: &str, every: std::time::Duration) {
+    let mut screen = String::from("\x1b[H");
+    for line in text.lines() {
+        screen.push_str(line);
+        screen.push_str("\x1b[K\n");
     }
-    Ok(0)
+    screen.push_str(&format!(
+        "\x1b[K\nlooking again every {:.1}s; Ctrl-C to stop\x1b[K\n\x1b[J",
+        every.as_secs_f64()
+    ));
+    crate::out!("{screen}");
 }
 
 /// What the tools the spec's providers drive are: each provider's own word on it.

@@ -2,7 +2,9 @@
 //! files under `testdata/`.
 
 mod balancer;
+mod browser;
 mod cli;
+mod dashboard;
 mod docker;
 mod errors;
 mod etcd;

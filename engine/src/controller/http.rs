@@ -1,31 +1,48 @@
-//! The controller's HTTP endpoint: `/healthz`, `/status`, `/metrics`, `/events` (recent
-//! events as NDJSON; `/events?follow` keeps the connection open and streams new ones).
+//! The controller's HTTP endpoint, on hyper and axum: the dashboard at `/`, `/healthz`,
+//! `/status` (`?brief` for counts only, `?group=NAME` for one group), `/metrics`, and
+//! `/events`: recent events as NDJSON, `?follow` to keep streaming them, and Server-Sent
+//! Events to a client that accepts `text/event-stream` (resuming after `Last-Event-ID`).
+//! An idle stream says something every 15 s (an empty line, an SSE comment).
 //!
-//! It is bounded: at most [`MAX_CONNECTIONS`] requests at once (more are answered 503 at
-//! once), a request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, only `GET`
-//! is served, and `/status` is the controller's last round, never an observe per request
-//! (but for its balancers, whose open connections it counts as they are).
-//! Streams of `/events?follow` count apart, at most [`MAX_FOLLOWERS`], so they never keep
-//! `/healthz` from answering, and a stream ends as soon as its client hangs up.
+//! It is bounded: at most [`MAX_CONNECTIONS`] connections at once (or as told) (more are answered 503
+//! at once), a request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, a
+//! client that stops reading is dropped after [`WRITE_TIMEOUT`], only `GET` is served,
+//! and `/status` is the controller's last round, never an observe per request (but for
+//! its balancers, whose open connections it counts as they are). Event streams count
+//! apart, at most [`MAX_FOLLOWERS`], and end as soon as their client hangs up.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{self, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, Stream, StreamExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
-use super::journal::Journal;
+use super::deadline::Deadline;
+use super::journal::{Event, Journal};
 use crate::status::Status;
 
-/// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
-/// `/events?follow` streams open at once.
-pub const MAX_FOLLOWERS: usize = 16;
-/// How long a client may take to send its request head.
+/// Connections open at once, unless told otherwise (`tend run --max-connections`).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Event streams (`/events?follow` and Server-Sent Events) open at once.
+pub const MAX_FOLLOWERS: usize = 64;
+/// How long a client may take to send a request head.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one answer may take to write (a stream's each line).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may leave an answer unread before it is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The dashboard: one page, no build step, nothing fetched from elsewhere.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -38,162 +55,241 @@ pub struct Endpoint {
     pub balancers: crate::balancer::Balancers,
 }
 
-/// Serves until the listener fails.
-pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let followers = Arc::new(Semaphore::new(MAX_FOLLOWERS));
-    while let Ok((mut socket, _)) = listener.accept().await {
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    reply(&mut socket, 503, "text/plain", "too many connections\n"),
-                )
-                .await;
-            });
+/// What a handler sees: the endpoint and the places left for event streams.
+#[derive(Clone)]
+struct Shared {
+    endpoint: Arc<Endpoint>,
+    followers: Arc<Semaphore>,
+}
+
+/// The routes.
+fn router(endpoint: Arc<Endpoint>) -> Router {
+    let shared = Shared {
+        endpoint,
+        followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+    };
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/events", get(events))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// Serves until the task is dropped, at most `max_connections` connections at once; a
+/// failed accept (out of file descriptors, say) is waited out, never the end of the
+/// endpoint.
+pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, max_connections: usize) {
+    let app = router(endpoint);
+    let places = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                tracing::debug!(target: "tend::http", "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(socket));
             continue;
         };
-        let endpoint = endpoint.clone();
-        let followers = followers.clone();
-        tokio::spawn(async move {
-            let _ = answer(socket, &endpoint, permit, &followers).await;
-        });
+        tokio::spawn(connection(socket, app.clone(), place));
     }
 }
 
-/// Reads a request head, up to 16 KiB and [`READ_TIMEOUT`].
-async fn read_head(socket: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let read = async {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-            let n = socket.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head).into_owned())
-    };
-    match tokio::time::timeout(READ_TIMEOUT, read).await {
-        Ok(head) => head.map(Some),
-        Err(_) => Ok(None),
-    }
+/// Serves one connection while it holds `place`.
+async fn connection(socket: tokio::net::TcpStream, app: Router, place: OwnedSemaphorePermit) {
+    let _place = place;
+    let io = TokioIo::new(Deadline::new(socket, WRITE_TIMEOUT));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(16 * 1024);
+    let _ = http
+        .serve_connection(io, TowerToHyperService::new(app))
+        .await;
 }
 
-/// Answers one request; `permit` is its place among the requests served at once, given
-/// back when a stream starts (streams count among `followers` instead).
-async fn answer(
-    mut socket: TcpStream,
-    endpoint: &Endpoint,
-    permit: OwnedSemaphorePermit,
-    followers: &Arc<Semaphore>,
-) -> std::io::Result<()> {
-    let Some(request) = read_head(&mut socket).await? else {
-        return reply(&mut socket, 408, "text/plain", "request timeout\n").await;
-    };
-    let mut words = request.split_whitespace();
-    let method = words.next().unwrap_or("");
-    let target = words.next().unwrap_or("/");
-    if method != "GET" {
-        return reply(&mut socket, 405, "text/plain", "only GET is served\n").await;
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    match path {
-        "/healthz" => reply(&mut socket, 200, "text/plain", "ok\n").await,
-        "/metrics" => {
-            let text = endpoint.journal.prometheus();
-            reply(&mut socket, 200, "text/plain; version=0.0.4", &text).await
-        }
-        "/status" => {
-            let status = endpoint.status.lock().ok().and_then(|s| s.clone());
-            match status {
-                Some(mut status) => {
-                    status.balancers = endpoint.balancers.status();
-                    let text = serde_json::to_string_pretty(&status).unwrap_or_default();
-                    reply(&mut socket, 200, "application/json", &text).await
-                }
-                None => {
-                    let text = "{\"error\": \"the first round has not finished yet\"}\n";
-                    reply(&mut socket, 503, "application/json", text).await
-                }
-            }
-        }
-        "/events"
-            if query
-                .split('&')
-                .any(|q| q == "follow" || q.starts_with("follow=")) =>
-        {
-            let Ok(_stream) = followers.clone().try_acquire_owned() else {
-                return reply(&mut socket, 503, "text/plain", "too many event streams\n").await;
-            };
-            drop(permit);
-            follow(socket, endpoint).await
-        }
-        "/events" => {
-            let text = endpoint.journal.recent_ndjson();
-            reply(&mut socket, 200, "application/x-ndjson", &text).await
-        }
-        _ => {
-            reply(
-                &mut socket,
-                404,
-                "text/plain",
-                "not found: try /healthz, /status, /metrics or /events\n",
-            )
-            .await
-        }
-    }
-}
-
-/// Streams events until the client hangs up (or stops reading) or the journal ends.
-async fn follow(mut socket: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
-    let mut live = endpoint.journal.subscribe();
-    let header =
-        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
-    write_within(&mut socket, header.as_bytes()).await?;
-    write_within(&mut socket, endpoint.journal.recent_ndjson().as_bytes()).await?;
-    let mut ignored = [0u8; 256];
-    loop {
-        tokio::select! {
-            event = live.recv() => match event {
-                Ok(line) => write_within(&mut socket, format!("{line}\n").as_bytes()).await?,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return Ok(()),
-            },
-            // A client sends nothing more: end of stream or an error means it is gone.
-            read = socket.read(&mut ignored) => match read {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => continue,
-            },
-        }
-    }
-}
-
-/// Writes `bytes`, giving up on a client that does not read within [`WRITE_TIMEOUT`].
-async fn write_within(socket: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(bytes)).await {
-        Ok(done) => done,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the client does not read",
-        )),
-    }
-}
-
-async fn reply(socket: &mut TcpStream, code: u16, kind: &str, body: &str) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+/// Answers 503 to a connection beyond [`MAX_CONNECTIONS`], without reading it.
+async fn refuse(mut socket: tokio::net::TcpStream) {
+    let body = "too many connections\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    write_within(socket, head.as_bytes()).await?;
-    write_within(socket, body.as_bytes()).await?;
-    socket.shutdown().await
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let _ = socket.write_all(answer.as_bytes()).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+}
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DASHBOARD,
+    )
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.endpoint.journal.prometheus(),
+    )
+}
+
+/// What `/status` takes: `brief` (counts only) and `group` (one group in full).
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    brief: Option<String>,
+    group: Option<String>,
+}
+
+async fn status(State(shared): State<Shared>, query: Query<StatusQuery>) -> Response {
+    let endpoint = &shared.endpoint;
+    let shown = endpoint.status.lock().ok().and_then(|s| s.clone());
+    let Some(mut status) = shown else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\": \"the first round has not finished yet\"}\n".to_owned(),
+        );
+    };
+    status.balancers = endpoint.balancers.status();
+    if let Some(name) = &query.group {
+        return match status.groups.into_iter().find(|g| &g.name == name) {
+            Some(group) => json(StatusCode::OK, to_json(&group)),
+            None => json(
+                StatusCode::NOT_FOUND,
+                to_json(&serde_json::json!({ "error": format!("no group {name:?}") })),
+            ),
+        };
+    }
+    if query.brief.is_some() {
+        status = status.brief();
+    }
+    json(StatusCode::OK, to_json(&status))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+}
+
+fn json(code: StatusCode, body: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// What `/events` takes: `follow` keeps an NDJSON stream open.
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    follow: Option<String>,
+}
+
+async fn events(
+    State(shared): State<Shared>,
+    query: Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let journal = &shared.endpoint.journal;
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !sse && query.follow.is_none() {
+        return (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            journal.recent_ndjson(),
+        )
+            .into_response();
+    }
+    let Ok(place) = shared.followers.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many event streams\n").into_response();
+    };
+    // Subscribed before the recent events are read: none falls between the two.
+    let live = journal.subscribe();
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let recent: Vec<Event> = journal
+        .recent()
+        .into_iter()
+        .filter(|e| e.seq > after)
+        .collect();
+    let events = following(recent, live, place);
+    if sse {
+        let stream = events.map(|e| {
+            Ok::<_, Infallible>(match e {
+                Some(e) => sse::Event::default()
+                    .id(e.seq.to_string())
+                    .event("tend")
+                    .data(serde_json::to_string(&e).unwrap_or_default()),
+                None => sse::Event::default().comment(""),
+            })
+        });
+        let mut answer = Sse::new(stream).into_response();
+        answer
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return answer;
+    }
+    let lines = events.map(|e| {
+        let line = match e {
+            Some(e) => serde_json::to_string(&e).unwrap_or_default() + "\n",
+            None => "\n".to_owned(),
+        };
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+/// How often an idle event stream says something (an empty NDJSON line, an SSE comment):
+/// a client that hung up without a word (an HTTP/1.0 one) is found out by the write.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// `recent` events, then each new one as it happens (`None`: a heartbeat), while `place`
+/// is held; a stream that falls too far behind skips what it missed.
+fn following(
+    recent: Vec<Event>,
+    live: broadcast::Receiver<Event>,
+    place: OwnedSemaphorePermit,
+) -> impl Stream<Item = Option<Event>> + Send {
+    let last = recent.last().map_or(0, |e| e.seq);
+    let beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let state = (live, beat, place);
+    let new = stream::unfold(state, move |(mut live, mut beat, place)| async move {
+        loop {
+            tokio::select! {
+                event = live.recv() => match event {
+                    Ok(e) if e.seq <= last => continue,
+                    Ok(e) => return Some((Some(e), (live, beat, place))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = beat.tick() => return Some((None, (live, beat, place))),
+            }
+        }
+    });
+    stream::iter(recent.into_iter().map(Some)).chain(new)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: try /, /healthz, /status, /metrics or /events\n",
+    )
 }

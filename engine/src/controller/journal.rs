@@ -1,11 +1,18 @@
-//! What the controller did and how long it took: recent events (NDJSON, and a live stream)
-//! and Prometheus metrics.
+//! What the controller did and how long it took: recent events (NDJSON, Server-Sent
+//! Events, and a live stream), logs through `tracing`, and Prometheus metrics through
+//! `prometheus-client`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -16,10 +23,24 @@ use crate::reconcile::GroupPhase;
 const KEEP: usize = 1000;
 /// Reconcile-duration histogram buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+/// Event kinds that call for an operator's eye: logged as warnings.
+const WARNINGS: [&str; 9] = [
+    "failed",
+    "unhealthy",
+    "exited",
+    "paused",
+    "rolled_back",
+    "degraded",
+    "failing",
+    "provider",
+    "store",
+];
 
 /// One thing that happened.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
+    /// Its place in the journal, from 1: a stream resumes after the last one it had.
+    pub seq: u64,
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// What kind: `created`, `healed`, `replaced`, `destroyed`, `failed`, `backoff`,
@@ -35,22 +56,111 @@ pub struct Event {
     pub message: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupState {
+    group: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupPhaseLabels {
+    group: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealReason {
+    group: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Role {
+    role: String,
+}
+
+/// The metrics, registered once in `registry`.
 struct Metrics {
-    counters: BTreeMap<&'static str, u64>,
-    buckets: [u64; BUCKETS.len()],
-    reconcile_count: u64,
-    reconcile_sum: f64,
-    last_convergence_ms: u64,
-    instances: BTreeMap<(String, String), usize>,
-    phases: BTreeMap<String, &'static str>,
+    registry: Registry,
+    counters: BTreeMap<&'static str, Counter>,
+    heals_by_reason: Family<HealReason, Counter>,
+    reconcile: Histogram,
+    last_convergence: Gauge<f64, AtomicU64>,
+    instances: Family<GroupState, Gauge>,
+    phases: Family<GroupPhaseLabels, Gauge>,
+    role: Family<Role, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let instances = Family::<GroupState, Gauge>::default();
+        registry.register(
+            "tend_instances",
+            "Instances by group and state",
+            instances.clone(),
+        );
+        let phases = Family::<GroupPhaseLabels, Gauge>::default();
+        registry.register(
+            "tend_group_phase",
+            "Where each group stands: 1 for its phase, 0 for the others",
+            phases.clone(),
+        );
+        let mut counters = BTreeMap::new();
+        for (kind, name, help) in [
+            ("healed", "tend_heals", "Dead or unhealthy instances replaced"),
+            ("failed", "tend_failures", "Actions that failed"),
+            ("created", "tend_creates", "Instances created in empty slots"),
+            ("replaced", "tend_replaces", "Outdated instances replaced"),
+            ("destroyed", "tend_destroys", "Instances destroyed"),
+        ] {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counters.insert(kind, counter);
+        }
+        let heals_by_reason = Family::<HealReason, Counter>::default();
+        registry.register(
+            "tend_heals_by_reason",
+            "Heals by group and why: dead, unhealthy, oom, tainted, orphaned",
+            heals_by_reason.clone(),
+        );
+        let reconcile = Histogram::new(BUCKETS);
+        registry.register(
+            "tend_reconcile_duration_seconds",
+            "Time of one observe-plan-apply round",
+            reconcile.clone(),
+        );
+        let last_convergence = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tend_last_convergence_timestamp_seconds",
+            "When the project last matched the spec",
+            last_convergence.clone(),
+        );
+        let role = Family::<Role, Gauge>::default();
+        registry.register(
+            "tend_replica_role",
+            "This controller's role: 1 for leader or standby, 0 for the other",
+            role.clone(),
+        );
+        Metrics {
+            registry,
+            counters,
+            heals_by_reason,
+            reconcile,
+            last_convergence,
+            instances,
+            phases,
+            role,
+        }
+    }
 }
 
 /// Events and metrics, shared by the controller loop and the HTTP endpoint.
 pub struct Journal {
     recent: Mutex<VecDeque<Event>>,
-    live: broadcast::Sender<String>,
-    metrics: Mutex<Metrics>,
+    seq: AtomicU64,
+    live: broadcast::Sender<Event>,
+    metrics: Metrics,
     clock: Clock,
     log: bool,
 }
@@ -62,176 +172,136 @@ impl Default for Journal {
 }
 
 impl Journal {
-    /// A journal stamping events with `clock`; with `log`, each event is also a line on
-    /// stderr (dropped quietly when stderr is closed).
+    /// A journal stamping events with `clock`; with `log`, each event is also logged
+    /// through `tracing` (target `tend::controller`).
     pub fn new(clock: Clock, log: bool) -> Journal {
         Journal {
             recent: Mutex::new(VecDeque::new()),
+            seq: AtomicU64::new(0),
             live: broadcast::channel(1024).0,
-            metrics: Mutex::new(Metrics::default()),
+            metrics: Metrics::new(),
             clock,
             log,
         }
     }
 
-    /// Records an event, counts it, logs it on stderr, and sends it to live streams.
+    /// Records an event, counts it, logs it, and sends it to live streams.
     pub fn event(&self, kind: &str, group: &str, slot: &str, message: String) {
         let event = Event {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             at_ms: self.clock.epoch_ms(),
             kind: kind.to_owned(),
             group: group.to_owned(),
             slot: slot.to_owned(),
             message,
         };
-        let line = serde_json::to_string(&event).unwrap_or_default();
-        let target = match (group, slot) {
-            ("", _) => String::new(),
-            (g, "") => format!(" {g}"),
-            (g, s) => format!(" {g}/{s}"),
-        };
         if self.log {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "{kind}{target}: {}", event.message);
+            let message = &event.message;
+            if WARNINGS.contains(&kind) {
+                tracing::warn!(target: "tend::controller", group, slot, action = kind, "{message}");
+            } else {
+                tracing::info!(target: "tend::controller", group, slot, action = kind, "{message}");
+            }
+        }
+        if let Some(counter) = self.metrics.counters.get(kind) {
+            counter.inc();
         }
         if let Ok(mut recent) = self.recent.lock() {
-            recent.push_back(event);
+            recent.push_back(event.clone());
             while recent.len() > KEEP {
                 recent.pop_front();
             }
         }
-        if let Ok(mut m) = self.metrics.lock() {
-            let counter = match kind {
-                "healed" => Some("tend_heals_total"),
-                "failed" => Some("tend_failures_total"),
-                "created" => Some("tend_creates_total"),
-                "replaced" => Some("tend_replaces_total"),
-                "destroyed" => Some("tend_destroys_total"),
-                _ => None,
-            };
-            if let Some(name) = counter {
-                *m.counters.entry(name).or_default() += 1;
-            }
-        }
-        let _ = self.live.send(line);
+        let _ = self.live.send(event);
+    }
+
+    /// Counts a heal of `group` by why it was needed.
+    pub fn healed_because(&self, group: &str, reason: &str) {
+        self.metrics
+            .heals_by_reason
+            .get_or_create(&HealReason {
+                group: group.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Records how long one observe-plan-apply round took, and whether it converged.
     pub fn reconciled(&self, took: Duration, converged: bool) {
-        if let Ok(mut m) = self.metrics.lock() {
-            let secs = took.as_secs_f64();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    m.buckets[i] += 1;
-                }
-            }
-            m.reconcile_count += 1;
-            m.reconcile_sum += secs;
-            if converged {
-                m.last_convergence_ms = self.clock.epoch_ms();
-            }
+        self.metrics.reconcile.observe(took.as_secs_f64());
+        if converged {
+            self.metrics
+                .last_convergence
+                .set(self.clock.epoch_ms() as f64 / 1000.0);
         }
     }
 
     /// Sets the instance counts by group and state.
     pub fn instances(&self, counts: BTreeMap<(String, String), usize>) {
-        if let Ok(mut m) = self.metrics.lock() {
-            m.instances = counts;
+        let family = &self.metrics.instances;
+        family.clear();
+        for ((group, state), n) in counts {
+            family
+                .get_or_create(&GroupState { group, state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
     /// Sets where each group stands.
     pub fn phases(&self, phases: &BTreeMap<String, GroupPhase>) {
-        if let Ok(mut m) = self.metrics.lock() {
-            m.phases = phases.iter().map(|(g, p)| (g.clone(), p.name())).collect();
+        let family = &self.metrics.phases;
+        family.clear();
+        for (group, current) in phases {
+            for phase in GroupPhase::NAMES {
+                let labels = GroupPhaseLabels {
+                    group: group.clone(),
+                    phase: phase.to_owned(),
+                };
+                family
+                    .get_or_create(&labels)
+                    .set(i64::from(current.name() == phase));
+            }
         }
+    }
+
+    /// Sets this controller's role: `leader` or `standby`.
+    pub fn role(&self, leading: bool) {
+        for (role, on) in [("leader", leading), ("standby", !leading)] {
+            self.metrics
+                .role
+                .get_or_create(&Role {
+                    role: role.to_owned(),
+                })
+                .set(i64::from(on));
+        }
+    }
+
+    /// Recent events, oldest first.
+    pub fn recent(&self) -> Vec<Event> {
+        self.recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Recent events as NDJSON.
     pub fn recent_ndjson(&self) -> String {
-        let recent = self.recent.lock().map(|r| r.clone()).unwrap_or_default();
-        recent
+        self.recent()
             .iter()
             .filter_map(|e| serde_json::to_string(e).ok())
             .map(|l| l + "\n")
             .collect()
     }
 
-    /// New events as they happen, as NDJSON lines.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    /// New events as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.live.subscribe()
     }
 
-    /// Metrics in the Prometheus text format.
+    /// Metrics in the Prometheus (OpenMetrics) text format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        let Ok(m) = self.metrics.lock() else {
-            return out;
-        };
-        let _ = writeln!(out, "# HELP tend_instances Instances by group and state.");
-        let _ = writeln!(out, "# TYPE tend_instances gauge");
-        for ((group, state), n) in &m.instances {
-            let _ = writeln!(
-                out,
-                "tend_instances{{group=\"{group}\",state=\"{state}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tend_group_phase Where each group stands: 1 for its phase, 0 for the others."
-        );
-        let _ = writeln!(out, "# TYPE tend_group_phase gauge");
-        for (group, current) in &m.phases {
-            for phase in GroupPhase::NAMES {
-                let on = u8::from(*current == phase);
-                let _ = writeln!(
-                    out,
-                    "tend_group_phase{{group=\"{group}\",phase=\"{phase}\"}} {on}"
-                );
-            }
-        }
-        for name in [
-            "tend_heals_total",
-            "tend_failures_total",
-            "tend_creates_total",
-            "tend_replaces_total",
-            "tend_destroys_total",
-        ] {
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", m.counters.get(name).copied().unwrap_or(0));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tend_reconcile_duration_seconds Time of one observe-plan-apply round."
-        );
-        let _ = writeln!(out, "# TYPE tend_reconcile_duration_seconds histogram");
-        for (bound, count) in BUCKETS.iter().zip(m.buckets) {
-            let _ = writeln!(
-                out,
-                "tend_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "tend_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            m.reconcile_count
-        );
-        let _ = writeln!(
-            out,
-            "tend_reconcile_duration_seconds_sum {}",
-            m.reconcile_sum
-        );
-        let _ = writeln!(
-            out,
-            "tend_reconcile_duration_seconds_count {}",
-            m.reconcile_count
-        );
-        let _ = writeln!(out, "# HELP tend_last_convergence_timestamp_seconds When the project last matched the spec.");
-        let _ = writeln!(out, "# TYPE tend_last_convergence_timestamp_seconds gauge");
-        let _ = writeln!(
-            out,
-            "tend_last_convergence_timestamp_seconds {}",
-            m.last_convergence_ms as f64 / 1000.0
-        );
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry);
         out
     }
 }
@@ -251,9 +321,8 @@ mod tests {
         counts.insert(("web".to_owned(), "running".to_owned()), 3);
         j.instances(counts);
         assert_eq!(j.recent_ndjson().lines().count(), 2);
-        assert!(live
-            .try_recv()
-            .is_ok_and(|l| l.contains("\"kind\":\"healed\"")));
+        assert!(live.try_recv().is_ok_and(|e| e.kind == "healed" && e.seq == 1));
+        assert!(j.recent_ndjson().contains("\"seq\":2,"));
         let text = j.prometheus();
         assert!(text.contains("tend_heals_total 1\n"));
         assert!(text.contains("tend_failures_total 1\n"));
@@ -266,5 +335,25 @@ mod tests {
         let text = j.prometheus();
         assert!(text.contains("tend_group_phase{group=\"web\",phase=\"paused\"} 1\n"));
         assert!(text.contains("tend_group_phase{group=\"web\",phase=\"converged\"} 0\n"));
+
+        j.healed_because("web", "unhealthy");
+        j.role(false);
+        let text = j.prometheus();
+        assert!(text.contains("tend_heals_by_reason_total{group=\"web\",reason=\"unhealthy\"} 1\n"));
+        assert!(text.contains("tend_replica_role{role=\"standby\"} 1\n"));
+        assert!(text.contains("tend_replica_role{role=\"leader\"} 0\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let j = Journal::new(Clock::real(), false);
+        let mut counts = BTreeMap::new();
+        counts.insert(("we\"b\\x\ny".to_owned(), "running".to_owned()), 1);
+        j.instances(counts);
+        let text = j.prometheus();
+        assert!(
+            text.contains(r#"tend_instances{group="we\"b\\x\ny",state="running"} 1"#),
+            "{text}"
+        );
     }
 }

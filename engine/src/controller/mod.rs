@@ -8,13 +8,13 @@
 //! round, so a restarted controller resumes a rollout where the last one stopped; failed
 //! rollouts are read from the store, so a paused group stays paused.
 
+pub mod deadline;
 pub mod http;
 pub mod journal;
 pub mod replicas;
 pub mod report;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,10 +57,24 @@ pub struct Options {
 
 /// Re-evaluating the spec when one of its files changes.
 pub struct Reload {
-    /// Files whose modification time is watched.
-    pub files: Vec<PathBuf>,
+    /// Told when one of the spec's files changed, by a file watcher the caller makes.
+    pub changed: Arc<tokio::sync::Notify>,
+    /// What keeps `changed` told (the file watcher); kept as long as the controller.
+    pub watcher: Box<dyn std::any::Any + Send + Sync>,
     /// Evaluates the spec again; the error is a rendered diagnostic.
     pub evaluate: Box<dyn Fn() -> Result<Spec, String> + Send + Sync>,
+}
+
+/// How long a change settles before the spec is read again: an editor's save is several
+/// file events.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Waits until `changed` is told; forever without it.
+async fn told(changed: Option<&tokio::sync::Notify>) {
+    match changed {
+        Some(changed) => changed.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why the controller stopped.
@@ -85,7 +99,6 @@ pub struct Controller {
     journal: Arc<Journal>,
     status: Arc<Mutex<Option<Status>>>,
     report: Option<Report>,
-    file_times: Vec<Option<std::time::SystemTime>>,
     /// Set when a provider told, during a look, what needs a look of its own.
     look_again: bool,
     /// The last applied version, as last read from the store.
@@ -125,6 +138,8 @@ impl Controller {
         journal: Arc<Journal>,
         options: Options,
     ) -> Result<Controller, ControllerError> {
+        // A controller acts: it holds the local store's lock, or leads in etcd.
+        journal.role(true);
         let (balancers, status) = match &options.endpoint {
             Some(e) => (e.balancers.clone(), e.status.clone()),
             None => Default::default(),
@@ -151,7 +166,7 @@ impl Controller {
             },
             events,
         )?;
-        let mut controller = Controller {
+        Ok(Controller {
             reconciler,
             balancers,
             store,
@@ -160,7 +175,6 @@ impl Controller {
             journal,
             status,
             report: None,
-            file_times: Vec::new(),
             look_again: false,
             applied: None,
             read_store: None,
@@ -168,9 +182,7 @@ impl Controller {
             events: None,
             watched: Default::default(),
             options,
-        };
-        controller.file_times = controller.file_times();
-        Ok(controller)
+        })
     }
 
     /// What the HTTP endpoint needs.
@@ -331,6 +343,12 @@ impl Controller {
                 reconciler.health_error(id)
             });
         status.replicas = self.replicas_now();
+        let took = self.clock.now().duration_since(started).as_millis();
+        status.observed_at_ms = Some(
+            self.clock
+                .epoch_ms()
+                .saturating_sub(u64::try_from(took).unwrap_or(u64::MAX)),
+        );
         let backoff = self.reconciler.backoffs();
         let balancers = self.balancers.status();
         let report = Report {
@@ -414,6 +432,17 @@ impl Controller {
         }
     }
 
+    /// The group and slot of instance `id`, as the last round saw it.
+    fn place_of(&self, id: &str) -> Option<(String, String)> {
+        let status = self.status.lock().ok()?;
+        status.as_ref()?.groups.iter().find_map(|g| {
+            g.instances
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| (g.name.clone(), i.slot.clone()))
+        })
+    }
+
     /// Handles what provider `provider` told.
     fn on_event(&mut self, provider: &str, event: ProviderEvent) -> Told {
         match event {
@@ -427,10 +456,11 @@ impl Controller {
                     Some(other) => format!(" ({other})"),
                     None => String::new(),
                 };
+                let (group, slot) = self.place_of(&id).unwrap_or_default();
                 self.journal.event(
                     "exited",
-                    "",
-                    "",
+                    &group,
+                    &slot,
                     format!("{provider} instance {id} is gone{why}"),
                 );
                 self.reconciler.instance_gone(id);
@@ -458,7 +488,9 @@ impl Controller {
         let stored = self.store.spec_mark();
         // After a death healed from the last look, a full round follows, spaced like any.
         let mut look_at = resync_at;
+        let changed = self.options.reload.as_ref().map(|r| r.changed.clone());
         loop {
+            // The local store is looked at every 250 ms for a spec handed over by `apply`.
             let poll = (self.clock.now() + Duration::from_millis(250)).min(look_at);
             tokio::select! {
                 biased;
@@ -475,37 +507,23 @@ impl Controller {
                     }
                 }
                 _ = self.reconciler.wait() => return false,
+                _ = told(changed.as_deref()) => {
+                    tokio::time::sleep(SETTLE).await;
+                    if self.reload() {
+                        return false;
+                    }
+                }
                 _ = tokio::time::sleep_until(poll) => {}
             }
-            if self.clock.now() >= look_at
-                || self.store.spec_mark() != stored
-                || self.reload_if_changed()
-            {
+            if self.clock.now() >= look_at || self.store.spec_mark() != stored {
                 return false;
             }
         }
     }
 
-    fn file_times(&self) -> Vec<Option<std::time::SystemTime>> {
-        self.options
-            .reload
-            .as_ref()
-            .map(|r| {
-                r.files
-                    .iter()
-                    .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// With `--watch`: evaluates the spec again when a file changed, and commits it.
-    fn reload_if_changed(&mut self) -> bool {
-        let now = self.file_times();
-        if now == self.file_times {
-            return false;
-        }
-        self.file_times = now;
+    /// With `--watch`, after a file changed: evaluates the spec again, and commits it when
+    /// it is valid and new.
+    fn reload(&mut self) -> bool {
         let Some(reload) = &self.options.reload else {
             return false;
         };
@@ -548,6 +566,24 @@ impl Controller {
     }
 }
 
+/// Why a heal was needed, as a metric label: `unhealthy`, or how its instance ended
+/// (`oom`, `tainted`, `orphaned`), else `dead`.
+fn heal_reason(action: &crate::plan::Action) -> &'static str {
+    if action.unhealthy {
+        return "unhealthy";
+    }
+    let ended = action
+        .reason
+        .strip_prefix("instance is dead (")
+        .and_then(|r| r.strip_suffix(')'));
+    match ended {
+        Some("oom") => "oom",
+        Some("tainted") => "tainted",
+        Some("orphaned") => "orphaned",
+        _ => "dead",
+    }
+}
+
 /// Turns what the reconciler says into journal events (and with them metrics and logs).
 fn record_event(journal: &Journal, event: Event) {
     match event {
@@ -560,6 +596,12 @@ fn record_event(journal: &Journal, event: Event) {
                 format!("{}{surge}: {}", action.action.name(), action.reason),
             )
         }
+        Event::WaitingOnHealth { action, instance } => journal.event(
+            "waiting",
+            &action.group,
+            &action.slot.to_string(),
+            format!("{instance} made; waiting for it to pass its health checks"),
+        ),
         Event::Finished {
             action,
             outcome,
@@ -579,6 +621,9 @@ fn record_event(journal: &Journal, event: Event) {
                         Some(i) => format!(" as {i}"),
                         None => String::new(),
                     };
+                    if action.action == ActionKind::Heal {
+                        journal.healed_because(&action.group, heal_reason(&action));
+                    }
                     journal.event(
                         kind,
                         &action.group,

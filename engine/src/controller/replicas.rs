@@ -88,6 +88,7 @@ impl Replica {
         etcd.watch_spec();
         let resync = (self.options)().resync;
         loop {
+            self.journal.role(false);
             if *stop.borrow() {
                 return Ok(());
             }
@@ -212,6 +213,7 @@ impl Replica {
     /// A standby's look: the spec in the store, the instances, their health; what
     /// `/status` serves. Returns the serial seen.
     async fn observe(&self) -> u64 {
+        let looked_at = self.clock.epoch_ms();
         let applied = self.store.last_applied().ok().flatten();
         let spec = applied
             .as_ref()
@@ -231,6 +233,7 @@ impl Replica {
             let mut status = crate::status::build(&spec, &look.observed, applied.as_ref(), &|id| {
                 look.health.get(id).cloned()
             });
+            status.observed_at_ms = Some(looked_at);
             status.note_failed_rollouts(&failed);
             if let Some(report) = super::report::read(&self.store) {
                 report.annotate(&mut status);

@@ -63,6 +63,7 @@ impl Report {
                 }
             }
             group.backoff = self.backoff.get(&group.name).cloned().unwrap_or_default();
+            group.count();
         }
         status.balancers.clone_from(&self.balancers);
     }

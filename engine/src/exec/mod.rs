@@ -250,6 +250,8 @@ pub struct Context {
     /// Permits for provider calls that make or remove instances: `parallelism` of them,
     /// shared by every action of the reconciler.
     pub calls: Arc<tokio::sync::Semaphore>,
+    /// Where the actions say how they go (a new instance waiting on its health checks).
+    pub events: crate::reconcile::EventSink,
 }
 
 /// Slots, by (group, slot), whose instance started in place did not hold: their heals make

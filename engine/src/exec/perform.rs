@@ -489,6 +489,12 @@ async fn gate(
         }
         _ => (ctx.options.health_timeout, Duration::ZERO),
     };
+    if rendered.probe.is_some() {
+        (ctx.events)(crate::reconcile::Event::WaitingOnHealth {
+            action: action.clone(),
+            instance: id.clone(),
+        });
+    }
     let healthy = wait_until_healthy(
         provider,
         project,

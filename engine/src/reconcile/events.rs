@@ -12,6 +12,13 @@ use crate::plan::{Action, Hold};
 pub enum Event {
     /// An action started.
     Started(Action),
+    /// A new instance was made and its action waits for it to pass its health checks.
+    WaitingOnHealth {
+        /// The action.
+        action: Action,
+        /// The instance made.
+        instance: String,
+    },
     /// An action ended.
     Finished {
         /// The action.

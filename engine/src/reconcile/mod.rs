@@ -290,6 +290,7 @@ impl Reconciler {
                 balancers: Default::default(),
                 anew: Default::default(),
                 calls: calls.clone(),
+                events: events.clone(),
             }),
             calls,
             round_done: clock.now(),
@@ -493,6 +494,7 @@ impl Reconciler {
             balancers: self.options.balancers.clone(),
             anew: self.anew.clone(),
             calls: self.calls.clone(),
+            events: self.events.clone(),
         });
     }
 

@@ -237,38 +237,25 @@ impl Snapshots {
 }
 
 /// A line diff: `-` for expected lines that are not there, `+` for actual lines that are
-/// new, two spaces for lines both share (by longest common subsequence).
+/// new, two spaces for lines both share (Myers' diff, through `similar`; a diff that takes
+/// over a second gives up on finding the shortest one, never on showing the change).
 pub fn diff(expected: &str, actual: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    if a.len() * b.len() > 4_000_000 {
-        return format!("- {}\n+ {}", expected, actual);
-    }
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
+    let old: Vec<&str> = expected.lines().collect();
+    let new: Vec<&str> = actual.lines().collect();
+    similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_secs(1))
+        .diff_slices(&old, &new)
+        .iter_all_changes()
+        .map(|change| {
+            let mark = match change.tag() {
+                similar::ChangeTag::Delete => "- ",
+                similar::ChangeTag::Insert => "+ ",
+                similar::ChangeTag::Equal => "  ",
             };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            out.push(format!("  {}", a[i]));
-            i += 1;
-            j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
-            out.push(format!("+ {}", b[j]));
-            j += 1;
-        } else {
-            out.push(format!("- {}", a[i]));
-            i += 1;
-        }
-    }
-    out.join("\n")
+            format!("{mark}{}", change.value())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

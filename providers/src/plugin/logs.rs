@@ -12,12 +12,10 @@ use tokio::process::ChildStderr;
 /// Where plugin log lines go: `(plugin name, line)`.
 pub type LogSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
-/// The default sink: tend's stderr, each line led by `plugin NAME:`. A closed stderr is
-/// ignored.
-pub fn to_stderr() -> LogSink {
+/// The default sink: tend's log (target `tend::plugin`, field `plugin` = its name).
+pub fn to_log() -> LogSink {
     Arc::new(|name: &str, line: &str| {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr().lock(), "plugin {name}: {line}");
+        tracing::info!(target: "tend::plugin", plugin = name, "{line}");
     })
 }
 

@@ -95,11 +95,10 @@ pub struct TerraformProvider {
     places: Mutex<HashMap<String, Place>>,
 }
 
-/// The default progress: tend's stderr, each line led by `terraform GROUP:`.
-pub fn progress_to_stderr() -> Progress {
+/// The default progress: tend's log (target `tend::terraform`, fields `tool` and `group`).
+pub fn progress_to_log() -> Progress {
     Arc::new(|group: &str, line: &str| {
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr().lock(), "terraform {group}: {line}");
+        tracing::info!(target: "tend::terraform", tool = "terraform", group, "{line}");
     })
 }
 

@@ -87,6 +87,23 @@ fn secrets_name(instance: &str) -> String {
     format!("vagrant-{instance}")
 }
 
+/// What `vagrant COMMAND` said for instance `name`, in tend's log (target `tend::vagrant`,
+/// fields `tool` and `instance`): its output at info, its errors as warnings.
+fn forward(name: &str, command: &str, output: &std::process::Output) {
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let line = line.trim_end();
+        if !line.trim().is_empty() {
+            tracing::info!(target: "tend::vagrant", tool = "vagrant", instance = name, command, "{line}");
+        }
+    }
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        let line = line.trim_end();
+        if !line.trim().is_empty() {
+            tracing::warn!(target: "tend::vagrant", tool = "vagrant", instance = name, command, "{line}");
+        }
+    }
+}
+
 /// What a failed `vagrant` call said, for an error: the engine's own words when Vagrant
 /// quotes them (after `Stderr:`), else the first lines of its error, which name the cause.
 fn tail(output: &std::process::Output) -> String {
@@ -254,6 +271,7 @@ impl Machines {
             .output()
             .await
             .map_err(|e| backend(format!("cannot run {}: {e}", program.display())))
+            .inspect(|out| forward(name, args.first().copied().unwrap_or_default(), out))
     }
 
     /// The project's machines on the engine (every one with `tend.via=vagrant`).
