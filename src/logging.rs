@@ -234,13 +234,15 @@ mod tests {
         let plugin = fields("down: crashed", &[("plugin", "bad")]);
         assert_eq!(text_line(Level::INFO, plugin), "plugin bad: down: crashed");
         let tool = fields("Creating...", &[("tool", "terraform"), ("group", "work")]);
-        assert_eq!(
-            text_line(Level::INFO, tool),
-            "terraform work: Creating..."
-        );
+        assert_eq!(text_line(Level::INFO, tool), "terraform work: Creating...");
         let failed = fields(
             "exited",
-            &[("group", "web"), ("slot", "2"), ("action", "failed"), ("instance", "p-9")],
+            &[
+                ("group", "web"),
+                ("slot", "2"),
+                ("action", "failed"),
+                ("instance", "p-9"),
+            ],
         );
         assert_eq!(
             text_line(Level::WARN, failed),
@@ -255,7 +257,12 @@ mod tests {
             Level::WARN,
             fields(
                 "exited",
-                &[("group", "web"), ("slot", "2"), ("action", "failed"), ("slot_extra", "")],
+                &[
+                    ("group", "web"),
+                    ("slot", "2"),
+                    ("action", "failed"),
+                    ("slot_extra", ""),
+                ],
             ),
         );
         let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();

@@ -90,15 +90,15 @@ pub struct SlotCounts {
     pub backoff: usize,
 }
 
-/// Where a group's rolling update is: `batch` of `batches`, `updated` of `wanted` at the
-/// new hash.
+/// Where a group's rolling update is: `batch` of `batches`, `updated` of `wanted` healthy
+/// at the new hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutProgress {
     /// The batch under way, from 1.
     pub batch: usize,
     /// How many batches the update takes.
     pub batches: usize,
-    /// Live instances at the group's hash.
+    /// Healthy instances at the group's hash.
     pub updated: usize,
     /// Instances the group wants.
     pub wanted: usize,
@@ -106,13 +106,18 @@ pub struct RolloutProgress {
 
 impl RolloutProgress {
     /// The progress of a rollout that replaces `batch_size` instances at a time, with
-    /// `outdated` of `wanted` still at an older hash; none when nothing is outdated.
-    pub fn of(wanted: usize, outdated: usize, batch_size: usize) -> Option<RolloutProgress> {
+    /// `outdated` of `wanted` still at an older hash and `updated` healthy at the new one;
+    /// none when nothing is outdated.
+    pub fn of(
+        wanted: usize,
+        outdated: usize,
+        updated: usize,
+        batch_size: usize,
+    ) -> Option<RolloutProgress> {
         if outdated == 0 || wanted == 0 {
             return None;
         }
         let size = batch_size.max(1);
-        let updated = wanted.saturating_sub(outdated);
         let batches = wanted.div_ceil(size);
         Some(RolloutProgress {
             batch: (updated / size + 1).min(batches),
@@ -283,6 +288,10 @@ pub fn build(
             .iter()
             .filter(|i| i.state.is_live() && i.outdated)
             .count();
+        let updated = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running && !i.outdated)
+            .count();
         let batch_size = match &group.update {
             UpdatePolicy::Rolling(r) => (r.max_unavailable + r.max_surge) as usize,
             UpdatePolicy::Recreate => group.allocation.len(),
@@ -298,7 +307,7 @@ pub fn build(
             backoff: BTreeMap::new(),
             expose: group.expose.as_ref().map(|e| e.listen.clone()),
             counts: SlotCounts::default(),
-            rollout: RolloutProgress::of(group.allocation.len(), outdated, batch_size),
+            rollout: RolloutProgress::of(group.allocation.len(), outdated, updated, batch_size),
         };
         status.count();
         groups.push(status);
@@ -481,5 +490,25 @@ impl Status {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_progress_counts_batches_by_healthy_new_instances() {
+        assert_eq!(RolloutProgress::of(4, 0, 4, 1), None);
+        let first = RolloutProgress::of(4, 3, 0, 1);
+        assert_eq!(first.map(|r| (r.batch, r.batches)), Some((1, 4)));
+        let third = RolloutProgress::of(10, 6, 4, 2);
+        assert_eq!(
+            third.map(|r| (r.batch, r.batches, r.updated)),
+            Some((3, 5, 4))
+        );
+        // The last batch stays the last while its instances turn healthy.
+        let last = RolloutProgress::of(5, 1, 4, 2);
+        assert_eq!(last.map(|r| (r.batch, r.batches)), Some((3, 3)));
     }
 }

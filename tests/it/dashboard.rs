@@ -42,7 +42,8 @@ const WATCH_SLOT: &str = r#"
 
 #[test]
 fn the_dashboard_follows_a_death_a_heal_and_a_paused_rollout_without_a_reload() {
-    let test = "dashboard::the_dashboard_follows_a_death_a_heal_and_a_paused_rollout_without_a_reload";
+    let test =
+        "dashboard::the_dashboard_follows_a_death_a_heal_and_a_paused_rollout_without_a_reload";
     if !available(test) {
         return;
     }

@@ -553,7 +553,10 @@ fn the_endpoint_stays_bounded_and_answering() {
     let idle: Vec<TcpStream> = (0..1000).map(|_| connect()).collect();
     let mut slow = connect();
     let _ = slow.write_all(b"GET /hea");
-    assert_eq!(first_line(run.port, "GET /healthz HTTP/1.0\r\n\r\n"), "HTTP/1.0 200 OK");
+    assert_eq!(
+        first_line(run.port, "GET /healthz HTTP/1.0\r\n\r\n"),
+        "HTTP/1.0 200 OK"
+    );
     let _ = slow.write_all(b"l");
     // Beyond the cap, a connection is refused at once rather than queued behind them.
     let more: Vec<TcpStream> = (1001..1100).map(|_| connect()).collect();

@@ -32,9 +32,7 @@ impl<T> Deadline<T> {
     /// What a pending write does: starts the clock, or fails once it ran out.
     fn waiting<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         let limit = self.limit;
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(sleep(limit)));
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(sleep(limit)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -118,11 +116,7 @@ mod tests {
         let (ours, _theirs) = tokio::io::duplex(64);
         let mut socket = Deadline::new(ours, Duration::from_secs(10));
         let started = Instant::now();
-        let error = socket
-            .write_all(&[0u8; 1024])
-            .await
-            .err()
-            .map(|e| e.kind());
+        let error = socket.write_all(&[0u8; 1024]).await.err().map(|e| e.kind());
         assert_eq!(error, Some(io::ErrorKind::TimedOut));
         assert!(started.elapsed() >= Duration::from_secs(10));
     }

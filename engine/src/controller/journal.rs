@@ -108,9 +108,17 @@ impl Metrics {
         );
         let mut counters = BTreeMap::new();
         for (kind, name, help) in [
-            ("healed", "tend_heals", "Dead or unhealthy instances replaced"),
+            (
+                "healed",
+                "tend_heals",
+                "Dead or unhealthy instances replaced",
+            ),
             ("failed", "tend_failures", "Actions that failed"),
-            ("created", "tend_creates", "Instances created in empty slots"),
+            (
+                "created",
+                "tend_creates",
+                "Instances created in empty slots",
+            ),
             ("replaced", "tend_replaces", "Outdated instances replaced"),
             ("destroyed", "tend_destroys", "Instances destroyed"),
         ] {
@@ -321,7 +329,9 @@ mod tests {
         counts.insert(("web".to_owned(), "running".to_owned()), 3);
         j.instances(counts);
         assert_eq!(j.recent_ndjson().lines().count(), 2);
-        assert!(live.try_recv().is_ok_and(|e| e.kind == "healed" && e.seq == 1));
+        assert!(live
+            .try_recv()
+            .is_ok_and(|e| e.kind == "healed" && e.seq == 1));
         assert!(j.recent_ndjson().contains("\"seq\":2,"));
         let text = j.prometheus();
         assert!(text.contains("tend_heals_total 1\n"));
