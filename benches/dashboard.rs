@@ -1,9 +1,9 @@
 //! The dashboard and endpoint of `tend run`, measured with the real binary and a real
 //! headless Chromium (Debian's `chromium` and `chromium-driver`).
 //!
-//! (a) Page load with 10,000 instances (a `sim()` group of 10,000 and a process group of
-//!     3): from navigation to every group's counts shown, median of 5 loads; and the time
-//!     to open the 10,000-slot group's grid.
+//! (a) Page load with 10,010 instances (a `sim()` group of 10,000 and a process group of
+//!     10): from navigation to every group's counts shown and the small group's grid
+//!     drawn, median of 5 loads; and the time to open the 10,000-slot group's grid.
 //! (b) From an instance's death to its slot turning dead in the page: SIGKILL each of the
 //!     10 instances of a process group once, a second apart, all up for over 15 s (younger
 //!     deaths count as a crash loop); the page records when the cell changed (`Date.now()`,

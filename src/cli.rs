@@ -88,9 +88,10 @@ pub enum Command {
         /// Print the status as JSON (with --watch, one object per line).
         #[arg(long)]
         json: bool,
-        /// Look again every EVERY (default 2s) until Ctrl-C; on a terminal the status is
-        /// redrawn in place.
-        #[arg(long, value_name = "EVERY", num_args = 0..=1, default_missing_value = "2s")]
+        /// Look again every EVERY (default 2s; `--watch=5s`) until Ctrl-C; on a terminal
+        /// the status is redrawn in place.
+        #[arg(long, value_name = "EVERY", num_args = 0..=1, default_missing_value = "2s",
+              require_equals = true)]
         watch: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
@@ -169,9 +170,11 @@ pub struct RunArgs {
     /// Where to serve the dashboard (/), /healthz, /status, /metrics and /events.
     #[arg(long, default_value = "127.0.0.1:9180")]
     pub listen: String,
-    /// Connections the endpoint serves at once; more are answered 503 at once.
-    #[arg(long, default_value_t = engine::controller::http::MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    /// Connections the endpoint serves at once; more are answered 503 at once. Kept under
+    /// the process's open-file limit, with room for the controller's own files.
+    #[arg(long, default_value_t = engine::controller::http::MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Evaluate the spec again when its files change.
     #[arg(long)]
     pub watch: bool,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::{InstanceState, Observed, ObservedInstance};
 use crate::reconcile::GroupPhase;
-use crate::spec::{Spec, SpecHash, UpdatePolicy};
+use crate::spec::{Spec, SpecHash};
 use crate::store::{now_ms, Applied, FailedRollout};
 
 /// One instance.
@@ -70,8 +70,7 @@ pub struct GroupStatus {
     pub rollout: Option<RolloutProgress>,
 }
 
-/// A group's slots and instances counted by how they are doing; a slot counts once, by
-/// its worst live instance (or as missing, or backing off, when it has none).
+/// A group's slots counted by how they are doing, each once (see [`GroupStatus::count`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotCounts {
     /// Live, healthy (or with no check) and at the group's hash.
@@ -80,13 +79,13 @@ pub struct SlotCounts {
     pub starting: usize,
     /// Live and failing its checks.
     pub unhealthy: usize,
-    /// Dead instances still observed.
+    /// No live instance, a dead one left.
     pub dead: usize,
-    /// Live at an older hash.
+    /// Healthy at an older hash.
     pub outdated: usize,
-    /// Allocated slots with no live instance.
+    /// Allocated, with no instance at all.
     pub missing: usize,
-    /// Slots waiting out a backoff.
+    /// Waiting out a backoff.
     pub backoff: usize,
 }
 
@@ -129,20 +128,38 @@ impl RolloutProgress {
 }
 
 impl GroupStatus {
-    /// Counts its slots, by the state of each instance, after `backoff` is known.
+    /// Counts its slots, each once, after `backoff` is known: a slot backing off, else by
+    /// its live instance (unhealthy, starting, outdated, healthy, in that order when it has
+    /// several), else dead when a dead instance is left in it, else missing.
     pub fn count(&mut self) {
-        let mut c = SlotCounts {
-            missing: self.missing.len(),
-            backoff: self.backoff.len(),
-            ..SlotCounts::default()
-        };
+        let mut worst: BTreeMap<&str, u8> = BTreeMap::new();
         for i in &self.instances {
-            match i.state {
-                InstanceState::Dead => c.dead += 1,
-                _ if i.outdated => c.outdated += 1,
-                InstanceState::Running => c.healthy += 1,
-                InstanceState::Starting => c.starting += 1,
-                InstanceState::Unhealthy => c.unhealthy += 1,
+            let rank = match i.state {
+                InstanceState::Unhealthy => 5,
+                InstanceState::Starting => 4,
+                InstanceState::Running if i.outdated => 3,
+                InstanceState::Running => 2,
+                InstanceState::Dead => 1,
+            };
+            let at = worst.entry(i.slot.as_str()).or_default();
+            *at = (*at).max(rank);
+        }
+        for slot in &self.missing {
+            worst.entry(slot.as_str()).or_default();
+        }
+        let mut c = SlotCounts::default();
+        for (slot, rank) in worst {
+            if self.backoff.contains_key(slot) {
+                c.backoff += 1;
+                continue;
+            }
+            match rank {
+                5 => c.unhealthy += 1,
+                4 => c.starting += 1,
+                3 => c.outdated += 1,
+                2 => c.healthy += 1,
+                1 => c.dead += 1,
+                _ => c.missing += 1,
             }
         }
         self.counts = c;
@@ -292,10 +309,7 @@ pub fn build(
             .iter()
             .filter(|i| i.state == InstanceState::Running && !i.outdated)
             .count();
-        let batch_size = match &group.update {
-            UpdatePolicy::Rolling(r) => (r.max_unavailable + r.max_surge) as usize,
-            UpdatePolicy::Recreate => group.allocation.len(),
-        };
+        let batch_size = crate::plan::rolling_batch(group).unwrap_or(group.allocation.len());
         let mut status = GroupStatus {
             name: group.name.clone(),
             wanted: group.allocation.len(),
@@ -496,6 +510,57 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn instance(slot: &str, state: InstanceState, outdated: bool) -> InstanceStatus {
+        InstanceStatus {
+            id: format!("i-{slot}-{state:?}"),
+            provider: "sim".to_owned(),
+            slot: slot.to_owned(),
+            state,
+            health: String::new(),
+            hash: String::new(),
+            outdated,
+            address: None,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn each_slot_counts_once_by_its_worst_live_instance() {
+        let mut group = GroupStatus {
+            name: "web".to_owned(),
+            wanted: 6,
+            hash: String::new(),
+            phase: None,
+            missing: vec!["2".to_owned(), "4".to_owned(), "5".to_owned()],
+            instances: vec![
+                instance("0", InstanceState::Dead, true),
+                instance("0", InstanceState::Running, false),
+                instance("1", InstanceState::Unhealthy, true),
+                instance("2", InstanceState::Dead, false),
+                instance("3", InstanceState::Running, true),
+            ],
+            failing: None,
+            backoff: BTreeMap::from([("5".to_owned(), "next try in 4s".to_owned())]),
+            expose: None,
+            counts: SlotCounts::default(),
+            rollout: None,
+        };
+        group.count();
+        let c = &group.counts;
+        assert_eq!(
+            (
+                c.healthy,
+                c.unhealthy,
+                c.dead,
+                c.outdated,
+                c.missing,
+                c.backoff,
+                c.starting
+            ),
+            (1, 1, 1, 1, 1, 1, 0)
+        );
+    }
 
     #[test]
     fn rollout_progress_counts_batches_by_healthy_new_instances() {

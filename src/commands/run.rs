@@ -51,8 +51,8 @@ fn touches_spec(event: &notify::Event, root: &Path) -> bool {
     })
 }
 
-/// Watches the spec files under `root` (inotify, through `notify`): `changed` is told at
-/// each change. The watcher must be kept while the watch matters.
+/// Watches the spec files in `root` and the folders under it (inotify, through `notify`):
+/// `changed` is told at each change. The watcher must be kept while the watch matters.
 fn watch_files(
     root: &Path,
     changed: Arc<tokio::sync::Notify>,
@@ -66,10 +66,69 @@ fn watch_files(
         }
     })
     .map_err(|e| environment(format!("--watch: cannot watch files: {e}")))?;
-    watcher
-        .watch(&absolute, notify::RecursiveMode::Recursive)
-        .map_err(|e| environment(format!("--watch: cannot watch {}: {e}", root.display())))?;
+    for dir in spec_folders(&absolute) {
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| environment(format!("--watch: cannot watch {}: {e}", dir.display())))?;
+    }
     Ok(watcher)
+}
+
+/// `root` and the folders under it that may hold spec files, at most 1,000: hidden ones
+/// (`.git`, `.tend`) are left out, so a large history costs no watches.
+fn spec_folders(root: &Path) -> Vec<PathBuf> {
+    let mut found = vec![root.to_path_buf()];
+    let mut next = 0;
+    while next < found.len() && found.len() < 1000 {
+        let dir = found[next].clone();
+        next += 1;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let hidden = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with('.'));
+            if !hidden && entry.file_type().is_ok_and(|t| t.is_dir()) && found.len() < 1000 {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Files the controller keeps for itself beside the endpoint's connections: its store,
+/// logs, pidfds, providers' sockets.
+const OWN_FILES: u64 = 512;
+
+/// The endpoint's connection cap: `wanted`, after the soft limit on open files is raised
+/// to the hard one, kept under that limit with room for the controller's own files.
+fn connection_cap(wanted: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    let room = usize::try_from(soft.saturating_sub(OWN_FILES).max(16)).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            "--max-connections {wanted} is more than the open-file limit leaves room for; serving at most {room}"
+        );
+    }
+    wanted.min(room)
 }
 
 fn duration_flag(flag: &str, text: &str) -> Result<std::time::Duration, Failure> {
@@ -143,6 +202,7 @@ fn evaluate_apart(path: &Path, options: &EvalOptions) -> Result<engine::spec::Sp
 pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (spec, _) = load(&args.spec)?;
     let resync = duration_flag("--resync", &args.resync)?;
+    let max_connections = connection_cap(args.max_connections as usize);
     // A watch that cannot be set up stops the command here, before anything runs.
     drop(reload_for(&args.spec, args.watch)?);
     let (state_dir, store) = open_store(&args.spec.spec, &args.store, &spec)?;
@@ -209,7 +269,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             tokio::spawn(http::serve(
                 listener,
                 Arc::new(endpoint.clone()),
-                args.max_connections,
+                max_connections,
             ));
             let stop = crate::progress::stop_on_signals();
             tracing::info!(
@@ -261,7 +321,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| environment(format!("cannot listen on {}: {e}", args.listen)))?;
-        tokio::spawn(http::serve(listener, endpoint, args.max_connections));
+        tokio::spawn(http::serve(listener, endpoint, max_connections));
         let stop = crate::progress::stop_on_signals();
         tracing::info!(
             "tend run: keeping project {project:?} at serial {}; dashboard on http://{}/",

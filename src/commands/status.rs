@@ -35,8 +35,17 @@ pub fn run(
     let rt = runtime()?;
     let _closing = Closing::new(&rt, &providers);
     let in_place = every.is_some() && !json && std::io::stdout().is_terminal();
+    // On a terminal the frames go on the alternate screen, left (with the last frame
+    // printed on the main one) when the watch ends.
+    let screen = in_place.then(AlternateScreen::enter);
     loop {
-        let status = snapshot(&rt, &spec, &store, &providers)?;
+        let status = match snapshot(&rt, &spec, &store, &providers) {
+            Ok(status) => status,
+            Err(e) => {
+                drop(screen);
+                return Err(e);
+            }
+        };
         if json && every.is_some() {
             crate::outln!("{}", serde_json::to_string(&status).unwrap_or_default());
         } else if json {
@@ -62,6 +71,10 @@ pub fn run(
             }
         });
         if stopped {
+            drop(screen);
+            if in_place {
+                crate::out!("{}", status.to_text());
+            }
             return Ok(0);
         }
     }
@@ -89,19 +102,28 @@ fn snapshot(
     Ok(status)
 }
 
-/// Draws `text` over the last one: from the top left, each line cleared to its end, and
-/// the rest of the screen cleared below.
-fn redraw(text: &str, every: std::time::Duration) {
-    let mut screen = String::from("\x1b[H");
-    for line in text.lines() {
-        screen.push_str(line);
-        screen.push_str("\x1b[K\n");
+/// The terminal's alternate screen while this lives.
+struct AlternateScreen;
+
+impl AlternateScreen {
+    fn enter() -> AlternateScreen {
+        crate::out!("\x1b[?1049h");
+        AlternateScreen
     }
-    screen.push_str(&format!(
-        "\x1b[K\nlooking again every {:.1}s; Ctrl-C to stop\x1b[K\n\x1b[J",
+}
+
+impl Drop for AlternateScreen {
+    fn drop(&mut self) {
+        crate::out!("\x1b[?1049l");
+    }
+}
+
+/// Draws `text` in place of the last frame: the screen cleared, then the text from the top.
+fn redraw(text: &str, every: std::time::Duration) {
+    crate::out!(
+        "\x1b[H\x1b[2J{text}\nlooking again every {:.1}s; Ctrl-C to stop\n",
         every.as_secs_f64()
-    ));
-    crate::out!("{screen}");
+    );
 }
 
 /// What the tools the spec's providers drive are: each provider's own word on it.

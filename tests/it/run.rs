@@ -548,8 +548,8 @@ fn the_endpoint_stays_bounded_and_answering() {
     let connect =
         || TcpStream::connect(("127.0.0.1", run.port)).unwrap_or_else(|e| panic!("connect: {e}"));
 
-    // A thousand clients that say nothing and one that sends a byte a second leave
-    // /healthz answering.
+    // A thousand clients that say nothing and one that sends its request a few bytes at a
+    // time, never finishing it, leave /healthz answering.
     let idle: Vec<TcpStream> = (0..1000).map(|_| connect()).collect();
     let mut slow = connect();
     let _ = slow.write_all(b"GET /hea");

@@ -2,7 +2,8 @@
 //! `/status` (`?brief` for counts only, `?group=NAME` for one group), `/metrics`, and
 //! `/events`: recent events as NDJSON, `?follow` to keep streaming them, and Server-Sent
 //! Events to a client that accepts `text/event-stream` (resuming after `Last-Event-ID`).
-//! An idle stream says something every 15 s (an empty line, an SSE comment).
+//! An idle stream says something every 15 s (an empty line, an SSE comment); an SSE
+//! stream ends after 5 minutes, and the browser reconnects where it was.
 //!
 //! It is bounded: at most [`MAX_CONNECTIONS`] connections at once (or as told) (more are answered 503
 //! at once), a request head must arrive within [`READ_TIMEOUT`] and fit in 16 KiB, a
@@ -25,7 +26,7 @@ use axum::Router;
 use futures_util::stream::{self, Stream, StreamExt};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
@@ -126,6 +127,19 @@ async fn refuse(mut socket: tokio::net::TcpStream) {
         let _ = socket.shutdown().await;
     })
     .await;
+    // Its request is read and dropped for a moment before the socket closes: closed with
+    // unread bytes, the kernel would reset it, and the client could lose the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut unread = [0u8; 4096];
+        let mut left: usize = 16 * 1024;
+        while left > 0 {
+            match socket.read(&mut unread).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 async fn dashboard() -> impl IntoResponse {
@@ -216,22 +230,29 @@ async fn events(
     };
     // Subscribed before the recent events are read: none falls between the two.
     let live = journal.subscribe();
+    // An id is `<journal>-<seq>`: one this journal gave resumes after it; any other (a
+    // restarted controller's, another replica's) gets every recent event.
+    let mark = journal.mark().to_owned();
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| v.trim().split_once('-'))
+        .filter(|(of, _)| *of == mark)
+        .and_then(|(_, seq)| seq.parse::<u64>().ok())
         .unwrap_or(0);
     let recent: Vec<Event> = journal
         .recent()
         .into_iter()
         .filter(|e| e.seq > after)
         .collect();
-    let events = following(recent, live, place);
     if sse {
-        let stream = events.map(|e| {
+        // A browser's stream ends after a while and reconnects where it was: a tab left
+        // open in the background never holds its place for good.
+        let events = following(recent, live, place, Some(SSE_LIFETIME));
+        let stream = events.map(move |e| {
             Ok::<_, Infallible>(match e {
                 Some(e) => sse::Event::default()
-                    .id(e.seq.to_string())
+                    .id(format!("{mark}-{}", e.seq))
                     .event("tend")
                     .data(serde_json::to_string(&e).unwrap_or_default()),
                 None => sse::Event::default().comment(""),
@@ -243,6 +264,7 @@ async fn events(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return answer;
     }
+    let events = following(recent, live, place, None);
     let lines = events.map(|e| {
         let line = match e {
             Some(e) => serde_json::to_string(&e).unwrap_or_default() + "\n",
@@ -257,6 +279,17 @@ async fn events(
         .into_response()
 }
 
+/// How long a Server-Sent Events stream lasts before its client reconnects.
+const SSE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Waits until `deadline`; forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How often an idle event stream says something (an empty NDJSON line, an SSE comment):
 /// a client that hung up without a word (an HTTP/1.0 one) is found out by the write.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -267,13 +300,16 @@ fn following(
     recent: Vec<Event>,
     live: broadcast::Receiver<Event>,
     place: OwnedSemaphorePermit,
+    lifetime: Option<Duration>,
 ) -> impl Stream<Item = Option<Event>> + Send {
     let last = recent.last().map_or(0, |e| e.seq);
     let beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let ends = lifetime.map(|l| tokio::time::Instant::now() + l);
     let state = (live, beat, place);
     let new = stream::unfold(state, move |(mut live, mut beat, place)| async move {
         loop {
             tokio::select! {
+                _ = until(ends) => return None,
                 event = live.recv() => match event {
                     Ok(e) if e.seq <= last => continue,
                     Ok(e) => return Some((Some(e), (live, beat, place))),

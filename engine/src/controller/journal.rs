@@ -43,8 +43,9 @@ pub struct Event {
     pub seq: u64,
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// What kind: `created`, `healed`, `replaced`, `destroyed`, `failed`, `backoff`,
-    /// `unhealthy`, `exited`, `converged`, `spec`, `provider`.
+    /// What kind: `started`, `waiting`, `created`, `healed`, `replaced`, `destroyed`,
+    /// `failed`, `backoff`, `unhealthy`, `exited`, `paused`, `rolled_back`, `degraded`,
+    /// `resumed`, `converged`, `spec`, `provider`, `leader`, `note`, `store`.
     pub kind: String,
     /// The group, when there is one.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -81,6 +82,9 @@ struct Role {
 
 /// The metrics, registered once in `registry`.
 struct Metrics {
+    /// Held while gauges are refilled and while the registry is encoded: a scrape never
+    /// sees a family half refilled.
+    refill: Mutex<()>,
     registry: Registry,
     counters: BTreeMap<&'static str, Counter>,
     heals_by_reason: Family<HealReason, Counter>,
@@ -147,10 +151,11 @@ impl Metrics {
         let role = Family::<Role, Gauge>::default();
         registry.register(
             "tend_replica_role",
-            "This controller's role: 1 for leader or standby, 0 for the other",
+            "This replica's role: 1 for the role it has now, 0 for the other",
             role.clone(),
         );
         Metrics {
+            refill: Mutex::new(()),
             registry,
             counters,
             heals_by_reason,
@@ -165,6 +170,8 @@ impl Metrics {
 
 /// Events and metrics, shared by the controller loop and the HTTP endpoint.
 pub struct Journal {
+    /// Tells this journal's event ids from another's: when it was made, in ms.
+    mark: String,
     recent: Mutex<VecDeque<Event>>,
     seq: AtomicU64,
     live: broadcast::Sender<Event>,
@@ -184,6 +191,7 @@ impl Journal {
     /// through `tracing` (target `tend::controller`).
     pub fn new(clock: Clock, log: bool) -> Journal {
         Journal {
+            mark: clock.epoch_ms().to_string(),
             recent: Mutex::new(VecDeque::new()),
             seq: AtomicU64::new(0),
             live: broadcast::channel(1024).0,
@@ -193,8 +201,17 @@ impl Journal {
         }
     }
 
+    /// What tells this journal's events from another's (a restarted controller's).
+    pub fn mark(&self) -> &str {
+        &self.mark
+    }
+
     /// Records an event, counts it, logs it, and sends it to live streams.
     pub fn event(&self, kind: &str, group: &str, slot: &str, message: String) {
+        // Numbered, kept and sent under one lock: streams see events in their order.
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
         let event = Event {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             at_ms: self.clock.epoch_ms(),
@@ -214,11 +231,9 @@ impl Journal {
         if let Some(counter) = self.metrics.counters.get(kind) {
             counter.inc();
         }
-        if let Ok(mut recent) = self.recent.lock() {
-            recent.push_back(event.clone());
-            while recent.len() > KEEP {
-                recent.pop_front();
-            }
+        recent.push_back(event.clone());
+        while recent.len() > KEEP {
+            recent.pop_front();
         }
         let _ = self.live.send(event);
     }
@@ -246,6 +261,7 @@ impl Journal {
 
     /// Sets the instance counts by group and state.
     pub fn instances(&self, counts: BTreeMap<(String, String), usize>) {
+        let _refill = self.metrics.refill.lock();
         let family = &self.metrics.instances;
         family.clear();
         for ((group, state), n) in counts {
@@ -257,6 +273,7 @@ impl Journal {
 
     /// Sets where each group stands.
     pub fn phases(&self, phases: &BTreeMap<String, GroupPhase>) {
+        let _refill = self.metrics.refill.lock();
         let family = &self.metrics.phases;
         family.clear();
         for (group, current) in phases {
@@ -272,8 +289,14 @@ impl Journal {
         }
     }
 
-    /// Sets this controller's role: `leader` or `standby`.
+    /// Sets this controller's role: `leader` or `standby`. A standby exports no instance
+    /// counts or phases of its own: summed over replicas, only the leader's count.
     pub fn role(&self, leading: bool) {
+        let _refill = self.metrics.refill.lock();
+        if !leading {
+            self.metrics.instances.clear();
+            self.metrics.phases.clear();
+        }
         for (role, on) in [("leader", leading), ("standby", !leading)] {
             self.metrics
                 .role
@@ -309,6 +332,7 @@ impl Journal {
     /// Metrics in the Prometheus (OpenMetrics) text format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
+        let _refill = self.metrics.refill.lock();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry);
         out
     }

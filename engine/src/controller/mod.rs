@@ -572,10 +572,12 @@ fn heal_reason(action: &crate::plan::Action) -> &'static str {
     if action.unhealthy {
         return "unhealthy";
     }
+    // How it ended, as its provider said: "orphaned: its Vagrant folder is gone".
     let ended = action
         .reason
         .strip_prefix("instance is dead (")
-        .and_then(|r| r.strip_suffix(')'));
+        .and_then(|r| r.strip_suffix(')'))
+        .map(|r| r.split(':').next().unwrap_or(r));
     match ended {
         Some("oom") => "oom",
         Some("tainted") => "tainted",

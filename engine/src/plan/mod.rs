@@ -12,5 +12,5 @@ mod saved;
 pub use model::{
     Action, ActionKind, Barrier, BarrierKind, Expectation, Expected, Hold, Plan, Summary,
 };
-pub use planner::{plan, Paused, PlanInput};
+pub use planner::{plan, rolling_batch, Paused, PlanInput};
 pub use saved::{SavedPlan, SavedPlanError, FORMAT as SAVED_PLAN_FORMAT};

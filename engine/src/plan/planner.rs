@@ -809,14 +809,14 @@ impl Builder {
             return;
         }
         let group = ctx.group;
-        let (max_unavailable, surge_room, batch_size) = match (&group.update, &group.allocation) {
-            (UpdatePolicy::Recreate, _) => (outdated.len(), 0, outdated.len()),
+        let batch_size = rolling_batch(group).unwrap_or(outdated.len());
+        let (max_unavailable, surge_room) = match (&group.update, &group.allocation) {
+            (UpdatePolicy::Recreate, _) => (outdated.len(), 0),
             (UpdatePolicy::Rolling(r), Allocation::Ids(_)) => {
-                (r.max_unavailable.max(1) as usize, 0, 1)
+                (r.max_unavailable.max(1) as usize, 0)
             }
             (UpdatePolicy::Rolling(r), Allocation::Size(_)) => {
-                let (u, s) = (r.max_unavailable as usize, r.max_surge as usize);
-                (u, s, (u + s).max(1))
+                (r.max_unavailable as usize, r.max_surge as usize)
             }
         };
         // Surge in progress (a new instance beside an old one, not judged yet) takes room.
@@ -1037,6 +1037,18 @@ fn display_hash(hash: &str) -> &str {
         "(none)"
     } else {
         hash
+    }
+}
+
+/// How many instances one batch of `group`'s rolling update replaces (one at a time for
+/// groups of named ids); `None` for a recreate, which replaces every outdated one at once.
+pub fn rolling_batch(group: &crate::spec::Group) -> Option<usize> {
+    match (&group.update, &group.allocation) {
+        (UpdatePolicy::Recreate, _) => None,
+        (UpdatePolicy::Rolling(_), Allocation::Ids(_)) => Some(1),
+        (UpdatePolicy::Rolling(r), Allocation::Size(_)) => {
+            Some((r.max_unavailable as usize + r.max_surge as usize).max(1))
+        }
     }
 }
 
