@@ -85,17 +85,27 @@ impl Drop for Line {
     }
 }
 
-/// The fields of one event: its message and the rest, in order.
+/// The fields of one event: its message and the rest, in order, numbers and booleans
+/// kept as such.
 #[derive(Default)]
 struct Fields {
     message: String,
-    rest: Vec<(&'static str, String)>,
+    rest: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Fields {
+    /// Takes field `name` as text, when it is there and not empty.
     fn take(&mut self, name: &str) -> Option<String> {
         let at = self.rest.iter().position(|(n, _)| *n == name)?;
-        Some(self.rest.remove(at).1).filter(|v| !v.is_empty())
+        let text = match self.rest.remove(at).1 {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        Some(text).filter(|v| !v.is_empty())
+    }
+
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        self.rest.push((field.name(), value));
     }
 }
 
@@ -104,17 +114,38 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = value.to_owned();
         } else {
-            self.rest.push((field.name(), value.to_owned()));
+            self.put(field, value.into());
         }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
             self.message = format!("{value:?}");
         } else {
-            self.rest.push((field.name(), format!("{value:?}")));
+            self.put(field, format!("{value:?}").into());
         }
     }
+}
+
+/// True for a field with nothing in it.
+fn is_empty(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(str::is_empty)
 }
 
 /// The line format: text or JSON.
@@ -144,28 +175,30 @@ where
     }
 }
 
-/// `{"time": ..., "level": ..., "project": ..., "message": ..., ...}`.
+/// `{"time": ..., "level": ..., "project": ..., "group": ..., "slot": ..., "instance": ...,
+/// "action": ..., "message": ..., ...}`, in that order, empty fields left out.
 fn json_line(level: Level, mut fields: Fields) -> String {
     let mut time = String::new();
     let _ = SystemTime.format_time(&mut Writer::new(&mut time));
-    let mut line = serde_json::Map::new();
-    line.insert("time".into(), time.into());
-    line.insert("level".into(), level.as_str().to_lowercase().into());
+    let mut line: Vec<(&str, serde_json::Value)> = vec![
+        ("time", time.into()),
+        ("level", level.as_str().to_lowercase().into()),
+    ];
     if let Some(project) = PROJECT.get() {
-        line.insert("project".into(), project.clone().into());
+        line.push(("project", project.clone().into()));
     }
     for name in ["group", "slot", "instance", "action"] {
         if let Some(value) = fields.take(name) {
-            line.insert(name.into(), value.into());
+            line.push((name, value.into()));
         }
     }
-    line.insert("message".into(), std::mem::take(&mut fields.message).into());
-    for (name, value) in fields.rest {
-        if !value.is_empty() {
-            line.insert(name.into(), value.into());
-        }
-    }
-    serde_json::Value::Object(line).to_string()
+    line.push(("message", std::mem::take(&mut fields.message).into()));
+    line.extend(fields.rest.into_iter().filter(|(_, v)| !is_empty(v)));
+    let members: Vec<String> = line
+        .into_iter()
+        .map(|(name, value)| format!("{}:{value}", serde_json::Value::from(name)))
+        .collect();
+    format!("{{{}}}", members.join(","))
 }
 
 /// `warning: failed web/1: ...`, `plugin NAME: ...`, `terraform GROUP: ...`, or the
@@ -203,9 +236,18 @@ fn text_line(level: Level, mut fields: Fields) -> String {
         line.push_str(&head);
         line.push_str(": ");
     }
+    // An instance the message already names is not said twice.
+    if let Some(instance) = fields.take("instance") {
+        if !fields.message.contains(&instance) {
+            fields.rest.push(("instance", instance.into()));
+        }
+    }
     line.push_str(&fields.message);
-    for (name, value) in fields.rest.iter().filter(|(_, v)| !v.is_empty()) {
-        line.push_str(&format!(" {name}={value}"));
+    for (name, value) in fields.rest.iter().filter(|(_, v)| !is_empty(v)) {
+        match value.as_str() {
+            Some(text) => line.push_str(&format!(" {name}={text}")),
+            None => line.push_str(&format!(" {name}={value}")),
+        }
     }
     line
 }
@@ -217,7 +259,7 @@ mod tests {
     fn fields(message: &str, rest: &[(&'static str, &str)]) -> Fields {
         Fields {
             message: message.to_owned(),
-            rest: rest.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(),
+            rest: rest.iter().map(|(n, v)| (*n, (*v).into())).collect(),
         }
     }
 
@@ -248,6 +290,19 @@ mod tests {
             text_line(Level::WARN, failed),
             "warning: failed web/2: exited instance=p-9"
         );
+        let named = fields(
+            "instance is dead as p-3 in 3 ms",
+            &[
+                ("group", "web"),
+                ("slot", "3"),
+                ("instance", "p-3"),
+                ("action", "healed"),
+            ],
+        );
+        assert_eq!(
+            text_line(Level::INFO, named),
+            "healed web/3: instance is dead as p-3 in 3 ms"
+        );
     }
 
     #[test]
@@ -274,5 +329,15 @@ mod tests {
         assert_eq!(value["message"], "exited");
         assert!(value["time"].as_str().is_some_and(|t| t.contains('T')));
         assert!(value.get("slot_extra").is_none());
+        let keys: Vec<&str> = line
+            .trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .filter_map(|m| m.split(':').next())
+            .map(|k| k.trim_matches('"'))
+            .collect();
+        assert_eq!(
+            keys,
+            ["time", "level", "project", "group", "slot", "action", "message"]
+        );
     }
 }

@@ -371,15 +371,36 @@ impl Replicas {
 
 impl Status {
     /// The status without its instances and slot lists (each group keeps its counts): what
-    /// a page shows of a project of any size before a group is opened.
-    pub fn brief(mut self) -> Status {
-        for group in &mut self.groups {
-            group.instances.clear();
-            group.missing.clear();
-            group.backoff.clear();
+    /// a page shows of a project of any size before a group is opened. Copies no instance.
+    pub fn brief(&self) -> Status {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| GroupStatus {
+                name: g.name.clone(),
+                wanted: g.wanted,
+                hash: g.hash.clone(),
+                phase: g.phase.clone(),
+                missing: Vec::new(),
+                instances: Vec::new(),
+                failing: g.failing.clone(),
+                backoff: BTreeMap::new(),
+                expose: g.expose.clone(),
+                counts: g.counts.clone(),
+                rollout: g.rollout.clone(),
+            })
+            .collect();
+        Status {
+            project: self.project.clone(),
+            serial: self.serial,
+            applied_ms_ago: self.applied_ms_ago,
+            observed_at_ms: self.observed_at_ms,
+            groups,
+            orphans: Vec::new(),
+            balancers: Vec::new(),
+            replicas: self.replicas.clone(),
+            tools: self.tools.clone(),
         }
-        self.orphans.clear();
-        self
     }
 
     /// Marks groups whose rollout failed (from the store) as paused or rolled back.

@@ -189,3 +189,39 @@ fn a_missing_spec_is_a_spec_error_with_exit_one() {
         "error: spec error: cannot read spec /nonexistent/main.star: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn status_watch_writes_a_status_per_look_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let dir = project_with_spec();
+    let out = tend(dir.path(), &["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut watch = crate::harness::spawn_tend(
+        dir.path(),
+        &["status", "--watch=100ms", "--json"],
+        std::process::Stdio::piped,
+    );
+    let stdout = watch.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    // Not a terminal: one compact JSON status per look, each of the whole project.
+    for _ in 0..3 {
+        let line = lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("tend status --watch ended early"));
+        let status = json(line.as_bytes());
+        assert_eq!(status["groups"][1]["counts"]["healthy"], 2, "{line}");
+    }
+    crate::harness::signal(watch.id(), "-INT");
+    let ended = watch.wait().map(|s| s.code());
+    assert_eq!(ended.ok().flatten(), Some(0));
+
+    // The spec path is not taken for the interval: `--watch` takes one only after `=`.
+    let out = tend(dir.path(), &["status", "--watch", "nope.star"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nope.star"),
+        "{}",
+        text(&out.stderr)
+    );
+}

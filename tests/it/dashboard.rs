@@ -9,19 +9,7 @@ use crate::process::{wait_for, Project};
 use crate::run::{converged, Running};
 
 fn web_spec(command: &str) -> String {
-    format!(
-        r#"group(
-    name = "web",
-    size = 4,
-    provider = process(),
-    flavor = flavor(
-        command = {command},
-        health = http(port = "{{{{ 18431 + instance.index }}}}", path = "/", grace_period = "10s", interval = "500ms", failures = 2),
-    ),
-    update = rolling(max_unavailable = 1, health_timeout = "15s"),
-)
-"#
-    )
+    crate::run::web_spec(command, 18431)
 }
 
 /// The states slot `slot` of group `web` showed, in order, since this was installed.

@@ -327,7 +327,8 @@ fn watch_reevaluates_a_changed_spec_and_keeps_running_on_a_broken_one() {
     assert_eq!(applied["serial"], 2);
 }
 
-fn web_spec(command: &str, ports: u16) -> String {
+/// A group of 4 behind HTTP checks on ports `ports + index`, rolled one at a time.
+pub fn web_spec(command: &str, ports: u16) -> String {
     format!(
         r#"group(
     name = "web",

@@ -50,8 +50,9 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub struct Endpoint {
     /// Events and metrics.
     pub journal: Arc<Journal>,
-    /// The status of the controller's last round.
-    pub status: Arc<Mutex<Option<Status>>>,
+    /// The status of the controller's last round (shared, never copied whole for a brief
+    /// or one group).
+    pub status: Arc<Mutex<Option<Arc<Status>>>>,
     /// The balancers, whose rotations and open connections `/status` shows as they are now.
     pub balancers: crate::balancer::Balancers,
 }
@@ -172,26 +173,27 @@ struct StatusQuery {
 async fn status(State(shared): State<Shared>, query: Query<StatusQuery>) -> Response {
     let endpoint = &shared.endpoint;
     let shown = endpoint.status.lock().ok().and_then(|s| s.clone());
-    let Some(mut status) = shown else {
+    let Some(status) = shown else {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             "{\"error\": \"the first round has not finished yet\"}\n".to_owned(),
         );
     };
-    status.balancers = endpoint.balancers.status();
     if let Some(name) = &query.group {
-        return match status.groups.into_iter().find(|g| &g.name == name) {
-            Some(group) => json(StatusCode::OK, to_json(&group)),
+        return match status.groups.iter().find(|g| &g.name == name) {
+            Some(group) => json(StatusCode::OK, to_json(group)),
             None => json(
                 StatusCode::NOT_FOUND,
                 to_json(&serde_json::json!({ "error": format!("no group {name:?}") })),
             ),
         };
     }
-    if query.brief.is_some() {
-        status = status.brief();
-    }
-    json(StatusCode::OK, to_json(&status))
+    let mut shown = match query.brief {
+        Some(_) => status.brief(),
+        None => Status::clone(&status),
+    };
+    shown.balancers = endpoint.balancers.status();
+    json(StatusCode::OK, to_json(&shown))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

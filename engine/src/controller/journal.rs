@@ -53,6 +53,9 @@ pub struct Event {
     /// The slot, when there is one.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub slot: String,
+    /// The instance, when there is one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     /// In words.
     pub message: String,
 }
@@ -208,6 +211,18 @@ impl Journal {
 
     /// Records an event, counts it, logs it, and sends it to live streams.
     pub fn event(&self, kind: &str, group: &str, slot: &str, message: String) {
+        self.instance_event(kind, group, slot, "", message);
+    }
+
+    /// [`Journal::event`] about one instance.
+    pub fn instance_event(
+        &self,
+        kind: &str,
+        group: &str,
+        slot: &str,
+        instance: &str,
+        message: String,
+    ) {
         // Numbered, kept and sent under one lock: streams see events in their order.
         let Ok(mut recent) = self.recent.lock() else {
             return;
@@ -218,14 +233,15 @@ impl Journal {
             kind: kind.to_owned(),
             group: group.to_owned(),
             slot: slot.to_owned(),
+            instance: instance.to_owned(),
             message,
         };
         if self.log {
             let message = &event.message;
             if WARNINGS.contains(&kind) {
-                tracing::warn!(target: "tend::controller", group, slot, action = kind, "{message}");
+                tracing::warn!(target: "tend::controller", group, slot, instance, action = kind, "{message}");
             } else {
-                tracing::info!(target: "tend::controller", group, slot, action = kind, "{message}");
+                tracing::info!(target: "tend::controller", group, slot, instance, action = kind, "{message}");
             }
         }
         if let Some(counter) = self.metrics.counters.get(kind) {

@@ -97,7 +97,7 @@ pub struct Controller {
     clock: Clock,
     options: Options,
     journal: Arc<Journal>,
-    status: Arc<Mutex<Option<Status>>>,
+    status: Arc<Mutex<Option<Arc<Status>>>>,
     report: Option<Report>,
     /// Set when a provider told, during a look, what needs a look of its own.
     look_again: bool,
@@ -372,7 +372,7 @@ impl Controller {
         report.annotate(&mut status);
         status.balancers = balancers;
         if let Ok(mut shown) = self.status.lock() {
-            *shown = Some(status);
+            *shown = Some(Arc::new(status));
         }
         if self.report.as_ref() != Some(&report) {
             if round.converged
@@ -434,8 +434,8 @@ impl Controller {
 
     /// The group and slot of instance `id`, as the last round saw it.
     fn place_of(&self, id: &str) -> Option<(String, String)> {
-        let status = self.status.lock().ok()?;
-        status.as_ref()?.groups.iter().find_map(|g| {
+        let status = self.status.lock().ok()?.clone()?;
+        status.groups.iter().find_map(|g| {
             g.instances
                 .iter()
                 .find(|i| i.id == id)
@@ -457,10 +457,11 @@ impl Controller {
                     None => String::new(),
                 };
                 let (group, slot) = self.place_of(&id).unwrap_or_default();
-                self.journal.event(
+                self.journal.instance_event(
                     "exited",
                     &group,
                     &slot,
+                    &id,
                     format!("{provider} instance {id} is gone{why}"),
                 );
                 self.reconciler.instance_gone(id);
@@ -598,10 +599,11 @@ fn record_event(journal: &Journal, event: Event) {
                 format!("{}{surge}: {}", action.action.name(), action.reason),
             )
         }
-        Event::WaitingOnHealth { action, instance } => journal.event(
+        Event::WaitingOnHealth { action, instance } => journal.instance_event(
             "waiting",
             &action.group,
             &action.slot.to_string(),
+            &instance,
             format!("{instance} made; waiting for it to pass its health checks"),
         ),
         Event::Finished {
@@ -626,10 +628,11 @@ fn record_event(journal: &Journal, event: Event) {
                     if action.action == ActionKind::Heal {
                         journal.healed_because(&action.group, heal_reason(&action));
                     }
-                    journal.event(
+                    journal.instance_event(
                         kind,
                         &action.group,
                         &slot,
+                        done.instance.as_deref().unwrap_or_default(),
                         format!(
                             "{}{made} in {:.0} ms",
                             action.reason,
@@ -645,10 +648,11 @@ fn record_event(journal: &Journal, event: Event) {
             slot,
             instance,
             why,
-        } => journal.event(
+        } => journal.instance_event(
             "unhealthy",
             &group,
             &slot,
+            &instance,
             format!("instance {instance} failed its health check: {why}"),
         ),
         Event::RolloutFailed {

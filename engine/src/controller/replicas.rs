@@ -240,7 +240,7 @@ impl Replica {
             }
             status.replicas = shown(&self.store).ok().flatten();
             if let Ok(mut shown) = self.endpoint.status.lock() {
-                *shown = Some(status);
+                *shown = Some(Arc::new(status));
             }
         }
         applied.map_or(0, |a| a.serial)
