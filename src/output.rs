@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 static STDERR_GONE: AtomicBool = AtomicBool::new(false);
 
+/// True once a write to stdout failed (its reader is gone).
+pub fn stdout_gone() -> bool {
+    STDOUT_GONE.load(Ordering::Relaxed)
+}
+
 /// Writes to stdout; after the first failed write, writes nothing more.
 pub fn stdout(args: Arguments<'_>) {
     write(&STDOUT_GONE, &mut std::io::stdout().lock(), args);

@@ -287,6 +287,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
                 endpoint,
                 election,
                 member: Member::this_process("run", Some(args.listen.clone())),
+                resync,
                 options: Box::new(options),
             };
             replica

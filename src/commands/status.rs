@@ -58,7 +58,8 @@ pub fn run(
         } else {
             crate::out!("{}", status.to_text());
         }
-        let Some(every) = every else {
+        // Nobody reads any more (`tend status --watch | head -1`): the watch ends.
+        let Some(every) = every.filter(|_| !crate::output::stdout_gone()) else {
             return Ok(0);
         };
         if !in_place && !json {

@@ -225,3 +225,33 @@ fn status_watch_writes_a_status_per_look_until_interrupted() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn status_watch_ends_when_its_reader_is_gone() {
+    use std::io::{BufRead, BufReader};
+    let dir = project_with_spec();
+    let out = tend(dir.path(), &["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut watch = crate::harness::spawn_tend(
+        dir.path(),
+        &["status", "--watch=100ms", "--json"],
+        std::process::Stdio::piped,
+    );
+    let stdout = watch.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut first = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut first);
+    assert!(first.starts_with('{'), "{first}");
+    // The reader hung up: the next look's write fails, and the watch exits 0 by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ended = loop {
+        if let Ok(Some(status)) = watch.try_wait() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("tend status --watch kept running with no reader");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(ended, Some(0));
+}

@@ -42,8 +42,20 @@ impl<T> Deadline<T> {
         }
     }
 
-    fn progressed(&mut self) {
-        self.stalled = None;
+    /// What a write-side poll that gave `polled` returns: a pending one runs the clock,
+    /// any other resets it.
+    fn judged<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match polled {
+            Poll::Pending => self.waiting(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 }
 
@@ -63,13 +75,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.waiting(cx),
-            done => {
-                self.progressed();
-                done
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.judged(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -77,13 +84,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.waiting(cx),
-            done => {
-                self.progressed();
-                done
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.judged(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -91,13 +93,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Deadline<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.waiting(cx),
-            done => {
-                self.progressed();
-                done
-            }
-        }
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.judged(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -65,7 +65,10 @@ pub struct Replica {
     pub election: Election,
     /// Who it is.
     pub member: Member,
-    /// The controller's options for each leadership.
+    /// How often a standby looks (the controller's `resync`).
+    pub resync: Duration,
+    /// The controller's options for each leadership (made when it leads: with `--watch`,
+    /// a file watcher among them).
     pub options: Box<dyn Fn() -> Options + Send + Sync>,
 }
 
@@ -86,7 +89,7 @@ impl Replica {
     ) -> Result<(), ControllerError> {
         let etcd = self.etcd()?;
         etcd.watch_spec();
-        let resync = (self.options)().resync;
+        let resync = self.resync;
         loop {
             self.journal.role(false);
             if *stop.borrow() {
