@@ -31,13 +31,17 @@ pub struct Tally {
     failed: usize,
 }
 
-/// The bars drawn now, if any: lines written meanwhile go above them.
-static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+/// The bars drawn now, if any, and the group bars among them: lines written meanwhile go
+/// above them.
+static BARS: Mutex<Option<(MultiProgress, Vec<ProgressBar>)>> = Mutex::new(None);
 
 /// Runs `write` with the progress bars (when drawn) cleared first and drawn again after,
 /// so a line never lands inside a bar.
 pub fn above_bars(write: impl FnOnce()) {
-    let bars = BARS.lock().ok().and_then(|b| b.clone());
+    let bars = BARS
+        .lock()
+        .ok()
+        .and_then(|b| b.as_ref().map(|(m, _)| m.clone()));
     match bars {
         Some(bars) => bars.suspend(write),
         None => write(),
@@ -89,7 +93,7 @@ impl Bars {
         let style = ProgressStyle::with_template("{prefix:>14} [{bar:24}] {pos}/{len} {msg}")
             .map(|s| s.progress_chars("=> "))
             .unwrap_or_else(|_| ProgressStyle::default_bar());
-        let groups = totals
+        let groups: BTreeMap<String, GroupBar> = totals
             .into_iter()
             .map(|(group, total)| {
                 let bar = multi.add(ProgressBar::new(total));
@@ -105,7 +109,8 @@ impl Bars {
             })
             .collect();
         if let Ok(mut shown) = BARS.lock() {
-            *shown = Some(multi.clone());
+            let each = groups.values().map(|g| g.bar.clone()).collect();
+            *shown = Some((multi.clone(), each));
         }
         Some(Bars { groups })
     }
@@ -234,8 +239,13 @@ pub fn printer(plan: &Plan) -> (engine::reconcile::EventSink, Arc<Mutex<Tally>>)
 /// Takes the progress bars off the terminal, if some are drawn.
 fn clear_bars() {
     let bars = BARS.lock().ok().and_then(|mut b| b.take());
-    if let Some(bars) = bars {
-        let _ = bars.clear();
+    if let Some((multi, each)) = bars {
+        // Finished here: a bar left unfinished would draw itself again, full, when the
+        // reconciler that holds it is dropped after the summary.
+        for bar in each {
+            bar.finish_and_clear();
+        }
+        let _ = multi.clear();
     }
 }
 
@@ -268,6 +278,7 @@ pub fn stop_on_signals() -> tokio::sync::watch::Receiver<bool> {
                 });
                 let _ = tx.send(true);
             } else {
+                clear_bars();
                 crate::errln!("Stopping now: every instance made so far carries its tags.");
                 std::process::exit(1);
             }

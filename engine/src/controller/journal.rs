@@ -223,7 +223,9 @@ impl Journal {
         instance: &str,
         message: String,
     ) {
-        // Numbered, kept and sent under one lock: streams see events in their order.
+        // Numbered, kept and sent under one lock: streams see events in their order. The
+        // log line is written after it is let go: a stderr that blocks never holds up
+        // `/events`.
         let Ok(mut recent) = self.recent.lock() else {
             return;
         };
@@ -236,22 +238,23 @@ impl Journal {
             instance: instance.to_owned(),
             message,
         };
+        recent.push_back(event.clone());
+        while recent.len() > KEEP {
+            recent.pop_front();
+        }
+        let message = event.message.clone();
+        let _ = self.live.send(event);
+        drop(recent);
+        if let Some(counter) = self.metrics.counters.get(kind) {
+            counter.inc();
+        }
         if self.log {
-            let message = &event.message;
             if WARNINGS.contains(&kind) {
                 tracing::warn!(target: "tend::controller", group, slot, instance, action = kind, "{message}");
             } else {
                 tracing::info!(target: "tend::controller", group, slot, instance, action = kind, "{message}");
             }
         }
-        if let Some(counter) = self.metrics.counters.get(kind) {
-            counter.inc();
-        }
-        recent.push_back(event.clone());
-        while recent.len() > KEEP {
-            recent.pop_front();
-        }
-        let _ = self.live.send(event);
     }
 
     /// Counts a heal of `group` by why it was needed.
