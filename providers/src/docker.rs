@@ -340,6 +340,13 @@ impl DockerProvider {
             .map_err(|e| backend(format!("cannot resolve {}: {e}", dir.display())))?;
         Ok(Some(absolute))
     }
+
+    /// Removes what a container named `name` had mounted: its flavor files on disk and its
+    /// secret files in memory. Called when it is removed, or was never made.
+    fn remove_files(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.dir.join("files").join(name));
+        crate::files::remove_secrets(&secrets_name(name));
+    }
 }
 
 /// The folder of a container's secret files in memory.
@@ -495,7 +502,8 @@ impl Provider for DockerProvider {
         // configuration (where `docker inspect` would show an env value).
         if !request.secret_files.is_empty() {
             let secrets =
-                crate::files::write_secrets(NAME, &secrets_name(&name), &request.secret_files)?;
+                crate::files::write_secrets(NAME, &secrets_name(&name), &request.secret_files)
+                    .inspect_err(|_| self.remove_files(&name))?;
             for path in request.secret_files.keys() {
                 binds.push(format!(
                     "{}:{}/{path}:ro",
@@ -540,7 +548,7 @@ impl Provider for DockerProvider {
         let created = match docker.create_container(Some(options), config).await {
             Ok(c) => c,
             Err(e) => {
-                crate::files::remove_secrets(&secrets_name(&name));
+                self.remove_files(&name);
                 return Err(backend(format!("cannot create container {name}: {e}")));
             }
         };
@@ -555,7 +563,7 @@ impl Provider for DockerProvider {
                     }),
                 )
                 .await;
-            crate::files::remove_secrets(&secrets_name(&name));
+            self.remove_files(&name);
             return Err(backend(format!("cannot start container {name}: {e}")));
         }
         Ok(short(&created.id))
@@ -601,7 +609,7 @@ impl Provider for DockerProvider {
                 Err(e) => Err(backend(format!("cannot remove container {id}: {e}"))),
             };
             if let (Ok(()), Some(name)) = (&removed, name) {
-                crate::files::remove_secrets(&secrets_name(&name));
+                self.remove_files(&name);
             }
             return removed;
         }

@@ -274,6 +274,7 @@ fn containers_are_created_healed_rolled_scaled_and_destroyed() {
         ])
         .stdout,
     );
+    let by_hand = text(&docker(&["inspect", "--format", "{{.Name}}", victim.trim()]).stdout);
     docker(&["rm", "-f", victim.trim()]);
     assert!(p.ok(&["apply", "--yes"]).contains("1 created"));
     assert_eq!(containers("it-docker", true).len(), 2);
@@ -289,6 +290,16 @@ fn containers_are_created_healed_rolled_scaled_and_destroyed() {
     assert_eq!(containers("it-docker", true).len(), 1);
     assert!(p.ok(&["destroy", "--yes"]).contains("1 destroyed"));
     assert!(containers("it-docker", true).is_empty());
+    // Every container tend removed took its mounted files with it; only the one removed
+    // by hand, behind tend's back, left its folder.
+    let mut left: Vec<String> = std::fs::read_dir(p.path().join(".tend/docker/files"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [by_hand.trim().trim_start_matches('/')]);
 }
 
 #[test]

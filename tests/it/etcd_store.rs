@@ -138,6 +138,23 @@ fn an_apply_writes_a_key_per_group_in_one_transaction_whose_revision_is_the_seri
         Some(2),
         "the first version had two groups"
     );
+    // The history keeps the newest versions only: older entries go in the commit that
+    // pushes them out.
+    let last = store
+        .last_applied()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("nothing applied"));
+    for _ in 0..engine::store::HISTORY_KEPT {
+        store.commit(&last.spec).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let history = store.history();
+    assert_eq!(history.len() as u64, engine::store::HISTORY_KEPT);
+    assert!(
+        !history.contains(&(serial as u64)),
+        "the oldest versions are dropped: {history:?}"
+    );
+    assert_eq!(keys(&cluster, "keys").iter().filter(|(k, _)| k.contains("/history/")).count() as u64, engine::store::HISTORY_KEPT);
 }
 
 #[test]

@@ -25,6 +25,11 @@ pub use etcd::EtcdStore;
 pub use lock::{LockGuard, LockHolder};
 pub use rollouts::{FailedRollout, Version};
 
+/// How many applied versions the history keeps: a commit drops the ones older than that,
+/// so the store does not grow with every apply. Rollbacks and the controller look back at
+/// most 50.
+pub const HISTORY_KEPT: u64 = 100;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -297,8 +302,20 @@ impl Store {
         })?;
         write_atomic(&self.history_file(applied.serial), text.as_bytes())?;
         write_atomic(&self.state_file(), text.as_bytes())?;
+        self.compact_history(applied.serial);
         let _ = guard.unlock();
         Ok(applied)
+    }
+
+    /// Drops the history's versions that fell out of the last [`HISTORY_KEPT`]. A file
+    /// that cannot be removed stays for the next commit to try again.
+    fn compact_history(&self, newest: u64) {
+        let Some(oldest_kept) = newest.checked_sub(HISTORY_KEPT - 1) else {
+            return;
+        };
+        for serial in self.history().into_iter().take_while(|s| *s < oldest_kept) {
+            let _ = std::fs::remove_file(self.history_file(serial));
+        }
     }
 
     /// Serials in the history, oldest first.
@@ -410,6 +427,20 @@ mod tests {
                 .all(|n| !n.to_string_lossy().ends_with(".tmp")),
             "{leftovers:?}"
         );
+    }
+
+    #[test]
+    fn the_history_keeps_only_the_newest_versions() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(&dir.path().join(".tend"));
+        for _ in 0..HISTORY_KEPT + 5 {
+            store.commit(&spec("a")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let kept = store.history();
+        assert_eq!(kept.len() as u64, HISTORY_KEPT);
+        assert_eq!(kept.first(), Some(&6));
+        assert_eq!(kept.last(), Some(&(HISTORY_KEPT + 5)));
+        assert_eq!(store.applied(5).ok().flatten(), None);
     }
 
     #[test]

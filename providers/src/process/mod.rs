@@ -11,6 +11,7 @@
 
 mod cgroup;
 mod clone3;
+mod housekeeping;
 mod launch;
 pub(crate) mod members;
 mod observe;
@@ -238,6 +239,16 @@ impl Provider for ProcessProvider {
         std::fs::create_dir_all(&logs)
             .map_err(|e| backend(format!("cannot create {}: {e}", logs.display())))?;
         let log = logs.join(format!("{}-{}.log", request.group, request.slot));
+        if request.workdir.is_none() {
+            let records = self.records.load()?;
+            housekeeping::sweep_workdirs(
+                &self.dir.join("run"),
+                &request.group,
+                &request.slot.to_string(),
+                &request.tags.hash,
+                &records,
+            );
+        }
         let name = unique_name(&request);
         let use_cgroups = wants_cgroups(&request.props) && !self.cgroups().is_empty();
         if request.resources.is_some() && !use_cgroups {
@@ -416,6 +427,7 @@ impl Provider for ProcessProvider {
         let records = self.records.load()?;
         let project = selector.project.clone();
         let (found, ended) = tokio::task::spawn_blocking(move || {
+            housekeeping::rotate_logs(&records);
             observe::instances(&project, &records, std::process::id())
         })
         .await

@@ -31,7 +31,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Applied, FailedRollout, StoreError};
@@ -496,6 +498,16 @@ impl EtcdStore {
             self.key("sources"),
             serde_json::to_vec(&sources).map_err(damaged)?,
         );
+        // The history keeps the newest versions: older entries go in the same transaction.
+        if let Some(oldest_kept) = sources.history.checked_sub(super::HISTORY_KEPT - 1) {
+            ops.push(TxnOp::delete(
+                self.key("history/"),
+                Some(
+                    DeleteOptions::new()
+                        .with_range(self.key(&format!("history/{oldest_kept:010}"))),
+                ),
+            ));
+        }
         let count = ops.len() + compares.len();
         if bytes > MAX_REQUEST_BYTES || ops.len() > MAX_TXN_OPS || compares.len() > MAX_TXN_OPS {
             return Err(StoreError::TooLarge {
