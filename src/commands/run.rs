@@ -297,7 +297,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
                 .map_err(|e| environment(e.to_string()))
         });
     }
-    let lock = store.lock("run")?;
+    let lock = lock_for_run(&store)?;
     // The same spec as last applied keeps its serial: a restarted controller keeps a
     // paused group paused. A new one is a new serial.
     let applied = match store.last_applied()? {
@@ -336,4 +336,25 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     });
     drop(lock);
     result.map(|()| 0)
+}
+
+/// The project lock for `tend run` on the local store. A one-off command holding it (an
+/// apply or a destroy that found no controller) is waited for, as a controller restarted
+/// during an apply must; another `tend run` holding it is an error.
+fn lock_for_run(store: &engine::store::Store) -> Result<engine::store::LockGuard, Failure> {
+    let mut said = false;
+    loop {
+        match store.lock("run") {
+            Err(engine::store::StoreError::Locked {
+                holder: Some(holder),
+            }) if holder.command != "run" => {
+                if !said {
+                    tracing::warn!("waiting for {} to finish with the project", holder.who());
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            other => return Ok(other?),
+        }
+    }
 }

@@ -59,11 +59,7 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let initial: Vec<String> = members
-            .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
-            .collect();
-        let initial = initial.join(",");
+        let initial = initial_cluster(&members);
         for m in &mut members {
             m.child = Some(spawn_member(dir.path(), m, &initial));
         }
@@ -147,6 +143,17 @@ impl Cluster {
         }
     }
 
+    /// Starts member `index` again on its data folder after [`Cluster::kill`]; its log
+    /// goes on in the same file.
+    pub fn restart(&mut self, index: usize) {
+        if self.members[index].child.is_some() {
+            return;
+        }
+        let initial = initial_cluster(&self.members);
+        let child = spawn_member(self.dir.path(), &self.members[index], &initial);
+        self.members[index].child = Some(child);
+    }
+
     /// The folder its logs are in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -161,9 +168,21 @@ impl Drop for Cluster {
     }
 }
 
+/// etcd's `--initial-cluster`: every member's name and peer address.
+fn initial_cluster(members: &[Member]) -> String {
+    let all: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+        .collect();
+    all.join(",")
+}
+
 fn spawn_member(dir: &Path, m: &Member, initial: &str) -> Child {
     let data: PathBuf = dir.join(&m.name);
-    let log = std::fs::File::create(dir.join(format!("{}.log", m.name)))
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{}.log", m.name)))
         .unwrap_or_else(|e| panic!("{e}"));
     let err = log.try_clone().unwrap_or_else(|e| panic!("{e}"));
     Command::new("etcd")

@@ -154,7 +154,13 @@ fn an_apply_writes_a_key_per_group_in_one_transaction_whose_revision_is_the_seri
         !history.contains(&(serial as u64)),
         "the oldest versions are dropped: {history:?}"
     );
-    assert_eq!(keys(&cluster, "keys").iter().filter(|(k, _)| k.contains("/history/")).count() as u64, engine::store::HISTORY_KEPT);
+    assert_eq!(
+        keys(&cluster, "keys")
+            .iter()
+            .filter(|(k, _)| k.contains("/history/"))
+            .count() as u64,
+        engine::store::HISTORY_KEPT
+    );
 }
 
 #[test]

@@ -173,7 +173,7 @@ fn sleeper(size: u32, arg: &str, extra: &str) -> String {
 /// `groups` groups of `size` sleepers, each created only once the one before it passes its
 /// health check `check`: an apply that makes them in steps (health gates run side by side
 /// within a group, so a chain is what spaces them out).
-fn chain(groups: u32, size: u32, check: &str) -> String {
+pub fn chain(groups: u32, size: u32, check: &str) -> String {
     (0..groups)
         .map(|n| {
             let after = if n == 0 {

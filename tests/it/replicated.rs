@@ -513,6 +513,19 @@ fn controllers_carry_on_when_etcds_own_leader_is_killed() {
     assert_eq!(leaders.len(), 1, "{:?}", p.members(&cluster));
     let new_hash = watcher.with(|s| s.live.values().next().map(|m| m.hash.clone()));
     check_rollout(&watcher, &new_hash.unwrap_or_default());
+    // The killed member comes back on its data and catches up with the others.
+    cluster.restart(raft);
+    crate::process::wait_for(|| {
+        let status = cluster.ctl(&["endpoint", "status", "-w", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+        let leaders: BTreeSet<u64> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["Status"]["leader"].as_u64())
+            .collect();
+        list.as_array().map_or(0, Vec::len) == 3 && leaders.len() == 1
+    });
 }
 
 #[test]

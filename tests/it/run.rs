@@ -251,6 +251,35 @@ fn a_controller_killed_mid_rollout_resumes_it_when_restarted() {
 }
 
 #[test]
+fn a_controller_started_during_an_apply_waits_for_it_then_keeps_the_project() {
+    let spec = crate::process::chain(
+        3,
+        2,
+        r#"exec(command = ["sleep", "0.3"], grace_period = "0s")"#,
+    );
+    let p = Project::new("it-run-waits", &spec);
+    let apply = spawn_tend(p.path(), &["apply", "--yes"], Stdio::null);
+    wait_for(|| !p.live().is_empty());
+    // Restarted while an apply that found no controller holds the project: it waits for
+    // the apply, where it used to exit and leave the project unkept.
+    let run = Running::start(&p, 19298, &[]);
+    let applied = apply.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    assert_eq!(
+        p.live().len(),
+        6,
+        "the apply finished before the controller took over"
+    );
+    let victim = p.live()[0].clone();
+    signal(victim.pid, "-KILL");
+    wait_for(|| {
+        let live = p.live();
+        live.len() == 6 && live.iter().all(|l| l.pid != victim.pid)
+    });
+    wait_for(|| run.events("healed") == 1);
+}
+
+#[test]
 fn a_slow_provider_is_never_asked_twice_for_the_same_slot() {
     let spec = r#"group(name = "cloud", size = 3, provider = sim(visible_after = "1500ms"), flavor = flavor(command = ["vm"]))
 "#;
