@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use starlark::codemap::{FileSpan, FileSpanRef};
 use starlark::environment::{FrozenModule, Globals, Module};
-use starlark::eval::{BeforeStmtFunc, Evaluator, ReturnFileLoader};
+use starlark::eval::{BeforeStmtFunc, BeforeStmtFuncDyn, Evaluator, ReturnFileLoader};
 use starlark::syntax::{AstModule, Dialect};
 
 use super::diagnostics::{from_starlark, location};
@@ -20,10 +20,73 @@ use crate::diagnostic::Diagnostic;
 
 /// Why running a module failed.
 enum RunError {
-    /// The step limit was hit (Starlark gives no location for it).
-    StepLimit,
+    /// The step or the memory limit was hit (Starlark gives no location for either).
+    Limit(Limit),
     /// Any other error, already a diagnostic.
     Failed(Diagnostic),
+}
+
+/// A limit a module ran into.
+#[derive(Clone, Copy)]
+enum Limit {
+    Steps,
+    Memory,
+}
+
+/// What the memory check says when a module's heap grew past its limit.
+const OVER_MEMORY: &str = "tend: the spec's memory limit was reached";
+
+/// Stops a module before a statement once it holds more than `limit` bytes: in its heap,
+/// or in what the process took on since it started (a list's items live outside the heap).
+/// Starlark checks its own heap limit only every thousand steps, and a loop of a few steps
+/// can double a string until it takes the machine.
+struct MemoryCheck {
+    limit: usize,
+    /// The process's resident memory when the module started.
+    baseline: u64,
+    /// When resident memory is read next (at most every millisecond).
+    next_look: std::time::Instant,
+}
+
+impl MemoryCheck {
+    fn new(limit: usize) -> MemoryCheck {
+        MemoryCheck {
+            limit,
+            baseline: super::resident_bytes(),
+            next_look: std::time::Instant::now(),
+        }
+    }
+
+    /// True when the module took more than its limit.
+    fn over(&mut self, heap: usize) -> bool {
+        if heap > self.limit {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now < self.next_look {
+            return false;
+        }
+        self.next_look = now + std::time::Duration::from_millis(1);
+        let grown = super::resident_bytes().saturating_sub(self.baseline);
+        usize::try_from(grown).unwrap_or(usize::MAX) > self.limit
+    }
+}
+
+/// The check before each statement, sharing its state with the one after the module.
+struct BeforeEach(std::rc::Rc<RefCell<MemoryCheck>>);
+
+impl<'e> BeforeStmtFuncDyn<'e> for BeforeEach {
+    fn call<'v>(
+        &mut self,
+        _span: FileSpanRef,
+        _continued: bool,
+        eval: &mut Evaluator<'v, '_, 'e>,
+    ) -> starlark::Result<()> {
+        if self.0.borrow_mut().over(eval.heap().allocated_bytes()) {
+            return Err(starlark::Error::new_other(anyhow::anyhow!(OVER_MEMORY)));
+        }
+        Ok(())
+    }
 }
 
 /// Where a module comes from; also its cache key.
@@ -47,6 +110,8 @@ pub struct Loader<'a> {
     pub context: &'a EvalContext,
     /// Step limit per module (function calls and loop iterations).
     pub max_steps: u64,
+    /// Heap limit per module, in bytes.
+    pub max_heap: usize,
     /// Modules already evaluated.
     pub cache: RefCell<HashMap<ModuleKey, FrozenModule>>,
     /// Modules being evaluated, to report load cycles.
@@ -93,6 +158,7 @@ impl Loader<'_> {
         if let Some(module) = self.cache.borrow().get(&key) {
             return Ok(module.clone());
         }
+        super::nesting::check(&display, &source, &super::nesting::STARLARK)?;
         let ast = AstModule::parse(&display, source.clone(), &dialect())
             .map_err(|e| from_starlark(&e))?;
         let loads: Vec<(String, FileSpan)> = ast
@@ -133,23 +199,37 @@ impl Loader<'_> {
             loaded.iter().map(|(id, m)| (id.as_str(), m)).collect();
         let evaluated = self.run(ast, &modules, self.context, None);
         match evaluated {
-            Err(RunError::StepLimit) => {
+            Err(RunError::Limit(limit)) => {
                 let last = RefCell::new(None);
                 if let Ok(again) = AstModule::parse(display, source.to_owned(), &dialect()) {
                     let scratch = EvalContext::default();
                     let _ = self.run(again, &modules, &scratch, Some(&last));
                 }
-                Err(Diagnostic::new(
-                    format!(
-                        "the spec took more than {} steps and was stopped here: is a loop running away?",
-                        self.max_steps
-                    ),
-                    last.into_inner().map(|span| location(&span)),
-                )
-                .with_note("help: raise the limit with --max-steps if the spec really needs it"))
+                Err(self.over(limit, last.into_inner().map(|span| location(&span))))
             }
             Err(RunError::Failed(d)) => Err(d),
             Ok(module) => Ok(module),
+        }
+    }
+
+    /// The error of a module stopped by `limit` at `at`.
+    fn over(&self, limit: Limit, at: Option<crate::diagnostic::SourceLocation>) -> Diagnostic {
+        match limit {
+            Limit::Steps => Diagnostic::new(
+                format!(
+                    "the spec took more than {} steps and was stopped here: is a loop running away?",
+                    self.max_steps
+                ),
+                at,
+            )
+            .with_note("help: raise the limit with --max-steps if the spec really needs it"),
+            Limit::Memory => Diagnostic::new(
+                format!(
+                    "the spec took more than {} MiB of memory and was stopped here: is a value growing without end?",
+                    self.max_heap >> 20
+                ),
+                at,
+            ),
         }
     }
 
@@ -180,13 +260,38 @@ impl Loader<'_> {
                 }
                 eval.set_max_tick_count(self.max_steps)
                     .map_err(|e| internal(e.to_string()))?;
+                eval.set_max_heap_size(self.max_heap.max(1))
+                    .map_err(|e| internal(e.to_string()))?;
+                let memory = std::rc::Rc::new(RefCell::new(MemoryCheck::new(self.max_heap)));
+                eval.before_stmt_for_dap(BeforeStmtFunc::from_dyn(Box::new(BeforeEach(
+                    memory.clone(),
+                ))));
+                // Within one statement (a comprehension), every thousand steps.
+                let every_thousand_steps = memory.clone();
+                eval.set_check_cancelled(Box::new(move || {
+                    every_thousand_steps
+                        .try_borrow_mut()
+                        .is_ok_and(|mut m| m.over(0))
+                }));
                 eval.eval_module(ast, self.globals).map_err(|e| {
-                    if e.to_string().contains("ticks has been exceeded") {
-                        RunError::StepLimit
+                    let text = e.to_string();
+                    if text.contains("ticks has been exceeded") {
+                        RunError::Limit(Limit::Steps)
+                    } else if text.contains(OVER_MEMORY)
+                        || text.contains("Heap memory limit")
+                        || text.contains("Evaluation cancelled")
+                    {
+                        RunError::Limit(Limit::Memory)
                     } else {
                         RunError::Failed(from_starlark(&e))
                     }
                 })?;
+                // The last statement is checked too, before freezing copies what it made.
+                let mut memory = memory.borrow_mut();
+                memory.next_look = std::time::Instant::now();
+                if memory.over(eval.heap().allocated_bytes()) {
+                    return Err(RunError::Limit(Limit::Memory));
+                }
             }
             module
                 .freeze()

@@ -11,6 +11,7 @@ mod convert;
 mod declare;
 mod diagnostics;
 mod loader;
+pub(crate) mod nesting;
 #[cfg(feature = "nickel")]
 mod nickel;
 mod recorder;
@@ -40,7 +41,7 @@ pub struct EvalOptions {
     /// The most steps (function calls and loop iterations) one Starlark module may take.
     pub max_steps: u64,
     /// How long, and how much more memory, a Nickel spec may take to evaluate (Nickel has
-    /// no step count to limit).
+    /// no step count to limit); the memory is also what one Starlark module's heap may hold.
     pub budget: EvalBudget,
 }
 
@@ -61,7 +62,8 @@ impl Default for EvalOptions {
 pub struct EvalBudget {
     /// Wall-clock time.
     pub time: std::time::Duration,
-    /// Growth of the process's resident memory while it evaluates.
+    /// Growth of the process's resident memory while a Nickel spec evaluates; the most a
+    /// Starlark module's heap may hold.
     pub memory_bytes: u64,
 }
 
@@ -121,6 +123,17 @@ fn globals() -> Globals {
     ])
     .with(builtins::tend_builtins)
     .build()
+}
+
+/// The process's resident memory, in bytes (0 when /proc cannot tell).
+pub(crate) fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 /// Evaluates the spec at `path` (with its loads) and checks it: names, allocations,
@@ -206,6 +219,7 @@ fn evaluate_nickel(
     folder: &str,
     budget: EvalBudget,
 ) -> Result<Spec, LangError> {
+    nesting::check(display, &text, &nesting::NICKEL)?;
     nickel::evaluate(
         nickel::NickelSource {
             canonical: canonical.to_path_buf(),
@@ -271,7 +285,60 @@ pub fn evaluate_source(
     )
 }
 
+/// The stack a Starlark spec is evaluated on. Starlark's parser, compiler and freezing
+/// recurse once per level a spec nests, in its text (bounded by `nesting`) or in values it
+/// builds (`x = [x]` in a loop): a main thread's 8 MiB holds some 40,000 levels of the
+/// latter, this some five million. It is address space, taken as it is used.
+const STARLARK_STACK: usize = 1 << 30;
+
 fn evaluate(
+    key: ModuleKey,
+    display: String,
+    source: String,
+    root: PathBuf,
+    root_display: PathBuf,
+    folder: &str,
+    options: &EvalOptions,
+) -> Result<Spec, LangError> {
+    let shown = display.clone();
+    let work = move || evaluate_here(key, display, source, root, root_display, folder, options);
+    on_big_stack(&shown, work)
+}
+
+/// Runs `work` on a thread with [`STARLARK_STACK`] (or, where that much address space
+/// cannot be had, 256 MiB, else right here).
+fn on_big_stack<T: Send>(
+    display: &str,
+    work: impl FnOnce() -> Result<T, LangError> + Send,
+) -> Result<T, LangError> {
+    let work = std::sync::Mutex::new(Some(work));
+    let take = || work.lock().ok().and_then(|mut w| w.take());
+    std::thread::scope(|scope| {
+        for size in [STARLARK_STACK, 256 << 20] {
+            let spawned = std::thread::Builder::new()
+                .name("starlark".to_owned())
+                .stack_size(size)
+                .spawn_scoped(scope, || take().map(|work| work()));
+            if let Ok(handle) = spawned {
+                return match handle.join() {
+                    Ok(Some(result)) => result,
+                    Ok(None) => Err(Diagnostic::new(
+                        format!("internal error (a bug in tend): evaluating {display} ran twice"),
+                        None,
+                    )
+                    .into()),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
+            }
+        }
+        match take() {
+            Some(work) => work(),
+            None => Err(Diagnostic::new(format!("cannot evaluate {display}"), None).into()),
+        }
+    })
+}
+
+fn evaluate_here(
     key: ModuleKey,
     display: String,
     source: String,
@@ -288,6 +355,7 @@ fn evaluate(
         globals: &globals,
         context: &context,
         max_steps: options.max_steps,
+        max_heap: usize::try_from(options.budget.memory_bytes).unwrap_or(usize::MAX),
         cache: RefCell::new(HashMap::new()),
         loading: RefCell::new(Vec::new()),
     };

@@ -28,12 +28,14 @@ impl Plan {
             if let Some(from) = &action.instance_provider {
                 note.push_str(&format!("; moves from {from} to {}", action.provider));
             }
+            // Padded by hand: a width past 65,535 (a name that long, from a saved plan)
+            // is out of range for `format!`.
+            let pad = " ".repeat(width - target.len());
             let _ = writeln!(
                 out,
-                "{} {:<7} {:<width$}  {}{note}",
+                "{} {:<7} {target}{pad}  {}{note}",
                 action.action.symbol(),
                 action.action.name(),
-                target,
                 action.reason,
             );
         }

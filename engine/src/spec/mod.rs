@@ -242,13 +242,38 @@ pub struct Template {
 }
 
 /// A group's allocation: interchangeable numbered slots, or fixed identities.
+///
+/// Read back (from the store, a saved plan), a size is held to [`MAX_GROUP_SIZE`] as a
+/// spec's is: a damaged file naming four billion slots is an error, not four billion slots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "StoredAllocation")]
 pub enum Allocation {
     /// `size = N`: slots `0..N-1`.
     Size(u32),
     /// `ids = [...]`: one slot per identity, for quorum members.
     Ids(Vec<String>),
+}
+
+/// An [`Allocation`] as written, before its size is checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredAllocation {
+    Size(u32),
+    Ids(Vec<String>),
+}
+
+impl TryFrom<StoredAllocation> for Allocation {
+    type Error = SpecError;
+
+    fn try_from(stored: StoredAllocation) -> Result<Self, Self::Error> {
+        match stored {
+            StoredAllocation::Size(n) if i64::from(n) > MAX_GROUP_SIZE => {
+                Err(SpecError::SizeTooLarge(i64::from(n)))
+            }
+            StoredAllocation::Size(n) => Ok(Allocation::Size(n)),
+            StoredAllocation::Ids(ids) => Ok(Allocation::Ids(ids)),
+        }
+    }
 }
 
 impl Allocation {
@@ -577,5 +602,24 @@ impl std::str::FromStr for OnFailure {
             "rollback" => Ok(OnFailure::Rollback),
             other => Err(SpecError::BadOnFailure(other.to_owned())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_size_is_held_to_what_a_spec_may_ask() {
+        let read = |text: &str| serde_json::from_str::<Allocation>(text).map_err(|e| e.to_string());
+        assert_eq!(read(r#"{"size": 3}"#), Ok(Allocation::Size(3)));
+        assert_eq!(
+            read(r#"{"ids": ["a"]}"#),
+            Ok(Allocation::Ids(vec!["a".into()]))
+        );
+        let huge = read(r#"{"size": 4294967295}"#).err().unwrap_or_default();
+        assert!(huge.contains("too large"), "{huge}");
+        let text = serde_json::to_string(&Allocation::Size(100_000)).unwrap_or_default();
+        assert_eq!(read(&text), Ok(Allocation::Size(100_000)));
     }
 }

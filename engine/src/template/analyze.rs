@@ -29,6 +29,7 @@ pub fn analyze(text: &str) -> Result<TemplateInfo, TemplateError> {
     if !is_template(text) {
         return Ok(info);
     }
+    super::not_too_deep(text)?;
     let template = tera::Template::new("flavor", None, text)
         .map_err(|e| TemplateError::Syntax(syntax_message(&e)))?;
     let mut walker = Walker {
@@ -73,6 +74,9 @@ impl Walker<'_> {
             Node::Text(_) | Node::Raw(..) | Node::Comment(..) => Ok(()),
             Node::Break(_) | Node::Continue(_) => Ok(()),
             Node::VariableBlock(_, expr) => self.expr(expr),
+            // A global set in a loop grows a value turn after turn (doubling a string 40
+            // times takes a terabyte); a local one lasts one turn.
+            Node::Set(_, set) if set.global => Err(TemplateError::NotAllowed("set_global".into())),
             Node::Set(_, set) => {
                 self.expr(&set.value)?;
                 self.locals.insert(set.key.clone());
@@ -278,6 +282,7 @@ mod tests {
         );
         assert!(err("{{ get_env(name='HOME') }}").contains("`get_env()` is not allowed"));
         assert!(err("{% include 'x' %}").contains("`include` is not allowed"));
+        assert!(err("{% set_global s = 'ab' %}").contains("`set_global` is not allowed"));
         assert!(err("{{ groups[name].addresses }}").contains("groups.<name>"));
         assert!(err("{{ 1 + }}").starts_with("template does not parse"));
     }

@@ -91,6 +91,7 @@ pub fn run_test_file(path: &Path, run: &TestRun) -> Vec<TestOutcome> {
             globals: &globals,
             context,
             max_steps: run.options.max_steps,
+            max_heap: usize::try_from(run.options.budget.memory_bytes).unwrap_or(usize::MAX),
             cache: RefCell::new(HashMap::new()),
             loading: RefCell::new(Vec::new()),
         };

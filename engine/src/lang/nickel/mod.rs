@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nickel_lang_core::eval::cache::CacheImpl;
 use nickel_lang_core::program::{Program, ProgramBuilder};
 
-use super::{check, Diagnostics, EvalBudget, LangError};
+use super::{check, resident_bytes, Diagnostics, EvalBudget, LangError};
 use crate::diagnostic::Diagnostic;
 use crate::spec::{validate, Spec};
 use diagnostics::Sources;
@@ -83,17 +83,6 @@ pub(super) fn evaluate(source: NickelSource, budget: EvalBudget) -> Result<Spec,
         .with_note("help: look for a recursion that never reaches its base case")
         .into());
     }
-}
-
-/// The process's resident memory, in bytes (0 when /proc cannot tell).
-fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
 }
 
 fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
