@@ -7,7 +7,8 @@
 //! outcome is unknown (no answer in time, or the plugin died during it) is looked up by its
 //! idempotency key before anything is made again.
 
-mod answers;
+#[doc(hidden)]
+pub mod answers;
 pub mod conformance;
 pub mod conn;
 pub mod logs;
@@ -32,7 +33,12 @@ use tend_plugin::methods::{
 use tend_plugin::ErrorCode;
 
 use conn::{CallError, Connection, Launch};
+
 use supervise::{Down, Supervisor};
+/// The protocol crate the host side speaks, for what reads plugin replies outside this
+/// crate (the fuzzer, `benches/fuzz.rs`).
+#[doc(hidden)]
+pub use tend_plugin as protocol;
 
 /// A provision's deadline unless the plugin asks for another.
 const PROVISION_DEADLINE: Duration = Duration::from_secs(120);

@@ -30,6 +30,16 @@ use tool::Tool;
 pub use workspace::Progress;
 use workspace::{Change, Workspace};
 
+/// How the provider reads what Terraform writes, for the fuzzer (`benches/fuzz.rs`): the
+/// output of `terraform show -json`, a group's `main.tf.json`, and the lines of
+/// `terraform apply -json`. Not an interface of its own.
+#[doc(hidden)]
+pub mod reading {
+    pub use super::config::{instances as config_instances, render as config_render};
+    pub use super::state::{parse as show, Resource};
+    pub use super::workspace::{folders_of, read_event, ApplyEvent};
+}
+
 const NAME: &str = "terraform";
 const SETTINGS: [&str; 1] = ["resource"];
 

@@ -364,16 +364,16 @@ impl Workspace {
             let _ = std::io::Read::read_to_end(&mut events, &mut pending);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                let Some(event) = read_event(&line) else {
                     continue;
                 };
-                if let Some(shown) = progress_line(&event) {
+                if let Some(shown) = event.progress {
                     (self.progress)(&self.group, &shown);
                 }
-                if let Some((address, message)) = error_of(&event) {
+                if let Some((address, message)) = event.error {
                     errors.entry(address).or_default().push(message);
                 }
-                if let Some((address, made)) = completed(&event) {
+                if let Some((address, made)) = event.completed {
                     done.insert(address, made);
                 }
             }
@@ -499,6 +499,27 @@ fn answer(group: &str, change: &Change, applied: &Applied, now: Option<&[Resourc
             (Some(_), Some(_)) => Err(format!("{address} was not destroyed: {}", why())),
         },
     }
+}
+
+/// What one line of `terraform apply -json` says, as far as tend reads it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApplyEvent {
+    /// A line worth showing as progress.
+    pub progress: Option<String>,
+    /// An error: the address it names (or `""`) and its text.
+    pub error: Option<(String, String)>,
+    /// A finished change: the address, and the id made (`None` for a removal).
+    pub completed: Option<(String, Option<String>)>,
+}
+
+/// Reads one line of `terraform apply -json`; `None` for a line that is not JSON.
+pub fn read_event(line: &[u8]) -> Option<ApplyEvent> {
+    let event = serde_json::from_slice::<Value>(line).ok()?;
+    Some(ApplyEvent {
+        progress: progress_line(&event),
+        error: error_of(&event),
+        completed: completed(&event),
+    })
 }
 
 /// A finished change: the resource's address, and the id it made (`None` when it
