@@ -297,7 +297,9 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
                 .map_err(|e| environment(e.to_string()))
         });
     }
-    let lock = lock_for_run(&store)?;
+    let (lock, waited) = lock_for_run(&store)?;
+    // The spec file may have changed while an apply held the project: it is read again.
+    let spec = if waited { load(&args.spec)?.0 } else { spec };
     // The same spec as last applied keeps its serial: a restarted controller keeps a
     // paused group paused. A new one is a new serial.
     let applied = match store.last_applied()? {
@@ -338,23 +340,24 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     result.map(|()| 0)
 }
 
-/// The project lock for `tend run` on the local store. A one-off command holding it (an
-/// apply or a destroy that found no controller) is waited for, as a controller restarted
-/// during an apply must; another `tend run` holding it is an error.
-fn lock_for_run(store: &engine::store::Store) -> Result<engine::store::LockGuard, Failure> {
-    let mut said = false;
+/// The project lock for `tend run` on the local store, and whether it had to wait. A
+/// `tend apply` holding it (one that found no controller) is waited for, as a controller
+/// restarted during an apply must; anything else holding it (another `tend run`, a
+/// `tend destroy`, whose work a controller must not undo) is an error.
+fn lock_for_run(store: &engine::store::Store) -> Result<(engine::store::LockGuard, bool), Failure> {
+    let mut waited = false;
     loop {
         match store.lock("run") {
             Err(engine::store::StoreError::Locked {
                 holder: Some(holder),
-            }) if holder.command != "run" => {
-                if !said {
+            }) if holder.command == "apply" => {
+                if !waited {
                     tracing::warn!("waiting for {} to finish with the project", holder.who());
-                    said = true;
+                    waited = true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
-            other => return Ok(other?),
+            other => return Ok((other?, waited)),
         }
     }
 }

@@ -60,9 +60,11 @@ pub fn sweep_workdirs(
             continue;
         };
         let a_hash = other.len() == hash.len() && other.bytes().all(|b| b.is_ascii_hexdigit());
-        let in_use = records
-            .values()
-            .any(|r| r.tags.group == group && r.tags.slot == slot && r.tags.hash == other);
+        // Any recorded instance whose folder has this very name keeps it: slot ids may
+        // hold `-`, so group `api` slot `eu-1` and group `api-eu` slot `1` share a prefix.
+        let in_use = records.values().any(|r| {
+            name.to_str() == Some(&format!("{}-{}-{}", r.tags.group, r.tags.slot, r.tags.hash))
+        });
         if a_hash && other != hash && !in_use {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -129,5 +131,25 @@ mod tests {
                 format!("web-1-{old}"),
             ]
         );
+    }
+
+    #[test]
+    fn a_folder_of_another_group_sharing_the_prefix_is_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // Group `api-eu` slot `1` lives in `api-eu-1-<hash>`, which also starts like the
+        // folders of group `api` slot `eu-1`.
+        let theirs = dir.path().join("api-eu-1-dddd4444");
+        std::fs::create_dir_all(&theirs).unwrap_or_else(|e| panic!("{e}"));
+        let record: Record = serde_json::from_value(serde_json::json!({
+            "id": "2-2",
+            "tags": {"project": "p", "group": "api-eu", "slot": "1", "hash": "dddd4444"},
+            "address": null,
+            "started_at": 0,
+            "log": "api-eu-1.log",
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let records = BTreeMap::from([("2-2".to_owned(), record)]);
+        sweep_workdirs(dir.path(), "api", "eu-1", "cccc3333", &records);
+        assert!(theirs.exists());
     }
 }
