@@ -28,6 +28,21 @@ pub fn kill(i: &Instance) {
     }
 }
 
+/// Removes an instance by its tags, past tend: SIGKILL to its whole session (its process
+/// group), or `docker rm -f`.
+pub fn remove(i: &Instance) {
+    match &i.handle {
+        Handle::Process(pid) => {
+            // SAFETY: kill(2) on the process group of a session leader just read from /proc
+            // as one of the project's instances.
+            unsafe {
+                libc::kill(-(*pid as i32), libc::SIGKILL);
+            }
+        }
+        Handle::Container { id, .. } => docker(&["rm", "-f", id]),
+    }
+}
+
 /// SIGSTOP of a process instance, or `docker pause` of a container.
 pub fn stop(i: &Instance) -> Undo {
     match &i.handle {
@@ -97,8 +112,9 @@ pub fn restart_dockerd(down: Duration, log: &Path) -> Duration {
     began.elapsed()
 }
 
-/// Starts dockerd when it does not answer (in a session of its own, so it outlives the
-/// soak), and waits up to a minute until it does.
+/// Starts dockerd when it does not answer (in a process group of its own, so a Ctrl-C of
+/// the soak does not reach it and it outlives the soak), and waits up to a minute until it
+/// does.
 pub fn start_dockerd(log: &Path) {
     if engine_answers() {
         return;
@@ -139,6 +155,32 @@ fn dockerd_pid() -> Option<u32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Waits for `child` up to `within`, then kills it; its exit status when it exited.
+pub fn finish(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Removes the project's containers in any state (`docker rm -f` by its label).
+pub fn remove_containers(project: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=tend.project={project}"))
+        .output();
+    let ids = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    for id in ids.unwrap_or_default().split_whitespace() {
+        docker(&["rm", "-f", id]);
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -210,11 +252,11 @@ impl Controllers {
             .collect()
     }
 
-    /// Stops them all with SIGTERM and waits.
+    /// Stops them all with SIGTERM, and SIGKILL for any still running 30 s later.
     pub fn stop(&mut self) {
         for (mut child, _) in self.children.iter_mut().filter_map(Option::take) {
             signal(child.id(), libc::SIGTERM);
-            let _ = child.wait();
+            finish(&mut child, Duration::from_secs(30));
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - during a rollout with no fault on that group, never fewer healthy than size minus
 //!   `max_unavailable` (a bad deploy included: it must never take the group down);
 //! - converged: every slot of every group one healthy instance at the wanted version, or
-//!   after a bad deploy, the group still serving (rolled back, or paused within its budget).
+//!   after a bad deploy, the group still serving (rolled back, or paused within its budget);
+//!   a group whose rollout stopped under faults serves within its budget at any version.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,22 +26,29 @@ pub struct Violation {
 #[derive(Default)]
 pub struct Rollouts {
     clean: BTreeSet<&'static str>,
+    /// Groups a fault touched since the project last converged: a rollout that starts
+    /// after one is not judged either.
+    touched: BTreeSet<String>,
 }
 
 impl Rollouts {
     /// A new version of `group` was handed over.
     pub fn start(&mut self, group: &'static str) {
-        self.clean.insert(group);
+        if !self.touched.contains(group) {
+            self.clean.insert(group);
+        }
     }
 
     /// A fault touched `group`: its rollout is no longer judged.
     pub fn faulted(&mut self, group: &str) {
         self.clean.retain(|g| *g != group);
+        self.touched.insert(group.to_owned());
     }
 
     /// Every rollout ended (the project converged).
     pub fn end_all(&mut self) {
         self.clean.clear();
+        self.touched.clear();
     }
 }
 
@@ -120,6 +128,11 @@ fn settled(world: &World, g: &Wanted) -> bool {
         return false;
     }
     let live: Vec<_> = world.of(g.name).collect();
+    if g.stalled && !g.bad {
+        let serving = live.iter().filter(|i| i.healthy).count() as u32;
+        return serving >= g.size.saturating_sub(g.max_unavailable)
+            && live.len() as u32 <= g.size + g.max_surge;
+    }
     if g.bad {
         let label = g.label();
         let serving = live

@@ -35,6 +35,7 @@ mod harness {
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use faults::{Controllers, Undo};
@@ -49,6 +50,27 @@ const CONVERGE_BOUND: Duration = Duration::from_secs(150);
 const WARM_UP: Duration = Duration::from_secs(20);
 /// How often the OS and the engine are looked at.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// Set by SIGINT or SIGTERM: the soak ends its phase early, cleans up and reports.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ends the soak gracefully on Ctrl-C or SIGTERM, so what it made is still removed.
+fn on_interrupt() {
+    let handler = interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// A small deterministic generator (splitmix64): a seed gives the same choices.
 struct Rng(u64);
@@ -141,6 +163,8 @@ struct Tally {
     converge_s: Vec<f64>,
     violations: Vec<Violation>,
     bursts: u32,
+    /// Spec changes whose `tend apply` did not end converged.
+    stopped_applies: u32,
     /// The longest-lived controller: pid, seconds between its samples, first and last.
     vitals: Option<(u32, f64, Vitals, Vitals)>,
     /// `.tend/` at the start and the end, in bytes.
@@ -174,6 +198,10 @@ struct Phase<'a> {
     destroyed: bool,
     /// Each controller's first sample, by pid.
     first_samples: BTreeMap<u32, (Instant, Vitals)>,
+    /// The shape before a change whose apply stopped: the project may settle there too.
+    alternative: Option<Shape>,
+    /// Which `tend apply` this is, for its log file.
+    applies: u32,
 }
 
 impl Drop for Phase<'_> {
@@ -238,16 +266,50 @@ impl Phase<'_> {
             self.undo_one(u);
         }
         if let Some((child, started)) = &mut self.apply {
-            let done = child.try_wait().ok().flatten().is_some();
-            if !done && started.elapsed() > Duration::from_secs(300) {
+            let exited = child.try_wait().ok().flatten();
+            let late = started.elapsed() > Duration::from_secs(300);
+            if exited.is_none() && late {
                 let _ = child.kill();
             }
-            if done || started.elapsed() > Duration::from_secs(300) {
-                let _ = child.wait();
+            if exited.is_some() || late {
+                let ok = child.wait().is_ok_and(|s| s.success());
                 self.apply = None;
+                if !ok {
+                    self.apply_stopped();
+                }
             }
         }
         world
+    }
+
+    /// A spec change's `tend apply` did not end converged: faults on a rollout can pause
+    /// it or roll it back, and a fault on etcd or the controller can keep the spec from
+    /// being committed at all. Which one is not taken from tend's word: the project may
+    /// settle at the shape before the change, or at this one with the changed groups
+    /// serving at any version (within their budget).
+    fn apply_stopped(&mut self) {
+        self.tally.stopped_applies += 1;
+        let changed: Vec<&'static str> = self
+            .shape
+            .all()
+            .iter()
+            .filter(|g| self.before.group(g.name).as_ref() != Some(g))
+            .map(|g| g.name)
+            .collect();
+        for name in changed {
+            self.shape.stall(name);
+        }
+        self.alternative = Some(self.before.clone());
+    }
+
+    /// True when the project settled: at the wanted shape, or at the one before a change
+    /// whose apply stopped.
+    fn converged(&self, world: &world::World) -> bool {
+        invariants::converged(world, &self.shape)
+            || self
+                .alternative
+                .as_ref()
+                .is_some_and(|b| invariants::converged(world, b))
     }
 
     fn undo_one(&mut self, u: Undo) {
@@ -266,7 +328,7 @@ impl Phase<'_> {
     /// Waits `d`, looking all the while.
     fn wait(&mut self, d: Duration) {
         let until = Instant::now() + d;
-        while Instant::now() < until {
+        while Instant::now() < until && !interrupted() {
             self.look();
             std::thread::sleep(LOOK_EVERY);
         }
@@ -283,20 +345,24 @@ impl Phase<'_> {
         // From here the burst is over; a spec change is done once its apply is.
         let began = Instant::now();
         let mut in_a_row = 0;
-        while began.elapsed() < CONVERGE_BOUND {
+        while began.elapsed() < CONVERGE_BOUND && !interrupted() {
             let world = self.look();
-            in_a_row = if self.apply.is_none() && invariants::converged(&world, &self.shape) {
+            in_a_row = if self.apply.is_none() && self.converged(&world) {
                 in_a_row + 1
             } else {
                 0
             };
             if in_a_row == 2 {
+                self.alternative = None;
                 self.before = self.shape.clone();
                 self.rollouts.end_all();
                 self.changing = false;
                 return Some(began.elapsed().as_secs_f64());
             }
             std::thread::sleep(LOOK_EVERY);
+        }
+        if interrupted() {
+            return None;
         }
         let world = self.look();
         let at_s = self.at_s();
@@ -322,6 +388,7 @@ impl Phase<'_> {
         );
         eprintln!("VIOLATION at {at_s:.1}s (seed {}): {what}", self.seed);
         self.tally.violations.push(Violation { at_s, what });
+        self.alternative = None;
         self.before = self.shape.clone();
         self.rollouts.end_all();
         self.changing = false;
@@ -453,23 +520,27 @@ impl Phase<'_> {
         };
         self.changing = true;
         self.write_spec();
+        self.applies += 1;
+        let log = std::fs::File::create(self.dir.join(format!("apply-{}.log", self.applies)));
+        let err = log.as_ref().ok().and_then(|l| l.try_clone().ok());
         let child = self
             .tend(&["apply", "--yes"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.map_or(Stdio::null(), Stdio::from))
+            .stderr(err.map_or(Stdio::null(), Stdio::from))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start tend apply: {e}"));
         self.apply = Some((child, Instant::now()));
         self.count(kind);
     }
 
-    /// Stops the controllers and removes what the project made: resumes what was left
-    /// stopped, then `tend destroy`. `None` when it worked, else why not.
-    fn clean_up(&mut self) -> Option<String> {
+    /// Stops the controllers and removes what the project made: undoes what is pending
+    /// (resumes what was left stopped, starts etcd members again), then `tend destroy`;
+    /// what is still there after it is removed by its tags. What went wrong, in words.
+    fn clean_up(&mut self) -> Vec<String> {
         for (_, undo) in std::mem::take(&mut self.undo) {
-            if let Undo::Resume(handle) = undo {
-                faults::resume(&handle);
+            if matches!(undo, Undo::Resume(_) | Undo::Member(_)) {
+                self.undo_one(undo);
             }
         }
         if let Some((mut child, _)) = self.apply.take() {
@@ -479,15 +550,35 @@ impl Phase<'_> {
         self.controllers.stop();
         faults::start_dockerd(&self.dockerd_log);
         self.destroyed = true;
-        let out = self.tend(&["destroy", "--yes"]).output();
-        match out {
-            Ok(o) if o.status.success() => None,
-            Ok(o) => Some(format!(
+        let mut wrong = Vec::new();
+        let log = self.dir.join("destroy.log");
+        let destroy = std::fs::File::create(&log).and_then(|out| {
+            let err = out.try_clone()?;
+            self.tend(&["destroy", "--yes"])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+        });
+        match destroy.map(|mut child| faults::finish(&mut child, Duration::from_secs(180))) {
+            Ok(Some(status)) if status.success() => {}
+            Ok(Some(_)) => wrong.push(format!(
                 "destroy failed: {}",
-                String::from_utf8_lossy(&o.stderr)
+                std::fs::read_to_string(&log).unwrap_or_default()
             )),
-            Err(e) => Some(format!("cannot run destroy: {e}")),
+            Ok(None) => wrong.push("destroy did not finish within 180 s".to_owned()),
+            Err(e) => wrong.push(format!("cannot run destroy: {e}")),
         }
+        let left = world::look(&self.project).instances;
+        if !left.is_empty() {
+            wrong.push(format!("{} instances left after destroy", left.len()));
+            for i in &left {
+                faults::remove(i);
+            }
+        }
+        // Exited containers too: nothing of the project stays in the engine.
+        faults::remove_containers(&self.project);
+        wrong
     }
 
     /// Samples each controller once it has run [`WARM_UP`] (its caches filled).
@@ -556,6 +647,8 @@ fn run_phase(
         changing: true,
         destroyed: false,
         first_samples: BTreeMap::new(),
+        alternative: None,
+        applies: 0,
     };
     phase.write_spec();
     let out = phase
@@ -579,7 +672,7 @@ fn run_phase(
         duration.as_secs()
     );
     let until = Instant::now() + duration;
-    while Instant::now() < until {
+    while Instant::now() < until && !interrupted() {
         phase.burst();
         if let Some(took) = phase.settle() {
             phase.tally.converge_s.push(took);
@@ -594,16 +687,9 @@ fn run_phase(
         phase.tally.leaks.extend(vitals::grown(&start, &end));
         phase.tally.vitals = Some((pid, lived, start, end));
     }
-    if let Some(what) = phase.clean_up() {
+    for what in phase.clean_up() {
         let at_s = phase.at_s();
         phase.tally.violations.push(Violation { at_s, what });
-    }
-    let left = world::look(&phase.project);
-    if !left.instances.is_empty() {
-        phase.tally.violations.push(Violation {
-            at_s: phase.at_s(),
-            what: format!("{} instances left after destroy", left.instances.len()),
-        });
     }
     let tally = std::mem::take(&mut phase.tally);
     drop(phase);
@@ -631,6 +717,10 @@ fn report(name: &str, seed: u64, t: &Tally) -> bool {
     println!(
         "instances started {} (heals, not asked for by a spec change: {})",
         t.started, t.heals
+    );
+    println!(
+        "spec changes whose apply did not end converged (paused, rolled back or not committed under faults): {}",
+        t.stopped_applies
     );
     println!(
         "time to converge after a burst: median {:.1}s, p99 {:.1}s, worst {:.1}s (bound {}s)",
@@ -684,7 +774,8 @@ fn main() {
     );
     let per_phase = args.duration / args.phases.len() as u32;
     let mut ok = true;
-    for name in &args.phases {
+    on_interrupt();
+    for name in args.phases.iter().take_while(|_| !interrupted()) {
         let tally = if *name == "etcd" {
             let Some(mut cluster) = etcd::Cluster::start("soak") else {
                 std::process::exit(1);
@@ -696,6 +787,10 @@ fn main() {
         ok &= report(name, args.seed, &tally);
     }
     faults::start_dockerd(&std::env::temp_dir().join("tend-soak-dockerd.log"));
+    if interrupted() {
+        println!("\nsoak: interrupted; what it made was removed");
+        std::process::exit(130);
+    }
     if !ok {
         println!("\nsoak: a promise broke; repeat with --seed {}", args.seed);
         std::process::exit(1);

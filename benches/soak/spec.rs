@@ -9,6 +9,9 @@ pub struct Wanted {
     pub version: u32,
     /// The wanted version never turns healthy.
     pub bad: bool,
+    /// Its last change stopped under faults (paused or rolled back): it settles serving at
+    /// any version, within its budget.
+    pub stalled: bool,
     pub max_unavailable: u32,
     pub max_surge: u32,
     /// Its rollout rolls back on failure (else it pauses).
@@ -57,6 +60,7 @@ impl Shape {
                 size: 3,
                 version: 1,
                 bad: false,
+                stalled: false,
                 max_unavailable: 1,
                 max_surge: 1,
                 rolls_back: true,
@@ -68,6 +72,7 @@ impl Shape {
                 size: WORKER_IDS.len() as u32,
                 version: 1,
                 bad: false,
+                stalled: false,
                 max_unavailable: 1,
                 max_surge: 0,
                 rolls_back: false,
@@ -81,6 +86,7 @@ impl Shape {
                 size: 2,
                 version: 1,
                 bad: false,
+                stalled: false,
                 max_unavailable: 1,
                 max_surge: 1,
                 rolls_back: false,
@@ -105,6 +111,7 @@ impl Shape {
                 size: 1,
                 version: 1,
                 bad: false,
+                stalled: false,
                 max_unavailable: 1,
                 max_surge: 0,
                 rolls_back: false,
@@ -127,6 +134,14 @@ impl Shape {
         if let Some(g) = self.groups.iter_mut().find(|g| g.name == group) {
             g.version = version;
             g.bad = bad && g.checked;
+            g.stalled = false;
+        }
+    }
+
+    /// Marks `group`'s last change as stopped under faults.
+    pub fn stall(&mut self, group: &str) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.name == group) {
+            g.stalled = true;
         }
     }
 
