@@ -132,8 +132,7 @@ fn evaluate_here(source: NickelSource) -> Result<Spec, LangError> {
         Ok(value) => value,
         Err(error) => return Err(fail(&program, error)),
     };
-    let read = reading::read(&value, program.pos_table(), &files, &sources)
-        .map_err(|e| Diagnostic::new(e, None))?;
+    let read = reading::read(&value, program.pos_table(), &files, &sources)?;
     let spec = build(read, &source.folder)?;
     check(&spec)?;
     Ok(spec)

@@ -24,15 +24,14 @@ pub struct Read<'a> {
     sources: &'a Sources,
 }
 
-/// Reads the evaluated value.
+/// Reads the evaluated value. A value that is not plain data (a function left in a field)
+/// is reported at the field that holds it.
 pub fn read<'a>(
     value: &NickelValue,
     positions: &PosTable,
     files: &'a Files,
     sources: &'a Sources,
-) -> Result<Read<'a>, String> {
-    let json = serde_json::to_value(value)
-        .map_err(|e| format!("the spec does not evaluate to plain data: {e}"))?;
+) -> Result<Read<'a>, Diagnostic> {
     let mut places = HashMap::new();
     let mut group_order = Vec::new();
     let mut walk = Walk {
@@ -43,13 +42,49 @@ pub fn read<'a>(
         group_order: &mut group_order,
     };
     walk.value(value, "");
-    Ok(Read {
-        json,
+    let mut read = Read {
+        json: Json::Null,
         places,
         group_order,
         files,
         sources,
-    })
+    };
+    read.json = serde_json::to_value(value).map_err(|e| {
+        let field = not_plain(value, "");
+        let what = if field.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{field}`")
+        };
+        Diagnostic::new(
+            format!("the spec does not evaluate to plain data{what}: {e}"),
+            read.at(&field),
+        )
+    })?;
+    Ok(read)
+}
+
+/// The path of the innermost field under `value` that does not serialize (a function, say).
+fn not_plain(value: &NickelValue, path: &str) -> String {
+    let children: Vec<(String, &NickelValue)> = match value.content_ref() {
+        ValueContentRef::Record(Container::Alloc(record)) => record
+            .fields
+            .iter()
+            .filter_map(|(name, field)| Some((join(path, name.label()), field.value.as_ref()?)))
+            .collect(),
+        ValueContentRef::Array(Container::Alloc(array)) => array
+            .array
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{path}[{i}]"), item))
+            .collect(),
+        _ => Vec::new(),
+    };
+    children
+        .into_iter()
+        .find(|(_, child)| serde_json::to_value(*child).is_err())
+        .map(|(child_path, child)| not_plain(child, &child_path))
+        .unwrap_or_else(|| path.to_owned())
 }
 
 struct Walk<'a> {
