@@ -45,5 +45,7 @@ argv = (ctypes.c_char_p * len(args))(*args)
 sys.exit(run(len(args), argv, 1, 2))
 LAUNCHER
 chmod +x "$dir/bin/terraform"
-TF_CLI_CONFIG_FILE=/dev/null "$dir/bin/terraform" version | head -1
+# awk reads to the end: with pipefail, head closing the pipe early could end terraform
+# with SIGPIPE, and this script with it.
+TF_CLI_CONFIG_FILE=/dev/null "$dir/bin/terraform" version | awk 'NR == 1'
 echo "installed: $dir/bin/terraform (put $dir/bin first on PATH)"
