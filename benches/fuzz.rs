@@ -11,8 +11,8 @@
 //!
 //! The inputs run in a worker process that this one watches: in it, each input runs on a
 //! thread of its own, where a panic, a hang past the target's timeout or an unclear error is
-//! a failure; a worker that dies (an abort, a stack overflow) or grows past 2 GiB of
-//! resident memory fails its input too, and a new worker goes on. Each failing input is kept
+//! a failure; a worker that dies (an abort, a stack overflow) or grows past 3 GiB of
+//! resident memory (twice the 1 GiB a spec may hold, which freezing copies, and its own) fails its input too, and a new worker goes on. Each failing input is kept
 //! as `testdata/fuzz/<target>/<hash>.<ext>`, which `cargo test --test it fuzz_` replays. The
 //! table at the end counts, per target, the inputs run, rejected with a clear error and
 //! accepted, the slowest input and the failures. The exit status is 1 when anything failed.

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use crate::targets::{self, Target};
 use crate::{chosen, keep, status_field, target_of, Args};
 
-/// The most resident memory a worker may have.
-const MEMORY_BOUND_KB: u64 = 2 << 20;
+/// The most resident memory a worker may have: a Starlark spec may hold up to its 1 GiB
+/// budget in its heap, and freezing the module copies what it holds, so twice the budget
+/// plus the worker's own is what evaluation may take (a spec of a thousand 1 MB strings is
+/// valid and peaks near 2 GiB).
+const MEMORY_BOUND_KB: u64 = 3 << 20;
 
 /// Counts of one target.
 #[derive(Default)]
