@@ -282,24 +282,35 @@ impl Phase<'_> {
         world
     }
 
-    /// A spec change's `tend apply` did not end converged: faults on a rollout can pause
-    /// it or roll it back, and a fault on etcd or the controller can keep the spec from
-    /// being committed at all. Which one is not taken from tend's word: the project may
-    /// settle at the shape before the change, or at this one with the changed groups
-    /// serving at any version (within their budget).
+    /// A spec change's `tend apply` did not end converged. It exits 1 while any group is
+    /// paused (an earlier bad deploy too), when faults paused or rolled back the rollout
+    /// it handed over, or when a fault on etcd or the controller kept its spec from being
+    /// committed. Whether it was committed is read from its log (a serial, or an apply's
+    /// summary); the verdict on the instances never is: a rolled group may then settle
+    /// serving within its budget at any version, and an uncommitted change may leave the
+    /// project at the shape before it.
     fn apply_stopped(&mut self) {
         self.tally.stopped_applies += 1;
-        let changed: Vec<&'static str> = self
+        let log = std::fs::read_to_string(self.dir.join(format!("apply-{}.log", self.applies)))
+            .unwrap_or_default();
+        let committed = log.contains("Serial ") || log.contains("Apply ");
+        if !committed {
+            self.alternative = Some(self.before.clone());
+        }
+        let rolled: Vec<&'static str> = self
             .shape
-            .all()
+            .groups
             .iter()
-            .filter(|g| self.before.group(g.name).as_ref() != Some(g))
+            .filter(|g| {
+                self.before
+                    .group(g.name)
+                    .is_some_and(|b| b.version != g.version)
+            })
             .map(|g| g.name)
             .collect();
-        for name in changed {
+        for name in rolled {
             self.shape.stall(name);
         }
-        self.alternative = Some(self.before.clone());
     }
 
     /// True when the project settled: at the wanted shape, or at the one before a change
@@ -719,7 +730,7 @@ fn report(name: &str, seed: u64, t: &Tally) -> bool {
         t.started, t.heals
     );
     println!(
-        "spec changes whose apply did not end converged (paused, rolled back or not committed under faults): {}",
+        "spec changes whose apply did not end converged (a group paused or rolled back, or the spec not committed): {}",
         t.stopped_applies
     );
     println!(
