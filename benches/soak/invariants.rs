@@ -6,7 +6,8 @@
 //! - during a rollout with no fault on that group, never fewer healthy than size minus
 //!   `max_unavailable` (a bad deploy included: it must never take the group down);
 //! - converged: every slot of every group one healthy instance at the wanted version, or
-//!   after a bad deploy, the group still serving (rolled back, or paused within its budget);
+//!   after a bad deploy, the group still serving (rolled back, or paused within its budget,
+//!   whatever its `on_failure`);
 //!   a group whose rollout stopped under faults serves within its budget at any version.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -139,12 +140,15 @@ fn settled(world: &World, g: &Wanted) -> bool {
             .iter()
             .filter(|i| i.healthy && i.version != label)
             .count() as u32;
-        return if g.rolls_back {
-            serving == g.size && live.len() as u32 == g.size
-        } else {
-            serving >= g.size.saturating_sub(g.max_unavailable)
-                && live.len() as u32 <= g.size + g.max_surge
-        };
+        // Rolled back (every slot serving the old version), or paused within its budget:
+        // tend rolls back only to a version it holds stable, one whose new instances did
+        // not lately die soon after they started. A kill of a fresh instance makes its
+        // version unstable for a while, and a bad deploy then pauses even under
+        // `on_failure = "rollback"`.
+        let rolled_back = serving == g.size && live.len() as u32 == g.size;
+        let paused = serving >= g.size.saturating_sub(g.max_unavailable)
+            && live.len() as u32 <= g.size + g.max_surge;
+        return rolled_back || paused;
     }
     let label = g.label();
     let slots = g.slots();
