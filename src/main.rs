@@ -6,6 +6,8 @@ mod failure;
 mod logging;
 mod output;
 mod progress;
+#[cfg(test)]
+mod reference;
 
 use clap::Parser;
 

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod procfs;
 pub mod provider;
 pub mod reconcile;
+pub mod reference;
 pub mod spec;
 pub mod status;
 pub mod store;

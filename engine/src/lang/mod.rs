@@ -13,7 +13,7 @@ mod diagnostics;
 mod loader;
 pub(crate) mod nesting;
 #[cfg(feature = "nickel")]
-mod nickel;
+pub(crate) mod nickel;
 mod recorder;
 pub mod stdlib;
 

@@ -53,7 +53,7 @@ fn strings(list: Option<UnpackListOrTuple<String>>) -> Vec<String> {
 }
 
 #[starlark_module]
-pub(super) fn test_builtins(builder: &mut GlobalsBuilder) {
+pub(crate) fn test_builtins(builder: &mut GlobalsBuilder) {
     /// Fails unless `actual == expected`, showing a diff.
     fn assert_eq<'v>(
         #[starlark(require = pos)] expected: Value<'v>,

@@ -3,7 +3,7 @@
 //! files, diffs and outcomes. `lang` knows nothing of it: a spec's evaluation carries no
 //! test settings.
 
-mod builtins;
+pub(crate) mod builtins;
 mod runner;
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ mod confine;
 mod diagnostics;
 mod reading;
 mod shapes;
-mod shipped;
+pub(crate) mod shipped;
 
 use std::path::PathBuf;
 use std::sync::mpsc::RecvTimeoutError;
