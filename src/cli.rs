@@ -6,7 +6,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Declarative, self-healing infrastructure written in Starlark.
 #[derive(Debug, Parser)]
-#[command(name = "tend", version, about)]
+#[command(name = "tend", version = env!("TEND_VERSION"), about, after_help = examples(&[
+    ("tend plan", "what would change to make ./main.star so"),
+    ("tend apply --yes", "make it so"),
+    ("tend run", "keep it so: heal dead, unhealthy and drifted instances"),
+    ("tend test", "run the spec tests (*_test.star) under this folder"),
+]))]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -51,6 +56,10 @@ pub struct SpecArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a spec: syntax, types, names, dependencies, templates and cycles.
+    #[command(after_help = examples(&[
+        ("tend validate", "check ./main.star"),
+        ("tend validate prod.ncl --json", "check a Nickel spec and print its model"),
+    ]))]
     Validate {
         #[command(flatten)]
         spec: SpecArgs,
@@ -59,6 +68,12 @@ pub enum Command {
         json: bool,
     },
     /// Show what would change to make the running instances match the spec.
+    #[command(after_help = examples(&[
+        ("tend plan", "what apply would do for ./main.star"),
+        ("tend plan -o release.plan", "save it; `tend apply release.plan` does exactly that"),
+        ("tend plan --detailed-exitcode", "in CI: exit 2 when the project differs from the spec"),
+        ("tend plan --json | jq .summary", "the plan as data"),
+    ]))]
     Plan {
         #[command(flatten)]
         spec: SpecArgs,
@@ -76,12 +91,31 @@ pub enum Command {
         store: StoreArgs,
     },
     /// Make the running instances match the spec (or a saved plan).
+    #[command(after_help = examples(&[
+        ("tend apply", "show the plan, ask, then make it so"),
+        ("tend apply --yes examples/hello/main.star", "without asking"),
+        ("tend apply release.plan --yes", "a plan saved by `tend plan -o`, if nothing changed since"),
+    ]))]
     Apply(ApplyArgs),
     /// Remove every instance tagged with the project, dependents first.
+    #[command(after_help = examples(&[
+        ("tend destroy", "show what would go, ask, then remove it"),
+        ("tend destroy --yes --store etcd://127.0.0.1:2379", "a project kept on etcd"),
+    ]))]
     Destroy(ApplyArgs),
     /// Keep the project matching the spec: heal dead, unhealthy and drifted instances.
+    #[command(after_help = examples(&[
+        ("tend run", "keep ./main.star; the dashboard is on http://127.0.0.1:9180/"),
+        ("tend run --watch --resync 5s", "and follow edits of the spec"),
+        ("tend run --store etcd://127.0.0.1:2379 --listen 127.0.0.1:9181", "one replica of several: one leads, the others stand by"),
+    ]))]
     Run(RunArgs),
     /// Show groups, slots, instances, health, outdated hashes and orphans.
+    #[command(after_help = examples(&[
+        ("tend status", "groups, slots, instances and their health"),
+        ("tend status --watch", "redrawn every 2s until Ctrl-C"),
+        ("tend status --json", "the same as data"),
+    ]))]
     Status {
         #[command(flatten)]
         spec: SpecArgs,
@@ -97,6 +131,10 @@ pub enum Command {
         store: StoreArgs,
     },
     /// Run the `def test_*()` functions of `*_test.star` files.
+    #[command(after_help = examples(&[
+        ("tend test", "every *_test.star under this folder"),
+        ("tend test tests/web_test.star --update", "one file, rewriting changed snapshots"),
+    ]))]
     Test {
         /// Files or folders to search (default: the current folder).
         paths: Vec<PathBuf>,
@@ -108,19 +146,49 @@ pub enum Command {
         max_steps: u64,
     },
     /// List the stdlib modules (`@tend//...`) and their functions.
+    #[command(after_help = examples(&[
+        ("tend stdlib", "list the modules loaded as @tend//<module>"),
+    ]))]
     Stdlib,
     /// Work with provider plugins.
+    #[command(after_help = examples(&[
+        ("tend plugin conformance -- ./my-provider", "check a plugin against the contract"),
+    ]))]
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
     },
     /// Print the group dependency graph.
+    #[command(after_help = examples(&[
+        ("tend graph | dot -Tsvg > groups.svg", "draw the dependencies with Graphviz"),
+        ("tend graph --format mermaid", "a Mermaid flowchart, for Markdown"),
+    ]))]
     Graph {
         #[command(flatten)]
         spec: SpecArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+    },
+    /// Print a shell's completion script for tend.
+    #[command(after_help = examples(&[
+        ("tend completions bash > ~/.local/share/bash-completion/completions/tend", "bash"),
+        ("tend completions zsh > ~/.zfunc/_tend", "zsh, with ~/.zfunc on $fpath"),
+        ("tend completions fish > ~/.config/fish/completions/tend.fish", "fish"),
+    ]))]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print tend's man page, or write one page per command into a folder.
+    #[command(after_help = examples(&[
+        ("tend man | man -l -", "read it now"),
+        ("tend man --dir /usr/local/share/man/man1", "install tend(1), tend-plan(1), ..."),
+    ]))]
+    Man {
+        /// Write tend.1 and a tend-<command>.1 page per command here instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -211,6 +279,10 @@ pub enum GraphFormat {
 pub enum PluginCommand {
     /// Check a plugin against the contract (docs/plugins.md): the protocol, then what it
     /// promises about instances. Makes and removes a few instances of a throwaway project.
+    #[command(after_help = examples(&[
+        ("tend plugin conformance -- ./my-provider --verbose", "a plugin and its arguments"),
+        ("tend plugin conformance --config '{\"region\": \"test\"}' -- python3 cloud.py", "with a config"),
+    ]))]
     Conformance {
         /// The plugin's config, as JSON (what `plugin(config = ...)` gives it).
         #[arg(long, default_value = "{}")]
@@ -222,4 +294,14 @@ pub enum PluginCommand {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+}
+
+/// The "Examples:" section of a command's `--help`: each command line with what it does.
+fn examples(items: &[(&str, &str)]) -> String {
+    let width = items.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    let mut text = String::from("Examples:");
+    for (command, what) in items {
+        text.push_str(&format!("\n  {command:<width$}  # {what}"));
+    }
+    text
 }

@@ -24,9 +24,67 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Spec(text) => f.write_str(text),
-            Failure::Other { fault, message } => write!(f, "error: {fault}: {message}"),
+            Failure::Spec(text) => {
+                write!(f, "{}\n{}", text.trim_end(), next_step(Fault::Spec))
+            }
+            Failure::Other { fault, message } => {
+                write!(f, "error: {fault}: {message}\n{}", next_step(*fault))
+            }
         }
+    }
+}
+
+/// The last line of every error: what to do next, by whose fault it is.
+pub fn next_step(fault: Fault) -> String {
+    match fault {
+        Fault::Spec => {
+            "help: fix the spec where the error points, then check it with `tend validate`"
+                .to_owned()
+        }
+        Fault::Usage => format!(
+            "help: `{} --help` shows what the command takes, with examples",
+            command_name()
+        ),
+        Fault::Environment => "help: fix what failed outside tend, named above, then run the \
+             command again; tend starts from what is really running (`tend status` shows it)"
+            .to_owned(),
+        Fault::Internal => format!(
+            "help: this is a bug in tend, not in your spec or machine: please report it with \
+             this message, the version (tend {}) and the command: {}",
+            env!("TEND_VERSION"),
+            command_line()
+        ),
+    }
+}
+
+/// `tend plan`: the program and its command, from the process's arguments.
+fn command_name() -> String {
+    let mut words = vec!["tend".to_owned()];
+    words.extend(
+        std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .filter(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-')),
+    );
+    words.join(" ")
+}
+
+/// The command line as typed, with any password in a store address (`etcd://user:pw@...`)
+/// hidden, for a bug report.
+fn command_line() -> String {
+    let mut words = vec!["tend".to_owned()];
+    words.extend(std::env::args().skip(1).map(|arg| hide_credentials(&arg)));
+    words.join(" ")
+}
+
+/// `etcd://user:secret@host` as `etcd://***@host`; anything else as it is.
+fn hide_credentials(arg: &str) -> String {
+    let Some((scheme, rest)) = arg.split_once("://") else {
+        return arg.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => arg.to_owned(),
     }
 }
 
@@ -86,7 +144,11 @@ pub fn install_panic_hook() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        crate::errln!("error: {}: {what}{place}", Fault::Internal);
+        crate::errln!(
+            "error: {}: {what}{place}\n{}",
+            Fault::Internal,
+            next_step(Fault::Internal)
+        );
     }));
 }
 
@@ -120,5 +182,36 @@ impl From<engine::reconcile::ReconcileError> for Failure {
                 message: text,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_password_never_reaches_a_bug_report() {
+        assert_eq!(
+            hide_credentials("etcd://root:hunter2@127.0.0.1:2379"),
+            "etcd://***@127.0.0.1:2379"
+        );
+        assert_eq!(hide_credentials("etcd://127.0.0.1:2379"), "etcd://127.0.0.1:2379");
+        assert_eq!(hide_credentials("--yes"), "--yes");
+    }
+
+    #[test]
+    fn every_class_of_error_ends_with_what_to_do_next() {
+        for fault in [Fault::Spec, Fault::Usage, Fault::Environment, Fault::Internal] {
+            let failure = Failure::Other {
+                fault,
+                message: "something".to_owned(),
+            };
+            let text = failure.to_string();
+            let last = text.lines().last().unwrap_or_default();
+            assert!(last.starts_with("help: "), "{fault:?}: {text}");
+        }
+        let internal = next_step(Fault::Internal);
+        assert!(internal.contains(env!("TEND_VERSION")), "{internal}");
+        assert!(internal.contains("report"), "{internal}");
     }
 }

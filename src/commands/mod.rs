@@ -1,9 +1,11 @@
 //! One module per command: read the spec, call the engine, print.
 
 mod apply;
+mod completions;
 mod destroy;
 mod graph;
 mod handover;
+mod man;
 mod plan;
 mod plugin;
 mod run;
@@ -52,5 +54,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
             watch,
             store,
         } => status::run(&spec, json, watch.as_deref(), &store),
+        Command::Completions { shell } => completions::run(shell),
+        Command::Man { dir } => man::run(dir.as_deref()),
     }
 }

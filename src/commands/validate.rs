@@ -16,13 +16,22 @@ pub fn run(args: &SpecArgs, json: bool) -> Result<i32, Failure> {
     } else {
         let instances: usize = spec.groups.iter().map(|g| g.allocation.len()).sum();
         crate::outln!(
-            "{} is valid: project {:?}, {} groups, {} instances; order: {}",
+            "{} is valid: project {:?}, {}, {}; order: {}",
             args.spec.display(),
             spec.project,
-            spec.groups.len(),
-            instances,
+            counted(spec.groups.len(), "group"),
+            counted(instances, "instance"),
             graph.order().join(", ")
         );
     }
     Ok(0)
+}
+
+/// `1 group`, `3 groups`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

@@ -14,6 +14,7 @@ mod fuzz_replay;
 mod harness;
 mod instance_processes;
 mod nickel;
+mod packaging;
 mod planner_props;
 mod plans;
 mod plugins;

@@ -569,7 +569,7 @@ pub(crate) fn tend_builtins(builder: &mut GlobalsBuilder) {
         ))
     }
 
-    /// Health check: an HTTP GET that must answer 2xx.
+    /// Health check: an HTTP GET that must answer 2xx or 3xx.
     fn http<'v>(
         #[starlark(require = named)] port: Value<'v>,
         #[starlark(require = named, default = "/")] path: &str,

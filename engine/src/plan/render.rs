@@ -78,7 +78,7 @@ impl Plan {
     }
 
     /// The plan as pretty JSON: `project`, `summary` (all four counts), `unchanged`,
-    /// `actions`, `barriers` and `held` (when a group is held). README's "Plan JSON" says
+    /// `actions`, `barriers` and `held` (when a group is held). `docs/plan-json.md` says
     /// what each field means.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))

@@ -1,0 +1,115 @@
+//! What an installed tend gives besides its commands: a version naming its commit, shell
+//! completions that complete, and man pages.
+
+use std::process::Command;
+
+use crate::harness::{repo, tend, text};
+
+fn ok(args: &[&str]) -> String {
+    let out = tend(&repo(), args);
+    assert_eq!(out.status.code(), Some(0), "tend {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn the_version_names_the_release_and_the_commit_it_was_built_from() {
+    let version = ok(&["--version"]);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo())
+        .output()
+        .map(|o| text(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let commit = std::env::var("TEND_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or(head);
+    assert!(!commit.is_empty(), "this checkout has no commit to compare with");
+    assert_eq!(
+        version.trim(),
+        format!("tend {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// What bash's completion offers for `words`, the last one being completed.
+fn bash_completes(script: &str, words: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = dir.path().join("tend.bash");
+    std::fs::write(&path, script).unwrap_or_else(|e| panic!("write: {e}"));
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let program = format!(
+        "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{}'; COMP_POINT=${{#COMP_LINE}}; \
+         _tend tend '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display(),
+        quoted.join(" "),
+        words.len() - 1,
+        words.join(" "),
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let out = Command::new("bash")
+        .args(["--norc", "-c", &program])
+        .output()
+        .unwrap_or_else(|e| panic!("bash: {e}"));
+    assert!(out.status.success(), "bash: {}", text(&out.stderr));
+    text(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn bash_completion_completes_commands_flags_and_values() {
+    let script = ok(&["completions", "bash"]);
+    assert_eq!(bash_completes(&script, &["tend", "pl"]), ["plan", "plugin"]);
+    assert_eq!(
+        bash_completes(&script, &["tend", "plan", "--detailed"]),
+        ["--detailed-exitcode"]
+    );
+    assert_eq!(
+        bash_completes(&script, &["tend", "graph", "--format", ""]),
+        ["dot", "mermaid"]
+    );
+    assert_eq!(
+        bash_completes(&script, &["tend", "completions", "f"]),
+        ["fish"]
+    );
+}
+
+#[test]
+fn zsh_and_fish_completions_know_every_command() {
+    let zsh = ok(&["completions", "zsh"]);
+    let fish = ok(&["completions", "fish"]);
+    assert!(zsh.starts_with("#compdef tend"), "{zsh}");
+    for command in ["validate", "plan", "apply", "destroy", "run", "status", "test", "graph"] {
+        assert!(zsh.contains(&format!("'{command}:")), "zsh lacks {command}");
+        assert!(
+            fish.contains(&format!("-a \"{command}\"")),
+            "fish lacks {command}"
+        );
+    }
+    assert!(fish.contains("-l detailed-exitcode"), "{fish}");
+}
+
+#[test]
+fn the_man_page_describes_every_command_with_its_examples() {
+    let page = ok(&["man"]);
+    assert!(page.contains(".TH tend 1"), "{page}");
+    for command in ["validate", "plan", "apply", "destroy", "run", "status", "test", "man"] {
+        assert!(page.contains(&format!("tend\\-{command}(1)")), "tend(1) lacks {command}");
+    }
+    assert!(page.contains("tend plan"), "no examples: {page}");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let folder = dir.path().join("man1");
+    let said = ok(&["man", "--dir", &folder.to_string_lossy()]);
+    assert!(said.contains("man1"), "{said}");
+    for page in ["tend.1", "tend-plan.1", "tend-run.1", "tend-plugin-conformance.1"] {
+        let text = std::fs::read_to_string(folder.join(page))
+            .unwrap_or_else(|e| panic!("{page} was not written: {e}"));
+        assert!(text.contains(".SH SYNOPSIS"), "{page}: {text}");
+    }
+    let plan = std::fs::read_to_string(folder.join("tend-plan.1")).unwrap_or_default();
+    assert!(plan.contains("detailed\\-exitcode"), "{plan}");
+    assert!(plan.contains("release.plan"), "tend-plan(1) has no example: {plan}");
+}
