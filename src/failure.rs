@@ -38,8 +38,7 @@ impl fmt::Display for Failure {
 pub fn next_step(fault: Fault) -> String {
     match fault {
         Fault::Spec => {
-            "help: fix the spec where the error points, then check it with `tend validate`"
-                .to_owned()
+            "help: change the spec as the error says, then check it with `tend validate`".to_owned()
         }
         Fault::Usage => format!(
             "help: `{} --help` shows what the command takes, with examples",
@@ -195,13 +194,21 @@ mod tests {
             hide_credentials("etcd://root:hunter2@127.0.0.1:2379"),
             "etcd://***@127.0.0.1:2379"
         );
-        assert_eq!(hide_credentials("etcd://127.0.0.1:2379"), "etcd://127.0.0.1:2379");
+        assert_eq!(
+            hide_credentials("etcd://127.0.0.1:2379"),
+            "etcd://127.0.0.1:2379"
+        );
         assert_eq!(hide_credentials("--yes"), "--yes");
     }
 
     #[test]
     fn every_class_of_error_ends_with_what_to_do_next() {
-        for fault in [Fault::Spec, Fault::Usage, Fault::Environment, Fault::Internal] {
+        for fault in [
+            Fault::Spec,
+            Fault::Usage,
+            Fault::Environment,
+            Fault::Internal,
+        ] {
             let failure = Failure::Other {
                 fault,
                 message: "something".to_owned(),

@@ -21,8 +21,12 @@ pub fn run(dir: Option<&Path>) -> Result<i32, Failure> {
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| environment(format!("cannot make {}: {e}", dir.display())))?;
-    clap_mangen::generate_to(command, dir)
-        .map_err(|e| environment(format!("cannot write man pages into {}: {e}", dir.display())))?;
+    clap_mangen::generate_to(command, dir).map_err(|e| {
+        environment(format!(
+            "cannot write man pages into {}: {e}",
+            dir.display()
+        ))
+    })?;
     crate::outln!("wrote tend.1 and a page per command into {}", dir.display());
     Ok(0)
 }

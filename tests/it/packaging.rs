@@ -7,7 +7,12 @@ use crate::harness::{repo, tend, text};
 
 fn ok(args: &[&str]) -> String {
     let out = tend(&repo(), args);
-    assert_eq!(out.status.code(), Some(0), "tend {args:?}: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "tend {args:?}: {}",
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -24,7 +29,10 @@ fn the_version_names_the_release_and_the_commit_it_was_built_from() {
         .ok()
         .filter(|c| !c.is_empty())
         .unwrap_or(head);
-    assert!(!commit.is_empty(), "this checkout has no commit to compare with");
+    assert!(
+        !commit.is_empty(),
+        "this checkout has no commit to compare with"
+    );
     assert_eq!(
         version.trim(),
         format!("tend {} (commit {commit})", env!("CARGO_PKG_VERSION"))
@@ -81,7 +89,9 @@ fn zsh_and_fish_completions_know_every_command() {
     let zsh = ok(&["completions", "zsh"]);
     let fish = ok(&["completions", "fish"]);
     assert!(zsh.starts_with("#compdef tend"), "{zsh}");
-    for command in ["validate", "plan", "apply", "destroy", "run", "status", "test", "graph"] {
+    for command in [
+        "validate", "plan", "apply", "destroy", "run", "status", "test", "graph",
+    ] {
         assert!(zsh.contains(&format!("'{command}:")), "zsh lacks {command}");
         assert!(
             fish.contains(&format!("-a \"{command}\"")),
@@ -95,8 +105,13 @@ fn zsh_and_fish_completions_know_every_command() {
 fn the_man_page_describes_every_command_with_its_examples() {
     let page = ok(&["man"]);
     assert!(page.contains(".TH tend 1"), "{page}");
-    for command in ["validate", "plan", "apply", "destroy", "run", "status", "test", "man"] {
-        assert!(page.contains(&format!("tend\\-{command}(1)")), "tend(1) lacks {command}");
+    for command in [
+        "validate", "plan", "apply", "destroy", "run", "status", "test", "man",
+    ] {
+        assert!(
+            page.contains(&format!("tend\\-{command}(1)")),
+            "tend(1) lacks {command}"
+        );
     }
     assert!(page.contains("tend plan"), "no examples: {page}");
 
@@ -104,12 +119,20 @@ fn the_man_page_describes_every_command_with_its_examples() {
     let folder = dir.path().join("man1");
     let said = ok(&["man", "--dir", &folder.to_string_lossy()]);
     assert!(said.contains("man1"), "{said}");
-    for page in ["tend.1", "tend-plan.1", "tend-run.1", "tend-plugin-conformance.1"] {
+    for page in [
+        "tend.1",
+        "tend-plan.1",
+        "tend-run.1",
+        "tend-plugin-conformance.1",
+    ] {
         let text = std::fs::read_to_string(folder.join(page))
             .unwrap_or_else(|e| panic!("{page} was not written: {e}"));
         assert!(text.contains(".SH SYNOPSIS"), "{page}: {text}");
     }
     let plan = std::fs::read_to_string(folder.join("tend-plan.1")).unwrap_or_default();
     assert!(plan.contains("detailed\\-exitcode"), "{plan}");
-    assert!(plan.contains("release.plan"), "tend-plan(1) has no example: {plan}");
+    assert!(
+        plan.contains("release.plan"),
+        "tend-plan(1) has no example: {plan}"
+    );
 }

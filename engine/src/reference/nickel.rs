@@ -57,7 +57,10 @@ pub fn nickel_markdown() -> String {
             format!("{section}{name}")
         };
         let arguments = arguments(&lines[at..]).unwrap_or(parameter);
-        let _ = write!(page, "\n#### `{qualified}`\n\n```nickel\n{qualified} {arguments}\n```\n");
+        let _ = write!(
+            page,
+            "\n#### `{qualified}`\n\n```nickel\n{qualified} {arguments}\n```\n"
+        );
         let comment = comment_above(&lines, at);
         if !comment.is_empty() {
             let _ = write!(page, "\n{comment}\n");
@@ -109,7 +112,9 @@ fn comment_above(lines: &[&str], at: usize) -> String {
 
 /// A contract's text: from `let X =` to the `in` that closes it, without either.
 fn block(lines: &[&str], at: usize) -> String {
-    let first = lines[at].split_once('=').map_or("", |(_, rest)| rest.trim());
+    let first = lines[at]
+        .split_once('=')
+        .map_or("", |(_, rest)| rest.trim());
     if let Some(one_line) = first.strip_suffix(" in") {
         return one_line.to_owned();
     }
@@ -171,7 +176,12 @@ fn parameter_of(value: &str) -> Option<String> {
 
 /// The record after the first `args |` in a function's text, on one line.
 fn arguments(lines: &[&str]) -> Option<String> {
-    let text = lines.iter().take(40).copied().collect::<Vec<_>>().join("\n");
+    let text = lines
+        .iter()
+        .take(40)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
     // Only a function that takes `args` checks them with a record contract.
     if !lines.first()?.contains("fun args =>") {
         return None;

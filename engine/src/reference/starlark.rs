@@ -25,7 +25,9 @@ pub fn starlark_markdown() -> String {
          - [Spec builtins](#spec-builtins): ",
     );
     page.push_str(&index(&spec));
-    page.push_str("\n- [Test builtins](#test-builtins), in `*_test.star` files under `tend test`: ");
+    page.push_str(
+        "\n- [Test builtins](#test-builtins), in `*_test.star` files under `tend test`: ",
+    );
     page.push_str(&index(&tests));
     page.push_str("\n- [The stdlib](#the-stdlib): ");
     let modules: Vec<String> = stdlib::MODULES
