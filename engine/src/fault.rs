@@ -8,7 +8,8 @@ pub enum Fault {
     /// The spec is wrong: the user fixes it.
     Spec,
     /// The command line asks for something that cannot be done as asked (a question
-    /// without a terminal to answer it, a saved plan with a controller running).
+    /// without a terminal to answer it, a saved plan with a controller running, a store,
+    /// plan or instance that a newer tend wrote: see [`crate::format`]).
     Usage,
     /// A provider, service or file outside tend failed.
     Environment,

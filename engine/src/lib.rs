@@ -11,6 +11,7 @@ pub mod controller;
 pub mod diagnostic;
 pub mod exec;
 pub mod fault;
+pub mod format;
 pub mod graph;
 pub mod health;
 pub mod lang;

@@ -37,7 +37,9 @@ pub fn state_dir_for(spec: &Path, given: Option<PathBuf>) -> PathBuf {
 }
 
 /// The state folder of the spec at `spec_path`, and the store of `project`: the folder
-/// itself, or etcd when `--store` (or `TEND_STORE`) names it.
+/// itself, or etcd when `--store` (or `TEND_STORE`) names it. A folder that a newer tend
+/// wrote is refused here, before anything (the lock, a provider) touches it; an etcd store
+/// by the first call made to it (`take`, `last_applied`), so its flags are checked first.
 pub fn open_store(
     spec_path: &Path,
     args: &StoreArgs,
@@ -48,6 +50,7 @@ pub fn open_store(
     match args.store.as_deref().map(str::trim) {
         None | Some("") | Some("local") => {
             let store = Store::new(&state_dir);
+            store.check_format()?;
             Ok((state_dir, store))
         }
         Some(url) => {
@@ -59,6 +62,7 @@ pub fn open_store(
             process_groups_name_their_machine(spec)?;
             let etcd = EtcdStore::connect(&endpoints, project)?;
             let store = Store::etcd(&state_dir, etcd, project);
+            store.check_folder_format()?;
             Ok((state_dir, store))
         }
     }
@@ -156,8 +160,9 @@ pub fn secrets() -> SecretSource {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        let fault = match e {
+        let fault = match &e {
             StoreError::TooLarge { .. } => Fault::Spec,
+            StoreError::NewerFormat(newer) => newer.fault(),
             _ => Fault::Environment,
         };
         Failure::Other {

@@ -89,6 +89,7 @@ fn an_apply_writes_a_key_per_group_in_one_transaction_whose_revision_is_the_seri
     assert_eq!(
         names,
         [
+            "/tend/v1/keys/format",
             "/tend/v1/keys/history/0000000001",
             "/tend/v1/keys/sources",
             "/tend/v1/keys/specs/api",

@@ -7,6 +7,11 @@
 //! every write goes to a temporary file that is synced, renamed into place, and the folder
 //! synced after it, so a crash or a power cut leaves either the old file or the new one. The
 //! store is a record of intent; instances are never found from it.
+//!
+//! Both backends carry a format number ([`crate::format`]): `.tend/format` here, the
+//! `format` key in etcd. A store of an older format (tend 0.1.0 wrote none) is read as it
+//! is and migrated to this tend's format by its next write; one of a newer format is
+//! refused ([`StoreError::NewerFormat`]) before anything in it is read or written.
 
 pub mod etcd;
 mod lock;
@@ -19,6 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::{self, NewerFormat};
 use crate::spec::Spec;
 
 pub use etcd::EtcdStore;
@@ -73,6 +79,10 @@ pub enum StoreError {
     /// This process no longer leads: its write was refused.
     #[error("this process no longer leads the project: its write was refused (fenced)")]
     Deposed,
+    /// The store was written by a newer tend, in a format this one does not know: nothing
+    /// in it was read or written.
+    #[error(transparent)]
+    NewerFormat(#[from] NewerFormat),
     /// A file is not what tend wrote.
     #[error("{path} is damaged: {detail}")]
     Damaged {
@@ -218,16 +228,76 @@ impl Store {
     pub fn take(&self, command: &str) -> Result<ProjectLock, StoreError> {
         match &self.remote {
             None => self.lock(command).map(ProjectLock::Local),
-            Some(r) => r
-                .etcd
-                .hold(command)
-                .map(|l| ProjectLock::Leader(Arc::new(l))),
+            Some(r) => {
+                self.check_format()?;
+                r.etcd
+                    .hold(command)
+                    .map(|l| ProjectLock::Leader(Arc::new(l)))
+            }
         }
     }
 
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Refuses a store written by a newer tend: the local folder's format, and, with etcd,
+    /// the project's format there. Call it before anything else touches the store or the
+    /// folder (the lock, the providers' files); every read and write checks again.
+    pub fn check_format(&self) -> Result<(), StoreError> {
+        self.check_folder_format()?;
+        if let Some(r) = &self.remote {
+            r.etcd.format()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a local folder written by a newer tend, without a call to etcd: what an
+    /// etcd store checks at once, before the providers touch the folder. The etcd format is
+    /// checked by the first call that reads or writes there ([`Store::take`] and
+    /// [`Store::last_applied`] check it first).
+    pub fn check_folder_format(&self) -> Result<(), StoreError> {
+        self.local_format().map(|_| ())
+    }
+
+    fn format_file(&self) -> PathBuf {
+        self.dir.join("format")
+    }
+
+    /// The local folder's format: 1 without `.tend/format` (tend 0.1.0 wrote none), an
+    /// error when it is newer than this tend reads or is not a number.
+    fn local_format(&self) -> Result<u32, StoreError> {
+        let path = self.format_file();
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(1),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let Some(found) = format::parse_marker(&text) else {
+            return Err(StoreError::Damaged {
+                path,
+                detail: "it should hold the store's format, a number".to_owned(),
+            });
+        };
+        format::check(format::Kind::LocalState, found, || {
+            format!("the state in {}", self.dir.display())
+        })?;
+        Ok(found as u32)
+    }
+
+    /// Migrates the local folder from format `found` to this tend's, before a write (under
+    /// the commit lock, or the project lock for the rollouts): what it holds first, then
+    /// the marker, so a migration cut short is done again. Format 2 holds what format 1
+    /// held, so the marker is all there is to write.
+    fn migrate_local(&self, found: u32) -> Result<(), StoreError> {
+        if found >= format::LOCAL_STATE {
+            return Ok(());
+        }
+        write_atomic(
+            &self.format_file(),
+            format::marker(format::LOCAL_STATE).as_bytes(),
+        )
     }
 
     fn state_file(&self) -> PathBuf {
@@ -241,6 +311,7 @@ impl Store {
     /// Takes the exclusive project lock for `command`, or says who holds it. The kernel
     /// releases it when this process ends, however it ends.
     pub fn lock(&self, command: &str) -> Result<LockGuard, StoreError> {
+        self.local_format()?;
         lock::acquire(&self.dir.join("lock"), command)
     }
 
@@ -251,6 +322,7 @@ impl Store {
 
     /// The last applied version, if any.
     pub fn last_applied(&self) -> Result<Option<Applied>, StoreError> {
+        self.local_format()?;
         match &self.remote {
             Some(r) => r.etcd.last_applied(&r.project),
             None => read_json(&self.state_file()),
@@ -259,6 +331,7 @@ impl Store {
 
     /// The version applied as `serial`, if the history still has it.
     pub fn applied(&self, serial: u64) -> Result<Option<Applied>, StoreError> {
+        self.local_format()?;
         match &self.remote {
             Some(r) => r.etcd.applied(serial),
             None => read_json(&self.history_file(serial)),
@@ -268,11 +341,19 @@ impl Store {
     /// Records `spec` as applied: the next serial, same lineage, and a copy in history.
     /// Commits are serialised by a short kernel lock of their own, so two commits at once
     /// (an apply handing a spec to `tend run` while `--watch` commits one) never share a
-    /// serial.
+    /// serial. A store of an older format is migrated to this tend's first; one of a newer
+    /// format is refused with nothing written.
     pub fn commit(&self, spec: &Spec) -> Result<Applied, StoreError> {
         if let Some(r) = &self.remote {
+            // The folder holds only the providers' files then: marked when it exists.
+            let found = self.local_format()?;
+            if self.dir.is_dir() {
+                self.migrate_local(found)?;
+            }
             return r.etcd.commit(spec);
         }
+        // Checked before the commit lock is made, and again under it.
+        self.local_format()?;
         let path = self.dir.join("commit.lock");
         let io = |source| StoreError::Io {
             path: path.clone(),
@@ -286,6 +367,8 @@ impl Store {
             .open(&path)
             .map_err(io)?;
         guard.lock().map_err(io)?;
+        let found = self.local_format()?;
+        self.migrate_local(found)?;
         let previous = self.last_applied()?;
         let applied = Applied {
             lineage: previous
@@ -338,6 +421,7 @@ impl Store {
     pub fn failed_rollouts(
         &self,
     ) -> Result<std::collections::BTreeMap<String, FailedRollout>, StoreError> {
+        self.local_format()?;
         if let Some(r) = &self.remote {
             return r.etcd.failed_rollouts();
         }
@@ -349,9 +433,11 @@ impl Store {
         &self,
         rollouts: &std::collections::BTreeMap<String, FailedRollout>,
     ) -> Result<(), StoreError> {
+        let found = self.local_format()?;
         if let Some(r) = &self.remote {
             return r.etcd.save_failed_rollouts(rollouts);
         }
+        self.migrate_local(found)?;
         let path = self.dir.join("rollouts.json");
         let text = serde_json::to_string_pretty(rollouts).map_err(|e| StoreError::Damaged {
             path: path.clone(),
@@ -456,6 +542,133 @@ mod tests {
         let mut sorted = serials.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (1..=8).collect::<Vec<u64>>(), "{serials:?}");
+    }
+
+    /// A copy of the `.tend/` tend 0.1.0 left after an apply (state format 1).
+    fn store_of_tend_0_1_0() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/formats/tend-0.1.0/local/dot-tend");
+        copy_tree(&fixture, dir.path());
+        dir
+    }
+
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("{e}"));
+        for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{from:?}: {e}")) {
+            let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy_tree(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    /// Every file under `dir` with its bytes.
+    fn contents(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        let mut all = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                all.extend(contents(&entry.path()));
+            } else {
+                all.insert(
+                    entry.path(),
+                    std::fs::read(entry.path()).unwrap_or_default(),
+                );
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn a_store_of_tend_0_1_0_is_read_then_migrated_by_its_next_commit() {
+        let dir = store_of_tend_0_1_0();
+        let store = Store::new(dir.path());
+        assert!(store.check_format().is_ok());
+        let before = store.last_applied().ok().flatten();
+        assert_eq!(
+            before.as_ref().map(|a| (a.lineage.as_str(), a.serial)),
+            Some(("e7fce16e67cd4e05", 1))
+        );
+        assert_eq!(
+            before.as_ref().map(|a| a.spec.groups.len()),
+            Some(2),
+            "{before:?}"
+        );
+        assert!(
+            !dir.path().join("format").exists(),
+            "reading migrates nothing"
+        );
+        let spec = before.map(|a| a.spec).unwrap_or_else(|| spec("x"));
+        let applied = store.commit(&spec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (applied.lineage.as_str(), applied.serial),
+            ("e7fce16e67cd4e05", 2)
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("format")).ok(),
+            Some(format!("{}\n", format::LOCAL_STATE))
+        );
+        assert_eq!(store.history(), [1, 2]);
+        assert_eq!(store.applied(1).ok().flatten().map(|a| a.spec), Some(spec));
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_and_never_written() {
+        let dir = store_of_tend_0_1_0();
+        let newer = format::LOCAL_STATE + 1;
+        std::fs::write(dir.path().join("format"), format::marker(newer))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_file(dir.path().join("lock")).unwrap_or_else(|e| panic!("{e}"));
+        let before = contents(dir.path());
+        let store = Store::new(dir.path());
+        let newer_format = |e: StoreError| match e {
+            StoreError::NewerFormat(n) => n.found == u64::from(newer),
+            other => panic!("not a newer format: {other}"),
+        };
+        assert!(store.check_format().err().is_some_and(newer_format));
+        assert!(store.take("apply").err().is_some_and(newer_format));
+        assert!(store.lock("apply").err().is_some_and(newer_format));
+        assert!(store.last_applied().err().is_some_and(newer_format));
+        assert!(store.applied(1).err().is_some_and(newer_format));
+        assert!(store.failed_rollouts().err().is_some_and(newer_format));
+        assert!(store.commit(&spec("x")).err().is_some_and(newer_format));
+        assert!(store
+            .save_failed_rollouts(&Default::default())
+            .err()
+            .is_some_and(newer_format));
+        let message = store.check_format().err().map(|e| e.to_string());
+        assert_eq!(
+            message,
+            Some(format!(
+                "the state in {} was written by a newer tend (state format {newer}; this tend reads up to {}): nothing was read or written; upgrade tend (`tend --version` shows this one)",
+                dir.path().display(),
+                format::LOCAL_STATE
+            ))
+        );
+        assert_eq!(before, contents(dir.path()));
+        assert!(!dir.path().join("lock").exists());
+    }
+
+    #[test]
+    fn a_format_marker_that_is_not_a_number_is_damage_not_a_format() {
+        let dir = store_of_tend_0_1_0();
+        std::fs::write(dir.path().join("format"), "two\n").unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(dir.path());
+        let err = store.commit(&spec("x")).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("format is damaged")),
+            "{err:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("format"))
+                .ok()
+                .as_deref(),
+            Some("two\n")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! | key | holds |
 //! |---|---|
+//! | `format` | the store's format ([`crate::format::ETCD_STATE`]; none before tend marked it) |
 //! | `specs/<group>` | one group of the applied spec |
 //! | `sources` | the rest of the spec (ports, group order), the lineage, the history count |
 //! | `history/<n>` | the whole spec as applied the n-th time |
@@ -15,8 +16,13 @@
 //! | `members/<lease>` | each replica, on its own lease |
 //! | `leader/…` | the election |
 //!
-//! An apply writes every changed group, `sources` and a history entry in one transaction
-//! guarded by the `mod_revision`s it read: the transaction's revision is the spec serial.
+//! An apply writes every changed group, `sources`, a history entry and `format` in one
+//! transaction guarded by the `mod_revision`s it read (and the `format` it read): the
+//! transaction's revision is the spec serial. A project whose `format` is newer than this
+//! tend reads is refused before anything else under its root is read, and never written;
+//! one without (tend 0.1.0's) is read as format 1 and gets the key with its next commit.
+//! The root keeps its `v1` for good: a new format is a new `format`, never a new root an
+//! older tend would read as an empty project.
 //! While this process leads, every write also compares the leader key's create revision
 //! (the fencing token), so a deposed leader writes nothing.
 //!
@@ -37,6 +43,7 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Applied, FailedRollout, StoreError};
+use crate::format;
 use crate::spec::{Group, PortRange, Spec};
 
 pub use leader::{
@@ -124,6 +131,8 @@ struct Seen {
     sources_value: Sources,
     /// Each group's mod revision and value.
     groups: BTreeMap<String, (i64, Vec<u8>)>,
+    /// The `format` key's value (none: format 1).
+    format: Option<Vec<u8>>,
 }
 
 /// The leader key this process holds, compared by every write while it leads.
@@ -340,11 +349,37 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Reads the project's format: 1 without the key, an error when it is newer than this
+    /// tend reads (or not a number).
+    pub fn format(&self) -> Result<u32, StoreError> {
+        let key = self.key("format");
+        let answer = self.block(key, |mut c, key| async move { c.get(key, None).await })?;
+        self.check_format(answer.kvs().first().map(|kv| kv.value()))
+    }
+
+    /// Checks the `format` key's value (`None`: no key, format 1).
+    fn check_format(&self, value: Option<&[u8]>) -> Result<u32, StoreError> {
+        let Some(value) = value else {
+            return Ok(1);
+        };
+        let Some(found) = format::parse_marker(value) else {
+            return Err(StoreError::Damaged {
+                path: self.key("format").into(),
+                detail: "it should hold the store's format, a number".to_owned(),
+            });
+        };
+        format::check(format::Kind::EtcdState, found, || {
+            format!("the state in etcd under {}", self.root)
+        })?;
+        Ok(found as u32)
+    }
+
     /// The last applied version, if any; remembers the revisions the next commit is
-    /// guarded by.
+    /// guarded by. A project of a newer format is refused before its spec is read.
     pub fn last_applied(&self, project: &str) -> Result<Option<Applied>, StoreError> {
         let (sources_key, specs) = (self.key("sources"), self.key("specs/"));
         let txn = Txn::new().and_then(vec![
+            TxnOp::get(self.key("format"), None),
             TxnOp::get(sources_key, None),
             TxnOp::get(specs, Some(GetOptions::new().with_prefix())),
         ]);
@@ -353,12 +388,18 @@ impl EtcdStore {
             etcd_client::TxnOpResponse::Get(g) => Some(g),
             _ => None,
         });
-        let (Some(sources), Some(specs)) = (gets.next(), gets.next()) else {
+        let (Some(format), Some(sources), Some(specs)) = (gets.next(), gets.next(), gets.next())
+        else {
             return Err(self.error("a read of the spec came back incomplete"));
         };
+        let format = format.kvs().first().map(|kv| kv.value().to_vec());
+        self.check_format(format.as_deref())?;
         let Some(kv) = sources.kvs().first() else {
             if let Ok(mut seen) = self.seen.lock() {
-                *seen = Some(Seen::default());
+                *seen = Some(Seen {
+                    format,
+                    ..Seen::default()
+                });
             }
             return Ok(None);
         };
@@ -396,6 +437,7 @@ impl EtcdStore {
                 sources: serial,
                 sources_value,
                 groups: by_name,
+                format,
             });
         }
         Ok(Some(applied))
@@ -412,9 +454,10 @@ impl EtcdStore {
         })
     }
 
-    /// Records `spec` as applied in one transaction: the changed groups, `sources` and a
-    /// history entry, guarded by the revisions the last read saw (read now when nothing
-    /// was read). The transaction's revision is the serial.
+    /// Records `spec` as applied in one transaction: the changed groups, `sources`, a
+    /// history entry and this tend's `format` (the migration from an older one), guarded
+    /// by the revisions and the format the last read saw (read now when nothing was
+    /// read). The transaction's revision is the serial.
     pub fn commit(&self, spec: &Spec) -> Result<Applied, StoreError> {
         let seen = match self.seen.lock().map(|s| s.clone()).unwrap_or(None) {
             Some(seen) => seen,
@@ -441,6 +484,13 @@ impl EtcdStore {
             commit: format!("{}-{:010}", super::new_lineage(), std::process::id()),
         };
         let mut compares = self.fence_compares();
+        // A newer tend that marked the project meanwhile fails the commit: the next read
+        // refuses its format.
+        let format_key = self.key("format");
+        compares.push(match &seen.format {
+            None => Compare::version(format_key.clone(), CompareOp::Equal, 0),
+            Some(value) => Compare::value(format_key.clone(), CompareOp::Equal, value.clone()),
+        });
         compares.push(if first {
             Compare::version(self.key("sources"), CompareOp::Equal, 0)
         } else {
@@ -497,6 +547,11 @@ impl EtcdStore {
             &mut ops,
             self.key("sources"),
             serde_json::to_vec(&sources).map_err(damaged)?,
+        );
+        put(
+            &mut ops,
+            format_key,
+            format::marker(format::ETCD_STATE).into_bytes(),
         );
         // The history keeps the newest versions: older entries go in the same transaction.
         if let Some(oldest_kept) = sources.history.checked_sub(super::HISTORY_KEPT - 1) {
