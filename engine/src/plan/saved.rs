@@ -3,12 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::Plan;
+use crate::format::{Kind, NewerFormat};
 use crate::spec::Spec;
 
-/// The version of the saved-plan format this tend writes and reads. Format 2 writes the
-/// sets of actions that many actions wait for once, as barriers; format 1 listed them in
-/// every action's `after`.
-pub const FORMAT: u32 = 2;
+/// The version of the saved-plan format this tend writes and reads:
+/// [`crate::format::SAVED_PLAN`], which says why an older one is made again rather than
+/// migrated.
+pub const FORMAT: u32 = crate::format::SAVED_PLAN;
 
 /// Why a saved plan cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -21,11 +22,10 @@ pub enum SavedPlanError {
         /// What is wrong.
         detail: String,
     },
-    /// The file is a saved plan, written by a tend that uses another format.
-    #[error(
-        "{path} was saved by tend {tend_version} in plan format {format}, and this tend reads \
-         format {FORMAT} only: run `tend plan -o {path}` again"
-    )]
+    /// The file is a saved plan, written by a tend that uses another format: an older one
+    /// is made again (`tend plan -o`), a newer one needs a newer tend
+    /// ([`SavedPlanError::newer`]). The two messages differ.
+    #[error("{}", other_format(.path, *.format, .tend_version))]
     OtherFormat {
         /// The file.
         path: String,
@@ -43,6 +43,40 @@ pub enum SavedPlanError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SavedPlanError {
+    /// The refusal of a plan saved by a newer tend, when this is one.
+    pub fn newer(&self) -> Option<NewerFormat> {
+        match self {
+            SavedPlanError::OtherFormat {
+                path,
+                format,
+                tend_version,
+            } => crate::format::check(Kind::SavedPlan, *format, || {
+                format!("{path} (plan of tend {tend_version})")
+            })
+            .err(),
+            _ => None,
+        }
+    }
+}
+
+/// The message of [`SavedPlanError::OtherFormat`]: to upgrade tend for a newer plan, to
+/// plan again for an older one.
+fn other_format(path: &str, format: u64, tend_version: &str) -> String {
+    let error = SavedPlanError::OtherFormat {
+        path: path.to_owned(),
+        format,
+        tend_version: tend_version.to_owned(),
+    };
+    match error.newer() {
+        Some(newer) => newer.to_string(),
+        None => format!(
+            "{path} was saved by tend {tend_version} in plan format {format}, and this tend \
+             reads format {FORMAT} only: run `tend plan -o {path}` again"
+        ),
+    }
 }
 
 /// A plan with what it was made from, so `apply` can refuse it once the world moved on.
@@ -80,7 +114,8 @@ impl SavedPlan {
     }
 
     /// Reads a saved plan, checking its format first: a plan of another format is
-    /// [`SavedPlanError::OtherFormat`], whatever else it holds.
+    /// [`SavedPlanError::OtherFormat`], whatever else it holds (the shared
+    /// [`NewerFormat`] refusal when it is newer).
     pub fn read(path: &std::path::Path) -> Result<SavedPlan, SavedPlanError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Io {
@@ -107,5 +142,61 @@ impl SavedPlan {
             }
         }
         serde_json::from_value(value).map_err(not_a_plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/formats/tend-0.1.0/plan/plan.json")
+    }
+
+    /// The fixture with its `format` set to `format`, in a file of its own.
+    fn with_format(format: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+        let text = std::fs::read_to_string(fixture()).unwrap_or_else(|e| panic!("{e}"));
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        value["format"] = format.into();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("plan.json");
+        std::fs::write(&path, value.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, path)
+    }
+
+    #[test]
+    fn a_plan_saved_by_tend_0_1_0_is_read() {
+        let saved = SavedPlan::read(&fixture()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((saved.format, saved.tend_version.as_str()), (2, "0.1.0"));
+        assert_eq!(saved.spec.project, "formats");
+        assert_eq!(saved.plan.actions.len(), 1);
+        assert_eq!(saved.plan.actions[0].group, "web");
+    }
+
+    #[test]
+    fn an_older_plan_is_made_again_and_a_newer_one_needs_a_newer_tend() {
+        let (_dir, older) = with_format(1);
+        let refused = SavedPlan::read(&older).err();
+        assert!(refused.as_ref().and_then(SavedPlanError::newer).is_none());
+        let text = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("run `tend plan -o "), "{text}");
+        assert!(!text.contains("upgrade"), "{text}");
+
+        let (_dir, newer) = with_format(u64::from(FORMAT) + 1);
+        let refused = SavedPlan::read(&newer).err();
+        let found = refused
+            .as_ref()
+            .and_then(SavedPlanError::newer)
+            .map(|n| n.found);
+        assert_eq!(found, Some(u64::from(FORMAT) + 1));
+        let text = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("was saved by a newer tend (plan format 3; this tend reads up to 2)"),
+            "{text}"
+        );
+        assert!(text.contains("upgrade tend"), "{text}");
+        assert!(!text.contains("tend plan -o"), "{text}");
     }
 }
