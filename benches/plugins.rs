@@ -31,6 +31,7 @@ fn request(project: &str, slot: u32, props: serde_json::Value) -> ProvisionReque
         slot: slot.to_string(),
         hash: "b0b0".to_owned(),
         ports: Vec::new(),
+        format: engine::format::INSTANCE,
     };
     let mut request = ProvisionRequest::bare(Slot::Index(slot), tags);
     request.command = vec!["sleep".to_owned(), "600".to_owned()];

@@ -91,6 +91,7 @@ fn instance(
             slot: slot.to_owned(),
             hash: hash.to_owned(),
             ports: vec![("http".to_owned(), 20001)],
+            format: engine::format::INSTANCE,
         },
         labels: [("tend.key".to_owned(), "k1".to_owned())]
             .into_iter()

@@ -56,6 +56,7 @@ fn observed_for(spec: &Spec) -> Observed {
                     slot: slot.to_string(),
                     hash,
                     ports: Default::default(),
+                    format: engine::format::INSTANCE,
                 },
                 labels: BTreeMap::new(),
                 address: None,

@@ -255,6 +255,9 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
                 ),
             });
         }
+        // A replica registers and campaigns before it reads the spec: a store that a
+        // newer tend wrote is refused first.
+        store.check_format()?;
         return rt.block_on(async {
             let clock = Clock::real();
             let journal = Arc::new(Journal::new(clock, true));
@@ -300,6 +303,11 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
     let (lock, waited) = lock_for_run(&store)?;
     // The spec file may have changed while an apply held the project: it is read again.
     let spec = if waited { load(&args.spec)?.0 } else { spec };
+    // A project holding an instance that a newer tend made (or a spec its providers
+    // refuse) is refused before the spec is committed: nothing is written or done.
+    let previous: Vec<engine::spec::Spec> =
+        store.last_applied()?.map(|a| a.spec).into_iter().collect();
+    rt.block_on(engine::provider::observe(&spec, &previous, &providers))?;
     // The same spec as last applied keeps its serial: a restarted controller keeps a
     // paused group paused. A new one is a new serial.
     let applied = match store.last_applied()? {

@@ -454,6 +454,7 @@ async fn populate(spec: &Spec, worlds: &BTreeMap<String, SimProvider>, seed: u64
                 slot,
                 hash: hash.to_owned(),
                 ports: Vec::new(),
+                format: engine::format::INSTANCE,
             };
             let _ = world.insert(made_up(tags, states[next(4) as usize])).await;
         }

@@ -85,6 +85,7 @@ fn request(spec: &Spec, group: &str, slot: &str, hash: &str) -> ProvisionRequest
             slot: slot.to_owned(),
             hash: hash.to_owned(),
             ports: Default::default(),
+            format: engine::format::INSTANCE,
         },
     )
 }
@@ -346,6 +347,7 @@ fn check_world(w: &World) -> Result<(), TestCaseError> {
                 slot: SLOTS[*s].to_owned(),
                 hash,
                 ports: Default::default(),
+                format: engine::format::INSTANCE,
             };
             sim.insert(ObservedInstance {
                 id: String::new(),

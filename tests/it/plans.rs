@@ -60,6 +60,7 @@ fn observed_of(dir: &Path, spec: &Spec) -> Observed {
                 slot: f.slot,
                 hash,
                 ports: Default::default(),
+                format: engine::format::INSTANCE,
             },
             labels: BTreeMap::new(),
             address: None,

@@ -285,6 +285,7 @@ mod tests {
                     slot: "0".into(),
                     hash: "h".into(),
                     ports: Vec::new(),
+                    format: crate::format::INSTANCE,
                 },
                 labels: Default::default(),
                 address: Some(format!("127.0.0.1:{address_port}")),

@@ -311,6 +311,7 @@ pub fn render_instance(
                 slot: slot.to_string(),
                 hash: hash.to_string(),
                 ports: ports.to_vec(),
+                format: crate::format::INSTANCE,
             },
             labels,
             props: render_props(&group.provider.props, &fill)?,

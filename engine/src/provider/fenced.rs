@@ -278,6 +278,7 @@ mod tests {
             slot: "0".into(),
             hash: "h".into(),
             ports: Vec::new(),
+            format: crate::format::INSTANCE,
         };
         let fenced = fence(&set, Arc::new(Leading(9)));
         let request = ProvisionRequest::bare(crate::spec::Slot::Index(0), tags);

@@ -53,6 +53,11 @@ pub enum ProviderError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// An instance of the project was made by a newer tend, with tags of a format this one
+    /// does not know: nothing is planned for the project, so that instance is never
+    /// replaced, destroyed or taken for an orphan by this tend.
+    #[error(transparent)]
+    NewerFormat(#[from] crate::format::NewerFormat),
 }
 
 impl ProviderError {
@@ -78,6 +83,7 @@ impl ProviderError {
         match self {
             ProviderError::InvalidProps { .. } | ProviderError::Unknown(_) => Fault::Spec,
             ProviderError::NotFound { .. } | ProviderError::Backend { .. } => Fault::Environment,
+            ProviderError::NewerFormat(e) => e.fault(),
         }
     }
 }

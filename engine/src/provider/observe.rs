@@ -251,6 +251,10 @@ impl Observed {
 /// [`Observed::unobserved`]. Other providers are asked too, so instances of long-removed
 /// groups are found, but their failures mean nothing (no Docker engine on a machine that
 /// never used one, say).
+///
+/// An instance of the project whose tags a newer tend made ([`crate::format::INSTANCE`])
+/// is refused, naming it: nothing may be planned for a project that holds instances this
+/// tend cannot read.
 pub async fn observe(
     spec: &Spec,
     previous: &[Spec],
@@ -309,7 +313,25 @@ pub async fn observe(
         .map(|g| g.provider.kind.as_str())
         .collect();
     refuse_shared_instances(&mut observed, &current);
+    refuse_newer_instances(&observed)?;
     Ok(observed)
+}
+
+/// The first instance whose tags are of a format newer than this tend reads, as an error.
+fn refuse_newer_instances(observed: &Observed) -> Result<(), ProviderError> {
+    for (provider, i) in observed.iter() {
+        crate::format::check(
+            crate::format::Kind::Instance,
+            u64::from(i.tags.format),
+            || {
+                format!(
+                    "instance {} ({}/{} of project {:?}, in the {provider} provider)",
+                    i.id, i.tags.group, i.tags.slot, observed.project
+                )
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// An id listed twice, if one is.
@@ -416,6 +438,14 @@ mod tests {
                         slot: "0".into(),
                         hash: "h".into(),
                         ports: Vec::new(),
+                        // An id says the format: `unmarked-*` (tend 0.1.0), `newer-*`.
+                        format: if id.starts_with("unmarked") {
+                            crate::format::UNMARKED
+                        } else if id.starts_with("newer") {
+                            crate::format::INSTANCE + 1
+                        } else {
+                            crate::format::INSTANCE
+                        },
                     },
                     labels: BTreeMap::new(),
                     address: None,
@@ -515,5 +545,41 @@ mod tests {
                 observed.unobserved
             );
         }
+    }
+
+    #[tokio::test]
+    async fn instances_without_a_format_are_kept_and_one_of_a_newer_format_refuses_the_project() {
+        let spec = spec(
+            "project(name = \"p\")\ngroup(name = \"web\", size = 1, provider = sim(), flavor = flavor(command = [\"x\"]))\n",
+        );
+        let providers = set(vec![Fixed {
+            name: "sim",
+            ids: vec!["unmarked-a", "b"],
+        }]);
+        let observed = observe(&spec, &[], &providers).await.unwrap();
+        let formats: Vec<u32> = observed.iter().map(|(_, i)| i.tags.format).collect();
+        assert_eq!(formats, [crate::format::INSTANCE, crate::format::UNMARKED]);
+        // Even from a provider no spec uses, and in a group no spec has: never an orphan.
+        let providers = set(vec![
+            Fixed {
+                name: "sim",
+                ids: vec!["b"],
+            },
+            Fixed {
+                name: "docker",
+                ids: vec!["unmarked-a", "newer-c"],
+            },
+        ]);
+        let refused = observe(&spec, &[], &providers).await.err();
+        let Some(ProviderError::NewerFormat(newer)) = &refused else {
+            panic!("not refused: {refused:?}");
+        };
+        assert_eq!(newer.found, u64::from(crate::format::INSTANCE + 1));
+        assert!(
+            newer
+                .to_string()
+                .starts_with("instance newer-c (web/0 of project \"p\", in the docker provider) was made by a newer tend"),
+            "{newer}"
+        );
     }
 }

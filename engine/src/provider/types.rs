@@ -21,14 +21,19 @@ pub mod tags {
     pub const HASH: &str = "tend.hash";
     /// Its own ports, `name=port` separated by `,`, the address port first.
     pub const PORTS: &str = "tend.ports";
+    /// The format of its tags ([`crate::format::INSTANCE`]); none on an instance tend
+    /// 0.1.0 made, read as format 1.
+    pub const FORMAT: &str = "tend.format";
     /// A label, not a tag: the idempotency key of the provision that made it. A provider
     /// asked to make an instance with a key it already made one for returns that one.
     pub const KEY: &str = "tend.key";
 }
 
 /// The `tend.*` tags of an instance, typed. Every instance carries all four in its
-/// provider (docker labels, process environment, sim records).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// provider (docker labels, process environment, sim records), and the format of its tags
+/// when it is newer than format 1. These are built ([`InstanceTags::to_map`]) and read
+/// back ([`InstanceTags::from_map`]) here, for every provider that keeps tags as labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InstanceTags {
     /// `tend.project`
     pub project: String,
@@ -42,6 +47,29 @@ pub struct InstanceTags {
     /// its flavor names none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<(String, u16)>,
+    /// `tend.format`: the format of these tags. Instances tend makes carry
+    /// [`crate::format::INSTANCE`]; without the tag (tend 0.1.0's) it is
+    /// [`crate::format::UNMARKED`], and serialized without it, as before. A tag that is not
+    /// a number reads as `u32::MAX`: a format this tend does not know.
+    #[serde(
+        default = "crate::format::unmarked",
+        skip_serializing_if = "crate::format::is_unmarked"
+    )]
+    pub format: u32,
+}
+
+impl Default for InstanceTags {
+    /// Empty tags of the format this tend writes.
+    fn default() -> Self {
+        InstanceTags {
+            project: String::new(),
+            group: String::new(),
+            slot: String::new(),
+            hash: String::new(),
+            ports: Vec::new(),
+            format: crate::format::INSTANCE,
+        }
+    }
 }
 
 impl InstanceTags {
@@ -59,7 +87,19 @@ impl InstanceTags {
         if !self.ports.is_empty() {
             map.insert(tags::PORTS.to_owned(), self.ports_text());
         }
+        if !crate::format::is_unmarked(&self.format) {
+            map.insert(tags::FORMAT.to_owned(), self.format.to_string());
+        }
         map
+    }
+
+    /// Reads a `tend.format` tag value: [`crate::format::UNMARKED`] without one, `u32::MAX`
+    /// (a format this tend does not know) for one that is not a number.
+    pub fn parse_format(text: Option<&str>) -> u32 {
+        match text {
+            None => crate::format::UNMARKED,
+            Some(text) => text.trim().parse().unwrap_or(u32::MAX),
+        }
     }
 
     /// The `tend.ports` tag value: `http=20001,metrics=20002`.
@@ -111,6 +151,7 @@ impl InstanceTags {
                 .get(tags::PORTS)
                 .map(|t| InstanceTags::parse_ports(t))
                 .unwrap_or_default(),
+            format: InstanceTags::parse_format(map.get(tags::FORMAT).map(String::as_str)),
         }
     }
 }
@@ -252,4 +293,65 @@ pub enum ProviderEvent {
         /// What to say.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{INSTANCE, UNMARKED};
+
+    fn tags(format: u32) -> InstanceTags {
+        InstanceTags {
+            project: "p".into(),
+            group: "web".into(),
+            slot: "0".into(),
+            hash: "047354763ec3".into(),
+            ports: vec![("http".into(), 20001)],
+            format,
+        }
+    }
+
+    #[test]
+    fn tags_of_tend_0_1_0_read_as_format_1_and_are_written_back_unchanged() {
+        // As tend 0.1.0 kept them: labels (docker, terraform, plugins) and JSON (sim, process).
+        let map: Tags = [
+            ("tend.project", "p"),
+            ("tend.group", "web"),
+            ("tend.slot", "0"),
+            ("tend.hash", "047354763ec3"),
+            ("tend.ports", "http=20001"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(InstanceTags::from_map(&map), tags(UNMARKED));
+        assert_eq!(tags(UNMARKED).to_map(), map);
+        let json = r#"{"project":"p","group":"web","slot":"0","hash":"047354763ec3","ports":[["http",20001]]}"#;
+        let read: InstanceTags = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, tags(UNMARKED));
+        assert_eq!(serde_json::to_string(&read).ok().as_deref(), Some(json));
+    }
+
+    #[test]
+    fn tags_tend_makes_now_carry_their_format_through_labels_and_json() {
+        let now = tags(INSTANCE);
+        assert_eq!(
+            now.to_map().get(tags::FORMAT).map(String::as_str),
+            Some(INSTANCE.to_string().as_str())
+        );
+        assert_eq!(InstanceTags::from_map(&now.to_map()), now);
+        let json = serde_json::to_string(&now).unwrap_or_default();
+        assert!(json.contains(&format!("\"format\":{INSTANCE}")), "{json}");
+        assert_eq!(serde_json::from_str::<InstanceTags>(&json).ok(), Some(now));
+        assert_eq!(InstanceTags::default().format, INSTANCE);
+    }
+
+    #[test]
+    fn a_format_tag_that_is_not_a_number_is_a_format_this_tend_does_not_know() {
+        let mut map = tags(INSTANCE).to_map();
+        map.insert(tags::FORMAT.to_owned(), "3.0".to_owned());
+        assert_eq!(InstanceTags::from_map(&map).format, u32::MAX);
+        map.insert(tags::FORMAT.to_owned(), "7".to_owned());
+        assert_eq!(InstanceTags::from_map(&map).format, 7);
+    }
 }

@@ -2,7 +2,7 @@
 //! tend may make them, its own cgroups; the instance is every process in them.
 //!
 //! Tags travel in the process environment (`TEND_PROJECT`, `TEND_GROUP`, `TEND_SLOT`,
-//! `TEND_HASH`), set atomically by `exec`, so observed state is rebuilt from `/proc` alone:
+//! `TEND_HASH`, and `TEND_FORMAT` from format 2 on), set atomically by `exec`, so observed state is rebuilt from `/proc` alone:
 //! deleting the state folder loses no instance. An instance id is `<pid>-<start ticks>`, so
 //! a reused pid is never mistaken for an old instance. A small record file remembers
 //! instances that died (so a plan can say "heal" rather than "create"), and their cgroups;

@@ -9,7 +9,9 @@ use engine::provider::{InstanceState, InstanceTags, ObservedInstance};
 
 use super::cgroup::{Cgroups, InstanceCgroup};
 use super::records::Record;
-use super::spawn::{ENV_ADDRESS, ENV_GROUP, ENV_HASH, ENV_PORTS, ENV_PROJECT, ENV_SLOT};
+use super::spawn::{
+    ENV_ADDRESS, ENV_FORMAT, ENV_GROUP, ENV_HASH, ENV_PORTS, ENV_PROJECT, ENV_SLOT,
+};
 
 /// Splits an instance id into pid and start ticks.
 pub fn parse_id(id: &str) -> Option<(u32, u64)> {
@@ -29,6 +31,7 @@ fn tags_in(env: &BTreeMap<String, String>, project: &str) -> Option<InstanceTags
         slot: tag(ENV_SLOT),
         hash: tag(ENV_HASH),
         ports: InstanceTags::parse_ports(&tag(ENV_PORTS)),
+        format: InstanceTags::parse_format(env.get(ENV_FORMAT).map(String::as_str)),
     })
 }
 

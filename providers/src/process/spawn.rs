@@ -23,6 +23,8 @@ pub const ENV_HASH: &str = "TEND_HASH";
 pub const ENV_ADDRESS: &str = "TEND_ADDRESS";
 /// The instance's own ports, `name=port` separated by `,` (the `tend.ports` tag).
 pub const ENV_PORTS: &str = "TEND_PORTS";
+/// The format of its tags (the `tend.format` tag); none on an instance of tend 0.1.0.
+pub const ENV_FORMAT: &str = "TEND_FORMAT";
 /// How long a stop may take, in milliseconds.
 pub const ENV_STOP_TIMEOUT: &str = "TEND_STOP_TIMEOUT_MS";
 /// Variables passed through from tend's own environment; nothing else is inherited, so a
@@ -121,6 +123,9 @@ pub fn spawn(request: &ProvisionRequest, start: Start<'_>) -> Result<Started, Pr
     }
     if !t.ports.is_empty() {
         env.insert(ENV_PORTS.to_owned(), t.ports_text());
+    }
+    if let Some(format) = t.to_map().get(engine::provider::tags::FORMAT) {
+        env.insert(ENV_FORMAT.to_owned(), format.clone());
     }
     if let Some(address) = &request.address {
         env.insert(ENV_ADDRESS.to_owned(), address.clone());

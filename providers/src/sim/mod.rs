@@ -336,6 +336,7 @@ mod tests {
             slot: slot.to_string(),
             hash: "abc".into(),
             ports: Default::default(),
+            format: engine::format::INSTANCE,
         };
         ProvisionRequest::bare(engine::spec::Slot::Index(slot), t)
     }

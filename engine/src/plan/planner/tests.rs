@@ -50,6 +50,7 @@ fn instance(group: &str, slot: u32, hash: &str, state: InstanceState) -> Observe
             slot: slot.to_string(),
             hash: hash.into(),
             ports: Default::default(),
+            format: crate::format::INSTANCE,
         },
         labels: Default::default(),
         address: None,
