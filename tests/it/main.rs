@@ -10,6 +10,7 @@ mod errors;
 mod etcd;
 mod etcd_store;
 mod examples;
+mod formats;
 mod fuzz_replay;
 mod harness;
 mod instance_processes;
