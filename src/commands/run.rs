@@ -293,11 +293,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
                 resync,
                 options: Box::new(options),
             };
-            replica
-                .run(stop)
-                .await
-                .map(|()| 0)
-                .map_err(|e| environment(e.to_string()))
+            replica.run(stop).await.map(|()| 0).map_err(Failure::from)
         });
     }
     let (lock, waited) = lock_for_run(&store)?;
@@ -327,7 +323,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             journal,
             options(),
         )
-        .map_err(|e| environment(e.to_string()))?;
+        .map_err(Failure::from)?;
         let endpoint = Arc::new(controller.endpoint());
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
@@ -339,10 +335,7 @@ pub fn run(args: RunArgs) -> Result<i32, Failure> {
             applied.serial,
             args.listen
         );
-        controller
-            .run(stop)
-            .await
-            .map_err(|e| environment(e.to_string()))
+        controller.run(stop).await.map_err(Failure::from)
     });
     drop(lock);
     result.map(|()| 0)

@@ -120,6 +120,18 @@ impl Replica {
             let leadership = Arc::new(leadership);
             let stopped = match self.lead(&etcd, leadership.clone(), &stop).await {
                 Ok(stopped) => stopped,
+                // A newer tend wrote the store since this replica started: it reads
+                // nothing of it and writes nothing more to it. Campaigning again would
+                // only win and refuse again, so the replica ends, and says why.
+                Err(ControllerError::Store(StoreError::NewerFormat(newer)))
+                | Err(ControllerError::Reconcile(crate::reconcile::ReconcileError::Store(
+                    StoreError::NewerFormat(newer),
+                ))) => {
+                    self.say(format!("stopping: {newer}"));
+                    leadership.resign().await;
+                    etcd.end_session(&session).await;
+                    return Err(ControllerError::Store(StoreError::NewerFormat(newer)));
+                }
                 // The store failing (etcd unreachable, this leader deposed) ends this
                 // leadership, not the replica: it steps down and stands by again.
                 Err(ControllerError::Store(e))
@@ -275,11 +287,17 @@ impl Replica {
             Ok(Some(a)) => a,
             Ok(None) => match self.store.commit(&self.spec) {
                 Ok(a) => a,
+                Err(StoreError::NewerFormat(newer)) => {
+                    return Err(ControllerError::Store(StoreError::NewerFormat(newer)))
+                }
                 Err(e) => {
                     self.say(format!("cannot commit the spec: {e}"));
                     return Ok(*stop.borrow());
                 }
             },
+            Err(StoreError::NewerFormat(newer)) => {
+                return Err(ControllerError::Store(StoreError::NewerFormat(newer)))
+            }
             Err(e) => {
                 self.say(format!("cannot read the spec: {e}"));
                 return Ok(*stop.borrow());
