@@ -41,8 +41,13 @@ pub fn next_step(fault: Fault) -> String {
             "help: change the spec as the error says, then check it with `tend validate`".to_owned()
         }
         Fault::Usage => format!(
-            "help: `{} --help` shows what the command takes, with examples",
+            "help: do as the error says; `{} --help` shows what the command takes, with examples",
             command_name()
+        ),
+        Fault::Version => format!(
+            "help: install a tend at least as new as the one that wrote it (this is tend {}); \
+             nothing was changed",
+            env!("TEND_VERSION")
         ),
         Fault::Environment => "help: fix what failed outside tend, named above, then run the \
              command again; tend starts from what is really running (`tend status` shows it)"
@@ -60,28 +65,62 @@ pub fn next_step(fault: Fault) -> String {
 fn command_name() -> String {
     let mut words = vec!["tend".to_owned()];
     words.extend(
-        std::env::args()
-            .skip(1)
+        arguments()
+            .into_iter()
             .find(|a| !a.starts_with('-'))
             .filter(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-')),
     );
     words.join(" ")
 }
 
-/// The command line as typed, with any password in a store address (`etcd://user:pw@...`)
-/// hidden, for a bug report.
+/// The process's arguments after the program, readable even when not UTF-8 (this runs
+/// in the panic hook, which must not panic).
+fn arguments() -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The command line for a bug report, without what may be secret: a password in a store
+/// address (`etcd://user:pw@...`), a plugin's `--config` and the plugin command after `--`.
 fn command_line() -> String {
+    redact(&arguments())
+}
+
+/// `tend` and `args`, with what may be secret replaced by `<hidden>`.
+fn redact(args: &[String]) -> String {
     let mut words = vec!["tend".to_owned()];
-    words.extend(std::env::args().skip(1).map(|arg| hide_credentials(&arg)));
+    let mut hide_next = false;
+    for (at, arg) in args.iter().enumerate() {
+        if hide_next {
+            words.push("<hidden>".to_owned());
+            hide_next = false;
+        } else if arg == "--" {
+            words.push("--".to_owned());
+            if at + 1 < args.len() {
+                words.push("<hidden>".to_owned());
+            }
+            break;
+        } else if arg == "--config" {
+            words.push(arg.clone());
+            hide_next = true;
+        } else if arg.starts_with("--config=") {
+            words.push("--config=<hidden>".to_owned());
+        } else {
+            words.push(hide_credentials(arg));
+        }
+    }
     words.join(" ")
 }
 
-/// `etcd://user:secret@host` as `etcd://***@host`; anything else as it is.
+/// `etcd://user:secret@host` as `etcd://***@host` (up to the last `@`); anything else as
+/// it is.
 fn hide_credentials(arg: &str) -> String {
     let Some((scheme, rest)) = arg.split_once("://") else {
         return arg.to_owned();
     };
-    match rest.split_once('@') {
+    match rest.rsplit_once('@') {
         Some((_, host)) => format!("{scheme}://***@{host}"),
         None => arg.to_owned(),
     }
@@ -118,7 +157,10 @@ impl From<SavedPlanError> for Failure {
     fn from(e: SavedPlanError) -> Self {
         // A plan from another tend is not broken: it asks to be made again.
         let fault = match e {
-            SavedPlanError::OtherFormat { .. } => Fault::Usage,
+            SavedPlanError::OtherFormat { .. } => match e.newer() {
+                Some(newer) => newer.fault(),
+                None => Fault::Usage,
+            },
             SavedPlanError::NotAPlan { .. } | SavedPlanError::Io { .. } => Fault::Environment,
         };
         Failure::Other {
@@ -170,6 +212,16 @@ impl From<engine::reconcile::PreviewError> for Failure {
     }
 }
 
+impl From<engine::controller::ControllerError> for Failure {
+    fn from(e: engine::controller::ControllerError) -> Self {
+        use engine::controller::ControllerError;
+        match e {
+            ControllerError::Store(s) => s.into(),
+            ControllerError::Reconcile(r) => r.into(),
+        }
+    }
+}
+
 impl From<engine::reconcile::ReconcileError> for Failure {
     fn from(e: engine::reconcile::ReconcileError) -> Self {
         use engine::reconcile::ReconcileError;
@@ -199,6 +251,33 @@ mod tests {
             "etcd://127.0.0.1:2379"
         );
         assert_eq!(hide_credentials("--yes"), "--yes");
+        assert_eq!(
+            hide_credentials("etcd://u:p@ss@127.0.0.1:2379"),
+            "etcd://***@127.0.0.1:2379"
+        );
+    }
+
+    #[test]
+    fn a_bug_report_hides_plugin_configs_and_commands() {
+        let args: Vec<String> = [
+            "plugin",
+            "conformance",
+            "--config",
+            "{\"token\": \"s3cret\"}",
+            "--",
+            "./p",
+            "--api-key",
+            "X",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            redact(&args),
+            "tend plugin conformance --config <hidden> -- <hidden>"
+        );
+        let args = vec!["apply".to_owned(), "--config={\"k\":1}".to_owned()];
+        assert_eq!(redact(&args), "tend apply --config=<hidden>");
     }
 
     #[test]
@@ -206,6 +285,7 @@ mod tests {
         for fault in [
             Fault::Spec,
             Fault::Usage,
+            Fault::Version,
             Fault::Environment,
             Fault::Internal,
         ] {

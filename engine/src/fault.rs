@@ -8,9 +8,12 @@ pub enum Fault {
     /// The spec is wrong: the user fixes it.
     Spec,
     /// The command line asks for something that cannot be done as asked (a question
-    /// without a terminal to answer it, a saved plan with a controller running, a store,
-    /// plan or instance that a newer tend wrote: see [`crate::format`]).
+    /// without a terminal to answer it, a saved plan with a controller running, a plan
+    /// saved by an older tend).
     Usage,
+    /// A store, saved plan or instance that a newer tend wrote, in a format this tend does
+    /// not read (see [`crate::format`]): a newer tend is needed.
+    Version,
     /// A provider, service or file outside tend failed.
     Environment,
     /// tend itself is wrong: a bug to report.
@@ -22,6 +25,7 @@ impl fmt::Display for Fault {
         f.write_str(match self {
             Fault::Spec => "spec error",
             Fault::Usage => "usage error",
+            Fault::Version => "version error",
             Fault::Environment => "environment error",
             Fault::Internal => "internal error (a bug in tend)",
         })

@@ -138,10 +138,9 @@ impl fmt::Display for NewerFormat {
 impl std::error::Error for NewerFormat {}
 
 impl NewerFormat {
-    /// Whose fault it is: the command asks this tend for something only a newer one can
-    /// do, as a saved plan of another format is.
+    /// Whose fault it is: no one's but this tend's age; a newer tend is needed.
     pub fn fault(&self) -> crate::fault::Fault {
-        crate::fault::Fault::Usage
+        crate::fault::Fault::Version
     }
 }
 
@@ -159,9 +158,15 @@ pub fn check(kind: Kind, found: u64, subject: impl FnOnce() -> String) -> Result
 }
 
 /// Reads a format marker as tend writes it (`.tend/format`, the etcd `format` key): a
-/// number, surrounding blanks allowed. `None` for anything else.
+/// number from 1 up, surrounding blanks allowed. `None` for anything else (format 0 never
+/// existed).
 pub fn parse_marker(text: &[u8]) -> Option<u64> {
-    std::str::from_utf8(text).ok()?.trim().parse().ok()
+    std::str::from_utf8(text)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
 }
 
 /// A format marker as tend writes it: the number and a newline.
@@ -211,6 +216,7 @@ mod tests {
         assert_eq!(parse_marker(b" 7 \n"), Some(7));
         assert_eq!(parse_marker(b"two"), None);
         assert_eq!(parse_marker(b"-1"), None);
+        assert_eq!(parse_marker(b"0"), None);
         assert_eq!(parse_marker(&[0xff]), None);
     }
 }

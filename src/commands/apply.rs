@@ -15,9 +15,11 @@ use super::setup::{
     fenced, load, look, open_store, providers_for, runtime, Closing, Drive, OnCtrlC,
 };
 
+/// A saved plan that no longer matches: the command asked for it, so it is a usage error
+/// whose help is the message's own (plan again).
 fn stale(why: &str) -> Failure {
     Failure::Other {
-        fault: Fault::Spec,
+        fault: Fault::Usage,
         message: format!("the saved plan is stale: {why}; run `tend plan -o` again"),
     }
 }

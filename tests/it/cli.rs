@@ -138,7 +138,8 @@ fn a_plan_saved_in_an_older_format_is_refused_with_what_to_do() {
     assert_eq!(
         text(&out.stderr).trim(),
         "error: usage error: web.plan was saved by tend 0.1.0 in plan format 1, and this tend \
-         reads format 2 only: run `tend plan -o web.plan` again"
+         reads format 2 only: run `tend plan -o web.plan` again\n\
+         help: do as the error says; `tend apply --help` shows what the command takes, with examples"
     );
 }
 
@@ -186,7 +187,8 @@ fn a_missing_spec_is_a_spec_error_with_exit_one() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: spec error: cannot read spec /nonexistent/main.star: No such file or directory (os error 2)"
+        "error: spec error: cannot read spec /nonexistent/main.star: No such file or directory (os error 2)\n\
+         help: change the spec as the error says, then check it with `tend validate`"
     );
 }
 

@@ -65,13 +65,11 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The error tend printed, without the help line that follows every error.
+/// The error tend printed, with its help line, this tend's version as `<version>`.
 fn error_of(out: &Output) -> String {
     text(&out.stderr)
-        .lines()
-        .filter(|l| !l.starts_with("help:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .trim_end()
+        .replace(env!("TEND_VERSION"), "<version>")
 }
 
 /// Runs tend, which must end on its own within a minute (`tend run` keeps going when it
@@ -113,6 +111,15 @@ fn sim_world_with_format(world: &Path, id: &str, format: u32) {
     put["put"]["instance"]["tags"]["format"] = format.into();
     write(world, &format!("{journal}{put}\n"));
 }
+
+/// The commands that read a project: each must refuse a newer format and change nothing.
+const EVERY_COMMAND: [&[&str]; 5] = [
+    &["plan"],
+    &["apply", "--yes"],
+    &["destroy", "--yes"],
+    &["status"],
+    &["run"],
+];
 
 #[test]
 fn a_local_store_of_tend_0_1_0_plans_no_changes_and_its_next_apply_migrates_it() {
@@ -230,13 +237,7 @@ fn a_local_store_of_a_newer_format_is_refused_before_anything_is_read_or_written
     let spec = read(&dir.path().join("main.star")).replace("name = \"web\"", "name = \"www\"");
     write(&dir.path().join("main.star"), &spec);
     let before = contents(dir.path());
-    for args in [
-        &["plan"][..],
-        &["apply", "--yes"],
-        &["destroy", "--yes"],
-        &["status"],
-        &["run"],
-    ] {
+    for args in EVERY_COMMAND {
         let out = tend_ends(dir.path(), args);
         assert_exit(&out, 1, args);
         let error = error_of(&out);
@@ -277,13 +278,7 @@ fn an_instance_of_a_newer_format_is_never_replaced_destroyed_or_orphaned() {
         ),
     ] {
         write(&dir.path().join("main.star"), &spec);
-        for args in [
-            &["plan"][..],
-            &["apply", "--yes"],
-            &["destroy", "--yes"],
-            &["status"],
-            &["run"],
-        ] {
+        for args in EVERY_COMMAND {
             let out = tend_ends(dir.path(), args);
             assert_exit(&out, 1, args);
             let error = error_of(&out);

@@ -277,7 +277,11 @@ impl Store {
         let Some(found) = format::parse_marker(&text) else {
             return Err(StoreError::Damaged {
                 path,
-                detail: "it should hold the store's format, a number".to_owned(),
+                detail: format!(
+                    "it should hold the store's format, a number from 1 up; if only tends of \
+                     this version keep the project, write {} there",
+                    format::LOCAL_STATE
+                ),
             });
         };
         format::check(format::Kind::LocalState, found, || {

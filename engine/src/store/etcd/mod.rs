@@ -365,7 +365,11 @@ impl EtcdStore {
         let Some(found) = format::parse_marker(value) else {
             return Err(StoreError::Damaged {
                 path: self.key("format").into(),
-                detail: "it should hold the store's format, a number".to_owned(),
+                detail: format!(
+                    "it should hold the store's format, a number from 1 up; if only tends of \
+                     this version keep the project, write {} there",
+                    format::ETCD_STATE
+                ),
             });
         };
         format::check(format::Kind::EtcdState, found, || {
