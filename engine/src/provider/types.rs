@@ -53,9 +53,27 @@ pub struct InstanceTags {
     /// a number reads as `u32::MAX`: a format this tend does not know.
     #[serde(
         default = "crate::format::unmarked",
-        skip_serializing_if = "crate::format::is_unmarked"
+        skip_serializing_if = "crate::format::is_unmarked",
+        deserialize_with = "any_format"
     )]
     pub format: u32,
+}
+
+/// A record's `format` as whatever a newer tend may write there (a number past `u32`, a
+/// string, ...): never a reason to drop the record, which would hide the instance and let
+/// its slot be filled twice. What is not a format this tend knows reads as `u32::MAX`, so
+/// the instance is refused, not misread.
+fn any_format<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(match value {
+        serde_json::Value::Null => crate::format::UNMARKED,
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(u32::MAX),
+        serde_json::Value::String(text) => InstanceTags::parse_format(Some(&text)),
+        _ => u32::MAX,
+    })
 }
 
 impl Default for InstanceTags {
@@ -297,6 +315,23 @@ pub enum ProviderEvent {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_record_whose_format_a_newer_tend_wrote_differently_is_kept_and_refused() {
+        let record = |format: &str| {
+            serde_json::from_str::<InstanceTags>(&format!(
+                r#"{{"project":"p","group":"g","slot":"0","hash":"h","format":{format}}}"#
+            ))
+            .map(|t| t.format)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(record("2"), Ok(2));
+        assert_eq!(record("null"), Ok(crate::format::UNMARKED));
+        assert_eq!(record("\"3\""), Ok(3));
+        for newer in ["\"three\"", "99999999999", "-1", "2.5", "{\"major\":3}"] {
+            assert_eq!(record(newer), Ok(u32::MAX), "{newer}");
+        }
+    }
     use super::*;
     use crate::format::{INSTANCE, UNMARKED};
 
