@@ -1,7 +1,7 @@
 //! Names the commit tend is built from, for `tend --version` and bug reports: `TEND_COMMIT`
 //! when set (a packager's build), else `git rev-parse` of the checkout, else "unknown".
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -15,7 +15,11 @@ fn main() {
     println!("cargo:rustc-env=TEND_VERSION={version} (commit {commit})");
 }
 
-/// The checkout's commit, twelve digits. Asks cargo to run this again when HEAD moves.
+/// The checkout's commit, twelve digits, when this crate is the top of a git checkout (a
+/// tarball unpacked inside another repository is not that repository's commit). Asks cargo
+/// to run this again when HEAD moves: HEAD itself, its reflog (written by every commit,
+/// checkout and reset, even when the branch lives only in packed-refs), and the branch's
+/// ref, in the repository's common folder (shared by worktrees).
 fn git_commit() -> Option<String> {
     let git = |args: &[&str]| -> Option<String> {
         let out = Command::new("git").args(args).output().ok()?;
@@ -23,13 +27,28 @@ fn git_commit() -> Option<String> {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
-    let git_dir = git(&["rev-parse", "--absolute-git-dir"])?;
-    let git_dir = Path::new(&git_dir);
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    let here = std::env::var("CARGO_MANIFEST_DIR").ok()?;
+    let same = |a: &str, b: &str| match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same(&top, &here) {
+        return None;
+    }
+    let git_dir = PathBuf::from(git(&["rev-parse", "--absolute-git-dir"])?);
+    let common = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .map(PathBuf::from)
+        .unwrap_or_else(|| git_dir.clone());
     let head = git_dir.join("HEAD");
-    let mut watched = vec![head.clone(), git_dir.join("packed-refs")];
+    let mut watched = vec![
+        head.clone(),
+        git_dir.join("logs").join("HEAD"),
+        common.join("packed-refs"),
+    ];
     if let Some(reference) = std::fs::read_to_string(&head)
         .ok()
-        .and_then(|h| h.strip_prefix("ref: ").map(|r| git_dir.join(r.trim())))
+        .and_then(|h| h.strip_prefix("ref: ").map(|r| common.join(r.trim())))
     {
         watched.push(reference);
     }
