@@ -9,6 +9,5 @@ use crate::failure::Failure;
 pub fn run(shell: clap_complete::Shell) -> Result<i32, Failure> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "tend", &mut script);
-    crate::out!("{}", String::from_utf8_lossy(&script));
-    Ok(0)
+    super::man::write_all_to_stdout(&script, "the completion script")
 }

@@ -16,8 +16,7 @@ pub fn run(dir: Option<&Path>) -> Result<i32, Failure> {
         clap_mangen::Man::new(command)
             .render(&mut page)
             .map_err(|e| environment(format!("cannot render the man page: {e}")))?;
-        crate::out!("{}", String::from_utf8_lossy(&page));
-        return Ok(0);
+        return write_all_to_stdout(&page, "the man page");
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| environment(format!("cannot make {}: {e}", dir.display())))?;
@@ -29,6 +28,19 @@ pub fn run(dir: Option<&Path>) -> Result<i32, Failure> {
     })?;
     crate::outln!("wrote tend.1 and a page per command into {}", dir.display());
     Ok(0)
+}
+
+/// Writes a generated file to stdout whole. A failed write (a full disk under `>`) is an
+/// error, so a truncated script or page is never taken for a good one; a reader that stops
+/// early (`| head`) is not.
+pub fn write_all_to_stdout(bytes: &[u8], what: &str) -> Result<i32, Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(environment(format!("cannot write {what}: {e}"))),
+    }
 }
 
 fn environment(message: String) -> Failure {

@@ -13,6 +13,18 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs tend in `cwd`, insists on exit status 0, and returns its stdout.
+pub fn tend_ok(cwd: &Path, args: &[&str]) -> String {
+    let out = tend(cwd, args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "tend {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// Runs the built `tend` binary in `cwd` with `args`.
 pub fn tend(cwd: &Path, args: &[&str]) -> Output {
     match Command::new(env!("CARGO_BIN_EXE_tend"))

@@ -2,23 +2,10 @@
 //! byte; a Nickel spec is applied, healed and destroyed for real; a folder with only a
 //! `main.ncl` is read without naming it.
 
-use std::path::Path;
-
-use crate::harness::{repo, tend, text};
+use crate::harness::{repo, tend_ok};
 use crate::process::wait_for;
 use crate::process::Project;
 use crate::run::{converged, Running};
-
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let out = tend(cwd, args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "tend {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 #[test]
 fn the_examples_plan_the_same_in_both_languages() {
@@ -28,7 +15,7 @@ fn the_examples_plan_the_same_in_both_languages() {
         let plan = |spec: &str| {
             let state_dir = state.path().join(spec);
             let state_dir = state_dir.to_string_lossy();
-            ok(&dir, &["plan", spec, "--json", "--state-dir", &state_dir])
+            tend_ok(&dir, &["plan", spec, "--json", "--state-dir", &state_dir])
         };
         let star = plan("main.star");
         let ncl = plan("main.ncl");
@@ -41,7 +28,7 @@ fn the_examples_plan_the_same_in_both_languages() {
             "{example}: {ncl}"
         );
         // The models (and so the spec hashes, which cover provider and flavor) are equal.
-        let model = |spec: &str| ok(&dir, &["validate", spec, "--json"]);
+        let model = |spec: &str| tend_ok(&dir, &["validate", spec, "--json"]);
         assert_eq!(model("main.star"), model("main.ncl"), "{example}");
         let hashes = |spec: &str| {
             let path = dir.join(spec);
@@ -99,10 +86,10 @@ group(name = "w", size = 1, provider = sim(), flavor = flavor(command = ["x"]))
         r#"{ project = "from-nickel" }"#,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let model = ok(dir.path(), &["validate", "--json"]);
+    let model = tend_ok(dir.path(), &["validate", "--json"]);
     assert!(model.contains("\"from-nickel\""), "{model}");
     std::fs::write(dir.path().join("main.star"), star).unwrap_or_else(|e| panic!("{e}"));
-    let model = ok(dir.path(), &["validate", "--json"]);
+    let model = tend_ok(dir.path(), &["validate", "--json"]);
     assert!(model.contains("\"from-starlark\""), "{model}");
 }
 

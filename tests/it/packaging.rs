@@ -3,17 +3,10 @@
 
 use std::process::Command;
 
-use crate::harness::{repo, tend, text};
+use crate::harness::{repo, tend_ok, text};
 
 fn ok(args: &[&str]) -> String {
-    let out = tend(&repo(), args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "tend {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    tend_ok(&repo(), args)
 }
 
 #[test]
@@ -135,4 +128,25 @@ fn the_man_page_describes_every_command_with_its_examples() {
         plan.contains("release.plan"),
         "tend-plan(1) has no example: {plan}"
     );
+}
+
+#[test]
+fn a_completion_script_or_man_page_that_cannot_be_written_fails_the_command() {
+    for args in [&["completions", "bash"][..], &["man"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap_or_else(|e| panic!("/dev/full: {e}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap_or_else(|e| panic!("tend: {e}"));
+        assert_eq!(out.status.code(), Some(1), "tend {args:?}");
+        assert!(
+            text(&out.stderr).contains("No space left on device"),
+            "tend {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
