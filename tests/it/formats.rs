@@ -508,3 +508,75 @@ fn an_etcd_store_of_a_newer_format_is_refused_and_left_as_it_is() {
         }
     }
 }
+
+/// A `tend run` killed if the test ends before it does.
+struct Replica(Option<std::process::Child>);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_replica_that_meets_a_newer_format_while_it_runs_stops_instead_of_campaigning_again() {
+    let test = "formats::a_replica_that_meets_a_newer_format_while_it_runs_stops_instead_of_campaigning_again";
+    let Some((cluster, dir)) = etcd_of_tend_0_1_0(test) else {
+        return;
+    };
+    let url = cluster.url();
+    let args = [
+        "run",
+        "--store",
+        &url,
+        "--listen",
+        "127.0.0.1:19311",
+        "--resync",
+        "1s",
+    ];
+    let mut replica = Replica(Some(spawn_tend(dir.path(), &args, Stdio::piped)));
+    let Some(child) = replica.0.as_mut() else {
+        unreachable!()
+    };
+    let leads = Instant::now() + Duration::from_secs(60);
+    while cluster
+        .ctl(&["get", "--prefix", "/tend/v1/formats/leader", "--keys-only"])
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < leads, "the replica never led");
+        if child.try_wait().ok().flatten().is_some() {
+            let out = replica.0.take().map(|c| c.wait_with_output());
+            panic!("the replica ended: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A newer tend's commit, as far as this one can tell.
+    cluster.ctl(&["put", "/tend/v1/formats/format", "3"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the replica kept running on a store of a newer format"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = replica
+        .0
+        .take()
+        .map(|c| c.wait_with_output())
+        .unwrap_or_else(|| unreachable!())
+        .unwrap_or_else(|e| panic!("tend run: {e}"));
+    assert_exit(&out, 1, &args);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("version error: the state in etcd under /tend/v1/formats/ was written by a newer tend (state format 3"),
+        "{stderr}"
+    );
+    // It led once or twice, not in a loop.
+    let led = stderr.matches("leading (fencing token").count();
+    assert!(led <= 2, "led {led} times:\n{stderr}");
+}
