@@ -23,10 +23,16 @@ pub fn nickel_markdown() -> String {
         let Some((name, _)) = rest.split_once("Contract =") else {
             continue;
         };
-        let _ = write!(page, "\n### `{name}`\n\n");
+        let _ = write!(page, "\n### `{name}Contract`\n\n");
         let comment = comment_above(&lines, at);
         if !comment.is_empty() {
             let _ = write!(page, "{comment}\n\n");
+        }
+        let export = format!("  {name} = {name}Contract,");
+        if lines.contains(&export.as_str()) {
+            let _ = write!(page, "Exported as `tend.{name}`.\n\n");
+        } else {
+            page.push_str("Not exported: used inside the other contracts.\n\n");
         }
         let body = block(&lines, at);
         let _ = write!(page, "```nickel\n{body}\n```\n");
@@ -34,8 +40,8 @@ pub fn nickel_markdown() -> String {
     page.push_str(
         "\n## Functions\n\nBeside the contracts (`Spec`, `Group`, `Flavor`, `Health`, \
          `Provider`, `Update`, `Balancer`, `Resources`, `Secret`), the record \
-         `import \"tend.ncl\"` gives these functions. Each one of a section takes one record \
-         of arguments, checked by the contract shown.\n",
+         `import \"tend.ncl\"` gives these functions. A function shown taking a record \
+         checks its arguments with that contract; the others take the one value named.\n",
     );
     let mut section = String::new();
     for (at, line) in lines.iter().enumerate() {
@@ -57,9 +63,10 @@ pub fn nickel_markdown() -> String {
             format!("{section}{name}")
         };
         let arguments = arguments(&lines[at..]).unwrap_or(parameter);
+        let level = if indent == 2 { "###" } else { "####" };
         let _ = write!(
             page,
-            "\n#### `{qualified}`\n\n```nickel\n{qualified} {arguments}\n```\n"
+            "\n{level} `{qualified}`\n\n```nickel\n{qualified} {arguments}\n```\n"
         );
         let comment = comment_above(&lines, at);
         if !comment.is_empty() {
