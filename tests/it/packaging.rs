@@ -12,23 +12,48 @@ fn ok(args: &[&str]) -> String {
 #[test]
 fn the_version_names_the_release_and_the_commit_it_was_built_from() {
     let version = ok(&["--version"]);
-    let head = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(repo())
-        .output()
-        .map(|o| text(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let commit = std::env::var("TEND_COMMIT")
+    let prefix = format!("tend {} (commit ", env!("CARGO_PKG_VERSION"));
+    let commit = version
+        .trim()
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not `{prefix}...)`: {version}"));
+    if let Some(given) = std::env::var("TEND_COMMIT").ok().filter(|c| !c.is_empty()) {
+        assert_eq!(commit, given);
+        return;
+    }
+    assert_eq!(commit.len(), 12, "{version}");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap_or_else(|e| panic!("git: {e}"))
+    };
+    let head = text(&git(&["rev-parse", "--short=12", "HEAD"]).stdout);
+    if commit == head.trim() {
+        return;
+    }
+    // Only a commit made after the binary was built (while the tests ran) may differ, and
+    // then the binary's commit is one of HEAD's ancestors.
+    let committed: u64 = text(&git(&["log", "-1", "--format=%ct", "HEAD"]).stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let built = std::fs::metadata(env!("CARGO_BIN_EXE_tend"))
+        .and_then(|m| m.modified())
         .ok()
-        .filter(|c| !c.is_empty())
-        .unwrap_or(head);
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(u64::MAX, |d| d.as_secs());
     assert!(
-        !commit.is_empty(),
-        "this checkout has no commit to compare with"
+        committed > built,
+        "the binary, built after HEAD ({}), names {commit}",
+        head.trim()
     );
-    assert_eq!(
-        version.trim(),
-        format!("tend {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    let known = git(&["merge-base", "--is-ancestor", commit, "HEAD"]);
+    assert!(
+        known.status.success(),
+        "{commit} is not an ancestor of HEAD"
     );
 }
 
