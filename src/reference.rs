@@ -187,8 +187,10 @@ fn the_generated_reference_pages_match_the_code() {
             continue;
         }
         if update {
-            std::fs::create_dir_all(folder()).expect("the docs folder can be made");
-            std::fs::write(&path, &content).expect("the page can be written");
+            std::fs::create_dir_all(folder())
+                .unwrap_or_else(|e| panic!("cannot make docs/reference: {e}"));
+            std::fs::write(&path, &content)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         } else {
             stale.push(name);
         }
