@@ -63,13 +63,19 @@ pub fn next_step(fault: Fault) -> String {
 
 /// `tend plan`: the program and its command, from the process's arguments.
 fn command_name() -> String {
+    command_of(&arguments())
+}
+
+/// `tend` and the first of `arguments` that is neither a flag nor the value of the one
+/// global flag that takes its value apart (`--log-format json`).
+fn command_of(arguments: &[String]) -> String {
     let mut words = vec!["tend".to_owned()];
-    words.extend(
-        arguments()
-            .into_iter()
-            .find(|a| !a.starts_with('-'))
-            .filter(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-')),
-    );
+    let command = arguments
+        .iter()
+        .enumerate()
+        .find(|(at, a)| !a.starts_with('-') && (*at == 0 || arguments[at - 1] != "--log-format"))
+        .map(|(_, a)| a.clone());
+    words.extend(command.filter(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-')));
     words.join(" ")
 }
 
@@ -161,7 +167,9 @@ impl From<SavedPlanError> for Failure {
                 Some(newer) => newer.fault(),
                 None => Fault::Usage,
             },
-            SavedPlanError::NotAPlan { .. } | SavedPlanError::Io { .. } => Fault::Environment,
+            SavedPlanError::NotAPlan { .. }
+            | SavedPlanError::Damaged { .. }
+            | SavedPlanError::Io { .. } => Fault::Environment,
         };
         Failure::Other {
             fault,
@@ -255,6 +263,15 @@ mod tests {
             hide_credentials("etcd://u:p@ss@127.0.0.1:2379"),
             "etcd://***@127.0.0.1:2379"
         );
+    }
+
+    #[test]
+    fn the_usage_help_names_the_command_not_a_flag_value() {
+        let words =
+            |args: &[&str]| command_of(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(words(&["--log-format", "text", "destroy"]), "tend destroy");
+        assert_eq!(words(&["-v", "plan", "x.star"]), "tend plan");
+        assert_eq!(words(&["./main.star"]), "tend");
     }
 
     #[test]

@@ -28,10 +28,13 @@ fn stale(why: &str) -> Failure {
 /// it converges or nothing more can be done. While `tend run` keeps the project, hands it
 /// the spec instead and follows it.
 pub fn run(args: ApplyArgs) -> Result<i32, Failure> {
-    // A file that is not a saved plan is a spec; a plan saved by another tend is refused.
+    // A file that is not a saved plan is a spec; a plan saved by another tend, or one
+    // that does not read, is refused.
     let saved = match SavedPlan::read(&args.spec.spec) {
         Ok(saved) => Some(saved),
-        Err(e @ SavedPlanError::OtherFormat { .. }) => return Err(e.into()),
+        Err(e @ (SavedPlanError::OtherFormat { .. } | SavedPlanError::Damaged { .. })) => {
+            return Err(e.into())
+        }
         Err(_) => None,
     };
     let spec_args = crate::cli::SpecArgs {

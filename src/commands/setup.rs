@@ -13,8 +13,24 @@ use engine::store::{EtcdStore, Store, StoreError};
 use crate::cli::{SpecArgs, StoreArgs};
 use crate::failure::Failure;
 
-/// Evaluates and checks the spec, and builds its group graph.
+/// Evaluates and checks the spec, and builds its group graph. A plan saved by `tend plan
+/// -o` is refused: as Starlark, its JSON would evaluate to an empty spec, whose apply or
+/// `tend run` would remove every instance.
 pub fn load(args: &SpecArgs) -> Result<(Spec, GroupGraph), Failure> {
+    use engine::plan::{SavedPlan, SavedPlanError};
+    match SavedPlan::read(&args.spec) {
+        Err(SavedPlanError::NotAPlan { .. } | SavedPlanError::Io { .. }) => {}
+        _ => {
+            return Err(Failure::Other {
+                fault: Fault::Usage,
+                message: format!(
+                    "{} is a plan saved by `tend plan -o`, not a spec: `tend apply {}` applies it",
+                    args.spec.display(),
+                    args.spec.display()
+                ),
+            })
+        }
+    }
     let options = EvalOptions {
         root: args.root.clone(),
         max_steps: args.max_steps,

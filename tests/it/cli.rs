@@ -257,3 +257,49 @@ fn status_watch_ends_when_its_reader_is_gone() {
     };
     assert_eq!(ended, Some(0));
 }
+
+#[test]
+fn a_saved_plan_is_never_taken_for_a_spec_so_nothing_is_destroyed() {
+    let dir = project_with_spec();
+    let out = tend(dir.path(), &["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = tend(dir.path(), &["plan", "-o", "web.plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // As a newer tend might write it: a format this tend cannot read, no version.
+    let mut saved = json(&std::fs::read(dir.path().join("web.plan")).unwrap_or_default());
+    saved["format"] = serde_json::json!({"major": 3});
+    if let Some(fields) = saved.as_object_mut() {
+        fields.remove("tend_version");
+    }
+    if let Err(e) = std::fs::write(dir.path().join("newer.plan"), saved.to_string()) {
+        panic!("{e}");
+    }
+    let out = tend(dir.path(), &["apply", "newer.plan", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).starts_with("error: version error: newer.plan"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Given where a spec goes, a plan is refused too, whatever its format.
+    for args in [
+        &["plan", "web.plan"][..],
+        &["validate", "web.plan"],
+        &["destroy", "web.plan", "--yes"],
+    ] {
+        let out = tend(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "tend {args:?}");
+        assert!(
+            text(&out.stderr).contains("web.plan is a plan saved by `tend plan -o`, not a spec"),
+            "tend {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = tend(dir.path(), &["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the instances are not all there: {}",
+        text(&out.stdout)
+    );
+}

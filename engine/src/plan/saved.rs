@@ -34,6 +34,17 @@ pub enum SavedPlanError {
         /// The tend that wrote it.
         tend_version: String,
     },
+    /// The file is a saved plan (a JSON object with a `format`) of this format that does
+    /// not read as one: refused, never taken for a spec.
+    #[error(
+        "{path} is a tend plan file, but it is damaged: {detail}; run `tend plan -o {path}` again"
+    )]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// The file could not be read or written.
     #[error("cannot access plan file {path}: {source}")]
     Io {
@@ -127,21 +138,32 @@ impl SavedPlan {
             detail: e.to_string(),
         };
         let value: serde_json::Value = serde_json::from_str(&text).map_err(not_a_plan)?;
-        if let (Some(format), Some(tend_version)) = (
-            value.get("format").and_then(serde_json::Value::as_u64),
-            value
+        // A JSON object with a `format` is a plan, whatever else it holds: it is read as
+        // one or refused, never taken for a spec (a JSON object also evaluates as Starlark,
+        // to an empty spec that would destroy everything). A format that is not a whole
+        // number is one this tend cannot read: a newer one.
+        let Some(format) = value.get("format") else {
+            return serde_json::from_value(value).map_err(not_a_plan);
+        };
+        let format = format
+            .as_u64()
+            .or_else(|| format.as_str().and_then(|t| t.trim().parse().ok()))
+            .unwrap_or(u64::MAX);
+        if format != u64::from(FORMAT) {
+            let tend_version = value
                 .get("tend_version")
-                .and_then(serde_json::Value::as_str),
-        ) {
-            if format != u64::from(FORMAT) {
-                return Err(SavedPlanError::OtherFormat {
-                    path: shown,
-                    format,
-                    tend_version: tend_version.to_owned(),
-                });
-            }
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("unknown");
+            return Err(SavedPlanError::OtherFormat {
+                path: shown,
+                format,
+                tend_version: tend_version.to_owned(),
+            });
         }
-        serde_json::from_value(value).map_err(not_a_plan)
+        serde_json::from_value(value).map_err(|e| SavedPlanError::Damaged {
+            path: shown,
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -173,6 +195,50 @@ mod tests {
         assert_eq!(saved.spec.project, "formats");
         assert_eq!(saved.plan.actions.len(), 1);
         assert_eq!(saved.plan.actions[0].group, "web");
+    }
+
+    /// The fixture with `edit` applied to its JSON.
+    fn edited(
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, path) = with_format(u64::from(FORMAT));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        edit(&mut value);
+        std::fs::write(&path, value.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, path)
+    }
+
+    #[test]
+    fn a_plan_in_a_shape_this_tend_cannot_read_is_refused_never_taken_for_something_else() {
+        for format in [
+            serde_json::json!({"major": 3}),
+            serde_json::json!("3"),
+            serde_json::json!(2.5),
+        ] {
+            let (_dir, path) = edited(|v| {
+                v["format"] = format.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("tend_version");
+                }
+            });
+            let refused = SavedPlan::read(&path).err();
+            assert!(
+                refused.as_ref().and_then(SavedPlanError::newer).is_some(),
+                "{format}: {refused:?}"
+            );
+        }
+        let (_dir, path) = edited(|v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("plan");
+            }
+        });
+        let refused = SavedPlan::read(&path).err();
+        assert!(
+            matches!(refused, Some(SavedPlanError::Damaged { .. })),
+            "{refused:?}"
+        );
     }
 
     #[test]
