@@ -292,7 +292,8 @@ impl Replica {
                 }
                 Err(e) => {
                     self.say(format!("cannot commit the spec: {e}"));
-                    return Ok(*stop.borrow());
+                    // Not at once: the next leader would meet the same store.
+                    return Ok(wait_or_stop(stop, Duration::from_secs(1)).await);
                 }
             },
             Err(StoreError::NewerFormat(newer)) => {
@@ -300,7 +301,8 @@ impl Replica {
             }
             Err(e) => {
                 self.say(format!("cannot read the spec: {e}"));
-                return Ok(*stop.borrow());
+                // Not at once: a damaged store answers the next leader the same.
+                return Ok(wait_or_stop(stop, Duration::from_secs(1)).await);
             }
         };
         let announcer = announce_while_leading(etcd.clone(), leadership.clone(), self.leading());
