@@ -588,9 +588,18 @@ fn the_endpoint_stays_bounded_and_answering() {
         "HTTP/1.0 200 OK"
     );
     let _ = slow.write_all(b"l");
-    // Beyond the cap, a connection is refused at once rather than queued behind them.
-    let more: Vec<TcpStream> = (1001..1100).map(|_| connect()).collect();
-    let refused = first_line(run.port, "GET /healthz HTTP/1.0\r\n\r\n");
+    // Beyond the cap, a connection is refused at once rather than queued behind them. The
+    // endpoint cuts off a client that sends nothing for 5 s, which a busy machine can reach
+    // while the thousand are opened: then a few more are opened, at most three times.
+    let mut more: Vec<TcpStream> = (1001..1100).map(|_| connect()).collect();
+    let mut refused = first_line(run.port, "GET /healthz HTTP/1.0\r\n\r\n");
+    for _ in 0..3 {
+        if refused.contains(" 503 ") {
+            break;
+        }
+        more.extend((0..100).map(|_| connect()));
+        refused = first_line(run.port, "GET /healthz HTTP/1.0\r\n\r\n");
+    }
     assert!(refused.contains(" 503 "), "{refused:?}");
     drop(more);
     drop(idle);
